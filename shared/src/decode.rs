@@ -1,0 +1,223 @@
+//! Decoding an SQS record body into the events it carries.
+//!
+//! A body is a JSON object, a JSON array of objects, or NDJSON (one object a
+//! line); it may be wrapped in an SNS notification envelope and may start
+//! with a UTF-8 byte order mark. Splitting never changes an event's bytes:
+//! [`compact`] turns a pretty-printed event into one line only when it spans
+//! several, so an event sent as one compact line is exported exactly as sent.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use crate::rejection::{RejectReason, Rejection};
+
+const BYTE_ORDER_MARK: char = '\u{feff}';
+
+/// A record body with any SNS envelope and byte order mark removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwrapped<'a> {
+    /// The payload: the body itself, or the SNS notification's `Message`.
+    pub payload: Cow<'a, str>,
+    /// The SNS message attribute `stream`, when the envelope carried one.
+    pub sns_stream: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SnsEnvelope {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "TopicArn")]
+    topic_arn: String,
+    #[serde(rename = "Message")]
+    message: String,
+    #[serde(rename = "MessageAttributes", default)]
+    attributes: HashMap<String, SnsAttribute>,
+}
+
+#[derive(Deserialize)]
+struct SnsAttribute {
+    #[serde(rename = "Value")]
+    value: String,
+}
+
+/// Removes a leading byte order mark and unwraps an SNS `Notification`
+/// envelope (SNS to SQS without raw message delivery).
+pub fn unwrap_body(body: &str) -> Unwrapped<'_> {
+    let body = body.strip_prefix(BYTE_ORDER_MARK).unwrap_or(body);
+    let looks_like_sns = body.trim_start().starts_with('{')
+        && body.contains("\"TopicArn\"")
+        && body.contains("\"Notification\"");
+    if looks_like_sns
+        && let Ok(envelope) = serde_json::from_str::<SnsEnvelope>(body)
+        && envelope.kind == "Notification"
+        && envelope.topic_arn.starts_with("arn:")
+    {
+        let message = envelope.message;
+        let payload = match message.strip_prefix(BYTE_ORDER_MARK) {
+            Some(rest) => rest.to_owned(),
+            None => message,
+        };
+        return Unwrapped {
+            payload: Cow::Owned(payload),
+            sns_stream: envelope
+                .attributes
+                .get("stream")
+                .map(|attribute| attribute.value.clone()),
+        };
+    }
+    Unwrapped {
+        payload: Cow::Borrowed(body),
+        sns_stream: None,
+    }
+}
+
+/// Splits a payload into the texts of its events, without checking them:
+/// the stream's profile does that. The whole payload is refused only when it
+/// cannot be split at all (empty, or an array that is not valid JSON).
+pub fn split_events(payload: &str) -> Result<Vec<&str>, Rejection> {
+    let trimmed = payload.trim();
+    if trimmed.is_empty() {
+        return Err(Rejection::new(RejectReason::NotJson, "the body is empty"));
+    }
+    if trimmed.starts_with('[') {
+        let elements: Vec<&RawValue> = serde_json::from_str(trimmed).map_err(|error| {
+            Rejection::new(RejectReason::NotJson, format!("not a JSON array: {error}"))
+        })?;
+        return Ok(elements.into_iter().map(RawValue::get).collect());
+    }
+    let Some((first_line, _)) = trimmed.split_once('\n') else {
+        return Ok(vec![trimmed]);
+    };
+    // NDJSON when the first line is a whole JSON value by itself; otherwise
+    // one pretty-printed value spanning several lines.
+    if serde_json::from_str::<IgnoredAny>(first_line).is_ok() {
+        Ok(trimmed
+            .split('\n')
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect())
+    } else {
+        Ok(vec![trimmed])
+    }
+}
+
+/// The event as one line: unchanged when it already is one, otherwise with
+/// the whitespace between tokens removed (strings, numbers and key order are
+/// kept byte for byte). Call it only on text that parsed as JSON.
+pub fn compact(event: &str) -> Cow<'_, str> {
+    if !event.contains(['\n', '\r']) {
+        return Cow::Borrowed(event);
+    }
+    let mut line = String::with_capacity(event.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in event.chars() {
+        if in_string {
+            line.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            line.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            line.push(c);
+        }
+    }
+    Cow::Owned(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_object_is_one_event_as_sent() {
+        assert_eq!(split_events(r#"{"a": 1}"#).unwrap(), vec![r#"{"a": 1}"#]);
+    }
+
+    #[test]
+    fn array_elements_are_events() {
+        assert_eq!(
+            split_events(r#"[{"a":1}, {"b":[2]}]"#).unwrap(),
+            vec![r#"{"a":1}"#, r#"{"b":[2]}"#]
+        );
+    }
+
+    #[test]
+    fn empty_array_has_no_events() {
+        assert!(split_events("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn broken_array_is_refused_whole() {
+        let rejection = split_events(r#"[{"a":1},"#).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::NotJson);
+    }
+
+    #[test]
+    fn ndjson_lines_are_events_and_blank_lines_are_skipped() {
+        let body = "{\"a\":1}\r\n\n{\"b\":2}\n  {not json\n";
+        assert_eq!(
+            split_events(body).unwrap(),
+            vec![r#"{"a":1}"#, r#"{"b":2}"#, "{not json"]
+        );
+    }
+
+    #[test]
+    fn pretty_printed_object_is_one_event_compacted() {
+        let body = "{\n  \"a\": \"x y\",\n  \"b\": [1, 2.50]\n}\n";
+        let events = split_events(body).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(compact(events[0]), r#"{"a":"x y","b":[1,2.50]}"#);
+    }
+
+    #[test]
+    fn compact_keeps_escaped_quotes_and_spaces_in_strings() {
+        let pretty = "{\n \"a\" : \"say \\\"hi\\\" \\\\ \",\n \"b\": 1e5\n}";
+        assert_eq!(compact(pretty), r#"{"a":"say \"hi\" \\ ","b":1e5}"#);
+    }
+
+    #[test]
+    fn compact_one_line_is_borrowed_unchanged() {
+        assert!(matches!(
+            compact(r#"{"a": 1}"#),
+            Cow::Borrowed(r#"{"a": 1}"#)
+        ));
+    }
+
+    #[test]
+    fn empty_body_is_refused() {
+        assert_eq!(
+            split_events(" \n ").unwrap_err().reason,
+            RejectReason::NotJson
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_is_removed() {
+        let unwrapped = unwrap_body("\u{feff}{\"a\":1}");
+        assert_eq!(unwrapped.payload, "{\"a\":1}");
+    }
+
+    #[test]
+    fn sns_notification_is_unwrapped_with_its_stream_attribute() {
+        let body = r#"{"Type":"Notification","MessageId":"m","TopicArn":"arn:aws:sns:us-east-1:123456789012:events","Message":"{\"a\":1}\n{\"b\":2}","MessageAttributes":{"stream":{"Type":"String","Value":"airkit-audit-logs"}}}"#;
+        let unwrapped = unwrap_body(body);
+        assert_eq!(unwrapped.payload, "{\"a\":1}\n{\"b\":2}");
+        assert_eq!(unwrapped.sns_stream.as_deref(), Some("airkit-audit-logs"));
+    }
+
+    #[test]
+    fn an_event_that_only_mentions_sns_words_is_not_unwrapped() {
+        let body = r#"{"Type":"Notification","TopicArn":"x","Message":"hello"}"#;
+        assert_eq!(unwrap_body(body).payload, body);
+    }
+}

@@ -1,0 +1,16 @@
+//! The core shared by s3-export's Lambda functions. Everything here except
+//! [`load`] and [`telemetry`] is a pure function of its inputs, so it is
+//! tested without AWS.
+
+pub mod config;
+pub mod decode;
+pub mod encode;
+pub mod layout;
+pub mod load;
+pub mod partition;
+pub mod profile;
+pub mod rejection;
+pub mod telemetry;
+pub mod time;
+
+pub use config::{Config, ConfigError};

@@ -1,0 +1,495 @@
+//! Stream profiles: where an event's tenant, time, id and type live, and what
+//! a stream requires of its events.
+//!
+//! Reading an event parses it once, borrowing: only the top-level fields the
+//! profile names are captured (as raw JSON slices); every other field is
+//! skipped without being built. The event's bytes are never changed here.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::rejection::{RejectReason, Rejection};
+use crate::time;
+
+/// The 45 `EVENT_TYPE` values of Airkit's audit log schema (the seed). An
+/// event with another type is accepted and counted as unknown.
+pub const AIRKIT_AUDIT_EVENT_TYPES: [&str; 45] = [
+    "portal_page_view",
+    "deployment_changed",
+    "new_adapter",
+    "deleted_api_key",
+    "deleted_encryption_key",
+    "modified_notifier",
+    "new_saml",
+    "invite_sent",
+    "new_encryption_key",
+    "user_support_scope_assigned",
+    "deleted_resource",
+    "user_role_removed",
+    "deleted_notifier",
+    "clone_datastore",
+    "invalid_login",
+    "saml_assertion_received",
+    "user_created",
+    "user_logout",
+    "deleted_domain_certificate",
+    "new_embed",
+    "user_root_scope_assigned",
+    "deleted_adapter",
+    "modified_datastore",
+    "deleted_datastore",
+    "user_login",
+    "app_deployed",
+    "new_resource",
+    "new_api_key",
+    "modified_adapter",
+    "modified_api_key",
+    "data_migration",
+    "org_created",
+    "new_domain_certificate",
+    "modified_domain_certificate",
+    "new_notifier",
+    "backup_datastore",
+    "new_datastore",
+    "password_change",
+    "modified_embed",
+    "user_locked",
+    "deleted_embed",
+    "app_undeployed",
+    "app_created",
+    "user_role_added",
+    "request_state",
+];
+
+/// The built-in profile names, usable as stream names or as the `profile` of a
+/// configured stream.
+pub const AIRKIT_APP_EVENTS: &str = "airkit-app-events";
+pub const AIRKIT_AUDIT_LOGS: &str = "airkit-audit-logs";
+pub const GENERIC: &str = "generic";
+
+/// The location of a field in an event, as a JSON pointer (RFC 6901).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    pointer: String,
+    tokens: Vec<String>,
+}
+
+impl FieldPath {
+    /// A top-level field by name.
+    pub fn top(name: &str) -> Self {
+        Self {
+            pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+            tokens: vec![name.to_owned()],
+        }
+    }
+
+    /// Parses a JSON pointer such as `/user/org_id`; it must name a field,
+    /// so the empty pointer (the whole event) is refused.
+    pub fn parse(pointer: &str) -> Result<Self, String> {
+        let Some(rest) = pointer.strip_prefix('/') else {
+            return Err(format!(
+                "`{pointer}` is not a JSON pointer: it must start with `/`"
+            ));
+        };
+        let tokens = rest
+            .split('/')
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect::<Vec<_>>();
+        if tokens.iter().any(String::is_empty) {
+            return Err(format!("`{pointer}` has an empty segment"));
+        }
+        Ok(Self {
+            pointer: pointer.to_owned(),
+            tokens,
+        })
+    }
+
+    /// The pointer text, as configured.
+    pub fn pointer(&self) -> &str {
+        &self.pointer
+    }
+}
+
+impl fmt::Display for FieldPath {
+    /// Top-level fields are shown by name, nested ones as their pointer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.tokens.as_slice() {
+            [name] => f.write_str(name),
+            _ => f.write_str(&self.pointer),
+        }
+    }
+}
+
+/// Which family a profile belongs to; the built-in ones fix their fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileKind {
+    AirkitAppEvents,
+    AirkitAuditLogs,
+    Generic,
+}
+
+/// What a stream requires of its events and where their routing fields live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub kind: ProfileKind,
+    /// The tenant: a non-empty string or an integer. Required.
+    pub tenant: FieldPath,
+    /// The event time (see [`crate::time`]). Required.
+    pub time: FieldPath,
+    /// The per-occurrence id used to drop duplicates; when set, required.
+    /// Without one, duplicates are found by a hash of the event's line.
+    pub id: Option<FieldPath>,
+    /// The event type, counted per value.
+    pub event_type: Option<FieldPath>,
+    /// Whether the event type must be present.
+    pub type_required: bool,
+    /// The known event types; an event of another type is counted, never
+    /// refused. Empty when the stream has no fixed list.
+    pub known_types: &'static [&'static str],
+    /// Fields that must be strings (or null) when present.
+    pub string_fields: Vec<FieldPath>,
+    /// The distinct first tokens of every path above, captured in one pass.
+    top_keys: Vec<String>,
+}
+
+/// The routing fields read from one event, borrowed from it where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFields<'a> {
+    pub tenant: Cow<'a, str>,
+    pub time_millis: i64,
+    pub id: Option<Cow<'a, str>>,
+    pub event_type: Option<Cow<'a, str>>,
+    /// `Some(false)` when the profile has a list of known types and this
+    /// event's type is not on it.
+    pub type_known: Option<bool>,
+}
+
+impl Profile {
+    /// Airkit App Events: camelCase standard fields, tenant `organizationId`,
+    /// time `eventTime`, type `type`; no per-occurrence id.
+    pub fn airkit_app_events() -> Self {
+        Self::build(
+            ProfileKind::AirkitAppEvents,
+            FieldPath::top("organizationId"),
+            FieldPath::top("eventTime"),
+            None,
+            Some(FieldPath::top("type")),
+            true,
+            &[],
+            ["appId", "branchId", "sessionId", "deployId", "kind"]
+                .iter()
+                .map(|name| FieldPath::top(name))
+                .collect(),
+        )
+    }
+
+    /// Airkit Audit Logs: upper-case columns, tenant `ORGANIZATION_ID`, id
+    /// `EVENT_ID`, zone-less `EVENT_TIME` read as UTC, the seed's 45 types.
+    pub fn airkit_audit_logs() -> Self {
+        Self::build(
+            ProfileKind::AirkitAuditLogs,
+            FieldPath::top("ORGANIZATION_ID"),
+            FieldPath::top("EVENT_TIME"),
+            Some(FieldPath::top("EVENT_ID")),
+            Some(FieldPath::top("EVENT_TYPE")),
+            true,
+            &AIRKIT_AUDIT_EVENT_TYPES,
+            Vec::new(),
+        )
+    }
+
+    /// A profile of the user's own, with JSON pointers for its fields.
+    pub fn generic(
+        tenant: FieldPath,
+        time: FieldPath,
+        id: Option<FieldPath>,
+        event_type: Option<FieldPath>,
+    ) -> Self {
+        Self::build(
+            ProfileKind::Generic,
+            tenant,
+            time,
+            id,
+            event_type,
+            false,
+            &[],
+            Vec::new(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        kind: ProfileKind,
+        tenant: FieldPath,
+        time: FieldPath,
+        id: Option<FieldPath>,
+        event_type: Option<FieldPath>,
+        type_required: bool,
+        known_types: &'static [&'static str],
+        string_fields: Vec<FieldPath>,
+    ) -> Self {
+        let mut top_keys: Vec<String> = Vec::new();
+        let paths = [Some(&tenant), Some(&time), id.as_ref(), event_type.as_ref()];
+        for path in paths.into_iter().flatten().chain(string_fields.iter()) {
+            if !top_keys.contains(&path.tokens[0]) {
+                top_keys.push(path.tokens[0].clone());
+            }
+        }
+        Self {
+            kind,
+            tenant,
+            time,
+            id,
+            event_type,
+            type_required,
+            known_types,
+            string_fields,
+            top_keys,
+        }
+    }
+
+    /// Reads and checks one event (the text of one JSON object). Returns its
+    /// routing fields, or the rejection naming the field at fault.
+    pub fn read<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
+        let top = capture_top_level(event, &self.top_keys)?;
+        let lookup = |path: &FieldPath| -> Result<Option<&'a RawValue>, Rejection> {
+            let index = self
+                .top_keys
+                .iter()
+                .position(|key| *key == path.tokens[0])
+                .expect("every profile path has its first token captured");
+            match top[index] {
+                Some(raw) => descend(raw, &path.tokens[1..], path),
+                None => Ok(None),
+            }
+        };
+        let required = |path: &FieldPath| -> Result<&'a RawValue, Rejection> {
+            lookup(path)?.ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::MissingField,
+                    format!("required field `{path}` is missing or null"),
+                )
+            })
+        };
+
+        let tenant = string_or_integer(required(&self.tenant)?)
+            .filter(|tenant| !tenant.is_empty())
+            .ok_or_else(|| wrong_type(&self.tenant, "a non-empty string or an integer"))?;
+
+        let time_raw = required(&self.time)?;
+        let time_result = match as_str(time_raw) {
+            Some(text) => time::parse_timestamp(&text),
+            None if is_number(time_raw) => time::parse_epoch_millis(time_raw.get()),
+            None => {
+                return Err(wrong_type(
+                    &self.time,
+                    "a timestamp string or epoch milliseconds",
+                ));
+            }
+        };
+        let time_millis = time_result.map_err(|error| {
+            Rejection::new(
+                RejectReason::BadTime,
+                format!("field `{}`: {error}", self.time),
+            )
+        })?;
+
+        let id = match &self.id {
+            Some(path) => Some(
+                string_or_integer(required(path)?)
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| wrong_type(path, "a non-empty string or an integer"))?,
+            ),
+            None => None,
+        };
+
+        let event_type = match &self.event_type {
+            Some(path) => {
+                let raw = if self.type_required {
+                    Some(required(path)?)
+                } else {
+                    lookup(path)?
+                };
+                match raw {
+                    Some(raw) => Some(as_str(raw).ok_or_else(|| wrong_type(path, "a string"))?),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let type_known = match (&event_type, self.known_types.is_empty()) {
+            (Some(kind), false) => Some(self.known_types.contains(&kind.as_ref())),
+            _ => None,
+        };
+
+        for path in &self.string_fields {
+            if let Some(raw) = lookup(path)?
+                && as_str(raw).is_none()
+            {
+                return Err(wrong_type(path, "a string"));
+            }
+        }
+
+        Ok(EventFields {
+            tenant,
+            time_millis,
+            id,
+            event_type,
+            type_known,
+        })
+    }
+}
+
+fn wrong_type(path: &FieldPath, expected: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::WrongType,
+        format!("field `{path}` must be {expected}"),
+    )
+}
+
+/// Parses `event` once, capturing the raw values of `wanted` top-level keys
+/// (null counts as absent) and skipping everything else.
+fn capture_top_level<'a>(
+    event: &'a str,
+    wanted: &[String],
+) -> Result<Vec<Option<&'a RawValue>>, Rejection> {
+    if !event.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(event) {
+            Ok(_) => Rejection::new(RejectReason::NotAnObject, "the JSON is not an object"),
+            Err(error) => Rejection::new(RejectReason::NotJson, format!("not JSON: {error}")),
+        });
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(event);
+    let captured = CaptureSeed { wanted }
+        .deserialize(&mut deserializer)
+        .and_then(|captured| deserializer.end().map(|()| captured))
+        .map_err(|error| Rejection::new(RejectReason::NotJson, format!("not JSON: {error}")))?;
+    Ok(captured)
+}
+
+/// Follows the remaining pointer tokens into nested objects and arrays.
+fn descend<'a>(
+    mut raw: &'a RawValue,
+    tokens: &[String],
+    path: &FieldPath,
+) -> Result<Option<&'a RawValue>, Rejection> {
+    for token in tokens {
+        let text = raw.get().trim_start();
+        let next = if text.starts_with('{') {
+            let wanted = [token.clone()];
+            capture_top_level(raw.get(), &wanted)?.pop().flatten()
+        } else if text.starts_with('[') {
+            let elements: Vec<&RawValue> = serde_json::from_str(raw.get())
+                .map_err(|error| Rejection::new(RejectReason::NotJson, error.to_string()))?;
+            token
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| elements.get(index).copied())
+        } else {
+            return Err(wrong_type(path, "inside an object or array"));
+        };
+        match next {
+            Some(value) if value.get() != "null" => raw = value,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(raw))
+}
+
+/// The value of a JSON string, borrowed when it has no escapes.
+pub fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(borrowed) => Some(Cow::Borrowed(borrowed)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+fn is_number(raw: &RawValue) -> bool {
+    raw.get()
+        .starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+fn string_or_integer(raw: &RawValue) -> Option<Cow<'_, str>> {
+    as_str(raw).or_else(|| {
+        let text = raw.get();
+        text.parse::<i64>().is_ok().then_some(Cow::Borrowed(text))
+    })
+}
+
+struct CaptureSeed<'w> {
+    wanted: &'w [String],
+}
+
+impl<'de> DeserializeSeed<'de> for CaptureSeed<'_> {
+    type Value = Vec<Option<&'de RawValue>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CaptureSeed<'_> {
+    type Value = Vec<Option<&'de RawValue>>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut captured = vec![None; self.wanted.len()];
+        while let Some(slot) = map.next_key_seed(KeySeed {
+            wanted: self.wanted,
+        })? {
+            match slot {
+                Some(index) => {
+                    let value: &'de RawValue = map.next_value()?;
+                    if captured[index].is_none() && value.get() != "null" {
+                        captured[index] = Some(value);
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(captured)
+    }
+}
+
+/// Matches an object key against the wanted keys without allocating.
+struct KeySeed<'w> {
+    wanted: &'w [String],
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.wanted.iter().position(|wanted| wanted == key))
+    }
+}
