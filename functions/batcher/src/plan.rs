@@ -1,0 +1,251 @@
+//! Planning a batch: the pure part of the batcher. From the SQS records and
+//! the configuration it builds every object the invocation must store, and
+//! remembers which messages fed each one, so a failed store fails exactly
+//! those messages. No I/O, no clock: the ingest time and request id are
+//! inputs, so the same batch gives the same keys and bytes.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+use serde::Serialize;
+
+use shared::config::{Config, PartitionBy};
+use shared::decode::{self, Unwrapped};
+use shared::encode::NdjsonGzWriter;
+use shared::layout;
+use shared::partition::{Hour, PartitionKey, TenantKey};
+use shared::rejection::{RejectReason, Rejection};
+use shared::time;
+
+/// The message attribute that names a record's stream.
+pub const STREAM_ATTRIBUTE: &str = "stream";
+
+/// Rejected records are kept (errors/ retention): compress them well.
+const ERRORS_GZIP_LEVEL: u32 = 6;
+
+/// One object the invocation must store, and the messages whose data it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedObject {
+    pub key: String,
+    pub body: Vec<u8>,
+    /// Lines in the object (events, or rejected records).
+    pub lines: usize,
+    /// Indices into the batch's records of the messages that fed it.
+    pub messages: BTreeSet<usize>,
+}
+
+/// Counts for one stream in one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StreamCounts {
+    pub accepted: usize,
+    /// Accepted events whose type is not in the profile's list of known types.
+    pub unknown_types: usize,
+}
+
+/// What a batch held, for the invocation's log line. Never event contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchStats {
+    pub messages: usize,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub streams: BTreeMap<String, StreamCounts>,
+    /// Rejected records by reason code.
+    pub reasons: BTreeMap<&'static str, usize>,
+    pub chunks: usize,
+    pub uncompressed_bytes: usize,
+    pub staged_bytes: usize,
+}
+
+/// Everything one invocation must store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchPlan {
+    /// One gzip NDJSON chunk per partition, in partition order.
+    pub chunks: Vec<PlannedObject>,
+    /// The rejected records with their reasons, when there are any.
+    pub errors: Option<PlannedObject>,
+    pub stats: BatchStats,
+}
+
+/// One line of an `errors/` file: why a record was refused, where it came
+/// from, and its original text, so it can be replayed after a fix.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorRecord<'a> {
+    reason: RejectReason,
+    detail: &'a str,
+    message_id: Option<&'a str>,
+    stream: &'a str,
+    queue: Option<&'a str>,
+    /// Which event of a multi-event message (array element or NDJSON line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part: Option<Part>,
+    rejected_at: &'a str,
+    attributes: &'a HashMap<String, String>,
+    message_attributes: &'a HashMap<String, SqsMessageAttribute>,
+    /// The original text: the whole message body, or the refused part of it.
+    body: &'a str,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Part {
+    index: usize,
+    count: usize,
+}
+
+/// Decodes, checks and partitions every record, then encodes one chunk per
+/// partition and one errors file. `ingest_millis` is the invocation's time.
+pub fn plan_batch(
+    config: &Config,
+    records: &[SqsMessage],
+    ingest_millis: i64,
+    request_id: &str,
+) -> BatchPlan {
+    let mut stats = BatchStats {
+        messages: records.len(),
+        ..BatchStats::default()
+    };
+    let rejected_at = time::format_rfc3339_millis(ingest_millis);
+    let unwrapped: Vec<Unwrapped<'_>> = records
+        .iter()
+        .map(|record| decode::unwrap_body(record.body.as_deref().unwrap_or_default()))
+        .collect();
+
+    let mut partitions: BTreeMap<PartitionKey, (Vec<Cow<'_, str>>, BTreeSet<usize>)> =
+        BTreeMap::new();
+    let mut errors = NdjsonGzWriter::new(ERRORS_GZIP_LEVEL);
+    let mut error_messages = BTreeSet::new();
+
+    for (index, (record, body)) in records.iter().zip(&unwrapped).enumerate() {
+        let queue = record
+            .event_source_arn
+            .as_deref()
+            .and_then(|arn| arn.rsplit(':').next());
+        let attribute = record
+            .message_attributes
+            .get(STREAM_ATTRIBUTE)
+            .and_then(|attribute| attribute.string_value.as_deref())
+            .or(body.sns_stream.as_deref());
+        let stream = config.stream_for(attribute, queue);
+        let mut reject = |rejection: Rejection, text: &str, part: Option<Part>| {
+            let line = ErrorRecord {
+                reason: rejection.reason,
+                detail: &rejection.detail,
+                message_id: record.message_id.as_deref(),
+                stream,
+                queue,
+                part,
+                rejected_at: &rejected_at,
+                attributes: &record.attributes,
+                message_attributes: &record.message_attributes,
+                body: text,
+            };
+            errors.push_line(&serde_json::to_string(&line).expect("error records serialize"));
+            error_messages.insert(index);
+            stats.rejected += 1;
+            *stats.reasons.entry(rejection.reason.code()).or_default() += 1;
+        };
+        let original = record.body.as_deref().unwrap_or_default();
+
+        let Some(profile) = config.streams.get(stream) else {
+            reject(
+                Rejection::new(
+                    RejectReason::UnknownStream,
+                    format!("message attribute `stream` names `{stream}`, which is not configured"),
+                ),
+                original,
+                None,
+            );
+            continue;
+        };
+        let events = match decode::split_events(&body.payload) {
+            Ok(events) => events,
+            Err(rejection) => {
+                reject(rejection, original, None);
+                continue;
+            }
+        };
+        let sent_millis = record
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|sent| sent.parse::<i64>().ok())
+            .unwrap_or(ingest_millis);
+        let count = events.len();
+        for (position, text) in events.into_iter().enumerate() {
+            let part = (count > 1).then_some(Part {
+                index: position,
+                count,
+            });
+            if text.len() > config.max_event_bytes {
+                let detail = format!(
+                    "the event is {} bytes, over the maximum of {}",
+                    text.len(),
+                    config.max_event_bytes
+                );
+                reject(Rejection::new(RejectReason::TooLarge, detail), text, part);
+                continue;
+            }
+            let fields = match profile.read(text) {
+                Ok(fields) => fields,
+                Err(rejection) => {
+                    reject(rejection, text, part);
+                    continue;
+                }
+            };
+            let hour_millis = match config.partition_by {
+                PartitionBy::Ingest => sent_millis,
+                PartitionBy::Event => fields.time_millis,
+            };
+            let key = PartitionKey {
+                hour: Hour::containing(hour_millis),
+                stream: stream.to_owned(),
+                tenant: TenantKey::encode(&fields.tenant),
+            };
+            let counts = stats.streams.entry(stream.to_owned()).or_default();
+            counts.accepted += 1;
+            if fields.type_known == Some(false) {
+                counts.unknown_types += 1;
+            }
+            stats.accepted += 1;
+            let (lines, messages) = partitions.entry(key).or_default();
+            lines.push(decode::compact(text));
+            messages.insert(index);
+        }
+    }
+
+    // Encoding one partition at a time keeps one compressor in memory,
+    // however many partitions the batch touches.
+    let chunks = partitions
+        .into_iter()
+        .map(|(partition, (lines, messages))| {
+            let mut writer = NdjsonGzWriter::new(config.staging_gzip_level);
+            for line in &lines {
+                writer.push_line(line);
+            }
+            stats.uncompressed_bytes += writer.uncompressed_bytes();
+            let lines = writer.lines();
+            let body = writer.finish();
+            stats.staged_bytes += body.len();
+            PlannedObject {
+                key: layout::staging_chunk_key(&partition, ingest_millis, request_id),
+                body,
+                lines,
+                messages,
+            }
+        })
+        .collect::<Vec<_>>();
+    stats.chunks = chunks.len();
+
+    let errors = (errors.lines() > 0).then(|| PlannedObject {
+        key: layout::errors_key(Hour::containing(ingest_millis), ingest_millis, request_id),
+        lines: errors.lines(),
+        body: errors.finish(),
+        messages: error_messages,
+    });
+
+    BatchPlan {
+        chunks,
+        errors,
+        stats,
+    }
+}
