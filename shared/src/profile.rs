@@ -493,3 +493,202 @@ impl Visitor<'_> for KeySeed<'_> {
         Ok(self.wanted.iter().position(|wanted| wanted == key))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION_START: &str = r#"{"organizationId":"482f2a38-8e9d-4329-b2a0-e97d5bc05d36","eventTime":"2022-11-19T23:23:16.792323Z","appId":"e0cef201-2697-4e5c-9aa4-9befb2a2e2d7","branchId":"743d626d-e1f1-46d5-858e-c65787b57cb3","sessionId":"69175e43-25d0-47c7-bdec-224e49753e99","deployId":"d0e64edb-7a23-497b-b38f-21efeb3d04a3","type":"session_start","kind":"Session","ipAddresses":["52.9.13.199"]}"#;
+
+    fn audit(fields: &str) -> String {
+        format!(
+            r#"{{"ORGANIZATION_ID":"org-1","EVENT_ID":"e-1","EVENT_TIME":"2022-11-19 23:40:02.123",{fields}}}"#
+        )
+    }
+
+    #[test]
+    fn app_event_fields_are_read_borrowed() {
+        let fields = Profile::airkit_app_events().read(SESSION_START).unwrap();
+        assert_eq!(fields.tenant, "482f2a38-8e9d-4329-b2a0-e97d5bc05d36");
+        assert!(matches!(fields.tenant, Cow::Borrowed(_)));
+        assert_eq!(fields.time_millis, 1_668_900_196_792);
+        assert_eq!(fields.event_type.as_deref(), Some("session_start"));
+        assert_eq!(fields.id, None);
+        assert_eq!(fields.type_known, None);
+    }
+
+    #[test]
+    fn app_event_without_tenant_names_the_field() {
+        let event = r#"{"eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
+        let rejection = Profile::airkit_app_events().read(event).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::MissingField);
+        assert!(rejection.detail.contains("`organizationId`"), "{rejection}");
+    }
+
+    #[test]
+    fn null_counts_as_missing() {
+        let event = r#"{"organizationId":null,"eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
+        let rejection = Profile::airkit_app_events().read(event).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::MissingField);
+    }
+
+    #[test]
+    fn standard_field_of_wrong_type_is_refused() {
+        let event = r#"{"organizationId":"o","eventTime":"2022-11-19T23:23:16Z","type":"x","sessionId":42}"#;
+        let rejection = Profile::airkit_app_events().read(event).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::WrongType);
+        assert!(rejection.detail.contains("`sessionId`"), "{rejection}");
+    }
+
+    #[test]
+    fn tenant_of_wrong_type_or_empty_is_refused() {
+        for tenant in ["{}", "true", "\"\"", "1.5"] {
+            let event = format!(
+                r#"{{"organizationId":{tenant},"eventTime":"2022-11-19T23:23:16Z","type":"x"}}"#
+            );
+            let rejection = Profile::airkit_app_events().read(&event).unwrap_err();
+            assert_eq!(rejection.reason, RejectReason::WrongType, "{tenant}");
+        }
+    }
+
+    #[test]
+    fn unparsable_time_is_a_bad_time() {
+        let event = r#"{"organizationId":"o","eventTime":"last tuesday","type":"x"}"#;
+        let rejection = Profile::airkit_app_events().read(event).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::BadTime);
+        assert!(rejection.detail.contains("`eventTime`"), "{rejection}");
+    }
+
+    #[test]
+    fn time_of_wrong_type_is_refused() {
+        let event = r#"{"organizationId":"o","eventTime":[1],"type":"x"}"#;
+        let rejection = Profile::airkit_app_events().read(event).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::WrongType);
+    }
+
+    #[test]
+    fn epoch_millis_time_is_accepted() {
+        let event = r#"{"organizationId":"o","eventTime":1668900196792,"type":"x"}"#;
+        assert_eq!(
+            Profile::airkit_app_events()
+                .read(event)
+                .unwrap()
+                .time_millis,
+            1_668_900_196_792
+        );
+    }
+
+    #[test]
+    fn not_json_and_not_object_are_told_apart() {
+        let profile = Profile::airkit_app_events();
+        assert_eq!(
+            profile.read("{\"a\":").unwrap_err().reason,
+            RejectReason::NotJson
+        );
+        assert_eq!(
+            profile.read("nope").unwrap_err().reason,
+            RejectReason::NotJson
+        );
+        assert_eq!(
+            profile.read("[1,2]").unwrap_err().reason,
+            RejectReason::NotAnObject
+        );
+        assert_eq!(
+            profile.read("\"text\"").unwrap_err().reason,
+            RejectReason::NotAnObject
+        );
+        assert_eq!(
+            profile.read("{} trailing").unwrap_err().reason,
+            RejectReason::NotJson
+        );
+    }
+
+    #[test]
+    fn audit_event_has_id_and_zone_less_utc_time() {
+        let event = audit(r#""EVENT_TYPE":"user_login","USER_ID":"u""#);
+        let fields = Profile::airkit_audit_logs().read(&event).unwrap();
+        assert_eq!(fields.id.as_deref(), Some("e-1"));
+        assert_eq!(fields.time_millis, 1_668_901_202_123);
+        assert_eq!(fields.type_known, Some(true));
+    }
+
+    #[test]
+    fn unknown_audit_type_is_accepted_and_flagged() {
+        let event = audit(r#""EVENT_TYPE":"brand_new_type""#);
+        let fields = Profile::airkit_audit_logs().read(&event).unwrap();
+        assert_eq!(fields.type_known, Some(false));
+    }
+
+    #[test]
+    fn audit_event_without_id_is_refused() {
+        let event = r#"{"ORGANIZATION_ID":"o","EVENT_TIME":"2022-11-19 23:40:02","EVENT_TYPE":"user_login"}"#;
+        let rejection = Profile::airkit_audit_logs().read(event).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::MissingField);
+        assert!(rejection.detail.contains("`EVENT_ID`"), "{rejection}");
+    }
+
+    #[test]
+    fn seed_lists_forty_five_audit_types_without_repeats() {
+        let unique: std::collections::HashSet<_> = AIRKIT_AUDIT_EVENT_TYPES.iter().collect();
+        assert_eq!(unique.len(), 45);
+    }
+
+    #[test]
+    fn generic_pointers_reach_nested_fields_and_array_elements() {
+        let profile = Profile::generic(
+            FieldPath::parse("/account/id").unwrap(),
+            FieldPath::parse("/times/0").unwrap(),
+            Some(FieldPath::parse("/meta/event~1id").unwrap()),
+            Some(FieldPath::parse("/kind").unwrap()),
+        );
+        let event = r#"{"kind":"order","account":{"name":"x","id":1234},"times":["2024-01-02T03:04:05Z",5],"meta":{"event/id":"abc"}}"#;
+        let fields = profile.read(event).unwrap();
+        assert_eq!(fields.tenant, "1234");
+        assert_eq!(fields.time_millis, 1_704_164_645_000);
+        assert_eq!(fields.id.as_deref(), Some("abc"));
+        assert_eq!(fields.event_type.as_deref(), Some("order"));
+    }
+
+    #[test]
+    fn generic_type_is_optional_but_id_is_required_when_configured() {
+        let profile = Profile::generic(
+            FieldPath::parse("/t").unwrap(),
+            FieldPath::parse("/ts").unwrap(),
+            Some(FieldPath::parse("/id").unwrap()),
+            Some(FieldPath::parse("/kind").unwrap()),
+        );
+        assert!(profile.read(r#"{"t":"a","ts":0,"id":"1"}"#).is_ok());
+        let rejection = profile.read(r#"{"t":"a","ts":0}"#).unwrap_err();
+        assert!(
+            rejection.detail.contains("`/id`") || rejection.detail.contains("`id`"),
+            "{rejection}"
+        );
+    }
+
+    #[test]
+    fn generic_pointer_through_a_scalar_is_a_wrong_type() {
+        let profile = Profile::generic(
+            FieldPath::parse("/account/id").unwrap(),
+            FieldPath::parse("/ts").unwrap(),
+            None,
+            None,
+        );
+        let rejection = profile.read(r#"{"account":"flat","ts":0}"#).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::WrongType);
+        assert!(rejection.detail.contains("/account/id"), "{rejection}");
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let event = r#"{"organizationId":"a\"b","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
+        let fields = Profile::airkit_app_events().read(event).unwrap();
+        assert_eq!(fields.tenant, "a\"b");
+    }
+
+    #[test]
+    fn pointer_must_start_with_a_slash() {
+        assert!(FieldPath::parse("org").is_err());
+        assert!(FieldPath::parse("").is_err());
+        assert!(FieldPath::parse("/a//b").is_err());
+    }
+}
