@@ -182,13 +182,18 @@ pub fn plan_batch(
                     text.len(),
                     config.max_event_bytes
                 );
-                reject(Rejection::new(RejectReason::TooLarge, detail), text, part);
+                reject(
+                    Rejection::new(RejectReason::TooLarge, detail),
+                    part.map_or(original, |_| text),
+                    part,
+                );
                 continue;
             }
             let fields = match profile.read(text) {
                 Ok(fields) => fields,
                 Err(rejection) => {
-                    reject(rejection, text, part);
+                    // A message of one event is kept whole, byte for byte.
+                    reject(rejection, part.map_or(original, |_| text), part);
                     continue;
                 }
             };

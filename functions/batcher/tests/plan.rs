@@ -1,0 +1,352 @@
+//! The batcher's planning, without AWS: what each batch turns into.
+
+use std::io::Read;
+
+use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+use batcher::plan_batch;
+use flate2::read::GzDecoder;
+use serde_json::Value;
+use shared::Config;
+
+const SENT_MILLIS: i64 = 1_668_900_197_000; // 2022-11-19T23:23:17Z
+const INGEST_MILLIS: i64 = 1_668_900_200_000;
+const SESSION_START_PRETTY: &str = include_str!("../../../tests/fixtures/session_start.json");
+
+fn config(document: Option<&str>) -> Config {
+    Config::from_sources(
+        |name| (name == "EXPORT_BUCKET").then(|| "exports".to_owned()),
+        document,
+    )
+    .unwrap()
+}
+
+fn message(id: &str, body: &str) -> SqsMessage {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(id.to_owned());
+    message.body = Some(body.to_owned());
+    message
+        .attributes
+        .insert("SentTimestamp".into(), SENT_MILLIS.to_string());
+    message.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:events".into());
+    message
+}
+
+fn with_stream(mut message: SqsMessage, stream: &str) -> SqsMessage {
+    let mut attribute = SqsMessageAttribute::default();
+    attribute.string_value = Some(stream.to_owned());
+    attribute.data_type = Some("String".to_owned());
+    message
+        .message_attributes
+        .insert("stream".into(), attribute);
+    message
+}
+
+fn app_event(tenant: &str, n: usize) -> String {
+    format!(
+        r#"{{"organizationId":"{tenant}","eventTime":"2022-11-19T23:{:02}:00Z","appId":"a","sessionId":"s{n}","type":"session_start","kind":"Session"}}"#,
+        n % 60
+    )
+}
+
+fn audit_event(tenant: &str, id: &str, kind: &str) -> String {
+    format!(
+        r#"{{"ORGANIZATION_ID":"{tenant}","EVENT_ID":"{id}","EVENT_TIME":"2022-11-19 23:40:02.123","EVENT_TYPE":"{kind}","USER_ID":"u1"}}"#
+    )
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    GzDecoder::new(bytes).read_to_string(&mut text).unwrap();
+    text
+}
+
+fn lines(bytes: &[u8]) -> Vec<String> {
+    let text = gunzip(bytes);
+    assert!(text.is_empty() || text.ends_with('\n'), "final newline");
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn seed_session_start_is_one_compact_line_with_fields_unchanged() {
+    let plan = plan_batch(
+        &config(None),
+        &[message("m1", SESSION_START_PRETTY)],
+        INGEST_MILLIS,
+        "req-1",
+    );
+    assert_eq!(plan.chunks.len(), 1);
+    let chunk = &plan.chunks[0];
+    assert_eq!(
+        chunk.key,
+        "staging/2022-11-19/23/airkit-app-events/482f2a38-8e9d-4329-b2a0-e97d5bc05d36/1668900200000-req-1.ndjson.gz"
+    );
+    let lines = lines(&chunk.body);
+    assert_eq!(lines.len(), 1);
+    let exported: Value = serde_json::from_str(&lines[0]).unwrap();
+    let sent: Value = serde_json::from_str(SESSION_START_PRETTY).unwrap();
+    assert_eq!(exported, sent);
+    assert!(!lines[0].contains(": ") && !lines[0].contains('\n'));
+    assert!(
+        lines[0].starts_with(r#"{"organizationId":"482f2a38"#),
+        "key order kept"
+    );
+    assert!(plan.errors.is_none());
+}
+
+#[test]
+fn compact_event_bytes_are_kept_as_sent() {
+    let sent =
+        r#"{"organizationId": "o1", "eventTime": "2022-11-19T23:23:16Z", "type": "x", "n": 1.50}"#;
+    let plan = plan_batch(&config(None), &[message("m1", sent)], INGEST_MILLIS, "r");
+    assert_eq!(lines(&plan.chunks[0].body), vec![sent.to_owned()]);
+}
+
+#[test]
+fn events_are_grouped_by_stream_tenant_and_hour() {
+    let records = vec![
+        message("m1", &app_event("t1", 1)),
+        message("m2", &app_event("t2", 2)),
+        message("m3", &app_event("t1", 3)),
+        with_stream(
+            message("m4", &audit_event("t1", "e1", "user_login")),
+            "airkit-audit-logs",
+        ),
+    ];
+    let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    let summary: Vec<(String, usize, Vec<usize>)> = plan
+        .chunks
+        .iter()
+        .map(|c| {
+            (
+                c.key
+                    .split('/')
+                    .skip(3)
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                c.lines,
+                c.messages.iter().copied().collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("airkit-app-events/t1".to_owned(), 2, vec![0, 2]),
+            ("airkit-app-events/t2".to_owned(), 1, vec![1]),
+            ("airkit-audit-logs/t1".to_owned(), 1, vec![3]),
+        ]
+    );
+    assert_eq!(plan.stats.accepted, 4);
+    assert_eq!(plan.stats.streams["airkit-app-events"].accepted, 3);
+}
+
+#[test]
+fn array_ndjson_and_sns_bodies_give_each_event_a_line() {
+    let array = format!("[{}, {}]", app_event("t1", 1), app_event("t1", 2));
+    let ndjson = format!("{}\n{}\n", app_event("t1", 3), app_event("t1", 4));
+    let sns = serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "sns-1",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:events",
+        "Message": app_event("t1", 5),
+        "Timestamp": "2022-11-19T23:23:17.000Z",
+    })
+    .to_string();
+    let records = vec![
+        message("m1", &array),
+        message("m2", &ndjson),
+        message("m3", &sns),
+    ];
+    let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    assert_eq!(plan.chunks.len(), 1);
+    let expected: Vec<String> = (1..=5).map(|n| app_event("t1", n)).collect();
+    assert_eq!(lines(&plan.chunks[0].body), expected);
+}
+
+#[test]
+fn stream_comes_from_attribute_then_queue_then_default() {
+    let config = config(Some(r#"{"queues":{"audit-events":"airkit-audit-logs"}}"#));
+    let mut from_queue = message("m1", &audit_event("t1", "e1", "user_login"));
+    from_queue.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:audit-events".into());
+    let from_default = message("m2", &app_event("t1", 1));
+    let plan = plan_batch(&config, &[from_queue, from_default], INGEST_MILLIS, "r");
+    let streams: Vec<&str> = plan
+        .chunks
+        .iter()
+        .map(|c| c.key.split('/').nth(3).unwrap())
+        .collect();
+    assert_eq!(streams, vec!["airkit-app-events", "airkit-audit-logs"]);
+}
+
+#[test]
+fn every_rejection_reason_is_recorded_with_its_original_text() {
+    let config = config(Some(r#"{"maxEventBytes": 2000}"#));
+    let big = format!(
+        r#"{{"organizationId":"t1","eventTime":"2022-11-19T23:00:00Z","type":"x","pad":"{}"}}"#,
+        "p".repeat(2100)
+    );
+    let cases: Vec<(SqsMessage, &str)> = vec![
+        (
+            message("not-json", "{\"organizationId\": \"x\", "),
+            "not_json",
+        ),
+        (message("not-object", "42"), "not_an_object"),
+        (
+            message(
+                "missing",
+                r#"{"eventTime":"2022-11-19T23:00:00Z","type":"x"}"#,
+            ),
+            "missing_field",
+        ),
+        (
+            message(
+                "wrong-type",
+                r#"{"organizationId":7.5,"eventTime":"2022-11-19T23:00:00Z","type":"x"}"#,
+            ),
+            "wrong_type",
+        ),
+        (
+            message(
+                "bad-time",
+                r#"{"organizationId":"t","eventTime":"soon","type":"x"}"#,
+            ),
+            "bad_time",
+        ),
+        (message("too-large", &big), "too_large"),
+        (
+            with_stream(message("unknown-stream", &app_event("t1", 1)), "nope"),
+            "unknown_stream",
+        ),
+        (message("empty", ""), "not_json"),
+    ];
+    let records: Vec<SqsMessage> = cases.iter().map(|(m, _)| m.clone()).collect();
+    let plan = plan_batch(&config, &records, INGEST_MILLIS, "req-9");
+    assert!(plan.chunks.is_empty());
+    let errors = plan.errors.expect("an errors file");
+    assert_eq!(
+        errors.key,
+        "errors/2022-11-19/23/1668900200000-req-9.ndjson.gz"
+    );
+    assert_eq!(errors.messages.len(), cases.len());
+    let lines = lines(&errors.body);
+    assert_eq!(lines.len(), cases.len());
+    for ((sent, reason), line) in cases.iter().zip(&lines) {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["reason"], *reason, "{line}");
+        assert_eq!(record["messageId"], sent.message_id.clone().unwrap());
+        assert_eq!(
+            record["body"],
+            sent.body.clone().unwrap(),
+            "original body kept"
+        );
+        assert!(record["detail"].as_str().unwrap().len() > 5);
+        assert_eq!(
+            record["attributes"]["SentTimestamp"],
+            SENT_MILLIS.to_string()
+        );
+    }
+    assert_eq!(plan.stats.rejected, cases.len());
+    assert_eq!(plan.stats.reasons["not_json"], 2);
+}
+
+#[test]
+fn one_bad_line_does_not_lose_the_others() {
+    let body = format!("{}\n{{broken\n{}", app_event("t1", 1), app_event("t1", 2));
+    let plan = plan_batch(&config(None), &[message("m1", &body)], INGEST_MILLIS, "r");
+    assert_eq!(plan.chunks[0].lines, 2);
+    let errors = plan.errors.unwrap();
+    let record: Value = serde_json::from_str(&lines(&errors.body)[0]).unwrap();
+    assert_eq!(record["body"], "{broken");
+    assert_eq!(record["part"]["index"], 1);
+    assert_eq!(record["part"]["count"], 3);
+    assert_eq!(errors.messages.iter().copied().collect::<Vec<_>>(), vec![0]);
+    assert_eq!(
+        plan.chunks[0].messages.iter().copied().collect::<Vec<_>>(),
+        vec![0]
+    );
+}
+
+#[test]
+fn unknown_audit_type_is_counted_not_refused() {
+    let record = with_stream(
+        message("m1", &audit_event("t1", "e1", "brand_new")),
+        "airkit-audit-logs",
+    );
+    let plan = plan_batch(&config(None), &[record], INGEST_MILLIS, "r");
+    assert_eq!(plan.chunks.len(), 1);
+    assert_eq!(plan.stats.streams["airkit-audit-logs"].unknown_types, 1);
+}
+
+#[test]
+fn partition_by_event_time_uses_the_events_hour() {
+    let config = config(Some(r#"{"partitionBy":"event"}"#));
+    let late = r#"{"organizationId":"t1","eventTime":"2022-11-18T05:10:00Z","type":"x"}"#;
+    let plan = plan_batch(&config, &[message("m1", late)], INGEST_MILLIS, "r");
+    assert!(
+        plan.chunks[0].key.starts_with("staging/2022-11-18/05/"),
+        "{}",
+        plan.chunks[0].key
+    );
+}
+
+#[test]
+fn ingest_hour_falls_back_to_invocation_time_without_sent_timestamp() {
+    let mut record = message("m1", &app_event("t1", 1));
+    record.attributes.clear();
+    let plan = plan_batch(&config(None), &[record], 1_700_000_000_000, "r");
+    assert!(
+        plan.chunks[0].key.starts_with("staging/2023-11-14/22/"),
+        "{}",
+        plan.chunks[0].key
+    );
+}
+
+#[test]
+fn hostile_tenants_stay_inside_the_staging_prefix() {
+    let long = "x".repeat(2048);
+    let tenants = ["../x", "a/b", "..", "/", "a\u{0}b", long.as_str()];
+    let records: Vec<SqsMessage> = tenants
+        .iter()
+        .enumerate()
+        .map(|(n, tenant)| {
+            let event = serde_json::json!({"organizationId": tenant, "eventTime": "2022-11-19T23:00:00Z", "type": "x"});
+            message(&format!("m{n}"), &event.to_string())
+        })
+        .collect();
+    let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    assert_eq!(
+        plan.chunks.len(),
+        tenants.len(),
+        "each tenant its own partition"
+    );
+    for chunk in &plan.chunks {
+        let segments: Vec<&str> = chunk.key.split('/').collect();
+        assert_eq!(segments.len(), 6, "{}", chunk.key);
+        assert_eq!(
+            &segments[..4],
+            ["staging", "2022-11-19", "23", "airkit-app-events"]
+        );
+        assert!(
+            !segments
+                .iter()
+                .any(|s| *s == ".." || *s == "." || s.is_empty()),
+            "{}",
+            chunk.key
+        );
+        assert!(chunk.key.len() < 300);
+        // The event keeps the original tenant id.
+        let line: Value = serde_json::from_str(&lines(&chunk.body)[0]).unwrap();
+        assert!(tenants.contains(&line["organizationId"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn same_batch_gives_same_keys_and_bytes() {
+    let records: Vec<SqsMessage> = (0..50)
+        .map(|n| message(&format!("m{n}"), &app_event(&format!("t{}", n % 7), n)))
+        .collect();
+    let first = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    let second = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    assert_eq!(first, second);
+}
