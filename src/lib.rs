@@ -1,1 +1,8 @@
+//! The `s3-export` developer and operator tooling: runs the pipeline locally
+//! against moto, and is the harness the integration tests in `tests/` share.
 
+pub mod esm;
+pub mod faults;
+pub mod inspect;
+pub mod moto;
+pub mod workload;

@@ -1,0 +1,77 @@
+//! Reading back what the pipeline stored: every gzip NDJSON object under a
+//! prefix, decompressed line by line, independently of the code that wrote it.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use flate2::read::MultiGzDecoder;
+
+/// One stored object and its decompressed lines.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub key: String,
+    /// Compressed size in bytes.
+    pub size: usize,
+    pub lines: Vec<String>,
+}
+
+/// Every key under `prefix`, in key order (all pages).
+pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.with_context(|| format!("listing s3://{bucket}/{prefix}"))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// Reads and decompresses every object under `prefix`. Fails if an object is
+/// not valid gzip, not UTF-8, or does not end its last line with `\n`.
+pub async fn read_gzip_ndjson(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<StoredFile>> {
+    let mut files = Vec::new();
+    for key in list_keys(s3, bucket, prefix).await? {
+        let object = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+        let bytes = object.body.collect().await?.into_bytes();
+        let text = gunzip(&bytes).with_context(|| format!("s3://{bucket}/{key}"))?;
+        anyhow::ensure!(
+            text.is_empty() || text.ends_with('\n'),
+            "s3://{bucket}/{key}: the last line has no final newline"
+        );
+        files.push(StoredFile {
+            key,
+            size: bytes.len(),
+            lines: text.lines().map(str::to_owned).collect(),
+        });
+    }
+    Ok(files)
+}
+
+/// Decompresses gzip bytes (all members) into UTF-8 text.
+pub fn gunzip(bytes: &[u8]) -> Result<String> {
+    let mut text = String::new();
+    MultiGzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .context("not valid gzip of UTF-8 text")?;
+    Ok(text)
+}

@@ -1,0 +1,316 @@
+//! A realistic mixed workload for local runs and tests, reproducible from a
+//! seed: Airkit app events (the seed's `session_start` first), audit events
+//! of every documented `EVENT_TYPE` plus an unknown one, several tenants, and
+//! every body shape producers send (one object, arrays, NDJSON,
+//! pretty-printed, SNS-wrapped), with re-sent duplicates and malformed
+//! records mixed in. It also says what the pipeline must make of it.
+
+use std::collections::BTreeMap;
+
+use shared::profile::{AIRKIT_APP_EVENTS, AIRKIT_AUDIT_EVENT_TYPES, AIRKIT_AUDIT_LOGS};
+use shared::time::format_rfc3339_millis;
+
+/// The seed's example App Event, pretty-printed as Airkit documents it.
+pub const SESSION_START: &str = include_str!("../tests/fixtures/session_start.json");
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    /// Valid events to generate (re-sends come on top).
+    pub events: usize,
+    /// Distinct tenants (organizations).
+    pub tenants: usize,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// Event times are spread over the hour before this epoch millisecond.
+    pub now_millis: i64,
+}
+
+/// One SQS message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    /// The `stream` message attribute, when the message carries one.
+    pub stream: Option<String>,
+}
+
+/// What the pipeline must make of a workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Every valid event line, as it must appear compacted, per
+    /// `(stream, tenant)`; a re-sent message contributes its lines again.
+    pub lines: BTreeMap<(String, String), Vec<String>>,
+    /// Rejected records, by reason code.
+    pub rejected: BTreeMap<&'static str, usize>,
+    /// Distinct valid events (duplicates counted once).
+    pub distinct_events: usize,
+    /// Messages that are exact re-sends of earlier ones.
+    pub resent_messages: usize,
+}
+
+/// A generated workload and what it must produce.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub messages: Vec<OutgoingMessage>,
+    pub expected: Expected,
+}
+
+/// Generates the workload described by `spec`.
+pub fn generate(spec: &WorkloadSpec) -> Workload {
+    let mut rng = fastrand::Rng::with_seed(spec.seed);
+    let tenants: Vec<String> = (0..spec.tenants.max(1)).map(|_| uuid(&mut rng)).collect();
+    let mut messages = Vec::new();
+    let mut expected = Expected::default();
+
+    // The seed's own example, exactly as documented, comes first.
+    let seed_tenant = "482f2a38-8e9d-4329-b2a0-e97d5bc05d36".to_owned();
+    push_valid(
+        &mut messages,
+        &mut expected,
+        OutgoingMessage {
+            body: SESSION_START.to_owned(),
+            stream: None,
+        },
+        vec![(AIRKIT_APP_EVENTS, seed_tenant, compact_json(SESSION_START))],
+    );
+
+    let mut audit_type = 0usize;
+    let mut made = 1usize;
+    while made < spec.events {
+        let group = (1 + rng.usize(..4)).min(spec.events - made);
+        let audit = rng.u8(..3) == 0;
+        let tenant = &tenants[rng.usize(..tenants.len())];
+        let events: Vec<String> = (0..group)
+            .map(|_| {
+                let time = spec.now_millis - 3_600_000 + rng.i64(..3_600_000);
+                if audit {
+                    // Every documented type in turn, and now and then one
+                    // that is not documented (counted, never refused).
+                    let kind = if audit_type % 47 == 46 {
+                        "brand_new_audit_type"
+                    } else {
+                        AIRKIT_AUDIT_EVENT_TYPES[audit_type % 47 % 45]
+                    };
+                    audit_type += 1;
+                    audit_event(&mut rng, tenant, kind, time)
+                } else {
+                    app_event(&mut rng, tenant, time)
+                }
+            })
+            .collect();
+        made += group;
+        let stream = if audit {
+            AIRKIT_AUDIT_LOGS
+        } else {
+            AIRKIT_APP_EVENTS
+        };
+        let body = match (group, rng.u8(..5)) {
+            (1, 0) => pretty(&events[0]),
+            (1, 1) => sns_envelope(&events[0], &mut rng),
+            (1, _) => events[0].clone(),
+            (_, 0 | 1) => format!("[{}]", events.join(",")),
+            (_, 2) => format!("[\n  {}\n]", events.join(",\n  ")),
+            _ => events.join("\n") + "\n",
+        };
+        let message = OutgoingMessage {
+            body,
+            stream: audit.then(|| AIRKIT_AUDIT_LOGS.to_owned()),
+        };
+        let lines: Vec<_> = events
+            .into_iter()
+            .map(|line| (stream, tenant.clone(), line))
+            .collect();
+        push_valid(&mut messages, &mut expected, message.clone(), lines.clone());
+        // A producer that sends twice: the same message again, now and then.
+        if rng.u8(..20) == 0 {
+            push_valid(&mut messages, &mut expected, message, lines);
+            expected.resent_messages += 1;
+            expected.distinct_events -= group;
+        }
+        // Malformed records now and then, each a different way.
+        if rng.u8(..25) == 0 {
+            let (body, reason) = malformed(&mut rng, tenant, spec.now_millis);
+            messages.push(OutgoingMessage { body, stream: None });
+            *expected.rejected.entry(reason).or_default() += 1;
+        }
+    }
+    // At least one of each rejection, so every path shows in a local run.
+    for n in 0..5 {
+        let (body, reason) = malformed_kind(n, &tenants[0], spec.now_millis);
+        messages.push(OutgoingMessage { body, stream: None });
+        *expected.rejected.entry(reason).or_default() += 1;
+    }
+    Workload { messages, expected }
+}
+
+fn push_valid(
+    messages: &mut Vec<OutgoingMessage>,
+    expected: &mut Expected,
+    message: OutgoingMessage,
+    lines: Vec<(&'static str, String, String)>,
+) {
+    expected.distinct_events += lines.len();
+    for (stream, tenant, line) in lines {
+        expected
+            .lines
+            .entry((stream.to_owned(), tenant))
+            .or_default()
+            .push(line);
+    }
+    messages.push(message);
+}
+
+fn malformed(rng: &mut fastrand::Rng, tenant: &str, now_millis: i64) -> (String, &'static str) {
+    malformed_kind(rng.u8(..5), tenant, now_millis)
+}
+
+fn malformed_kind(kind: u8, tenant: &str, now_millis: i64) -> (String, &'static str) {
+    let time = format_rfc3339_millis(now_millis - 60_000);
+    match kind {
+        0 => (
+            format!(r#"{{"organizationId": "{tenant}", "eventTime": "#),
+            "not_json",
+        ),
+        1 => (r#"["session_start", 42]"#.to_owned(), "not_an_object"),
+        2 => (
+            format!(r#"{{"eventTime":"{time}","type":"session_start","kind":"Session"}}"#),
+            "missing_field",
+        ),
+        3 => (
+            format!(
+                r#"{{"organizationId":"{tenant}","eventTime":"yesterday-ish","type":"session_start"}}"#
+            ),
+            "bad_time",
+        ),
+        _ => (
+            format!(
+                r#"{{"organizationId":"{tenant}","eventTime":"{time}","type":"session_end","sessionId":12345}}"#
+            ),
+            "wrong_type",
+        ),
+    }
+}
+
+fn app_event(rng: &mut fastrand::Rng, tenant: &str, time: i64) -> String {
+    const TYPES: [&str; 6] = [
+        "session_start",
+        "session_end",
+        "step_enter",
+        "action_run",
+        "custom_metric",
+        "app_published",
+    ];
+    let kind = TYPES[rng.usize(..TYPES.len())];
+    let platform = kind == "app_published";
+    let schema = format!("/element/event2/session/{kind}.json");
+    let event_id = uuid(rng);
+    serde_json::json!({
+        "organizationId": tenant,
+        "eventTime": iso_micros(time, rng),
+        "appId": uuid(rng),
+        "branchId": uuid(rng),
+        "sessionId": if platform { serde_json::Value::Null } else { uuid(rng).into() },
+        "deployId": uuid(rng),
+        "type": kind,
+        "actorId": uuid(rng),
+        "sourceRuntime": "MANAGER",
+        "sourceDetail": "INIT",
+        "appEventSchema": schema,
+        "appEventId": event_id,
+        "ipAddresses": [format!("52.9.{}.{}", rng.u8(..), rng.u8(..))],
+        "billingCode": "Journey",
+        "kind": if platform { "Platform" } else { "Session" },
+        "defaultMetrics": { schema.clone(): { event_id: { "count": 1 } } },
+    })
+    .to_string()
+}
+
+fn audit_event(rng: &mut fastrand::Rng, tenant: &str, kind: &str, time: i64) -> String {
+    let zone_less = format_rfc3339_millis(time)
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned();
+    serde_json::json!({
+        "ORGANIZATION_ID": tenant,
+        "EVENT_ID": uuid(rng),
+        "EVENT_YEAR": &zone_less[..4],
+        "EVENT_DATE": &zone_less[..10],
+        "EVENT_TIME": zone_less,
+        "USER_ID": uuid(rng),
+        "ROOT_SCOPE_USER_ID": uuid(rng),
+        "APP_ID": uuid(rng),
+        "RESOURCE_TYPE": "app",
+        "SERVICE": "studio",
+        "LOGIN_TYPE": "password",
+        "EVENT_TYPE": kind,
+    })
+    .to_string()
+}
+
+fn sns_envelope(message: &str, rng: &mut fastrand::Rng) -> String {
+    serde_json::json!({
+        "Type": "Notification",
+        "MessageId": uuid(rng),
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:s3-export-events",
+        "Message": message,
+        "Timestamp": "2022-11-19T23:23:17.000Z",
+        "SignatureVersion": "1",
+    })
+    .to_string()
+}
+
+fn pretty(event: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(event).expect("generated JSON");
+    serde_json::to_string_pretty(&value).expect("serializes")
+}
+
+/// The one-line form of a JSON text, as the batcher writes it.
+pub fn compact_json(text: &str) -> String {
+    shared::decode::compact(text.trim()).into_owned()
+}
+
+fn iso_micros(millis: i64, rng: &mut fastrand::Rng) -> String {
+    let base = format_rfc3339_millis(millis);
+    format!("{}{:03}Z", base.trim_end_matches('Z'), rng.u16(..1000))
+}
+
+fn uuid(rng: &mut fastrand::Rng) -> String {
+    let bits = rng.u128(..);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(events: usize) -> WorkloadSpec {
+        WorkloadSpec {
+            events,
+            tenants: 3,
+            seed: 7,
+            now_millis: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn same_seed_same_workload() {
+        assert_eq!(generate(&spec(300)).messages, generate(&spec(300)).messages);
+    }
+
+    #[test]
+    fn counts_add_up() {
+        let workload = generate(&spec(500));
+        let lines: usize = workload.expected.lines.values().map(Vec::len).sum();
+        assert!(lines >= 500);
+        assert_eq!(workload.expected.distinct_events, 500);
+        assert!(workload.expected.rejected.len() >= 5);
+    }
+}

@@ -1,0 +1,536 @@
+//! The batcher against moto's S3: real PUTs, real gzip read back, event by
+//! event. Each test starts its own moto_server on a free loopback port.
+
+use std::collections::BTreeMap;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
+use batcher::{Batcher, BatcherError};
+use lambda_runtime::{Context, LambdaEvent};
+use s3_export::faults::FailRequestsTo;
+use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson};
+use s3_export::moto::MotoServer;
+use s3_export::workload::{SESSION_START, compact_json};
+use serde_json::Value;
+use shared::Config;
+
+const BUCKET: &str = "s3-export-test";
+const SENT_MILLIS: i64 = 1_668_900_197_000; // 2022-11-19T23:23:17Z
+const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:events";
+
+struct Harness {
+    /// Kept for its Drop, which stops the server.
+    _moto: MotoServer,
+    s3: aws_sdk_s3::Client,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let moto = MotoServer::start().await.expect("moto_server starts");
+        let s3 = moto.s3_client().await;
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("bucket");
+        Self { _moto: moto, s3 }
+    }
+
+    fn batcher(&self) -> Batcher {
+        self.batcher_with(self.s3.clone(), None)
+    }
+
+    fn batcher_with(&self, s3: aws_sdk_s3::Client, document: Option<&str>) -> Batcher {
+        let config = Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| BUCKET.to_owned()),
+            document,
+        )
+        .expect("config");
+        Batcher { config, s3 }
+    }
+
+    async fn staged(&self) -> Vec<StoredFile> {
+        read_gzip_ndjson(&self.s3, BUCKET, "staging/")
+            .await
+            .unwrap()
+    }
+
+    async fn errors(&self) -> Vec<Value> {
+        read_gzip_ndjson(&self.s3, BUCKET, "errors/")
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|file| file.lines.iter().map(|l| serde_json::from_str(l).unwrap()))
+            .collect()
+    }
+}
+
+fn message(id: &str, body: &str) -> SqsMessage {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(id.to_owned());
+    message.receipt_handle = Some(format!("handle-{id}"));
+    message.body = Some(body.to_owned());
+    message
+        .attributes
+        .insert("SentTimestamp".into(), SENT_MILLIS.to_string());
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
+    message.event_source_arn = Some(QUEUE_ARN.into());
+    message.event_source = Some("aws:sqs".into());
+    message.aws_region = Some("us-east-1".into());
+    message
+}
+
+fn with_stream(mut message: SqsMessage, stream: &str) -> SqsMessage {
+    let mut attribute = SqsMessageAttribute::default();
+    attribute.string_value = Some(stream.to_owned());
+    attribute.data_type = Some("String".to_owned());
+    message
+        .message_attributes
+        .insert("stream".into(), attribute);
+    message
+}
+
+fn app_event(tenant: &str, n: usize) -> String {
+    format!(
+        r#"{{"organizationId":"{tenant}","eventTime":"2022-11-19T23:{:02}:00.5Z","appId":"a","sessionId":"s-{n}","type":"step_enter","kind":"Session","n":{n}}}"#,
+        n % 60
+    )
+}
+
+fn audit_event(tenant: &str, id: &str) -> String {
+    format!(
+        r#"{{"ORGANIZATION_ID":"{tenant}","EVENT_ID":"{id}","EVENT_TIME":"2022-11-19 23:40:02.123","EVENT_TYPE":"user_login","USER_ID":"u1","LOGIN_TYPE":"password"}}"#
+    )
+}
+
+async fn invoke(
+    batcher: &Batcher,
+    records: Vec<SqsMessage>,
+    request_id: &str,
+) -> Result<SqsBatchResponse, BatcherError> {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    let mut context = Context::default();
+    context.request_id = request_id.to_owned();
+    batcher::handle(batcher, LambdaEvent::new(event, context)).await
+}
+
+fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
+    let mut ids: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every staged line, per `stream/tenant` folder.
+fn lines_by_partition(files: &[StoredFile]) -> BTreeMap<String, Vec<String>> {
+    let mut partitions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let segments: Vec<&str> = file.key.split('/').collect();
+        let folder = format!("{}/{}", segments[3], segments[4]);
+        partitions
+            .entry(folder)
+            .or_default()
+            .extend(file.lines.iter().cloned());
+    }
+    partitions
+}
+
+#[tokio::test]
+async fn seed_session_start_lands_in_its_chunk_as_one_unchanged_line() {
+    let harness = Harness::start().await;
+    let response = invoke(
+        &harness.batcher(),
+        vec![message("m1", SESSION_START)],
+        "req-1",
+    )
+    .await
+    .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+
+    let staged = harness.staged().await;
+    assert_eq!(staged.len(), 1);
+    let key = &staged[0].key;
+    assert!(
+        key.starts_with(
+            "staging/2022-11-19/23/airkit-app-events/482f2a38-8e9d-4329-b2a0-e97d5bc05d36/"
+        ) && key.ends_with("-req-1.ndjson.gz"),
+        "{key}"
+    );
+    assert_eq!(staged[0].lines.len(), 1);
+    let exported: Value = serde_json::from_str(&staged[0].lines[0]).unwrap();
+    let sent: Value = serde_json::from_str(SESSION_START).unwrap();
+    assert_eq!(exported, sent, "every field unchanged");
+    assert_eq!(staged[0].lines[0], compact_json(SESSION_START));
+    assert!(harness.errors().await.is_empty());
+}
+
+#[tokio::test]
+async fn audit_event_and_every_body_shape_are_staged() {
+    let harness = Harness::start().await;
+    // Pretty-printed by hand: the event's own key order must survive.
+    let pretty = app_event("t1", 3)
+        .replace('{', "{\n  ")
+        .replace(',', ",\n  ")
+        .replace('}', "\n}\n");
+    let sns = serde_json::json!({
+        "Type": "Notification", "MessageId": "sns-1",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:events",
+        "Message": format!("{}\n{}", app_event("t1", 5), app_event("t1", 6)),
+        "MessageAttributes": {},
+    })
+    .to_string();
+    let records = vec![
+        with_stream(
+            message("audit", &audit_event("t1", "e-1")),
+            "airkit-audit-logs",
+        ),
+        message(
+            "array",
+            &format!("[{},{}]", app_event("t1", 0), app_event("t1", 1)),
+        ),
+        message(
+            "ndjson",
+            &format!("{}\n{}\n", app_event("t1", 2), app_event("t2", 7)),
+        ),
+        message("pretty", &pretty),
+        message("bom", &format!("\u{feff}{}", app_event("t1", 4))),
+        message("sns", &sns),
+    ];
+    let response = invoke(&harness.batcher(), records, "req-2").await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+
+    let partitions = lines_by_partition(&harness.staged().await);
+    let expected_t1: Vec<String> = [0, 1, 2, 3, 4, 5, 6]
+        .iter()
+        .map(|n| app_event("t1", *n))
+        .collect();
+    assert_eq!(partitions["airkit-app-events/t1"], expected_t1);
+    assert_eq!(partitions["airkit-app-events/t2"], vec![app_event("t2", 7)]);
+    assert_eq!(
+        partitions["airkit-audit-logs/t1"],
+        vec![audit_event("t1", "e-1")]
+    );
+    assert_eq!(partitions.len(), 3);
+}
+
+#[tokio::test]
+async fn each_rejection_reason_ends_in_errors_with_its_original_body() {
+    let harness = Harness::start().await;
+    let batcher = harness.batcher_with(harness.s3.clone(), Some(r#"{"maxEventBytes": 4096}"#));
+    let oversized = format!(
+        r#"{{"organizationId":"t1","eventTime":"2022-11-19T23:00:00Z","type":"x","pad":"{}"}}"#,
+        "p".repeat(5000)
+    );
+    let cases = [
+        (
+            message("not-json", r#"{"organizationId": "t1", "#),
+            "not_json",
+        ),
+        (message("not-object", r#""just a string""#), "not_an_object"),
+        (
+            message(
+                "missing",
+                r#"{"eventTime":"2022-11-19T23:00:00Z","type":"x"}"#,
+            ),
+            "missing_field",
+        ),
+        (
+            message(
+                "wrong-type",
+                r#"{"organizationId":["t1"],"eventTime":"2022-11-19T23:00:00Z","type":"x"}"#,
+            ),
+            "wrong_type",
+        ),
+        (
+            message(
+                "bad-time",
+                r#"{"organizationId":"t1","eventTime":"2022-13-45T99:00:00Z","type":"x"}"#,
+            ),
+            "bad_time",
+        ),
+        (message("too-large", &oversized), "too_large"),
+        (
+            with_stream(message("unknown-stream", &app_event("t1", 1)), "billing"),
+            "unknown_stream",
+        ),
+    ];
+    let mut records: Vec<SqsMessage> = cases.iter().map(|(m, _)| m.clone()).collect();
+    records.push(message("good", &app_event("t1", 9)));
+    let response = invoke(&batcher, records, "req-3").await.unwrap();
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "rejections are acknowledged"
+    );
+
+    let errors = harness.errors().await;
+    assert_eq!(errors.len(), cases.len());
+    for (record, (sent, reason)) in errors.iter().zip(&cases) {
+        assert_eq!(record["reason"], *reason);
+        assert_eq!(record["messageId"], sent.message_id.clone().unwrap());
+        assert_eq!(record["body"], sent.body.clone().unwrap());
+        assert!(!record["detail"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(
+        errors[6]["messageAttributes"]["stream"]["stringValue"],
+        "billing"
+    );
+    assert!(
+        errors[2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("organizationId")
+    );
+    let staged = lines_by_partition(&harness.staged().await);
+    assert_eq!(staged["airkit-app-events/t1"], vec![app_event("t1", 9)]);
+}
+
+#[tokio::test]
+async fn missing_bucket_fails_every_message_and_redelivery_stores_them() {
+    let harness = Harness::start().await;
+    let mut batcher = harness.batcher();
+    batcher.config.export_bucket = "not-created-yet".into();
+    let records: Vec<SqsMessage> = (0..5)
+        .map(|n| message(&format!("m{n}"), &app_event(&format!("t{}", n % 2), n)))
+        .collect();
+    let response = invoke(&batcher, records.clone(), "req-4").await.unwrap();
+    assert_eq!(failed_ids(&response), vec!["m0", "m1", "m2", "m3", "m4"]);
+
+    harness
+        .s3
+        .create_bucket()
+        .bucket("not-created-yet")
+        .send()
+        .await
+        .unwrap();
+    let redelivered: Vec<SqsMessage> = records
+        .into_iter()
+        .filter(|m| failed_ids(&response).contains(m.message_id.as_ref().unwrap()))
+        .collect();
+    let retry = invoke(&batcher, redelivered, "req-5").await.unwrap();
+    assert!(retry.batch_item_failures.is_empty());
+    let stored = read_gzip_ndjson(&harness.s3, "not-created-yet", "staging/")
+        .await
+        .unwrap();
+    assert_eq!(stored.iter().map(|f| f.lines.len()).sum::<usize>(), 5);
+}
+
+#[tokio::test]
+async fn failed_chunk_put_fails_exactly_the_messages_that_fed_it() {
+    let harness = Harness::start().await;
+    let fault = FailRequestsTo::new("/tenant-broken/");
+    let faulty = harness.batcher_with(fault.wrap(&harness.s3), None);
+    let records = vec![
+        message("ok-1", &app_event("tenant-ok", 1)),
+        message(
+            "mixed",
+            &format!(
+                "{}\n{}",
+                app_event("tenant-ok", 2),
+                app_event("tenant-broken", 3)
+            ),
+        ),
+        message("broken", &app_event("tenant-broken", 4)),
+        message("ok-2", &app_event("tenant-fine", 5)),
+        message("rejected", "not json at all"),
+    ];
+    let response = invoke(&faulty, records.clone(), "req-6").await.unwrap();
+    assert_eq!(failed_ids(&response), vec!["broken", "mixed"]);
+    assert!(fault.failed() >= 1);
+
+    // SQS redelivers exactly those; with the fault gone they are stored, and
+    // nothing is lost (the re-sent `tenant-ok` line is dropped by the flusher).
+    let redelivered: Vec<SqsMessage> = records
+        .into_iter()
+        .filter(|m| failed_ids(&response).contains(m.message_id.as_ref().unwrap()))
+        .collect();
+    let retry = invoke(&harness.batcher(), redelivered, "req-7")
+        .await
+        .unwrap();
+    assert!(retry.batch_item_failures.is_empty());
+    let partitions = lines_by_partition(&harness.staged().await);
+    assert_eq!(
+        partitions["airkit-app-events/tenant-broken"],
+        vec![app_event("tenant-broken", 3), app_event("tenant-broken", 4)]
+    );
+    let mut ok = partitions["airkit-app-events/tenant-ok"].clone();
+    ok.sort();
+    assert_eq!(
+        ok,
+        vec![
+            app_event("tenant-ok", 1),
+            app_event("tenant-ok", 2),
+            app_event("tenant-ok", 2)
+        ]
+    );
+    assert_eq!(harness.errors().await.len(), 1);
+}
+
+#[tokio::test]
+async fn failed_errors_put_fails_exactly_the_rejected_messages() {
+    let harness = Harness::start().await;
+    let fault = FailRequestsTo::new("/errors/");
+    let faulty = harness.batcher_with(fault.wrap(&harness.s3), None);
+    let records = vec![
+        message("good", &app_event("t1", 1)),
+        message("bad", "{oops"),
+        message("half", &format!("{}\n{{oops", app_event("t1", 2))),
+    ];
+    let response = invoke(&faulty, records, "req-8").await.unwrap();
+    assert_eq!(failed_ids(&response), vec!["bad", "half"]);
+    assert_eq!(
+        lines_by_partition(&harness.staged().await)["airkit-app-events/t1"].len(),
+        2
+    );
+    assert!(harness.errors().await.is_empty());
+}
+
+#[tokio::test]
+async fn missing_credentials_fail_the_invocation() {
+    #[derive(Debug)]
+    struct NoCredentials;
+    impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                aws_credential_types::provider::error::CredentialsError::not_loaded(
+                    "no credentials in this test",
+                ),
+            ))
+        }
+    }
+    let harness = Harness::start().await;
+    let config = harness
+        .s3
+        .config()
+        .to_builder()
+        .credentials_provider(NoCredentials)
+        .build();
+    let batcher = harness.batcher_with(aws_sdk_s3::Client::from_conf(config), None);
+    let result = invoke(&batcher, vec![message("m1", &app_event("t1", 1))], "req-9").await;
+    assert!(
+        matches!(result, Err(BatcherError::Credentials(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_message_batch_is_staged_whole() {
+    let harness = Harness::start().await;
+    let records: Vec<SqsMessage> = (0..10_000)
+        .map(|n| message(&format!("m{n:05}"), &app_event(&format!("t{}", n % 25), n)))
+        .collect();
+    let response = invoke(&harness.batcher(), records, "req-10").await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let staged = harness.staged().await;
+    assert_eq!(staged.len(), 25, "one chunk per tenant");
+    let partitions = lines_by_partition(&staged);
+    for tenant in 0..25 {
+        let expected: Vec<String> = (0..10_000)
+            .filter(|n| n % 25 == tenant)
+            .map(|n| app_event(&format!("t{tenant}"), n))
+            .collect();
+        assert_eq!(
+            partitions[&format!("airkit-app-events/t{tenant}")],
+            expected
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_mebibyte_bodies_are_staged() {
+    let harness = Harness::start().await;
+    const MIB: usize = 1024 * 1024;
+    // One event of exactly 1 MiB (the default maximum event size).
+    let head = r#"{"organizationId":"big","eventTime":"2022-11-19T23:00:00Z","type":"x","pad":""#;
+    let single = format!("{head}{}\"}}", "p".repeat(MIB - head.len() - 2));
+    assert_eq!(single.len(), MIB);
+    // And 1 MiB of NDJSON, many events.
+    let mut ndjson = String::new();
+    let mut n = 0;
+    while ndjson.len() + 200 < MIB {
+        ndjson.push_str(&app_event("many", n));
+        ndjson.push('\n');
+        n += 1;
+    }
+    let response = invoke(
+        &harness.batcher(),
+        vec![message("single", &single), message("ndjson", &ndjson)],
+        "req-11",
+    )
+    .await
+    .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let partitions = lines_by_partition(&harness.staged().await);
+    assert_eq!(partitions["airkit-app-events/big"], vec![single]);
+    assert_eq!(partitions["airkit-app-events/many"].len(), n);
+}
+
+#[tokio::test]
+async fn hostile_tenant_ids_cannot_escape_the_staging_prefix() {
+    let harness = Harness::start().await;
+    let long = "L".repeat(2048);
+    let tenants = [
+        "../x",
+        "a/b",
+        "../../errors/x",
+        "..",
+        ".",
+        "a\u{1}b",
+        long.as_str(),
+        "%2E%2E",
+    ];
+    let records: Vec<SqsMessage> = tenants
+        .iter()
+        .enumerate()
+        .map(|(n, tenant)| {
+            let event = serde_json::json!({"organizationId": tenant, "eventTime": "2022-11-19T23:00:00Z", "type": "x"});
+            message(&format!("m{n}"), &event.to_string())
+        })
+        .collect();
+    let response = invoke(&harness.batcher(), records, "req-12").await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+
+    let keys = list_keys(&harness.s3, BUCKET, "").await.unwrap();
+    assert_eq!(keys.len(), tenants.len(), "{keys:#?}");
+    let mut seen = Vec::new();
+    for key in &keys {
+        let segments: Vec<&str> = key.split('/').collect();
+        assert_eq!(segments.len(), 6, "{key}");
+        assert_eq!(
+            &segments[..4],
+            ["staging", "2022-11-19", "23", "airkit-app-events"],
+            "{key}"
+        );
+        assert!(
+            !segments
+                .iter()
+                .any(|s| s.is_empty() || *s == "." || *s == ".."),
+            "{key}"
+        );
+        seen.push(segments[4].to_owned());
+    }
+    // Every event still carries its original tenant id.
+    let staged = harness.staged().await;
+    let mut originals: Vec<String> = staged
+        .iter()
+        .map(|f| {
+            serde_json::from_str::<Value>(&f.lines[0]).unwrap()["organizationId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    originals.sort();
+    let mut sent: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+    sent.sort();
+    assert_eq!(originals, sent);
+}
