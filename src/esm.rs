@@ -90,8 +90,8 @@ pub enum EsmError {
         operation: &'static str,
         /// The queue URL or name.
         queue: String,
-        /// The SDK's error.
-        source: aws_sdk_sqs::Error,
+        /// The SDK's error (boxed: it is large and errors are rare).
+        source: Box<aws_sdk_sqs::Error>,
     },
     /// [`EventSourceMapping::drain`] ran out of time with messages left.
     #[error(
@@ -119,7 +119,7 @@ impl EsmError {
         move |err| EsmError::Sqs {
             operation,
             queue: queue.to_owned(),
-            source: aws_sdk_sqs::Error::from(err),
+            source: Box::new(aws_sdk_sqs::Error::from(err)),
         }
     }
 }

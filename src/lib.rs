@@ -4,5 +4,6 @@
 pub mod esm;
 pub mod faults;
 pub mod inspect;
+pub mod local;
 pub mod moto;
 pub mod workload;

@@ -1,1 +1,41 @@
-fn main() {}
+//! `s3-export`: developer and operator commands for the s3-export pipeline.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use s3_export::local::{self, LocalOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "s3-export",
+    version,
+    about = "Run and operate the s3-export pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline locally on moto: send a mixed workload through SQS,
+    /// deliver it to the batcher, and check what was stored.
+    Local(LocalOptions),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    shared::telemetry::init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Local(options) => local::run(&options).await,
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -82,7 +82,7 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
         let tenant = &tenants[rng.usize(..tenants.len())];
         let events: Vec<String> = (0..group)
             .map(|_| {
-                let time = spec.now_millis - 3_600_000 + rng.i64(..3_600_000);
+                let time = spec.now_millis - 3_600_000 + rng.i64(0..3_600_000);
                 if audit {
                     // Every documented type in turn, and now and then one
                     // that is not documented (counted, never refused).
@@ -171,7 +171,7 @@ fn malformed_kind(kind: u8, tenant: &str, now_millis: i64) -> (String, &'static 
             format!(r#"{{"organizationId": "{tenant}", "eventTime": "#),
             "not_json",
         ),
-        1 => (r#"["session_start", 42]"#.to_owned(), "not_an_object"),
+        1 => (r#""session_start""#.to_owned(), "not_an_object"),
         2 => (
             format!(r#"{{"eventTime":"{time}","type":"session_start","kind":"Session"}}"#),
             "missing_field",
