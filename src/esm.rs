@@ -163,7 +163,8 @@ pub struct DrainReport {
 }
 
 impl DrainReport {
-    fn add(&mut self, poll: PollReport) {
+    /// Adds one poll's outcome.
+    pub fn add(&mut self, poll: PollReport) {
         self.polls += 1;
         if poll.received > 0 {
             self.invocations += 1;
@@ -173,6 +174,17 @@ impl DrainReport {
         self.failed.extend(poll.failed);
         self.handler_errors.extend(poll.handler_error);
         self.delete_failures.extend(poll.delete_failures);
+    }
+
+    /// Adds another report's totals.
+    pub fn merge(&mut self, other: DrainReport) {
+        self.polls += other.polls;
+        self.invocations += other.invocations;
+        self.received += other.received;
+        self.deleted += other.deleted;
+        self.failed.extend(other.failed);
+        self.handler_errors.extend(other.handler_errors);
+        self.delete_failures.extend(other.delete_failures);
     }
 }
 

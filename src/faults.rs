@@ -3,18 +3,20 @@
 //! error paths run against the real handlers and the real SDK.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
 
 /// Fails every request whose URL contains `fragment` (for S3, a key or a
-/// prefix), and counts how many it failed.
+/// prefix) until [`FailRequestsTo::heal`] is called, and counts how many it
+/// failed. Clones share their state.
 #[derive(Debug, Clone)]
 pub struct FailRequestsTo {
     fragment: String,
     failed: Arc<AtomicUsize>,
+    healed: Arc<AtomicBool>,
 }
 
 impl FailRequestsTo {
@@ -22,7 +24,13 @@ impl FailRequestsTo {
         Self {
             fragment: fragment.into(),
             failed: Arc::default(),
+            healed: Arc::default(),
         }
+    }
+
+    /// Ends the fault: from now on every request goes through.
+    pub fn heal(&self) {
+        self.healed.store(true, Ordering::SeqCst);
     }
 
     /// Requests failed so far, retries included.
@@ -48,7 +56,7 @@ impl Intercept for FailRequestsTo {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if context.request().uri().contains(&self.fragment) {
+        if !self.healed.load(Ordering::SeqCst) && context.request().uri().contains(&self.fragment) {
             self.failed.fetch_add(1, Ordering::SeqCst);
             return Err(format!("injected fault for a request to `{}`", self.fragment).into());
         }

@@ -18,7 +18,9 @@ use lambda_runtime::LambdaEvent;
 use shared::Config;
 use shared::partition::TenantKey;
 
-use crate::esm::{EventSourceMapping, approximate_message_count, create_queue_with_dlq};
+use crate::esm::{
+    DrainReport, EventSourceMapping, approximate_message_count, create_queue_with_dlq,
+};
 use crate::inspect::{StoredFile, read_gzip_ndjson};
 use crate::moto::MotoServer;
 use crate::workload::{self, OutgoingMessage, Workload, WorkloadSpec};
@@ -47,11 +49,17 @@ pub struct LocalOptions {
     /// The event source mapping's batching window, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub batching_window_ms: u64,
+    /// Override the batcher's maximum event size (MAX_EVENT_BYTES).
+    #[arg(long)]
+    pub max_event_bytes: Option<usize>,
 }
 
 const MAX_RECEIVE_COUNT: u32 = 3;
 const VISIBILITY_TIMEOUT_SECS: u32 = 2;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Messages sent before the mapping delivers them: moto's SQS slows down with
+/// queue depth, and real producers do not wait for the whole workload either.
+const SEND_WAVE: usize = 200;
 
 /// Runs the pipeline locally; `Ok(false)` when what was stored does not match
 /// what was sent.
@@ -100,18 +108,12 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         seed: options.seed,
         now_millis: now_millis(),
     });
-    send(&sqs, &queues.url, &workload.messages).await?;
-    println!(
-        "sent          {} messages: {} events ({} re-sent messages), {} malformed records",
-        workload.messages.len(),
-        workload.expected.distinct_events,
-        workload.expected.resent_messages,
-        workload.expected.rejected.values().sum::<usize>()
-    );
-
     let config = Config::from_sources(
         |name| match name {
             shared::config::env::EXPORT_BUCKET => Some(bucket.clone()),
+            shared::config::env::MAX_EVENT_BYTES if options.max_event_bytes.is_some() => {
+                options.max_event_bytes.map(|bytes| bytes.to_string())
+            }
             other => std::env::var(other).ok(),
         },
         None,
@@ -128,22 +130,49 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     )
     .await?;
     let invocations = AtomicUsize::new(0);
-    let drained = mapping
-        .drain(
-            |event: SqsEvent| {
-                let n = invocations.fetch_add(1, Ordering::SeqCst);
-                let mut context = lambda_runtime::Context::default();
-                context.request_id = format!("local-{run_id}-{n:05}");
-                let batcher = &batcher;
-                async move {
-                    batcher::handle(batcher, LambdaEvent::new(event, context))
-                        .await
-                        .map_err(lambda_runtime::Error::from)
-                }
-            },
-            DRAIN_TIMEOUT,
-        )
-        .await?;
+    let mut handler = |event: SqsEvent| {
+        let n = invocations.fetch_add(1, Ordering::SeqCst);
+        let mut context = lambda_runtime::Context::default();
+        context.request_id = format!("local-{run_id}-{n:05}");
+        let batcher = &batcher;
+        async move {
+            batcher::handle(batcher, LambdaEvent::new(event, context))
+                .await
+                .map_err(lambda_runtime::Error::from)
+        }
+    };
+
+    // Producers and the event source mapping run side by side, as in AWS:
+    // a wave of messages is sent, then delivered while the next is prepared.
+    let mut delivered = DrainReport::default();
+    for (wave, messages) in workload.messages.chunks(SEND_WAVE).enumerate() {
+        send(&sqs, &queues.url, messages).await?;
+        loop {
+            let poll = mapping.poll_once(&mut handler).await?;
+            let idle = poll.received == 0;
+            delivered.add(poll);
+            if idle {
+                break;
+            }
+        }
+        eprint!(
+            "\rsent {:>6} of {} messages, delivered {:>6}",
+            (wave * SEND_WAVE + messages.len()),
+            workload.messages.len(),
+            delivered.deleted
+        );
+    }
+    eprintln!();
+    // Whatever failed comes back after the visibility timeout; wait for it.
+    delivered.merge(mapping.drain(&mut handler, DRAIN_TIMEOUT).await?);
+    println!(
+        "sent          {} messages: {} events ({} re-sent messages), {} malformed records",
+        workload.messages.len(),
+        workload.expected.distinct_events,
+        workload.expected.resent_messages,
+        workload.expected.rejected.values().sum::<usize>()
+    );
+    let drained = delivered;
     let dead_letters = approximate_message_count(&sqs, &queues.dlq_url).await?;
     println!(
         "delivered     {} messages in {} batcher invocations; {} reported failed; {} in the DLQ",

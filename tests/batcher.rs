@@ -534,3 +534,103 @@ async fn hostile_tenant_ids_cannot_escape_the_staging_prefix() {
     sent.sort();
     assert_eq!(originals, sent);
 }
+
+/// Through real SQS: the event source mapping emulation delivers, the batcher
+/// reports the messages whose chunk failed, SQS redelivers exactly those after
+/// the visibility timeout, and once the fault clears every event is staged.
+#[tokio::test]
+async fn failed_messages_come_back_through_sqs_and_are_stored() {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    use s3_export::esm::{EventSourceMapping, approximate_message_count, create_queue_with_dlq};
+    use std::time::Duration;
+
+    let harness = Harness::start().await;
+    let sqs = harness._moto.sqs_client().await;
+    let queues = create_queue_with_dlq(&sqs, "events", 5, 1).await.unwrap();
+    let bodies: Vec<String> = (0..40)
+        .map(|n| {
+            app_event(
+                if n % 4 == 0 {
+                    "tenant-broken"
+                } else {
+                    "tenant-ok"
+                },
+                n,
+            )
+        })
+        .collect();
+    for (batch, chunk) in bodies.chunks(10).enumerate() {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(n, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("e{batch}-{n}"))
+                    .message_body(body)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        sqs.send_message_batch()
+            .queue_url(&queues.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let fault = FailRequestsTo::new("/tenant-broken/");
+    let batcher = harness.batcher_with(fault.wrap(&harness.s3), None);
+    let mapping = EventSourceMapping::new(
+        sqs.clone(),
+        &queues.url,
+        &queues.arn,
+        100,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let mut invocation = 0;
+    let mut handler = |event: SqsEvent| {
+        invocation += 1;
+        let mut context = Context::default();
+        context.request_id = format!("req-{invocation}");
+        let batcher = &batcher;
+        async move {
+            batcher::handle(batcher, LambdaEvent::new(event, context))
+                .await
+                .map_err(lambda_runtime::Error::from)
+        }
+    };
+    let first = mapping.poll_once(&mut handler).await.unwrap();
+    assert_eq!(first.received, 40);
+    assert_eq!(first.failed.len(), 10, "the ten tenant-broken messages");
+    assert_eq!(first.deleted, 30);
+
+    fault.heal();
+    let rest = mapping
+        .drain(&mut handler, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(rest.received, 10);
+    assert!(rest.failed.is_empty());
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.dlq_url)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let partitions = lines_by_partition(&harness.staged().await);
+    let mut broken = partitions["airkit-app-events/tenant-broken"].clone();
+    broken.sort();
+    let mut expected: Vec<String> = (0..40)
+        .filter(|n| n % 4 == 0)
+        .map(|n| app_event("tenant-broken", n))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        broken, expected,
+        "each once: the failed chunk was never stored"
+    );
+    assert_eq!(partitions["airkit-app-events/tenant-ok"].len(), 30);
+}
