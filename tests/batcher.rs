@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use batcher::records::{sqs_record, with_stream};
 use batcher::{Batcher, BatcherError};
 use lambda_runtime::{Context, LambdaEvent};
 use s3_export::faults::FailRequestsTo;
@@ -65,30 +66,7 @@ impl Harness {
 }
 
 fn message(id: &str, body: &str) -> SqsMessage {
-    let mut message = SqsMessage::default();
-    message.message_id = Some(id.to_owned());
-    message.receipt_handle = Some(format!("handle-{id}"));
-    message.body = Some(body.to_owned());
-    message
-        .attributes
-        .insert("SentTimestamp".into(), SENT_MILLIS.to_string());
-    message
-        .attributes
-        .insert("ApproximateReceiveCount".into(), "1".into());
-    message.event_source_arn = Some(QUEUE_ARN.into());
-    message.event_source = Some("aws:sqs".into());
-    message.aws_region = Some("us-east-1".into());
-    message
-}
-
-fn with_stream(mut message: SqsMessage, stream: &str) -> SqsMessage {
-    let mut attribute = SqsMessageAttribute::default();
-    attribute.string_value = Some(stream.to_owned());
-    attribute.data_type = Some("String".to_owned());
-    message
-        .message_attributes
-        .insert("stream".into(), attribute);
-    message
+    sqs_record(id, body, SENT_MILLIS, QUEUE_ARN)
 }
 
 fn app_event(tenant: &str, n: usize) -> String {

@@ -7,6 +7,7 @@
 //! messages it held. Nothing is dropped silently.
 
 pub mod plan;
+pub mod records;
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;

@@ -2,8 +2,9 @@
 
 use std::io::Read;
 
-use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+use aws_lambda_events::event::sqs::SqsMessage;
 use batcher::plan_batch;
+use batcher::records::{sqs_record, with_stream};
 use flate2::read::GzDecoder;
 use serde_json::Value;
 use shared::Config;
@@ -21,24 +22,12 @@ fn config(document: Option<&str>) -> Config {
 }
 
 fn message(id: &str, body: &str) -> SqsMessage {
-    let mut message = SqsMessage::default();
-    message.message_id = Some(id.to_owned());
-    message.body = Some(body.to_owned());
-    message
-        .attributes
-        .insert("SentTimestamp".into(), SENT_MILLIS.to_string());
-    message.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:events".into());
-    message
-}
-
-fn with_stream(mut message: SqsMessage, stream: &str) -> SqsMessage {
-    let mut attribute = SqsMessageAttribute::default();
-    attribute.string_value = Some(stream.to_owned());
-    attribute.data_type = Some("String".to_owned());
-    message
-        .message_attributes
-        .insert("stream".into(), attribute);
-    message
+    sqs_record(
+        id,
+        body,
+        SENT_MILLIS,
+        "arn:aws:sqs:us-east-1:123456789012:events",
+    )
 }
 
 fn app_event(tenant: &str, n: usize) -> String {
