@@ -81,6 +81,26 @@ pub struct Destination {
     /// Whether several tenants may share this bucket and prefix on purpose.
     pub shared: bool,
     pub enabled: bool,
+    /// Server-side encryption requested on every object written.
+    pub encryption: Encryption,
+    /// The bucket owner's account id: when set, every write carries
+    /// `ExpectedBucketOwner`, so a bucket that changed hands is refused.
+    pub account_id: Option<String>,
+}
+
+/// Server-side encryption for objects written to a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// No header: the bucket's default encryption applies.
+    BucketDefault,
+    /// `x-amz-server-side-encryption: AES256` (SSE-S3).
+    Aes256,
+    /// `aws:kms` with a key id or ARN (the account's default key when
+    /// `None`), and S3 Bucket Keys on or off.
+    Kms {
+        key_id: Option<String>,
+        bucket_key: bool,
+    },
 }
 
 /// The validated configuration every function runs with.
@@ -141,6 +161,10 @@ struct DestinationDocument {
     shared: bool,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
+    encryption: Option<String>,
+    kms_key_id: Option<String>,
+    bucket_key_enabled: Option<bool>,
+    account_id: Option<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -447,6 +471,53 @@ fn build_destinations(
                 ),
             ));
         }
+        let encryption = match (document.encryption.as_deref(), &document.kms_key_id) {
+            (None | Some("none"), None) => Encryption::BucketDefault,
+            (Some("AES256"), None) => Encryption::Aes256,
+            (Some("aws:kms"), key_id) => Encryption::Kms {
+                key_id: key_id.clone(),
+                bucket_key: document.bucket_key_enabled.unwrap_or(true),
+            },
+            (None | Some("none") | Some("AES256"), Some(_)) => {
+                return Err(ConfigError::new(
+                    field("kmsKeyId"),
+                    "a KMS key needs `encryption: \"aws:kms\"`",
+                ));
+            }
+            (Some(other), _) => {
+                return Err(ConfigError::new(
+                    field("encryption"),
+                    format!("`{other}` is not `none`, `AES256` or `aws:kms`"),
+                ));
+            }
+        };
+        if document.bucket_key_enabled.is_some() && !matches!(encryption, Encryption::Kms { .. }) {
+            return Err(ConfigError::new(
+                field("bucketKeyEnabled"),
+                "S3 Bucket Keys apply to `encryption: \"aws:kms\"` only",
+            ));
+        }
+        if let Some(account) = &document.account_id
+            && !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ConfigError::new(
+                field("accountId"),
+                format!("`{account}` is not a 12-digit AWS account id"),
+            ));
+        }
+        if let Some(region) = &document.region {
+            let ok = !region.is_empty()
+                && region.split('-').count() >= 3
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return Err(ConfigError::new(
+                    field("region"),
+                    format!("`{region}` is not an AWS region such as `us-west-2`"),
+                ));
+            }
+        }
         destinations.push(Destination {
             name: document.name,
             bucket: document.bucket,
@@ -456,6 +527,8 @@ fn build_destinations(
             streams: document.streams,
             shared: document.shared,
             enabled: document.enabled,
+            encryption,
+            account_id: document.account_id,
         });
     }
     Ok(destinations)
@@ -712,6 +785,64 @@ mod tests {
         assert_eq!(error.field, "destinations[0].tenants");
         let shared = r#"{"destinations":[{"name":"a","bucket":"dest","tenants":["t1","t2"],"shared":true}]}"#;
         assert!(config(&[("EXPORT_BUCKET", "exports")], Some(shared)).is_ok());
+    }
+
+    #[test]
+    fn destination_encryption_and_owner() {
+        let doc = r#"{"destinations":[
+            {"name":"a","bucket":"dest-a","encryption":"aws:kms","kmsKeyId":"arn:aws:kms:us-east-1:111122223333:key/k","accountId":"111122223333","region":"us-west-2"},
+            {"name":"b","bucket":"dest-b","encryption":"AES256"},
+            {"name":"c","bucket":"dest-c"}]}"#;
+        let config = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap();
+        assert_eq!(
+            config.destinations[0].encryption,
+            Encryption::Kms {
+                key_id: Some("arn:aws:kms:us-east-1:111122223333:key/k".into()),
+                bucket_key: true
+            }
+        );
+        assert_eq!(
+            config.destinations[0].account_id.as_deref(),
+            Some("111122223333")
+        );
+        assert_eq!(config.destinations[1].encryption, Encryption::Aes256);
+        assert_eq!(config.destinations[2].encryption, Encryption::BucketDefault);
+    }
+
+    #[test]
+    fn bad_destination_settings_name_their_field() {
+        let cases = [
+            (
+                r#"{"name":"a","bucket":"dest","encryption":"rot13"}"#,
+                "destinations[0].encryption",
+            ),
+            (
+                r#"{"name":"a","bucket":"dest","kmsKeyId":"k"}"#,
+                "destinations[0].kmsKeyId",
+            ),
+            (
+                r#"{"name":"a","bucket":"dest","bucketKeyEnabled":false}"#,
+                "destinations[0].bucketKeyEnabled",
+            ),
+            (
+                r#"{"name":"a","bucket":"dest","accountId":"1234"}"#,
+                "destinations[0].accountId",
+            ),
+            (
+                r#"{"name":"a","bucket":"dest","region":"Mars"}"#,
+                "destinations[0].region",
+            ),
+            (r#"{"name":"a b","bucket":"dest"}"#, "destinations[0].name"),
+            (
+                r#"{"name":"a","bucket":"dest","prefix":"../up"}"#,
+                "destinations[0].prefix",
+            ),
+        ];
+        for (destination, field) in cases {
+            let doc = format!(r#"{{"destinations":[{destination}]}}"#);
+            let error = config(&[("EXPORT_BUCKET", "exports")], Some(&doc)).unwrap_err();
+            assert_eq!(error.field, field, "{destination}");
+        }
     }
 
     #[test]
