@@ -1,21 +1,28 @@
-//! Keys in the export bucket. Everything is hour first, so the flusher finds
+//! Keys in the export bucket. Staging is hour first, so the flusher finds
 //! pending work by listing `staging/<yyyy-mm-dd>/<HH>/`, at a cost that
 //! follows pending work, not history.
 //!
 //! - staged chunk: `staging/<yyyy-mm-dd>/<HH>/<stream>/<tenant>/<ingest-ms>-<request-id>.ndjson.gz`
 //! - rejected records: `errors/<yyyy-mm-dd>/<HH>/<ingest-ms>-<request-id>.ndjson.gz`
+//! - archive part: `archive/<stream>/<tenant>/<yyyy-mm-dd>/<HH>/part-NNNNN.ndjson.gz`
+//! - manifest (the commit record): `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
+//! - the hour's id digest: `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
 //!
 //! `<ingest-ms>` is 13 digits (zero-padded), so keys sort in ingest order.
 //! The stream is a validated name and the tenant a [`TenantKey`]; the request
 //! id is reduced to `A-Z a-z 0-9 -`, so no segment can climb out of its
 //! prefix.
 
-use crate::partition::{Hour, PartitionKey};
+use crate::partition::{Hour, PartitionKey, TenantKey};
 
 /// The folder under the export bucket holding staged chunks.
 pub const STAGING_PREFIX: &str = "staging/";
 /// The folder under the export bucket holding rejected records.
 pub const ERRORS_PREFIX: &str = "errors/";
+/// The folder under the export bucket holding the canonical archive.
+pub const ARCHIVE_PREFIX: &str = "archive/";
+/// The folder under the export bucket holding manifests and id digests.
+pub const MANIFESTS_PREFIX: &str = "manifests/";
 
 /// The key of the chunk one invocation stages for one partition.
 pub fn staging_chunk_key(partition: &PartitionKey, ingest_millis: i64, request_id: &str) -> String {
@@ -44,6 +51,56 @@ pub fn staging_hour_prefix(hour: Hour) -> String {
     format!("{STAGING_PREFIX}{}/", hour.date_path())
 }
 
+/// The folder of a partition's files under `archive/` or `manifests/`.
+fn partition_path(partition: &PartitionKey) -> String {
+    format!(
+        "{}/{}/{}",
+        partition.stream,
+        partition.tenant,
+        partition.hour.date_path()
+    )
+}
+
+/// The key of archive part `number` (from 1) of a partition.
+pub fn archive_part_key(partition: &PartitionKey, number: u32) -> String {
+    format!(
+        "{ARCHIVE_PREFIX}{}/part-{number:05}.ndjson.gz",
+        partition_path(partition)
+    )
+}
+
+/// The key of a partition's manifest.
+pub fn manifest_key(partition: &PartitionKey) -> String {
+    format!("{MANIFESTS_PREFIX}{}.json", partition_path(partition))
+}
+
+/// The key of the id digest written with manifest generation `generation`.
+pub fn id_digest_key(partition: &PartitionKey, generation: u64) -> String {
+    format!(
+        "{MANIFESTS_PREFIX}{}.ids-{generation:06}",
+        partition_path(partition)
+    )
+}
+
+/// Reads a staged chunk key back into its partition; `None` for any key not
+/// of the staging layout.
+pub fn parse_staging_chunk_key(key: &str) -> Option<PartitionKey> {
+    let rest = key.strip_prefix(STAGING_PREFIX)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [date, hour, stream, tenant, file] = segments.as_slice() else {
+        return None;
+    };
+    if !file.ends_with(".ndjson.gz") || stream.is_empty() || tenant.is_empty() {
+        return None;
+    }
+    let hour = Hour::parse_date_path(&format!("{date}/{hour}"))?;
+    Some(PartitionKey {
+        hour,
+        stream: (*stream).to_owned(),
+        tenant: TenantKey::from_encoded(tenant),
+    })
+}
+
 fn safe_request_id(request_id: &str) -> String {
     let safe: String = request_id
         .chars()
@@ -60,7 +117,6 @@ fn safe_request_id(request_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::partition::TenantKey;
 
     #[test]
     fn chunk_key_is_hour_first() {
@@ -72,6 +128,33 @@ mod tests {
         assert_eq!(
             staging_chunk_key(&partition, 1_668_900_200_000, "c0ffee-01"),
             "staging/2022-11-19/23/airkit-app-events/org-1/1668900200000-c0ffee-01.ndjson.gz"
+        );
+    }
+
+    #[test]
+    fn chunk_keys_parse_back_into_their_partition() {
+        let partition = PartitionKey {
+            hour: Hour::containing(1_668_900_196_792),
+            stream: "airkit-audit-logs".into(),
+            tenant: TenantKey::encode("a/b"),
+        };
+        let key = staging_chunk_key(&partition, 1_668_900_200_000, "r");
+        assert_eq!(parse_staging_chunk_key(&key), Some(partition.clone()));
+        assert_eq!(
+            parse_staging_chunk_key("staging/2022-11-19/23/x.ndjson.gz"),
+            None
+        );
+        assert_eq!(
+            parse_staging_chunk_key("staging/2022-13-19/23/s/t/x.ndjson.gz"),
+            None
+        );
+        assert_eq!(
+            archive_part_key(&partition, 3),
+            "archive/airkit-audit-logs/a%2Fb/2022-11-19/23/part-00003.ndjson.gz"
+        );
+        assert_eq!(
+            manifest_key(&partition),
+            "manifests/airkit-audit-logs/a%2Fb/2022-11-19/23.json"
         );
     }
 

@@ -4,9 +4,12 @@
 
 pub mod config;
 pub mod decode;
+pub mod dedup;
 pub mod encode;
+pub mod key_layout;
 pub mod layout;
 pub mod load;
+pub mod manifest;
 pub mod partition;
 pub mod profile;
 pub mod rejection;

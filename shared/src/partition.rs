@@ -39,6 +39,28 @@ impl Hour {
         self.0 * MILLIS_PER_HOUR
     }
 
+    /// Reads `yyyy-mm-dd/HH` back; `None` for anything else.
+    pub fn parse_date_path(text: &str) -> Option<Self> {
+        let (date, hour) = text.split_once('/')?;
+        if hour.len() != 2 {
+            return None;
+        }
+        let naive = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(hour.parse().ok()?, 0, 0)?;
+        Some(Self::containing(naive.and_utc().timestamp_millis()))
+    }
+
+    /// The hour after this one.
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+
+    /// The first millisecond after the hour.
+    pub fn end_millis(self) -> i64 {
+        self.next().start_millis()
+    }
+
     /// The hour as `yyyy-mm-dd/HH`, the folders used under `staging/` and
     /// `errors/`.
     pub fn date_path(self) -> String {
@@ -89,6 +111,11 @@ impl TenantKey {
         Self(format!("~{hex}"))
     }
 
+    /// A key segment read back from a key this module produced.
+    pub fn from_encoded(segment: &str) -> Self {
+        Self(segment.to_owned())
+    }
+
     /// The key segment.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -118,6 +145,15 @@ mod tests {
         let hour = Hour::containing(1_668_900_196_792);
         assert_eq!(hour.date_path(), "2022-11-19/23");
         assert_eq!(hour.start_millis(), 1_668_898_800_000);
+    }
+
+    #[test]
+    fn date_paths_parse_back() {
+        let hour = Hour::containing(1_668_900_196_792);
+        assert_eq!(Hour::parse_date_path(&hour.date_path()), Some(hour));
+        assert_eq!(Hour::parse_date_path("2022-11-19/24"), None);
+        assert_eq!(Hour::parse_date_path("2022-11-19/7"), None);
+        assert_eq!(hour.end_millis(), hour.start_millis() + 3_600_000);
     }
 
     #[test]
