@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
+use crate::key_layout::KeyLayout;
+use crate::partition::TenantKey;
 use crate::profile::{self, FieldPath, Profile};
 
 /// Environment variables, in one place (the README's reference lists them).
@@ -24,6 +26,10 @@ pub mod env {
     pub const STAGING_GZIP_LEVEL: &str = "STAGING_GZIP_LEVEL";
     pub const PUT_CONCURRENCY: &str = "PUT_CONCURRENCY";
     pub const QUEUE_STREAMS: &str = "QUEUE_STREAMS";
+    pub const FLUSH_GRACE_MINUTES: &str = "FLUSH_GRACE_MINUTES";
+    pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
+    pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
+    pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
 }
 
 /// Defaults, in one place.
@@ -34,6 +40,15 @@ pub mod defaults {
     /// Staged chunks live an hour: spend compression effort in the flusher.
     pub const STAGING_GZIP_LEVEL: u32 = 1;
     pub const PUT_CONCURRENCY: usize = 16;
+    /// Hour H closes at H+1h plus this: more than the batching window and
+    /// the usual queue delay (DESIGN.md, Timing).
+    pub const FLUSH_GRACE_MINUTES: usize = 10;
+    /// Archive parts are what users keep: compress them well.
+    pub const ARCHIVE_GZIP_LEVEL: u32 = 6;
+    pub const ARCHIVE_PART_MAX_BYTES: usize = 128 * 1024 * 1024;
+    pub const FLUSH_CONCURRENCY: usize = 4;
+    /// The Amplitude-style key layout.
+    pub const LAYOUT: &str = "amplitude";
 }
 
 /// The largest event size that can be configured: Lambda's payload limit.
@@ -83,6 +98,8 @@ pub struct Destination {
     pub enabled: bool,
     /// Server-side encryption requested on every object written.
     pub encryption: Encryption,
+    /// Where each export file goes under `prefix`.
+    pub layout: KeyLayout,
     /// The bucket owner's account id: when set, every write carries
     /// `ExpectedBucketOwner`, so a bucket that changed hands is refused.
     pub account_id: Option<String>,
@@ -112,6 +129,13 @@ pub struct Config {
     pub max_event_bytes: usize,
     pub staging_gzip_level: u32,
     pub put_concurrency: usize,
+    /// Minutes after an hour's end before the flusher closes it.
+    pub flush_grace_minutes: usize,
+    pub archive_gzip_level: u32,
+    /// An archive part rolls over to the next at this compressed size.
+    pub archive_part_max_bytes: usize,
+    /// Partitions flushed at once.
+    pub flush_concurrency: usize,
     /// Queue name → stream, for records without a `stream` attribute.
     pub queues: HashMap<String, String>,
     /// Stream name → profile; always holds the built-in streams.
@@ -128,6 +152,10 @@ struct Document {
     max_event_bytes: Option<usize>,
     staging_gzip_level: Option<u32>,
     put_concurrency: Option<usize>,
+    flush_grace_minutes: Option<usize>,
+    archive_gzip_level: Option<u32>,
+    archive_part_max_bytes: Option<usize>,
+    flush_concurrency: Option<usize>,
     #[serde(default)]
     queues: BTreeMap<String, String>,
     #[serde(default)]
@@ -164,6 +192,7 @@ struct DestinationDocument {
     encryption: Option<String>,
     kms_key_id: Option<String>,
     bucket_key_enabled: Option<bool>,
+    layout: Option<String>,
     account_id: Option<String>,
 }
 
@@ -261,6 +290,41 @@ impl Config {
             1..=256,
         )?;
 
+        let flush_grace_minutes = number_setting(
+            &lookup,
+            env::FLUSH_GRACE_MINUTES,
+            "flushGraceMinutes",
+            document.flush_grace_minutes,
+            defaults::FLUSH_GRACE_MINUTES,
+            0..=24 * 60,
+        )?;
+        let archive_gzip_level = number_setting(
+            &lookup,
+            env::ARCHIVE_GZIP_LEVEL,
+            "archiveGzipLevel",
+            document.archive_gzip_level.map(|level| level as usize),
+            defaults::ARCHIVE_GZIP_LEVEL as usize,
+            1..=9,
+        )? as u32;
+        // S3 multipart parts are at least 5 MiB; a part of the archive may be
+        // smaller, but rolling below 1 MiB would only make small files.
+        let archive_part_max_bytes = number_setting(
+            &lookup,
+            env::ARCHIVE_PART_MAX_BYTES,
+            "archivePartMaxBytes",
+            document.archive_part_max_bytes,
+            defaults::ARCHIVE_PART_MAX_BYTES,
+            1024 * 1024..=5 * 1024 * 1024 * 1024,
+        )?;
+        let flush_concurrency = number_setting(
+            &lookup,
+            env::FLUSH_CONCURRENCY,
+            "flushConcurrency",
+            document.flush_concurrency,
+            defaults::FLUSH_CONCURRENCY,
+            1..=64,
+        )?;
+
         let mut queues = HashMap::new();
         for (queue, stream) in &document.queues {
             check_known_stream(&streams, &format!("queues.{queue}"), stream)?;
@@ -288,9 +352,33 @@ impl Config {
             max_event_bytes,
             staging_gzip_level,
             put_concurrency,
+            flush_grace_minutes,
+            archive_gzip_level,
+            archive_part_max_bytes,
+            flush_concurrency,
             queues,
             streams,
             destinations,
+        })
+    }
+
+    /// The enabled destinations that select events of `stream` and `tenant`
+    /// (the tenant's key segment, as in partition keys).
+    pub fn destinations_for<'a>(
+        &'a self,
+        stream: &'a str,
+        tenant: &'a TenantKey,
+    ) -> impl Iterator<Item = &'a Destination> + 'a {
+        self.destinations.iter().filter(move |destination| {
+            destination.enabled
+                && destination
+                    .streams
+                    .as_ref()
+                    .is_none_or(|streams| streams.iter().any(|s| s == stream))
+                && destination
+                    .tenants
+                    .as_ref()
+                    .is_none_or(|tenants| tenants.iter().any(|t| TenantKey::encode(t) == *tenant))
         })
     }
 
@@ -518,6 +606,14 @@ fn build_destinations(
                 ));
             }
         }
+        let single_stream = document.streams.as_ref().is_some_and(|s| s.len() == 1);
+        let single_tenant = document.tenants.as_ref().is_some_and(|t| t.len() == 1);
+        let layout = KeyLayout::parse(
+            document.layout.as_deref().unwrap_or(defaults::LAYOUT),
+            single_stream,
+            single_tenant,
+        )
+        .map_err(|error| ConfigError::new(field("layout"), error.0))?;
         destinations.push(Destination {
             name: document.name,
             bucket: document.bucket,
@@ -528,6 +624,7 @@ fn build_destinations(
             shared: document.shared,
             enabled: document.enabled,
             encryption,
+            layout,
             account_id: document.account_id,
         });
     }
@@ -843,6 +940,53 @@ mod tests {
             let error = config(&[("EXPORT_BUCKET", "exports")], Some(&doc)).unwrap_err();
             assert_eq!(error.field, field, "{destination}");
         }
+    }
+
+    #[test]
+    fn destinations_select_by_stream_and_tenant() {
+        let doc = r#"{"destinations":[
+            {"name":"all","bucket":"dest-all","layout":"hive"},
+            {"name":"acme-app","bucket":"dest-acme","tenants":["acme/eu"],"streams":["airkit-app-events"],"layout":"{date}/{HH}/{part}.json.gz"},
+            {"name":"off","bucket":"dest-off","enabled":false}]}"#;
+        let config = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap();
+        let names = |stream: &str, tenant: &str| -> Vec<String> {
+            let tenant = TenantKey::encode(tenant);
+            config
+                .destinations_for(stream, &tenant)
+                .map(|d| d.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names("airkit-app-events", "acme/eu"),
+            vec!["all", "acme-app"]
+        );
+        assert_eq!(names("airkit-audit-logs", "acme/eu"), vec!["all"]);
+        assert_eq!(names("airkit-app-events", "other"), vec!["all"]);
+    }
+
+    #[test]
+    fn layout_that_could_collide_is_refused_naming_the_token() {
+        let doc = r#"{"destinations":[{"name":"a","bucket":"dest","layout":"{stream}/{date}/{HH}/{part}.gz"}]}"#;
+        let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
+        assert_eq!(error.field, "destinations[0].layout");
+        assert!(error.message.contains("{tenant}"), "{error}");
+    }
+
+    #[test]
+    fn flusher_settings_have_defaults_and_limits() {
+        let config = config(&[("EXPORT_BUCKET", "exports")], None).unwrap();
+        assert_eq!(config.flush_grace_minutes, 10);
+        assert_eq!(config.archive_gzip_level, 6);
+        assert_eq!(config.archive_part_max_bytes, 128 * 1024 * 1024);
+        let error = config_error(&[
+            ("EXPORT_BUCKET", "exports"),
+            ("ARCHIVE_PART_MAX_BYTES", "1000"),
+        ]);
+        assert_eq!(error.field, "ARCHIVE_PART_MAX_BYTES");
+    }
+
+    fn config_error(vars: &[(&str, &str)]) -> ConfigError {
+        config(vars, None).unwrap_err()
     }
 
     #[test]
