@@ -7,6 +7,7 @@
 //! - archive part: `archive/<stream>/<tenant>/<yyyy-mm-dd>/<HH>/part-NNNNN.ndjson.gz`
 //! - manifest (the commit record): `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
 //! - the hour's id digest: `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
+//! - a partition with parts to publish: `pending/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
 //!
 //! `<ingest-ms>` is 13 digits (zero-padded), so keys sort in ingest order.
 //! The stream is a validated name and the tenant a [`TenantKey`]; the request
@@ -23,6 +24,9 @@ pub const ERRORS_PREFIX: &str = "errors/";
 pub const ARCHIVE_PREFIX: &str = "archive/";
 /// The folder under the export bucket holding manifests and id digests.
 pub const MANIFESTS_PREFIX: &str = "manifests/";
+/// The folder under the export bucket marking partitions with pending
+/// publishes.
+pub const PENDING_PREFIX: &str = "pending/";
 
 /// The key of the chunk one invocation stages for one partition.
 pub fn staging_chunk_key(partition: &PartitionKey, ingest_millis: i64, request_id: &str) -> String {
@@ -80,6 +84,26 @@ pub fn id_digest_key(partition: &PartitionKey, generation: u64) -> String {
         "{MANIFESTS_PREFIX}{}.ids-{generation:06}",
         partition_path(partition)
     )
+}
+
+/// The marker of a partition with parts still to publish: the flusher lists
+/// `pending/` each run, so retries cost in proportion to pending work.
+pub fn pending_publish_key(partition: &PartitionKey) -> String {
+    format!("{PENDING_PREFIX}{}.json", partition_path(partition))
+}
+
+/// Reads a pending-publish marker key back into its partition.
+pub fn parse_pending_publish_key(key: &str) -> Option<PartitionKey> {
+    let rest = key.strip_prefix(PENDING_PREFIX)?.strip_suffix(".json")?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [stream, tenant, date, hour] = segments.as_slice() else {
+        return None;
+    };
+    Some(PartitionKey {
+        hour: Hour::parse_date_path(&format!("{date}/{hour}"))?,
+        stream: (*stream).to_owned(),
+        tenant: TenantKey::from_encoded(tenant),
+    })
 }
 
 /// Reads a staged chunk key back into its partition; `None` for any key not
@@ -151,6 +175,10 @@ mod tests {
         assert_eq!(
             archive_part_key(&partition, 3),
             "archive/airkit-audit-logs/a%2Fb/2022-11-19/23/part-00003.ndjson.gz"
+        );
+        assert_eq!(
+            parse_pending_publish_key(&pending_publish_key(&partition)),
+            Some(partition.clone())
         );
         assert_eq!(
             manifest_key(&partition),

@@ -1,16 +1,19 @@
-//! The flusher Lambda: compacts staged chunks into the archive and publishes them.
-//! Not implemented yet (issue 3): it starts, and answers every
-//! invocation with an error that says so, so nothing mistakes it for working.
+//! The flusher Lambda: builds its clients and configuration once, then
+//! serves scheduled and manual flush runs (see the library).
 
+use flusher::{Flusher, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use serde_json::Value;
-
-async fn handle(_event: LambdaEvent<Value>) -> Result<Value, Error> {
-    Err("the flusher is not implemented yet (issue 3)".into())
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    run(service_fn(handle)).await
+    let sdk = shared::load::sdk_config().await;
+    let s3 = shared::load::s3_client(&sdk);
+    let config = shared::load::config_from_env(&s3)
+        .await
+        .inspect_err(|error| {
+            tracing::error!(%error, "cannot start");
+        })?;
+    let flusher = Flusher::new(config, s3);
+    run(service_fn(|event: LambdaEvent<_>| handle(&flusher, event))).await
 }

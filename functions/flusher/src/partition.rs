@@ -1,0 +1,231 @@
+//! Flushing one partition: compact its new staged chunks into archive parts,
+//! commit the manifest, publish, then delete the consumed chunks.
+//!
+//! Each step is safe to redo if the run stops after it (DESIGN.md,
+//! invariants 2 to 4): before the commit, parts and the id digest are
+//! rewritten with the same keys and bytes; after it, consumed chunks are
+//! skipped and only deleted, and pending publishes are retried.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+
+use flate2::read::MultiGzDecoder;
+
+use shared::dedup;
+use shared::layout;
+use shared::manifest::{self, MANIFEST_VERSION, Manifest};
+use shared::partition::PartitionKey;
+use shared::profile::Profile;
+use shared::time::format_rfc3339_millis;
+
+use crate::archive::PartWriter;
+use crate::error::FlushError;
+use crate::publish::{self, PublishOutcome};
+use crate::store;
+use crate::trigger::Trigger;
+use crate::{Flusher, Step};
+
+/// What flushing one partition did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PartitionReport {
+    pub events: u64,
+    pub duplicates: u64,
+    pub parts: Vec<u32>,
+    pub chunks_consumed: usize,
+    pub publish: PublishOutcome,
+}
+
+/// Flushes `partition`, whose staged chunks (in key order) are `staged`.
+pub async fn flush_partition(
+    flusher: &Flusher,
+    trigger: &Trigger,
+    partition: &PartitionKey,
+    staged: &[String],
+) -> Result<PartitionReport, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let manifest_key = layout::manifest_key(partition);
+    let (mut manifest, mut etag) = match store::read_manifest(s3, bucket, &manifest_key).await? {
+        Some((manifest, etag)) => (manifest, Some(etag)),
+        None => (new_manifest(partition), None),
+    };
+    let had_pending = manifest.has_pending();
+    let consumed = manifest.consumed();
+    let new_chunks: Vec<String> = staged
+        .iter()
+        .filter(|key| !consumed.contains(key.as_str()))
+        .cloned()
+        .collect();
+    let mut report = PartitionReport::default();
+
+    if !new_chunks.is_empty() {
+        let mut seen = match &manifest.id_digest {
+            Some(key) => {
+                let (bytes, _) =
+                    store::get(s3, bucket, key)
+                        .await?
+                        .ok_or_else(|| FlushError::Corrupt {
+                            what: format!("id digest s3://{bucket}/{key}"),
+                            message: "named by the manifest but missing".into(),
+                        })?;
+                manifest::decode_id_digest(&bytes).ok_or_else(|| FlushError::Corrupt {
+                    what: format!("id digest s3://{bucket}/{key}"),
+                    message: "its length is not a multiple of 16".into(),
+                })?
+            }
+            None => HashSet::new(),
+        };
+        let profile = flusher.config.streams.get(&partition.stream);
+        let parts = compact(
+            flusher,
+            partition,
+            &manifest,
+            &new_chunks,
+            profile,
+            &mut seen,
+            &mut report,
+        )
+        .await?;
+        if flusher.stop_after == Some(Step::PartsWritten) {
+            return Err(FlushError::Injected("parts written"));
+        }
+
+        let generation = manifest.generation + 1;
+        let digest_key = layout::id_digest_key(partition, generation);
+        store::put(
+            s3,
+            bucket,
+            &digest_key,
+            manifest::encode_id_digest(&seen),
+            "application/octet-stream",
+        )
+        .await?;
+        let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
+        manifest.generation = generation;
+        manifest.events += report.events;
+        manifest.duplicates_dropped += report.duplicates;
+        manifest.parts.extend(parts);
+        manifest.consumed_chunks.extend(new_chunks.iter().cloned());
+        manifest.id_digest = Some(digest_key);
+        manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
+        publish::assign(flusher, partition, &mut manifest, &numbers);
+        etag = Some(
+            store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?,
+        );
+        report.parts = numbers;
+        report.chunks_consumed = new_chunks.len();
+        if flusher.stop_after == Some(Step::ManifestCommitted) {
+            return Err(FlushError::Injected("manifest committed"));
+        }
+    }
+
+    if manifest.has_pending() {
+        let stop_early = flusher.stop_after == Some(Step::SomePublished);
+        let outcome = publish::publish_pending(flusher, partition, &mut manifest, stop_early).await;
+        // Whatever was published is recorded, even when the run stops here.
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref())
+                    .await?;
+                return Err(error);
+            }
+        };
+        if outcome.published > 0 || !outcome.failed.is_empty() {
+            manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
+            store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?;
+        }
+        report.publish = outcome;
+    }
+    let pending_key = layout::pending_publish_key(partition);
+    if manifest.has_pending() {
+        store::put(s3, bucket, &pending_key, b"{}".to_vec(), "application/json").await?;
+    } else if had_pending {
+        store::delete_keys(s3, bucket, &[pending_key]).await?;
+    }
+
+    if flusher.stop_after == Some(Step::BeforeDeletingChunks) {
+        return Err(FlushError::Injected("before deleting chunks"));
+    }
+    // Every staged chunk this manifest has consumed: the new ones, and any
+    // left by a run that stopped after its commit.
+    let consumed = manifest.consumed();
+    let done: Vec<String> = staged
+        .iter()
+        .filter(|key| consumed.contains(key.as_str()))
+        .cloned()
+        .collect();
+    store::delete_keys(s3, bucket, &done).await?;
+    Ok(report)
+}
+
+fn new_manifest(partition: &PartitionKey) -> Manifest {
+    Manifest {
+        version: MANIFEST_VERSION,
+        stream: partition.stream.clone(),
+        tenant: partition.tenant.as_str().to_owned(),
+        hour: format_rfc3339_millis(partition.hour.start_millis()),
+        ..Manifest::default()
+    }
+}
+
+/// Streams the new chunks in key order into archive parts numbered after
+/// the manifest's, dropping every event already in `seen`.
+async fn compact(
+    flusher: &Flusher,
+    partition: &PartitionKey,
+    manifest: &Manifest,
+    chunks: &[String],
+    profile: Option<&Profile>,
+    seen: &mut HashSet<u128>,
+    report: &mut PartitionReport,
+) -> Result<Vec<shared::manifest::ArchivePart>, FlushError> {
+    let config = &flusher.config;
+    let mut parts = Vec::new();
+    let mut number = manifest.next_part_number();
+    let mut writer: Option<PartWriter> = None;
+    for chunk in chunks {
+        let Some((bytes, _)) = store::get(&flusher.s3, &config.export_bucket, chunk).await? else {
+            // Listed a moment ago, gone now: another flusher consumed it.
+            return Err(FlushError::LostRace { key: chunk.clone() });
+        };
+        let corrupt = |message: String| FlushError::Corrupt {
+            what: format!("staged chunk s3://{}/{chunk}", config.export_bucket),
+            message,
+        };
+        for line in BufReader::new(MultiGzDecoder::new(&bytes[..])).lines() {
+            let line = line.map_err(|error| corrupt(error.to_string()))?;
+            if line.is_empty() {
+                continue;
+            }
+            let fields = profile.and_then(|profile| profile.read(&line).ok());
+            let key = match fields.as_ref().and_then(|f| f.id.as_deref()) {
+                Some(id) => dedup::id_key(id),
+                None => dedup::line_key(&line),
+            };
+            if !seen.insert(key) {
+                report.duplicates += 1;
+                continue;
+            }
+            let current = writer.get_or_insert_with(|| {
+                PartWriter::new(
+                    flusher.s3.clone(),
+                    &config.export_bucket,
+                    layout::archive_part_key(partition, number),
+                    number,
+                    config.archive_gzip_level,
+                )
+            });
+            current.push(&line, fields.map(|f| f.time_millis)).await?;
+            report.events += 1;
+            if current.compressed_len() >= config.archive_part_max_bytes as u64 {
+                parts.push(writer.take().expect("just used").finish().await?);
+                number += 1;
+            }
+        }
+    }
+    if let Some(writer) = writer {
+        parts.push(writer.finish().await?);
+    }
+    Ok(parts)
+}

@@ -1,0 +1,634 @@
+//! The flusher against moto: events staged by the real batcher, flushed into
+//! the archive and destinations, read back and checked event by event.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use batcher::Batcher;
+use batcher::records::{sqs_record, with_stream};
+use flusher::{Flusher, Step, Trigger};
+use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson};
+use s3_export::moto::MotoServer;
+use serde_json::Value;
+use shared::Config;
+use shared::manifest::Manifest;
+
+const EXPORT: &str = "exports";
+const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:events";
+/// 2026-11-22T10:00:00Z
+const TEN: i64 = 1_795_341_600_000;
+const HOUR: i64 = 3_600_000;
+
+const DESTINATIONS: &str = r#"{"destinations":[
+  {"name":"everyone","bucket":"dest-all","prefix":"exports/","shared":true},
+  {"name":"t1-hive","bucket":"dest-t1","tenants":["t1"],"layout":"hive"}
+]}"#;
+
+struct Harness {
+    moto: MotoServer,
+    s3: aws_sdk_s3::Client,
+    config: Config,
+}
+
+impl Harness {
+    async fn start(document: &str) -> Self {
+        let moto = MotoServer::start().await.expect("moto_server starts");
+        let s3 = moto.s3_client().await;
+        for bucket in [EXPORT, "dest-all", "dest-t1"] {
+            s3.create_bucket().bucket(bucket).send().await.unwrap();
+        }
+        let config = Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(document),
+        )
+        .unwrap();
+        Self { moto, s3, config }
+    }
+
+    async fn stage(&self, records: Vec<SqsMessage>, request_id: &str) {
+        let batcher = Batcher {
+            config: self.config.clone(),
+            s3: self.s3.clone(),
+        };
+        let response = batcher::process(&batcher, &records, TEN, request_id)
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    fn flusher(&self) -> Flusher {
+        Flusher::new(self.config.clone(), self.s3.clone())
+    }
+
+    async fn flush(&self, now: i64) -> flusher::FlushReport {
+        flush_with(&self.flusher(), now).await
+    }
+
+    async fn files(&self, bucket: &str, prefix: &str) -> Vec<StoredFile> {
+        read_gzip_ndjson(&self.s3, bucket, prefix).await.unwrap()
+    }
+
+    async fn bytes(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        object.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    /// Every object of the buckets, key → bytes, but the scratch state.
+    async fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut all = BTreeMap::new();
+        for bucket in [EXPORT, "dest-all", "dest-t1"] {
+            for key in list_keys(&self.s3, bucket, "").await.unwrap() {
+                if key.starts_with("manifests/") {
+                    continue;
+                }
+                let bytes = self.bytes(bucket, &key).await;
+                all.insert(format!("{bucket}/{key}"), bytes);
+            }
+        }
+        all
+    }
+
+    async fn manifest(&self, key: &str) -> Manifest {
+        serde_json::from_slice(&self.bytes(EXPORT, key).await).unwrap()
+    }
+}
+
+async fn flush_with(flusher: &Flusher, now: i64) -> flusher::FlushReport {
+    let trigger = Trigger::from_payload(
+        &serde_json::json!({ "time": shared::time::format_rfc3339_millis(now) }),
+    )
+    .unwrap();
+    flusher::run(flusher, &trigger, None).await.unwrap()
+}
+
+fn app_event(tenant: &str, n: usize) -> String {
+    format!(
+        r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T10:{:02}:00Z","type":"step_enter","sessionId":"s{n}","n":{n}}}"#,
+        n % 60
+    )
+}
+
+fn audit_event(tenant: &str, id: &str, user: &str) -> String {
+    format!(
+        r#"{{"ORGANIZATION_ID":"{tenant}","EVENT_ID":"{id}","EVENT_TIME":"2026-11-22 10:40:02.123","EVENT_TYPE":"user_login","USER_ID":"{user}"}}"#
+    )
+}
+
+fn record(id: &str, body: &str, sent: i64) -> SqsMessage {
+    sqs_record(id, body, sent, QUEUE_ARN)
+}
+
+fn lines(files: &[StoredFile]) -> Vec<String> {
+    let mut lines: Vec<String> = files.iter().flat_map(|f| f.lines.iter().cloned()).collect();
+    lines.sort();
+    lines
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+/// Two hours of app and audit events for two tenants, with a redelivered
+/// batch, a producer that re-sent messages, and an audit event re-sent with
+/// other bytes but the same EVENT_ID.
+async fn stage_two_hours(harness: &Harness) -> Vec<String> {
+    let first: Vec<SqsMessage> = (0..30)
+        .map(|n| {
+            record(
+                &format!("a{n}"),
+                &app_event(if n % 3 == 0 { "t1" } else { "t2" }, n),
+                TEN + n as i64 * 1000,
+            )
+        })
+        .collect();
+    harness.stage(first.clone(), "req-1").await;
+    harness.stage(first[10..20].to_vec(), "req-2").await; // SQS redelivery
+    let resent: Vec<SqsMessage> = (0..5)
+        .map(|n| {
+            record(
+                &format!("resent-{n}"),
+                &app_event("t1", n * 3),
+                TEN + 50_000,
+            )
+        })
+        .collect();
+    harness.stage(resent, "req-3").await; // the producer sent twice
+    let audit = vec![
+        with_stream(
+            record("au1", &audit_event("t1", "E-1", "u1"), TEN + 60_000),
+            "airkit-audit-logs",
+        ),
+        with_stream(
+            record("au2", &audit_event("t1", "E-2", "u2"), TEN + 61_000),
+            "airkit-audit-logs",
+        ),
+        with_stream(
+            record(
+                "au1-again",
+                &audit_event("t1", "E-1", "u1-retry"),
+                TEN + 62_000,
+            ),
+            "airkit-audit-logs",
+        ),
+    ];
+    harness.stage(audit, "req-4").await;
+    let second: Vec<SqsMessage> = (30..40)
+        .map(|n| {
+            record(
+                &format!("b{n}"),
+                &app_event("t1", n),
+                TEN + HOUR + n as i64 * 1000,
+            )
+        })
+        .collect();
+    harness.stage(second, "req-5").await;
+
+    let mut expected: Vec<String> = (0..40)
+        .map(|n| app_event(if n < 30 && n % 3 != 0 { "t2" } else { "t1" }, n))
+        .collect();
+    expected.push(audit_event("t1", "E-1", "u1"));
+    expected.push(audit_event("t1", "E-2", "u2"));
+    sorted(expected)
+}
+
+#[tokio::test]
+async fn two_hours_with_redeliveries_and_resends_export_each_event_once() {
+    let harness = Harness::start(DESTINATIONS).await;
+    let expected = stage_two_hours(&harness).await;
+
+    let report = harness.flush(TEN + 2 * HOUR + 15 * 60_000).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.events, expected.len() as u64);
+    assert_eq!(report.duplicates, 10 + 5 + 1);
+
+    let archive = harness.files(EXPORT, "archive/").await;
+    assert_eq!(
+        lines(&archive),
+        expected,
+        "each event once, bytes unchanged"
+    );
+    assert!(
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "chunks deleted"
+    );
+
+    // Every event once in the destination that takes all tenants, in the
+    // Amplitude-style layout, with the archive's bytes.
+    let everyone = harness.files("dest-all", "").await;
+    assert_eq!(lines(&everyone), expected);
+    assert!(
+        everyone
+            .iter()
+            .any(|f| f.key == "exports/airkit-app-events/2026-11-22/t1_2026-11-22_10#1.json.gz"),
+        "{:?}",
+        everyone.iter().map(|f| &f.key).collect::<Vec<_>>()
+    );
+    for file in &everyone {
+        let archive_key = archive_key_for(&file.key);
+        assert_eq!(
+            harness.bytes("dest-all", &file.key).await,
+            harness.bytes(EXPORT, &archive_key).await
+        );
+    }
+
+    // The tenant's own destination gets its events only, Hive-style.
+    let t1 = harness.files("dest-t1", "").await;
+    let t1_expected: Vec<String> = expected
+        .iter()
+        .filter(|l| l.contains("\"t1\""))
+        .cloned()
+        .collect();
+    assert_eq!(lines(&t1), t1_expected);
+    assert!(
+        t1.iter()
+            .all(|f| f.key.contains("/tenant=t1/dt=2026-11-22/hour=")),
+        "{:?}",
+        t1.iter().map(|f| &f.key).collect::<Vec<_>>()
+    );
+
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    assert_eq!(manifest.generation, 1);
+    assert_eq!(manifest.parts.len(), 1);
+    assert_eq!(manifest.parts[0].events, 10);
+    assert_eq!(
+        manifest.parts[0].min_event_time.as_deref(),
+        Some("2026-11-22T10:00:00.000Z")
+    );
+    assert_eq!(manifest.destinations["everyone"].published, vec![1]);
+    assert_eq!(manifest.destinations["t1-hive"].published, vec![1]);
+    assert!(!manifest.has_pending());
+    let part = harness.bytes(EXPORT, &manifest.parts[0].key).await;
+    assert_eq!(manifest.parts[0].bytes, part.len() as u64);
+    use sha2::Digest;
+    assert_eq!(
+        manifest.parts[0].sha256,
+        format!("{:x}", sha2::Sha256::digest(&part))
+    );
+
+    // Nothing left to do: a second run changes nothing.
+    let before = harness.snapshot().await;
+    let again = harness.flush(TEN + 3 * HOUR + 15 * 60_000).await;
+    assert!(again.partitions.is_empty(), "{again:?}");
+    assert_eq!(harness.snapshot().await, before);
+}
+
+/// `exports/<stream>/<date>/<tenant>_<date>_<H>#<n>.json.gz` → its archive key.
+fn archive_key_for(key: &str) -> String {
+    let file = key.rsplit('/').next().unwrap();
+    let stream = key.split('/').nth(1).unwrap();
+    let (tenant, rest) = file.split_once('_').unwrap();
+    let (date, rest) = rest.split_once('_').unwrap();
+    let (hour, part) = rest.trim_end_matches(".json.gz").split_once('#').unwrap();
+    format!(
+        "archive/{stream}/{tenant}/{date}/{:02}/part-{:05}.ndjson.gz",
+        hour.parse::<u32>().unwrap(),
+        part.parse::<u32>().unwrap()
+    )
+}
+
+#[tokio::test]
+async fn hours_still_open_are_left_staged() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness
+        .stage(vec![record("a", &app_event("t1", 1), TEN + 1000)], "req-1")
+        .await;
+    // 11:09: hour 10 ends at 11:00, plus 10 minutes of grace.
+    let report = harness.flush(TEN + HOUR + 9 * 60_000).await;
+    assert!(report.partitions.is_empty());
+    assert_eq!(
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let report = harness.flush(TEN + HOUR + 10 * 60_000).await;
+    assert_eq!(report.events, 1);
+}
+
+#[tokio::test]
+async fn late_chunk_for_a_flushed_hour_becomes_the_next_part_without_duplicates() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness
+        .stage(
+            (0..6)
+                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
+                .collect(),
+            "req-1",
+        )
+        .await;
+    harness.flush(TEN + HOUR + 15 * 60_000).await;
+    let first_part = harness
+        .bytes(
+            EXPORT,
+            "archive/airkit-app-events/t1/2026-11-22/10/part-00001.ndjson.gz",
+        )
+        .await;
+
+    // A late redelivery of three old events, and two new ones, for hour 10.
+    let late: Vec<SqsMessage> = (3..8)
+        .map(|n| record(&format!("late{n}"), &app_event("t1", n), TEN + 2000))
+        .collect();
+    harness.stage(late, "req-late").await;
+    let report = harness.flush(TEN + 2 * HOUR + 15 * 60_000).await;
+    assert_eq!((report.events, report.duplicates), (2, 3), "{report:?}");
+
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    assert_eq!(
+        manifest.parts.iter().map(|p| p.number).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(manifest.generation, 2);
+    assert_eq!(
+        harness.bytes(EXPORT, &manifest.parts[0].key).await,
+        first_part,
+        "part 1 untouched"
+    );
+    let part2 = harness
+        .files(
+            EXPORT,
+            "archive/airkit-app-events/t1/2026-11-22/10/part-00002",
+        )
+        .await;
+    assert_eq!(
+        lines(&part2),
+        sorted(vec![app_event("t1", 6), app_event("t1", 7)])
+    );
+    let everyone = harness
+        .files(
+            "dest-all",
+            "exports/airkit-app-events/2026-11-22/t1_2026-11-22_10#",
+        )
+        .await;
+    assert_eq!(everyone.len(), 2);
+    assert_eq!(
+        lines(&everyone),
+        sorted((0..8).map(|n| app_event("t1", n)).collect())
+    );
+}
+
+#[tokio::test]
+async fn a_run_stopped_after_any_step_converges_when_run_again() {
+    // The reference: one uninterrupted run.
+    let reference = Harness::start(DESTINATIONS).await;
+    stage_two_hours(&reference).await;
+    let now = TEN + 2 * HOUR + 15 * 60_000;
+    reference.flush(now).await;
+    let expected = reference.snapshot().await;
+    assert!(expected.keys().any(|k| k.starts_with("dest-t1/")));
+
+    for step in [
+        Step::PartsWritten,
+        Step::ManifestCommitted,
+        Step::SomePublished,
+        Step::BeforeDeletingChunks,
+    ] {
+        let harness = Harness::start(DESTINATIONS).await;
+        stage_two_hours(&harness).await;
+        let mut crashing = harness.flusher();
+        crashing.stop_after = Some(step);
+        let report = flush_with(&crashing, now).await;
+        assert!(report.failed > 0, "{step:?}: {report:?}");
+        let rerun = harness.flush(now + HOUR).await;
+        assert_eq!(rerun.failed, 0, "{step:?}: {rerun:?}");
+        assert_eq!(
+            harness.snapshot().await,
+            expected,
+            "after stopping at {step:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn flushing_the_same_staged_input_twice_gives_byte_identical_parts() {
+    let harness = Harness::start(DESTINATIONS).await;
+    stage_two_hours(&harness).await;
+    // Copy the staged chunks to a second export bucket, flush both.
+    harness
+        .s3
+        .create_bucket()
+        .bucket("exports-copy")
+        .send()
+        .await
+        .unwrap();
+    for key in list_keys(&harness.s3, EXPORT, "staging/").await.unwrap() {
+        let bytes = harness.bytes(EXPORT, &key).await;
+        harness
+            .s3
+            .put_object()
+            .bucket("exports-copy")
+            .key(&key)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut copy_config = harness.config.clone();
+    copy_config.export_bucket = "exports-copy".into();
+    copy_config.destinations.clear();
+    let now = TEN + 2 * HOUR + 15 * 60_000;
+    harness.flush(now).await;
+    flush_with(&Flusher::new(copy_config, harness.s3.clone()), now).await;
+
+    let keys = list_keys(&harness.s3, EXPORT, "archive/").await.unwrap();
+    assert_eq!(
+        keys,
+        list_keys(&harness.s3, "exports-copy", "archive/")
+            .await
+            .unwrap()
+    );
+    assert!(keys.len() >= 4);
+    for key in keys {
+        assert_eq!(
+            harness.bytes(EXPORT, &key).await,
+            harness.bytes("exports-copy", &key).await,
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_destination_that_fails_stays_pending_and_is_delivered_after_the_fix() {
+    let document = r#"{"destinations":[
+      {"name":"everyone","bucket":"dest-all","shared":true},
+      {"name":"later","bucket":"dest-not-yet","tenants":["t1"],"layout":"date-folders"}]}"#;
+    let harness = Harness::start(document).await;
+    harness
+        .stage(
+            (0..4)
+                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
+                .collect(),
+            "req-1",
+        )
+        .await;
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(
+        report.failed, 0,
+        "a publish failure is pending, not a failure"
+    );
+    assert_eq!(report.partitions[0].pending.len(), 1);
+    assert!(
+        report.partitions[0].pending[0].contains("NoSuchBucket"),
+        "{:?}",
+        report.partitions[0].pending
+    );
+    let manifest_key = "manifests/airkit-app-events/t1/2026-11-22/10.json";
+    let manifest = harness.manifest(manifest_key).await;
+    assert_eq!(manifest.destinations["later"].pending, vec![1]);
+    assert_eq!(manifest.destinations["everyone"].published, vec![1]);
+    assert_eq!(
+        list_keys(&harness.s3, EXPORT, "pending/")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(lines(&harness.files("dest-all", "").await).len(), 4);
+
+    // Still failing: still pending, counted.
+    harness.flush(TEN + 2 * HOUR + 15 * 60_000).await;
+    assert_eq!(
+        harness.manifest(manifest_key).await.destinations["later"].failures,
+        2
+    );
+
+    harness
+        .s3
+        .create_bucket()
+        .bucket("dest-not-yet")
+        .send()
+        .await
+        .unwrap();
+    let report = harness.flush(TEN + 3 * HOUR + 15 * 60_000).await;
+    assert_eq!(report.partitions[0].published, 1);
+    let delivered = harness.files("dest-not-yet", "").await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].key,
+        "airkit-app-events/t1/2026-11-22/10/part-00001.ndjson.gz"
+    );
+    assert_eq!(
+        lines(&delivered),
+        sorted((0..4).map(|n| app_event("t1", n)).collect())
+    );
+    let manifest = harness.manifest(manifest_key).await;
+    assert!(!manifest.has_pending());
+    assert!(
+        list_keys(&harness.s3, EXPORT, "pending/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        lines(&harness.files("dest-all", "").await).len(),
+        4,
+        "the other destination is not written twice"
+    );
+}
+
+#[tokio::test]
+async fn two_flushers_racing_on_a_partition_commit_once() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness
+        .stage(
+            (0..50)
+                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
+                .collect(),
+            "req-1",
+        )
+        .await;
+    let (one, two) = (harness.flusher(), harness.flusher());
+    let now = TEN + HOUR + 15 * 60_000;
+    let (a, b) = tokio::join!(flush_with(&one, now), flush_with(&two, now));
+    assert_eq!(a.failed + b.failed, 0, "{a:?} {b:?}");
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    assert_eq!(manifest.generation, 1, "exactly one commit");
+    assert_eq!(
+        lines(&harness.files(EXPORT, "archive/").await),
+        sorted((0..50).map(|n| app_event("t1", n)).collect())
+    );
+    assert_eq!(lines(&harness.files("dest-all", "").await).len(), 50);
+}
+
+#[tokio::test]
+async fn manual_flush_closes_only_the_chosen_streams_up_to_until() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness
+        .stage(vec![record("a", &app_event("t1", 1), TEN + 1000)], "r1")
+        .await;
+    harness
+        .stage(
+            vec![with_stream(
+                record("b", &audit_event("t1", "E-9", "u"), TEN + 1000),
+                "airkit-audit-logs",
+            )],
+            "r2",
+        )
+        .await;
+    let trigger = Trigger::from_payload(&serde_json::json!({"flush": {"until": "2026-11-22T11:00:00Z", "streams": ["airkit-audit-logs"]}})).unwrap();
+    let report = flusher::run(&harness.flusher(), &trigger, None)
+        .await
+        .unwrap();
+    assert_eq!(report.partitions.len(), 1);
+    assert_eq!(report.partitions[0].stream, "airkit-audit-logs");
+    let staged: BTreeSet<String> = list_keys(&harness.s3, EXPORT, "staging/")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(staged.len(), 1);
+    assert!(
+        staged
+            .iter()
+            .next()
+            .unwrap()
+            .contains("/airkit-app-events/")
+    );
+}
+
+#[tokio::test]
+async fn scheduled_event_is_handled_and_bad_payloads_fail_clearly() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness
+        .stage(vec![record("a", &app_event("t1", 1), TEN + 1000)], "r1")
+        .await;
+    let flusher = harness.flusher();
+    let mut event: Value =
+        serde_json::from_str(include_str!("../events/flusher-scheduled.json")).unwrap();
+    event["time"] = Value::from("2026-11-22T11:15:00Z");
+    let answer = flusher::handle(
+        &flusher,
+        lambda_runtime::LambdaEvent::new(event, Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["events"], 1);
+    let error = flusher::handle(
+        &flusher,
+        lambda_runtime::LambdaEvent::new(serde_json::json!({"hello": 1}), Default::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("unrecognised payload"),
+        "{error}"
+    );
+    drop(harness.moto);
+}
