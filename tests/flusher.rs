@@ -632,3 +632,127 @@ async fn scheduled_event_is_handled_and_bad_payloads_fail_clearly() {
     );
     drop(harness.moto);
 }
+
+/// Events of `size` bytes of random letters, which gzip cannot shrink much.
+fn bulky_events(tenant: &str, count: usize, size: usize, seed: u64) -> Vec<String> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..count)
+        .map(|n| {
+            let pad: String = (0..size).map(|_| rng.alphanumeric()).collect();
+            format!(r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T10:{:02}:00Z","type":"blob","n":{n},"pad":"{pad}"}}"#, n % 60)
+        })
+        .collect()
+}
+
+async fn stage_bulky(harness: &Harness, events: &[String]) {
+    for (batch, chunk) in events.chunks(20).enumerate() {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(n, event)| record(&format!("bulk-{batch}-{n}"), event, TEN + 1000))
+            .collect();
+        harness.stage(records, &format!("bulk-{batch}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_large_part_is_streamed_as_a_multipart_upload() {
+    let harness = Harness::start(
+        r#"{"destinations":[{"name":"everyone","bucket":"dest-all","shared":true}]}"#,
+    )
+    .await;
+    // About 12 MB of letters, 9 MB compressed: more than one upload part.
+    let events = bulky_events("big", 120, 100_000, 1);
+    stage_bulky(&harness, &events).await;
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/big/2026-11-22/10.json")
+        .await;
+    assert_eq!(manifest.parts.len(), 1);
+    assert!(
+        manifest.parts[0].bytes > flusher::archive::UPLOAD_PART_BYTES as u64,
+        "{}",
+        manifest.parts[0].bytes
+    );
+    let head = harness
+        .s3
+        .head_object()
+        .bucket(EXPORT)
+        .key(&manifest.parts[0].key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        head.e_tag().unwrap().contains('-'),
+        "a multipart ETag: {:?}",
+        head.e_tag()
+    );
+    let archive = harness.files(EXPORT, "archive/").await;
+    assert_eq!(lines(&archive), sorted(events.clone()));
+    assert_eq!(lines(&harness.files("dest-all", "").await), sorted(events));
+}
+
+#[tokio::test]
+async fn parts_roll_over_at_the_configured_size() {
+    let document = r#"{"archivePartMaxBytes": 1048576, "destinations":[{"name":"everyone","bucket":"dest-all","shared":true}]}"#;
+    let harness = Harness::start(document).await;
+    // About 3 MiB compressed.
+    let events = bulky_events("roll", 40, 100_000, 2);
+    stage_bulky(&harness, &events).await;
+    harness.flush(TEN + HOUR + 15 * 60_000).await;
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/roll/2026-11-22/10.json")
+        .await;
+    assert!(manifest.parts.len() >= 3, "{}", manifest.parts.len());
+    for (index, part) in manifest.parts.iter().enumerate() {
+        assert_eq!(part.number as usize, index + 1);
+        // A part closes at the first event that takes it past the limit.
+        assert!(part.bytes < 1024 * 1024 + 200_000, "{}", part.bytes);
+    }
+    assert_eq!(manifest.parts.iter().map(|p| p.events).sum::<u64>(), 40);
+    assert_eq!(
+        lines(&harness.files(EXPORT, "archive/").await),
+        sorted(events.clone())
+    );
+    let published = harness.files("dest-all", "").await;
+    assert_eq!(published.len(), manifest.parts.len());
+    assert_eq!(lines(&published), sorted(events));
+}
+
+#[tokio::test]
+async fn no_partition_is_started_past_the_deadline_and_the_next_run_does_it() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness
+        .stage(
+            (0..3)
+                .map(|n| {
+                    record(
+                        &format!("m{n}"),
+                        &app_event(&format!("t{n}"), n),
+                        TEN + 1000,
+                    )
+                })
+                .collect(),
+            "r",
+        )
+        .await;
+    let trigger =
+        Trigger::from_payload(&serde_json::json!({"time": "2026-11-22T11:15:00Z"})).unwrap();
+    let nearly_out = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let report = flusher::run(&harness.flusher(), &trigger, Some(nearly_out))
+        .await
+        .unwrap();
+    assert_eq!((report.deferred, report.partitions.len()), (3, 0));
+    assert_eq!(
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let report = flusher::run(&harness.flusher(), &trigger, None)
+        .await
+        .unwrap();
+    assert_eq!((report.deferred, report.events), (0, 3));
+}
