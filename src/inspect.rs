@@ -36,8 +36,9 @@ pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> R
     Ok(keys)
 }
 
-/// Reads and decompresses every object under `prefix`. Fails if an object is
-/// not valid gzip, not UTF-8, or does not end its last line with `\n`.
+/// Reads and decompresses every `.gz` object under `prefix` (markers such as
+/// `_SUCCESS` are skipped). Fails if an object is not valid gzip, not UTF-8,
+/// or does not end its last line with `\n`.
 pub async fn read_gzip_ndjson(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -45,6 +46,9 @@ pub async fn read_gzip_ndjson(
 ) -> Result<Vec<StoredFile>> {
     let mut files = Vec::new();
     for key in list_keys(s3, bucket, prefix).await? {
+        if !key.ends_with(".gz") {
+            continue;
+        }
         let object = s3
             .get_object()
             .bucket(bucket)

@@ -21,7 +21,7 @@ const HOUR: i64 = 3_600_000;
 
 const DESTINATIONS: &str = r#"{"destinations":[
   {"name":"everyone","bucket":"dest-all","prefix":"exports/","shared":true},
-  {"name":"t1-hive","bucket":"dest-t1","tenants":["t1"],"layout":"hive"}
+  {"name":"t1-hive","bucket":"dest-t1","tenants":["t1"],"layout":"hive","successMarker":true}
 ]}"#;
 
 struct Harness {
@@ -243,7 +243,23 @@ async fn two_hours_with_redeliveries_and_resends_export_each_event_once() {
     }
 
     // The tenant's own destination gets its events only, Hive-style.
-    let t1 = harness.files("dest-t1", "").await;
+    // The Hive destination marks each complete hour; `_SUCCESS` is empty.
+    let markers: Vec<String> = list_keys(&harness.s3, "dest-t1", "")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.ends_with("_SUCCESS"))
+        .collect();
+    assert_eq!(
+        markers,
+        vec![
+            "airkit-app-events/tenant=t1/dt=2026-11-22/hour=10/_SUCCESS",
+            "airkit-app-events/tenant=t1/dt=2026-11-22/hour=11/_SUCCESS",
+            "airkit-audit-logs/tenant=t1/dt=2026-11-22/hour=10/_SUCCESS",
+        ]
+    );
+    assert!(harness.bytes("dest-t1", &markers[0]).await.is_empty());
+    let t1 = harness.files("dest-t1", "airkit").await;
     let t1_expected: Vec<String> = expected
         .iter()
         .filter(|l| l.contains("\"t1\""))

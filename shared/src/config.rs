@@ -30,6 +30,14 @@ pub mod env {
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
     pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
+    /// SNS topic for destination alerts (verify and flusher); unset: none.
+    pub const ALERT_TOPIC_ARN: &str = "ALERT_TOPIC_ARN";
+    /// The deployment named in verify objects and alerts; default: the
+    /// Lambda function name.
+    pub const DEPLOYMENT_NAME: &str = "DEPLOYMENT_NAME";
+    /// The role that writes to destinations, the principal of generated
+    /// bucket policies; default: discovered with STS GetCallerIdentity.
+    pub const FUNCTION_ROLE_ARN: &str = "FUNCTION_ROLE_ARN";
 }
 
 /// Defaults, in one place.
@@ -100,6 +108,8 @@ pub struct Destination {
     pub encryption: Encryption,
     /// Where each export file goes under `prefix`.
     pub layout: KeyLayout,
+    /// Write `_SUCCESS` in an hour's folder once all its parts are there.
+    pub success_marker: bool,
     /// The bucket owner's account id: when set, every write carries
     /// `ExpectedBucketOwner`, so a bucket that changed hands is refused.
     pub account_id: Option<String>,
@@ -193,6 +203,8 @@ struct DestinationDocument {
     kms_key_id: Option<String>,
     bucket_key_enabled: Option<bool>,
     layout: Option<String>,
+    #[serde(default)]
+    success_marker: bool,
     account_id: Option<String>,
 }
 
@@ -614,6 +626,20 @@ fn build_destinations(
             single_tenant,
         )
         .map_err(|error| ConfigError::new(field("layout"), error.0))?;
+        let probe = crate::partition::PartitionKey {
+            hour: crate::partition::Hour::containing(0),
+            stream: "s".into(),
+            tenant: TenantKey::encode("t"),
+        };
+        if document.success_marker && layout.partition_folder("", &probe).is_none() {
+            return Err(ConfigError::new(
+                field("successMarker"),
+                format!(
+                    "`{}` gives an hour no folder of its own (use `hive` or `date-folders`)",
+                    layout.template()
+                ),
+            ));
+        }
         destinations.push(Destination {
             name: document.name,
             bucket: document.bucket,
@@ -625,6 +651,7 @@ fn build_destinations(
             enabled: document.enabled,
             encryption,
             layout,
+            success_marker: document.success_marker,
             account_id: document.account_id,
         });
     }
@@ -970,6 +997,20 @@ mod tests {
         let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
         assert_eq!(error.field, "destinations[0].layout");
         assert!(error.message.contains("{tenant}"), "{error}");
+    }
+
+    #[test]
+    fn success_marker_needs_a_folder_per_hour() {
+        let doc = r#"{"destinations":[{"name":"a","bucket":"dest","successMarker":true}]}"#;
+        let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
+        assert_eq!(error.field, "destinations[0].successMarker");
+        let doc = r#"{"destinations":[{"name":"a","bucket":"dest","successMarker":true,"layout":"hive"}]}"#;
+        assert!(
+            config(&[("EXPORT_BUCKET", "exports")], Some(doc))
+                .unwrap()
+                .destinations[0]
+                .success_marker
+        );
     }
 
     #[test]

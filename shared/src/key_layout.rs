@@ -142,27 +142,62 @@ impl KeyLayout {
         &self.template
     }
 
+    /// The folder that holds one partition's parts and nothing else, when
+    /// the layout has one: every token but the part number comes before the
+    /// last `/`. The `_SUCCESS` marker of an hour goes there.
+    pub fn partition_folder(&self, prefix: &str, partition: &PartitionKey) -> Option<String> {
+        let last_slash = self
+            .pieces
+            .iter()
+            .rposition(|piece| matches!(piece, Piece::Text(text) if text.contains('/')))?;
+        let folder_tokens =
+            |wanted: &[Piece]| self.pieces[..last_slash].iter().any(|p| wanted.contains(p));
+        let complete = folder_tokens(&[Piece::Stream])
+            && folder_tokens(&[Piece::Tenant])
+            && folder_tokens(&[Piece::Hour, Piece::Hour2])
+            && (folder_tokens(&[Piece::Date])
+                || folder_tokens(&[Piece::Year])
+                    && folder_tokens(&[Piece::Month])
+                    && folder_tokens(&[Piece::Day]));
+        if !complete {
+            return None;
+        }
+        let mut folder = prefix.to_owned();
+        for piece in &self.pieces[..last_slash] {
+            push_piece(&mut folder, piece, partition, 0);
+        }
+        let Piece::Text(text) = &self.pieces[last_slash] else {
+            unreachable!("found as text above")
+        };
+        folder.push_str(&text[..=text.rfind('/').expect("has a slash")]);
+        Some(folder)
+    }
+
     /// The key of part `number` of `partition`, after `prefix`.
     pub fn render(&self, prefix: &str, partition: &PartitionKey, number: u32) -> String {
-        let start = DateTime::from_timestamp_millis(partition.hour.start_millis())
-            .expect("hours are in range");
         let mut key = prefix.to_owned();
         for piece in &self.pieces {
-            match piece {
-                Piece::Text(text) => key.push_str(text),
-                Piece::Stream => key.push_str(&partition.stream),
-                Piece::Tenant => key.push_str(partition.tenant.as_str()),
-                Piece::Date => key.push_str(&start.format("%Y-%m-%d").to_string()),
-                Piece::Year => key.push_str(&start.format("%Y").to_string()),
-                Piece::Month => key.push_str(&start.format("%m").to_string()),
-                Piece::Day => key.push_str(&start.format("%d").to_string()),
-                Piece::Hour2 => key.push_str(&start.format("%H").to_string()),
-                Piece::Hour => key.push_str(&start.format("%-H").to_string()),
-                Piece::Part => key.push_str(&number.to_string()),
-                Piece::Part5 => key.push_str(&format!("{number:05}")),
-            }
+            push_piece(&mut key, piece, partition, number);
         }
         key
+    }
+}
+
+fn push_piece(key: &mut String, piece: &Piece, partition: &PartitionKey, number: u32) {
+    let start =
+        DateTime::from_timestamp_millis(partition.hour.start_millis()).expect("hours are in range");
+    match piece {
+        Piece::Text(text) => key.push_str(text),
+        Piece::Stream => key.push_str(&partition.stream),
+        Piece::Tenant => key.push_str(partition.tenant.as_str()),
+        Piece::Date => key.push_str(&start.format("%Y-%m-%d").to_string()),
+        Piece::Year => key.push_str(&start.format("%Y").to_string()),
+        Piece::Month => key.push_str(&start.format("%m").to_string()),
+        Piece::Day => key.push_str(&start.format("%d").to_string()),
+        Piece::Hour2 => key.push_str(&start.format("%H").to_string()),
+        Piece::Hour => key.push_str(&start.format("%-H").to_string()),
+        Piece::Part => key.push_str(&number.to_string()),
+        Piece::Part5 => key.push_str(&format!("{number:05}")),
     }
 }
 
@@ -229,6 +264,22 @@ mod tests {
             assert!(error.0.contains(token), "{template}: {error}");
         }
         assert!(KeyLayout::parse("{date}/{HH}/{part}.gz", true, true).is_ok());
+    }
+
+    #[test]
+    fn partition_folders_exist_only_where_one_partition_owns_the_folder() {
+        let hive = KeyLayout::parse("hive", false, false).unwrap();
+        assert_eq!(
+            hive.partition_folder("x/", &partition()).as_deref(),
+            Some("x/airkit-app-events/tenant=187520/dt=2020-01-25/hour=17/")
+        );
+        let dates = KeyLayout::parse("date-folders", false, false).unwrap();
+        assert_eq!(
+            dates.partition_folder("", &partition()).as_deref(),
+            Some("airkit-app-events/187520/2020-01-25/17/")
+        );
+        let amplitude = KeyLayout::parse("amplitude", false, false).unwrap();
+        assert_eq!(amplitude.partition_folder("", &partition()), None);
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub async fn publish_pending(
             continue;
         };
         let pending = manifest.destinations[&name].pending.clone();
+        let mut published_here = false;
         for number in pending {
             let Some(part) = manifest.parts.iter().find(|p| p.number == number) else {
                 continue;
@@ -84,6 +85,7 @@ pub async fn publish_pending(
                     state.last_error = None;
                     state.failures = 0;
                     outcome.published += 1;
+                    published_here = true;
                 }
                 Err(error) => {
                     tracing::warn!(destination = %name, key = %key, %error, "publish failed; the part stays pending");
@@ -92,6 +94,19 @@ pub async fn publish_pending(
                     outcome.failed.push((name.clone(), error.to_string()));
                     break;
                 }
+            }
+        }
+        let complete = manifest.destinations[&name].pending.is_empty();
+        if destination.success_marker
+            && published_here
+            && complete
+            && let Some(folder) = destination
+                .layout
+                .partition_folder(&destination.prefix, partition)
+        {
+            let key = format!("{folder}_SUCCESS");
+            if let Err(error) = write(flusher, destination, &key, Vec::new(), "text/plain").await {
+                tracing::warn!(destination = %name, key = %key, %error, "the _SUCCESS marker was not written");
             }
         }
         if stop_after_first {
@@ -135,12 +150,30 @@ async fn copy_part(
             message: format!("{} bytes, the manifest says {size}", bytes.len()),
         });
     }
+    write(
+        flusher,
+        destination,
+        key,
+        bytes.to_vec(),
+        "application/gzip",
+    )
+    .await
+}
+
+/// Writes one object to a destination with its encryption and owner check.
+async fn write(
+    flusher: &Flusher,
+    destination: &Destination,
+    key: &str,
+    bytes: Vec<u8>,
+    content_type: &str,
+) -> Result<(), FlushError> {
     let client = flusher.client_for(destination.region.as_deref());
     let mut request = client
         .put_object()
         .bucket(&destination.bucket)
         .key(key)
-        .content_type("application/gzip")
+        .content_type(content_type)
         .body(ByteStream::from(bytes));
     request = match &destination.encryption {
         Encryption::BucketDefault => request,
