@@ -63,3 +63,119 @@ impl Intercept for FailRequestsTo {
         Ok(())
     }
 }
+
+/// Replaces S3's answer to every request whose URL contains `fragment` with
+/// a given HTTP status, headers and body, so the real SDK parses a real S3
+/// error response that moto cannot produce (a KMS key that refuses, a
+/// redirect to the bucket's real region, an owner mismatch). The request
+/// itself still reaches the server: aim it at a bucket that does not exist
+/// there, so nothing is stored. Clones share their count.
+#[derive(Debug, Clone)]
+pub struct RespondWith {
+    fragment: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    replaced: Arc<AtomicUsize>,
+}
+
+impl RespondWith {
+    /// Answers matching requests with `status` and `body`.
+    pub fn new(fragment: impl Into<String>, status: u16, body: impl Into<String>) -> Self {
+        Self {
+            fragment: fragment.into(),
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            replaced: Arc::default(),
+        }
+    }
+
+    /// Answers matching requests with S3's error document for `code` and
+    /// `message`, as S3 sends it (`application/xml`, a request id).
+    pub fn s3_error(fragment: impl Into<String>, status: u16, code: &str, message: &str) -> Self {
+        let escape = |text: &str| {
+            text.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>FAULT0REQUEST0ID</RequestId><HostId>ZmF1bHQtaW5qZWN0aW9u</HostId></Error>",
+            escape(code),
+            escape(message)
+        );
+        Self::new(fragment, status, body)
+            .header("content-type", "application/xml")
+            .header("x-amz-request-id", "FAULT0REQUEST0ID")
+    }
+
+    /// Adds a response header (for example `x-amz-bucket-region`).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Responses replaced so far, retries included.
+    pub fn replaced(&self) -> usize {
+        self.replaced.load(Ordering::SeqCst)
+    }
+
+    /// An S3 client like `s3` whose matching requests get this answer.
+    pub fn wrap(&self, s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
+        let config = s3.config().to_builder().interceptor(self.clone()).build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+}
+
+impl Intercept for RespondWith {
+    fn name(&self) -> &'static str {
+        "RespondWith"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // The request is gone by the time the response arrives: remember here
+        // whether this one is to be answered.
+        if context.request().uri().contains(&self.fragment) {
+            cfg.interceptor_state().store_put(Answered);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<Answered>().is_none() {
+            return Ok(());
+        }
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(self.status)?;
+        let mut response = aws_smithy_runtime_api::http::Response::new(
+            status,
+            aws_smithy_types::body::SdkBody::from(self.body.clone()),
+        );
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        *context.response_mut() = response;
+        self.replaced.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Marks a request [`RespondWith`] answers, in the request's config bag.
+#[derive(Debug, Clone, Copy)]
+struct Answered;
+
+impl aws_smithy_types::config_bag::Storable for Answered {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}

@@ -3,7 +3,9 @@
 
 pub mod esm;
 pub mod faults;
+pub mod inbox;
 pub mod inspect;
 pub mod local;
 pub mod moto;
+pub mod policy_cli;
 pub mod workload;

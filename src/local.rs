@@ -1,8 +1,9 @@
 //! `s3-export local`: the pipeline on one machine. Starts moto_server on
-//! loopback (or uses a given endpoint), creates the export bucket and the
-//! events queue with its dead-letter queue, sends a realistic workload
-//! through SQS with the SDK, delivers it to the real batcher handler through
-//! the event source mapping emulation, then reads back everything stored and
+//! loopback (or uses a given endpoint), creates the export bucket, a
+//! destination bucket and the events queue with its dead-letter queue, sends
+//! a realistic workload through SQS with the SDK, delivers it to the real
+//! batcher handler through the event source mapping emulation, flushes every
+//! staged hour with the real flusher, then reads back everything stored and
 //! checks it against what was sent.
 
 use std::collections::BTreeMap;
@@ -14,14 +15,15 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use batcher::Batcher;
+use flusher::{Flusher, Trigger};
 use lambda_runtime::LambdaEvent;
 use shared::Config;
-use shared::partition::TenantKey;
+use shared::partition::Hour;
 
 use crate::esm::{
     DrainReport, EventSourceMapping, approximate_message_count, create_queue_with_dlq,
 };
-use crate::inspect::{StoredFile, read_gzip_ndjson};
+use crate::inspect::{StoredFile, list_keys, read_gzip_ndjson};
 use crate::moto::MotoServer;
 use crate::workload::{self, OutgoingMessage, Workload, WorkloadSpec};
 
@@ -108,6 +110,18 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         seed: options.seed,
         now_millis: now_millis(),
     });
+    let destination = format!("{bucket}-destination");
+    s3.create_bucket()
+        .bucket(&destination)
+        .send()
+        .await
+        .context("creating the destination bucket")?;
+    let document = serde_json::json!({
+        "destinations": [{
+            "name": "local", "bucket": destination, "prefix": "exports/", "shared": true,
+        }]
+    })
+    .to_string();
     let config = Config::from_sources(
         |name| match name {
             shared::config::env::EXPORT_BUCKET => Some(bucket.clone()),
@@ -116,10 +130,11 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
             }
             other => std::env::var(other).ok(),
         },
-        None,
+        Some(&document),
     )?;
+    println!("destination   s3://{destination}/exports/ (every tenant, the default key layout)");
     let batcher = Batcher {
-        config,
+        config: config.clone(),
         s3: s3.clone(),
     };
     let mapping = EventSourceMapping::for_queue(
@@ -183,12 +198,45 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     );
 
     let staged = read_gzip_ndjson(&s3, &bucket, "staging/").await?;
+    println!(
+        "staged        {} events in {} chunks under staging/",
+        staged.iter().map(|file| file.lines.len()).sum::<usize>(),
+        staged.len()
+    );
+
+    // The schedule, fired for every hour staged: a manual flush up to the
+    // end of the current hour closes them all.
+    let until = Hour::containing(now_millis()).end_millis();
+    let trigger = Trigger::from_payload(&serde_json::json!({
+        "flush": { "until": shared::time::format_rfc3339_millis(until) }
+    }))?;
+    let flusher = Flusher::new(config, s3.clone());
+    let flushed = flusher::run(&flusher, &trigger, None).await?;
+    println!(
+        "flushed       {} partitions: {} events archived and published, {} duplicates dropped, {} failed",
+        flushed.partitions.len(),
+        flushed.events,
+        flushed.duplicates,
+        flushed.failed
+    );
+
+    let archive = read_gzip_ndjson(&s3, &bucket, "archive/").await?;
+    let published = read_gzip_ndjson(&s3, &destination, "").await?;
     let errors = read_gzip_ndjson(&s3, &bucket, "errors/").await?;
-    print_tree(&bucket, &staged, &errors);
-    print_partitions(&staged);
+    let left_staged = list_keys(&s3, &bucket, "staging/").await?.len();
+    print_tree(&format!("{destination}/"), &published);
+    print_tree(&format!("{bucket}/errors/"), &errors);
+    print_partitions(&archive);
     let rejected = print_rejections(&errors)?;
-    print_samples(&staged);
-    let ok = check(&workload, &staged, &rejected, dead_letters);
+    print_samples(&published);
+    let ok = check(
+        &workload,
+        &archive,
+        &published,
+        &rejected,
+        dead_letters,
+        left_staged,
+    );
 
     println!();
     println!("where to look next:");
@@ -264,35 +312,35 @@ async fn send(
     Ok(())
 }
 
-fn print_tree(bucket: &str, staged: &[StoredFile], errors: &[StoredFile]) {
+fn print_tree(location: &str, files: &[StoredFile]) {
     const SHOWN: usize = 12;
     println!();
-    println!("s3://{bucket}/");
-    for files in [staged, errors] {
-        for file in files.iter().take(SHOWN) {
-            println!(
-                "  {:<96} {:>6} lines {:>8} B",
-                file.key,
-                file.lines.len(),
-                file.size
-            );
-        }
-        if files.len() > SHOWN {
-            let lines: usize = files[SHOWN..].iter().map(|f| f.lines.len()).sum();
-            println!("  … and {} more files ({lines} lines)", files.len() - SHOWN);
-        }
+    println!("s3://{location}");
+    for file in files.iter().take(SHOWN) {
+        println!(
+            "  {:<80} {:>6} lines {:>8} B",
+            file.key,
+            file.lines.len(),
+            file.size
+        );
+    }
+    if files.len() > SHOWN {
+        let lines: usize = files[SHOWN..].iter().map(|f| f.lines.len()).sum();
+        println!("  … and {} more files ({lines} lines)", files.len() - SHOWN);
     }
 }
 
-fn print_partitions(staged: &[StoredFile]) {
+/// Events per stream, tenant and hour, from the archive's keys
+/// (`archive/<stream>/<tenant>/<date>/<HH>/part-N`).
+fn print_partitions(archive: &[StoredFile]) {
     let mut partitions: BTreeMap<(String, String, String), (usize, usize)> = BTreeMap::new();
-    for file in staged {
+    for file in archive {
         let segments: Vec<&str> = file.key.split('/').collect();
         let entry = partitions
             .entry((
-                segments[3].to_owned(),
-                segments[4].to_owned(),
-                format!("{} {}:00", segments[1], segments[2]),
+                segments[1].to_owned(),
+                segments[2].to_owned(),
+                format!("{} {}:00", segments[3], segments[4]),
             ))
             .or_default();
         entry.0 += file.lines.len();
@@ -301,10 +349,10 @@ fn print_partitions(staged: &[StoredFile]) {
     println!();
     println!(
         "{:<20} {:<40} {:<17} {:>7} {:>7}",
-        "stream", "tenant", "hour (UTC)", "events", "chunks"
+        "stream", "tenant", "hour (UTC)", "events", "parts"
     );
-    for ((stream, tenant, hour), (events, chunks)) in &partitions {
-        println!("{stream:<20} {tenant:<40} {hour:<17} {events:>7} {chunks:>7}");
+    for ((stream, tenant, hour), (events, parts)) in &partitions {
+        println!("{stream:<20} {tenant:<40} {hour:<17} {events:>7} {parts:>7}");
     }
 }
 
@@ -333,7 +381,7 @@ fn print_rejections(errors: &[StoredFile]) -> Result<BTreeMap<String, usize>> {
 
 fn print_samples(staged: &[StoredFile]) {
     println!();
-    println!("a few staged lines:");
+    println!("a few exported lines (zcat | jq reads every file):");
     for line in staged
         .iter()
         .flat_map(|file| file.lines.iter().take(1))
@@ -343,33 +391,20 @@ fn print_samples(staged: &[StoredFile]) {
     }
 }
 
-/// Every valid event staged (re-sends included: the flusher drops those),
-/// every malformed record in errors/ with the right reason, nothing in the DLQ.
+/// Every valid event exactly once in the archive and in the destination
+/// (re-sends dropped), every malformed record in errors/ with the right
+/// reason, nothing left staged, nothing in the DLQ.
 fn check(
     workload: &Workload,
-    staged: &[StoredFile],
+    archive: &[StoredFile],
+    published: &[StoredFile],
     rejected: &BTreeMap<String, usize>,
     dead_letters: u64,
+    left_staged: usize,
 ) -> bool {
-    let mut got: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for file in staged {
-        let segments: Vec<&str> = file.key.split('/').collect();
-        got.entry((segments[3].to_owned(), segments[4].to_owned()))
-            .or_default()
-            .extend(file.lines.iter().cloned());
-    }
-    let mut want: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for ((stream, tenant), lines) in &workload.expected.lines {
-        want.entry((
-            stream.clone(),
-            TenantKey::encode(tenant).as_str().to_owned(),
-        ))
-        .or_default()
-        .extend(lines.iter().cloned());
-    }
-    for lines in got.values_mut().chain(want.values_mut()) {
-        lines.sort();
-    }
+    let mut want: Vec<&String> = workload.expected.lines.values().flatten().collect();
+    want.sort();
+    want.dedup();
     let want_rejected: BTreeMap<String, usize> = workload
         .expected
         .rejected
@@ -377,18 +412,19 @@ fn check(
         .map(|(reason, count)| (reason.to_string(), *count))
         .collect();
     let mut problems = Vec::new();
-    if got != want {
-        let missing: usize = want
-            .iter()
-            .map(|(k, v)| {
-                v.iter()
-                    .filter(|l| !got.get(k).is_some_and(|g| g.contains(l)))
-                    .count()
-            })
-            .sum();
-        problems.push(format!(
-            "staged events differ from those sent ({missing} sent events not staged)"
-        ));
+    for (place, files) in [("the archive", archive), ("the destination", published)] {
+        let got = sorted_lines(files);
+        if got != want {
+            let missing = want
+                .iter()
+                .filter(|line| got.binary_search(line).is_err())
+                .count();
+            problems.push(format!(
+                "{place} holds {} lines, expected {} ({missing} sent events missing)",
+                got.len(),
+                want.len()
+            ));
+        }
     }
     if *rejected != want_rejected {
         problems.push(format!(
@@ -398,11 +434,14 @@ fn check(
     if dead_letters > 0 {
         problems.push(format!("{dead_letters} messages ended in the DLQ"));
     }
+    if left_staged > 0 {
+        problems.push(format!("{left_staged} chunks left under staging/"));
+    }
     println!();
     if problems.is_empty() {
-        let staged_lines: usize = got.values().map(Vec::len).sum();
         println!(
-            "OK: every valid event staged ({staged_lines} lines), every malformed record in errors/ with its reason"
+            "OK: every valid event exactly once in the archive and the destination ({} events), every malformed record in errors/ with its reason",
+            want.len()
         );
         true
     } else {
@@ -411,6 +450,12 @@ fn check(
         }
         false
     }
+}
+
+fn sorted_lines(files: &[StoredFile]) -> Vec<&String> {
+    let mut lines: Vec<&String> = files.iter().flat_map(|f| &f.lines).collect();
+    lines.sort();
+    lines
 }
 
 fn truncate(text: &str, limit: usize) -> String {

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use s3_export::local::{self, LocalOptions};
+use s3_export::policy_cli::{self, PolicyOptions};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +22,9 @@ enum Command {
     /// Run the pipeline locally on moto: send a mixed workload through SQS,
     /// deliver it to the batcher, and check what was stored.
     Local(LocalOptions),
+    /// Print the bucket policy (and KMS key policy statement) a destination
+    /// needs, for its owner to paste.
+    Policy(PolicyOptions),
 }
 
 #[tokio::main]
@@ -29,6 +33,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Local(options) => local::run(&options).await,
+        Command::Policy(options) => policy_cli::run(&options).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -772,3 +772,54 @@ async fn no_partition_is_started_past_the_deadline_and_the_next_run_does_it() {
         .unwrap();
     assert_eq!((report.deferred, report.events), (0, 3));
 }
+
+#[tokio::test]
+async fn a_failing_destination_is_alerted_once_with_its_diagnosis() {
+    use s3_export::inbox::AlertInbox;
+    let document = r#"{"destinations":[{"name":"gone","bucket":"dest-gone","shared":true}]}"#;
+    let harness = Harness::start(document).await;
+    let sdk = harness.moto.sdk_config().await;
+    let inbox = AlertInbox::create(
+        &aws_sdk_sns::Client::new(&sdk),
+        &harness.moto.sqs_client().await,
+        "alerts",
+    )
+    .await
+    .unwrap();
+    let mut flusher = harness.flusher();
+    flusher.alerter = shared::alert::Alerter::new(
+        aws_sdk_sns::Client::new(&sdk),
+        Some(inbox.topic_arn.clone()),
+        "test-stack",
+        flusher::SOURCE,
+    );
+
+    // Two tenants' partitions fail on the same destination: one alert.
+    harness
+        .stage(
+            vec![
+                record("a", &app_event("t1", 1), TEN + 1000),
+                record("b", &app_event("t2", 2), TEN + 1000),
+            ],
+            "r1",
+        )
+        .await;
+    flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+    let alerts = inbox.read(1).await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(
+        alerts[0]["Subject"].as_str().unwrap().contains("gone"),
+        "{}",
+        alerts[0]["Subject"]
+    );
+    let message = alerts[0]["Message"].as_str().unwrap();
+    assert!(
+        message.contains("NoSuchBucket") && message.contains("dest-gone"),
+        "{message}"
+    );
+
+    // The next run retries, still failing: no new alert.
+    let report = flush_with(&flusher, TEN + 2 * HOUR + 15 * 60_000).await;
+    assert_eq!(report.partitions.len(), 2);
+    assert!(inbox.read(0).await.unwrap().is_empty());
+}

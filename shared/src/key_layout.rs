@@ -104,8 +104,8 @@ impl KeyLayout {
             Some("{part}")
         } else if !has(&[Piece::Hour, Piece::Hour2]) {
             Some("{HH}")
-        } else if !has(&[Piece::Date])
-            && !(has(&[Piece::Year]) && has(&[Piece::Month]) && has(&[Piece::Day]))
+        } else if !(has(&[Piece::Date])
+            || has(&[Piece::Year]) && has(&[Piece::Month]) && has(&[Piece::Day]))
         {
             Some("{date}")
         } else if !single_stream && !has(&[Piece::Stream]) {

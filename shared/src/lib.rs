@@ -2,15 +2,19 @@
 //! [`load`] and [`telemetry`] is a pure function of its inputs, so it is
 //! tested without AWS.
 
+pub mod alert;
 pub mod config;
 pub mod decode;
 pub mod dedup;
+pub mod destination_write;
+pub mod diagnose;
 pub mod encode;
 pub mod key_layout;
 pub mod layout;
 pub mod load;
 pub mod manifest;
 pub mod partition;
+pub mod policy;
 pub mod profile;
 pub mod rejection;
 pub mod telemetry;

@@ -23,10 +23,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use shared::Config;
+use shared::alert::Alerter;
 use shared::partition::PartitionKey;
 
 pub use error::FlushError;
 pub use trigger::Trigger;
+
+/// How alerts name the function that noticed a problem.
+pub const SOURCE: &str = "flusher";
 
 /// No partition is started with less than this left before the deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
@@ -45,16 +49,24 @@ pub enum Step {
 pub struct Flusher {
     pub config: Config,
     pub s3: aws_sdk_s3::Client,
+    /// Where publish failures are alerted (once each, when they start).
+    pub alerter: Alerter,
+    /// The roles that write to destinations, named in the bucket policies a
+    /// diagnosis suggests (`FUNCTION_ROLE_ARN`).
+    pub principals: Vec<String>,
     /// Stop every partition after this step (tests only).
     pub stop_after: Option<Step>,
     regional: Mutex<HashMap<String, aws_sdk_s3::Client>>,
 }
 
 impl Flusher {
+    /// A flusher without alerts.
     pub fn new(config: Config, s3: aws_sdk_s3::Client) -> Self {
         Self {
             config,
             s3,
+            alerter: Alerter::disabled("s3-export", SOURCE),
+            principals: Vec::new(),
             stop_after: None,
             regional: Mutex::default(),
         }
@@ -150,6 +162,8 @@ pub async fn run(
     deadline: Option<Instant>,
 ) -> Result<FlushReport, FlushError> {
     let work = scan::find_work(flusher, trigger).await?;
+    let alerts = flusher.alerter.invocation();
+    let alerts = &alerts;
     let partitions: Vec<PartitionKey> = work.partitions().into_iter().collect();
     let empty = Vec::new();
     let outcomes: Vec<Option<PartitionSummary>> = stream::iter(&partitions)
@@ -159,7 +173,8 @@ pub async fn run(
                 if deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline) {
                     return None;
                 }
-                let result = partition::flush_partition(flusher, trigger, partition, staged).await;
+                let result =
+                    partition::flush_partition(flusher, alerts, trigger, partition, staged).await;
                 Some(summarize(partition, result))
             }
         })

@@ -14,6 +14,15 @@ async fn main() -> Result<(), Error> {
         .inspect_err(|error| {
             tracing::error!(%error, "cannot start");
         })?;
-    let flusher = Flusher::new(config, s3);
+    let mut flusher = Flusher::new(config, s3);
+    flusher.alerter =
+        shared::alert::Alerter::from_env(aws_sdk_sns::Client::new(&sdk), flusher::SOURCE);
+    flusher.principals = std::env::var(shared::config::env::FUNCTION_ROLE_ARN)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|arn| !arn.is_empty())
+        .map(str::to_owned)
+        .collect();
     run(service_fn(|event: LambdaEvent<_>| handle(&flusher, event))).await
 }

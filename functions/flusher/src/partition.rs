@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 
 use flate2::read::MultiGzDecoder;
 
+use shared::alert::InvocationAlerts;
 use shared::dedup;
 use shared::layout;
 use shared::manifest::{self, MANIFEST_VERSION, Manifest};
@@ -38,6 +39,7 @@ pub struct PartitionReport {
 /// Flushes `partition`, whose staged chunks (in key order) are `staged`.
 pub async fn flush_partition(
     flusher: &Flusher,
+    alerts: &InvocationAlerts<'_>,
     trigger: &Trigger,
     partition: &PartitionKey,
     staged: &[String],
@@ -121,7 +123,8 @@ pub async fn flush_partition(
 
     if manifest.has_pending() {
         let stop_early = flusher.stop_after == Some(Step::SomePublished);
-        let outcome = publish::publish_pending(flusher, partition, &mut manifest, stop_early).await;
+        let outcome =
+            publish::publish_pending(flusher, alerts, partition, &mut manifest, stop_early).await;
         // Whatever was published is recorded, even when the run stops here.
         let outcome = match outcome {
             Ok(outcome) => outcome,

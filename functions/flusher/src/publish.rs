@@ -5,11 +5,17 @@
 //! destination's encryption and, when its account is known,
 //! `ExpectedBucketOwner` (invariant 6). A part is published to the same key
 //! with the same bytes however often it is retried.
+//!
+//! A destination that refuses a write keeps its parts pending; the failure
+//! is diagnosed (which permission, key or region is at fault) and alerted
+//! once, when it starts, not on every retry.
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
 
-use shared::config::{Destination, Encryption};
+use shared::alert::InvocationAlerts;
+use shared::config::Destination;
+use shared::destination_write;
+use shared::diagnose;
 use shared::manifest::Manifest;
 use shared::partition::PartitionKey;
 
@@ -20,7 +26,7 @@ use crate::error::FlushError;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PublishOutcome {
     pub published: usize,
-    /// Destinations that still have parts pending, with the error.
+    /// Destinations that still have parts pending, with the diagnosis.
     pub failed: Vec<(String, String)>,
 }
 
@@ -46,6 +52,7 @@ pub fn assign(flusher: &Flusher, partition: &PartitionKey, manifest: &mut Manife
 /// injected failure "some destinations published".
 pub async fn publish_pending(
     flusher: &Flusher,
+    alerts: &InvocationAlerts<'_>,
     partition: &PartitionKey,
     manifest: &mut Manifest,
     stop_after_first: bool,
@@ -75,7 +82,8 @@ pub async fn publish_pending(
             let key = destination
                 .layout
                 .render(&destination.prefix, partition, number);
-            let result = copy_part(flusher, &part.key, part.bytes, destination, &key).await;
+            let bytes = read_part(flusher, &part.key, part.bytes).await?;
+            let result = write(flusher, destination, &key, bytes, "application/gzip").await;
             let state = manifest.destinations.get_mut(&name).expect("listed above");
             match result {
                 Ok(()) => {
@@ -87,11 +95,21 @@ pub async fn publish_pending(
                     outcome.published += 1;
                     published_here = true;
                 }
-                Err(error) => {
-                    tracing::warn!(destination = %name, key = %key, %error, "publish failed; the part stays pending");
-                    state.last_error = Some(error.to_string());
+                Err(failure) => {
+                    let diagnosis =
+                        diagnose::diagnose(destination, &key, &failure, &flusher.principals);
+                    tracing::warn!(destination = %name, key = %key, problem = diagnosis.problem.name(), summary = %diagnosis.summary, "publish failed; the part stays pending");
                     state.failures += 1;
-                    outcome.failed.push((name.clone(), error.to_string()));
+                    state.last_error = Some(format!("{}: {}", diagnosis.code, diagnosis.summary));
+                    if state.failures == 1
+                        && let Err(error) = alerts.alert(&name, &diagnosis).await
+                    {
+                        tracing::error!(%error, "alert not sent");
+                    }
+                    outcome.failed.push((
+                        name.clone(),
+                        format!("{}: {}", diagnosis.code, diagnosis.summary),
+                    ));
                     break;
                 }
             }
@@ -105,8 +123,9 @@ pub async fn publish_pending(
                 .partition_folder(&destination.prefix, partition)
         {
             let key = format!("{folder}_SUCCESS");
-            if let Err(error) = write(flusher, destination, &key, Vec::new(), "text/plain").await {
-                tracing::warn!(destination = %name, key = %key, %error, "the _SUCCESS marker was not written");
+            if let Err(failure) = write(flusher, destination, &key, Vec::new(), "text/plain").await
+            {
+                tracing::warn!(destination = %name, key = %key, ?failure, "the _SUCCESS marker was not written");
             }
         }
         if stop_after_first {
@@ -116,14 +135,10 @@ pub async fn publish_pending(
     Ok(outcome)
 }
 
-/// Streams one archive part from the export bucket to a destination key.
-async fn copy_part(
-    flusher: &Flusher,
-    archive_key: &str,
-    size: u64,
-    destination: &Destination,
-    key: &str,
-) -> Result<(), FlushError> {
+/// One archive part, checked against the size its manifest recorded. One
+/// part is in memory at a time (at most `archivePartMaxBytes`): a buffered
+/// body lets the SDK retry and checksum the write.
+async fn read_part(flusher: &Flusher, archive_key: &str, size: u64) -> Result<Vec<u8>, FlushError> {
     let bucket = &flusher.config.export_bucket;
     let source = flusher
         .s3
@@ -133,31 +148,23 @@ async fn copy_part(
         .send()
         .await
         .map_err(|e| FlushError::s3("GetObject", bucket, archive_key, e))?;
-    // One part in memory at a time (at most ARCHIVE_PART_MAX_BYTES): a
-    // buffered body lets the SDK retry and checksum the write.
+    let corrupt = |message: String| FlushError::Corrupt {
+        what: format!("s3://{bucket}/{archive_key}"),
+        message,
+    };
     let bytes = source
         .body
         .collect()
         .await
-        .map_err(|error| FlushError::Corrupt {
-            what: format!("s3://{bucket}/{archive_key}"),
-            message: error.to_string(),
-        })?
+        .map_err(|e| corrupt(e.to_string()))?
         .into_bytes();
     if bytes.len() as u64 != size {
-        return Err(FlushError::Corrupt {
-            what: format!("s3://{bucket}/{archive_key}"),
-            message: format!("{} bytes, the manifest says {size}", bytes.len()),
-        });
+        return Err(corrupt(format!(
+            "{} bytes, the manifest says {size}",
+            bytes.len()
+        )));
     }
-    write(
-        flusher,
-        destination,
-        key,
-        bytes.to_vec(),
-        "application/gzip",
-    )
-    .await
+    Ok(bytes.to_vec())
 }
 
 /// Writes one object to a destination with its encryption and owner check.
@@ -167,28 +174,13 @@ async fn write(
     key: &str,
     bytes: Vec<u8>,
     content_type: &str,
-) -> Result<(), FlushError> {
+) -> Result<(), diagnose::WriteFailure> {
     let client = flusher.client_for(destination.region.as_deref());
-    let mut request = client
-        .put_object()
-        .bucket(&destination.bucket)
-        .key(key)
+    destination_write::put_object(&client, destination, key)
         .content_type(content_type)
-        .body(ByteStream::from(bytes));
-    request = match &destination.encryption {
-        Encryption::BucketDefault => request,
-        Encryption::Aes256 => request.server_side_encryption(ServerSideEncryption::Aes256),
-        Encryption::Kms { key_id, bucket_key } => request
-            .server_side_encryption(ServerSideEncryption::AwsKms)
-            .set_ssekms_key_id(key_id.clone())
-            .bucket_key_enabled(*bucket_key),
-    };
-    if let Some(account) = &destination.account_id {
-        request = request.expected_bucket_owner(account);
-    }
-    request
+        .body(ByteStream::from(bytes))
         .send()
         .await
-        .map_err(|e| FlushError::s3("PutObject", &destination.bucket, key, e))?;
-    Ok(())
+        .map(|_| ())
+        .map_err(|error| destination_write::write_failure(&error))
 }

@@ -82,7 +82,7 @@ fn selects(trigger: &Trigger, partition: &PartitionKey) -> bool {
     trigger
         .streams
         .as_ref()
-        .is_none_or(|streams| streams.iter().any(|s| *s == partition.stream))
+        .is_none_or(|streams| streams.contains(&partition.stream))
         && trigger.tenants.as_ref().is_none_or(|tenants| {
             tenants
                 .iter()

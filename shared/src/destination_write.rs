@@ -1,0 +1,134 @@
+//! Writing into a destination bucket with the destination's settings, the
+//! one way the verify function and the flusher's publishing both write.
+//!
+//! Guarantees: every request built here names the destination's bucket and
+//! region, carries its server-side encryption (`AES256`, or `aws:kms` with its
+//! key and S3 Bucket Key setting; nothing for the bucket default) and, when
+//! the destination knows its owner's account, `ExpectedBucketOwner`, so a
+//! bucket that changed hands is refused by S3 before anything is stored
+//! (DESIGN.md invariant 6). Only `PutObject` and the multipart upload calls
+//! are offered: a destination needs nothing else (invariant 5). A failure
+//! becomes a [`WriteFailure`] for [`crate::diagnose`].
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+
+use crate::config::{Destination, Encryption};
+use crate::diagnose::{FailureKind, WriteFailure};
+
+/// An S3 client for the destination's region (the bucket's region, when the
+/// destination sets one), sharing `s3`'s HTTP connections, credentials and
+/// endpoint. S3 answers a write sent to another region with a redirect, which
+/// the SDK does not follow.
+pub fn client_for(s3: &Client, destination: &Destination) -> Client {
+    match &destination.region {
+        Some(region) if s3.config().region().map(Region::as_ref) != Some(region.as_str()) => {
+            let config = s3
+                .config()
+                .to_builder()
+                .region(Region::new(region.clone()))
+                .build();
+            Client::from_conf(config)
+        }
+        _ => s3.clone(),
+    }
+}
+
+/// `PutObject` of `key` into the destination, with its encryption and
+/// expected owner set; the caller adds the body and content headers.
+pub fn put_object(s3: &Client, destination: &Destination, key: &str) -> PutObjectFluentBuilder {
+    let mut request = s3
+        .put_object()
+        .bucket(&destination.bucket)
+        .key(key)
+        .set_expected_bucket_owner(destination.account_id.clone());
+    match &destination.encryption {
+        Encryption::BucketDefault => {}
+        Encryption::Aes256 => {
+            request = request.server_side_encryption(ServerSideEncryption::Aes256);
+        }
+        Encryption::Kms { key_id, bucket_key } => {
+            request = request
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone())
+                .bucket_key_enabled(*bucket_key);
+        }
+    }
+    request
+}
+
+/// The `ExpectedBucketOwner` every request to the destination carries.
+pub fn expected_bucket_owner(destination: &Destination) -> Option<String> {
+    destination.account_id.clone()
+}
+
+/// Writes `body` as `key` into the destination (through [`client_for`] and
+/// [`put_object`]), returning the ETag S3 gave, or what went wrong.
+pub async fn write_object(
+    s3: &Client,
+    destination: &Destination,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<Option<String>, WriteFailure> {
+    let client = client_for(s3, destination);
+    put_object(&client, destination, key)
+        .content_type(content_type)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map(|output| output.e_tag)
+        .map_err(|error| write_failure(&error))
+}
+
+/// What an SDK error says about a failed write: S3's code, status, message
+/// and the bucket's region (from the raw error response, so a redirect's
+/// `x-amz-bucket-region` header is kept), or a timeout, or a network failure.
+pub fn write_failure<E>(error: &SdkError<E, HttpResponse>) -> WriteFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let chain = aws_sdk_s3::error::DisplayErrorContext(error).to_string();
+    match error {
+        SdkError::ServiceError(service) => {
+            let raw = service.raw();
+            let region = raw.headers().get("x-amz-bucket-region").map(str::to_owned);
+            let body = raw
+                .body()
+                .bytes()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or("");
+            let mut failure =
+                WriteFailure::from_response(raw.status().as_u16(), region.as_deref(), body);
+            let err = service.err();
+            failure.code = failure.code.or_else(|| err.code().map(str::to_owned));
+            failure.message = failure.message.or_else(|| err.message().map(str::to_owned));
+            failure.request_id = failure
+                .request_id
+                .or_else(|| raw.headers().get("x-amz-request-id").map(str::to_owned));
+            failure
+        }
+        SdkError::TimeoutError(_) => WriteFailure::transport(FailureKind::Timeout, chain),
+        SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => {
+            WriteFailure::transport(FailureKind::Timeout, chain)
+        }
+        // A request the client itself found unusable (a bad endpoint, say)
+        // is not the network's fault.
+        SdkError::DispatchFailure(dispatch) if dispatch.is_user() => {
+            WriteFailure::transport(FailureKind::Other, chain)
+        }
+        SdkError::DispatchFailure(_) => WriteFailure::transport(FailureKind::Network, chain),
+        SdkError::ResponseError(response) => WriteFailure {
+            kind: FailureKind::Other,
+            status: Some(response.raw().status().as_u16()),
+            message: Some(chain),
+            ..WriteFailure::default()
+        },
+        _ => WriteFailure::transport(FailureKind::Other, chain),
+    }
+}
