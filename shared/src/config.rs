@@ -30,6 +30,17 @@ pub mod env {
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
     pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
+    /// The single-destination case (template parameters): a destination
+    /// named `DESTINATION_NAME` (default `default`) from these variables,
+    /// added to the document's destinations when `DESTINATION_BUCKET` is set.
+    pub const DESTINATION_BUCKET: &str = "DESTINATION_BUCKET";
+    pub const DESTINATION_NAME: &str = "DESTINATION_NAME";
+    pub const DESTINATION_PREFIX: &str = "DESTINATION_PREFIX";
+    pub const DESTINATION_REGION: &str = "DESTINATION_REGION";
+    pub const DESTINATION_LAYOUT: &str = "DESTINATION_LAYOUT";
+    pub const DESTINATION_ACCOUNT_ID: &str = "DESTINATION_ACCOUNT_ID";
+    pub const DESTINATION_ENCRYPTION: &str = "DESTINATION_ENCRYPTION";
+    pub const DESTINATION_KMS_KEY_ID: &str = "DESTINATION_KMS_KEY_ID";
     /// SNS topic for destination alerts (verify and flusher); unset: none.
     pub const ALERT_TOPIC_ARN: &str = "ALERT_TOPIC_ARN";
     /// The deployment named in verify objects and alerts; default: the
@@ -208,6 +219,41 @@ struct DestinationDocument {
     account_id: Option<String>,
 }
 
+/// The destination the `DESTINATION_*` variables describe, if any.
+fn destination_from_env(lookup: &impl Fn(&str) -> Option<String>) -> Option<DestinationDocument> {
+    let bucket = lookup(env::DESTINATION_BUCKET)?;
+    Some(DestinationDocument {
+        name: lookup(env::DESTINATION_NAME).unwrap_or_else(|| "default".to_owned()),
+        bucket,
+        region: lookup(env::DESTINATION_REGION),
+        prefix: lookup(env::DESTINATION_PREFIX).unwrap_or_default(),
+        tenants: None,
+        streams: None,
+        shared: false,
+        enabled: true,
+        encryption: lookup(env::DESTINATION_ENCRYPTION),
+        kms_key_id: lookup(env::DESTINATION_KMS_KEY_ID),
+        bucket_key_enabled: None,
+        layout: lookup(env::DESTINATION_LAYOUT),
+        success_marker: false,
+        account_id: lookup(env::DESTINATION_ACCOUNT_ID),
+    })
+}
+
+/// The variable behind a field of the environment's destination.
+fn destination_variable(field: &str) -> &'static str {
+    match field {
+        "name" => env::DESTINATION_NAME,
+        "region" => env::DESTINATION_REGION,
+        "prefix" => env::DESTINATION_PREFIX,
+        "encryption" => env::DESTINATION_ENCRYPTION,
+        "kmsKeyId" => env::DESTINATION_KMS_KEY_ID,
+        "layout" => env::DESTINATION_LAYOUT,
+        "accountId" => env::DESTINATION_ACCOUNT_ID,
+        _ => env::DESTINATION_BUCKET,
+    }
+}
+
 fn enabled_by_default() -> bool {
     true
 }
@@ -355,7 +401,23 @@ impl Config {
             }
         }
 
-        let destinations = build_destinations(&streams, document.destinations)?;
+        let mut destination_documents = document.destinations;
+        let from_environment = destination_from_env(&lookup);
+        let environment_index = destination_documents.len();
+        let has_environment_destination = from_environment.is_some();
+        destination_documents.extend(from_environment);
+        let destinations =
+            build_destinations(&streams, destination_documents).map_err(|error| {
+                match error
+                    .field
+                    .strip_prefix(&format!("destinations[{environment_index}]."))
+                {
+                    Some(field) if has_environment_destination => {
+                        ConfigError::new(destination_variable(field), error.message)
+                    }
+                    _ => error,
+                }
+            })?;
 
         Ok(Self {
             export_bucket: export_bucket.1,
@@ -997,6 +1059,56 @@ mod tests {
         let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
         assert_eq!(error.field, "destinations[0].layout");
         assert!(error.message.contains("{tenant}"), "{error}");
+    }
+
+    #[test]
+    fn single_destination_from_variables() {
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "customer-bucket"),
+            ("DESTINATION_PREFIX", "airkit/"),
+            ("DESTINATION_ENCRYPTION", "aws:kms"),
+            ("DESTINATION_KMS_KEY_ID", "alias/exports"),
+            ("DESTINATION_ACCOUNT_ID", "111122223333"),
+            ("DESTINATION_LAYOUT", "hive"),
+        ];
+        let config = config(&vars, None).unwrap();
+        let destination = &config.destinations[0];
+        assert_eq!(
+            (destination.name.as_str(), destination.bucket.as_str()),
+            ("default", "customer-bucket")
+        );
+        assert_eq!(destination.prefix, "airkit/");
+        assert_eq!(destination.account_id.as_deref(), Some("111122223333"));
+        assert_eq!(destination.layout.template(), crate::key_layout::HIVE);
+        assert!(
+            matches!(&destination.encryption, Encryption::Kms { key_id: Some(k), .. } if k == "alias/exports")
+        );
+        assert!(destination.tenants.is_none());
+    }
+
+    #[test]
+    fn bad_single_destination_variable_is_named() {
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "customer-bucket"),
+            ("DESTINATION_ACCOUNT_ID", "12"),
+        ];
+        assert_eq!(
+            config(&vars, None).unwrap_err().field,
+            "DESTINATION_ACCOUNT_ID"
+        );
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "Customer_Bucket"),
+        ];
+        assert_eq!(config(&vars, None).unwrap_err().field, "DESTINATION_BUCKET");
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "b-1"),
+            ("DESTINATION_LAYOUT", "{date}/{part}"),
+        ];
+        assert_eq!(config(&vars, None).unwrap_err().field, "DESTINATION_LAYOUT");
     }
 
     #[test]
