@@ -823,3 +823,56 @@ async fn a_failing_destination_is_alerted_once_with_its_diagnosis() {
     assert_eq!(report.partitions.len(), 2);
     assert!(inbox.read(0).await.unwrap().is_empty());
 }
+
+/// Resident set size figures of this process, in MiB: (current, peak).
+fn rss_mib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test]
+async fn a_million_event_partition_flushes_with_bounded_memory() {
+    const EVENTS: usize = 1_000_000;
+    const BATCH: usize = 10_000;
+    let harness = Harness::start(
+        r#"{"destinations":[{"name":"everyone","bucket":"dest-all","shared":true}]}"#,
+    )
+    .await;
+    for batch in 0..EVENTS / BATCH {
+        let records: Vec<SqsMessage> = (0..BATCH)
+            .map(|n| {
+                let n = batch * BATCH + n;
+                record(&format!("m{n}"), &format!(r#"{{"organizationId":"big","eventTime":"2026-11-22T10:{:02}:00Z","type":"step_enter","n":{n}}}"#, n % 60), TEN + 1000)
+            })
+            .collect();
+        harness.stage(records, &format!("b{batch:03}")).await;
+    }
+    // Reset the peak to what is resident now, so it measures the flush.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (before, _) = rss_mib();
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    let (_, peak) = rss_mib();
+    println!(
+        "flushing {EVENTS} events: RSS {before} MiB before, peak {peak} MiB during the flush (+{} MiB)",
+        peak.saturating_sub(before)
+    );
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.events, EVENTS as u64);
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/big/2026-11-22/10.json")
+        .await;
+    assert_eq!(
+        manifest.parts.iter().map(|p| p.events).sum::<u64>(),
+        EVENTS as u64
+    );
+    assert_eq!(manifest.consumed_chunks.len(), EVENTS / BATCH);
+}
