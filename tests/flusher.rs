@@ -876,3 +876,63 @@ async fn a_million_event_partition_flushes_with_bounded_memory() {
     );
     assert_eq!(manifest.consumed_chunks.len(), EVENTS / BATCH);
 }
+
+#[tokio::test]
+async fn a_destination_without_permission_stays_pending_until_access_is_granted() {
+    use s3_export::faults::RespondWith;
+    let document = r#"{"destinations":[
+      {"name":"everyone","bucket":"dest-all","shared":true},
+      {"name":"denied","bucket":"dest-denied","tenants":["t1"],"layout":"hive"}]}"#;
+    let harness = Harness::start(document).await;
+    harness
+        .stage(
+            (0..3)
+                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
+                .collect(),
+            "r1",
+        )
+        .await;
+    // The destination's owner has not granted s3:PutObject yet: S3 answers
+    // AccessDenied (the bucket does not exist on moto, so nothing is stored).
+    let denial = RespondWith::s3_error("/dest-denied/", 403, "AccessDenied", "Access Denied");
+    let mut flusher = harness.flusher();
+    flusher.s3 = denial.wrap(&harness.s3);
+    let report = flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.failed, 0);
+    let pending = &report.partitions[0].pending;
+    assert!(
+        pending[0].starts_with("denied: AccessDenied") && pending[0].contains("s3:PutObject"),
+        "{pending:?}"
+    );
+    let manifest_key = "manifests/airkit-app-events/t1/2026-11-22/10.json";
+    assert_eq!(
+        harness.manifest(manifest_key).await.destinations["denied"].pending,
+        vec![1]
+    );
+    assert_eq!(
+        lines(&harness.files("dest-all", "").await).len(),
+        3,
+        "the other destination is not held back"
+    );
+
+    // Access granted: the next run delivers, once.
+    harness
+        .s3
+        .create_bucket()
+        .bucket("dest-denied")
+        .send()
+        .await
+        .unwrap();
+    let report = harness.flush(TEN + 2 * HOUR + 15 * 60_000).await;
+    assert_eq!(report.partitions[0].published, 1);
+    let delivered = harness.files("dest-denied", "").await;
+    assert_eq!(
+        delivered[0].key,
+        "airkit-app-events/tenant=t1/dt=2026-11-22/hour=10/part-00001.ndjson.gz"
+    );
+    assert_eq!(
+        lines(&delivered),
+        sorted((0..3).map(|n| app_event("t1", n)).collect())
+    );
+    assert!(!harness.manifest(manifest_key).await.has_pending());
+}
