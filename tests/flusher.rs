@@ -760,6 +760,7 @@ async fn no_partition_is_started_past_the_deadline_and_the_next_run_does_it() {
         .await
         .unwrap();
     assert_eq!((report.deferred, report.partitions.len()), (3, 0));
+    assert_eq!(report.pending_chunks, 3, "the backlog metric counts them");
     assert_eq!(
         list_keys(&harness.s3, EXPORT, "staging/")
             .await

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod error;
+pub mod metrics;
 pub mod partition;
 pub mod publish;
 pub mod scan;
@@ -130,6 +131,11 @@ pub struct FlushReport {
     pub events: u64,
     pub duplicates: u64,
     pub failed: usize,
+    /// Staged chunks of closed hours still there after the run (deferred or
+    /// failed partitions).
+    pub pending_chunks: usize,
+    /// Partitions with parts still to publish to a destination.
+    pub pending_publishes: usize,
 }
 
 /// The Lambda handler. Fails the invocation when a partition failed (so the
@@ -143,6 +149,11 @@ pub async fn handle(
     let deadline = deadline_of(&event.context);
     let report = run(flusher, &trigger, deadline).await?;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "flush run");
+    // CloudWatch reads the metrics from this line (Embedded Metric Format).
+    println!(
+        "{}",
+        metrics::embedded_metrics(flusher.alerter.deployment(), &report, trigger.now_millis)
+    );
     if report.failed > 0 {
         return Err(format!(
             "{} partitions failed; they are retried next run: {}",
@@ -166,16 +177,16 @@ pub async fn run(
     let alerts = &alerts;
     let partitions: Vec<PartitionKey> = work.partitions().into_iter().collect();
     let empty = Vec::new();
-    let outcomes: Vec<Option<PartitionSummary>> = stream::iter(&partitions)
+    let outcomes: Vec<(usize, Option<PartitionSummary>)> = stream::iter(&partitions)
         .map(|partition| {
             let staged = work.chunks.get(partition).unwrap_or(&empty);
             async move {
                 if deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline) {
-                    return None;
+                    return (staged.len(), None);
                 }
                 let result =
                     partition::flush_partition(flusher, alerts, trigger, partition, staged).await;
-                Some(summarize(partition, result))
+                (staged.len(), Some(summarize(partition, result)))
             }
         })
         .buffered(flusher.config.flush_concurrency)
@@ -186,13 +197,20 @@ pub async fn run(
         now: shared::time::format_rfc3339_millis(trigger.now_millis),
         ..FlushReport::default()
     };
-    for outcome in outcomes {
+    for (staged, outcome) in outcomes {
         match outcome {
-            None => report.deferred += 1,
+            None => {
+                report.deferred += 1;
+                report.pending_chunks += staged;
+            }
             Some(summary) => {
                 report.events += summary.events;
                 report.duplicates += summary.duplicates;
-                report.failed += usize::from(summary.error.is_some());
+                if summary.error.is_some() {
+                    report.failed += 1;
+                    report.pending_chunks += staged;
+                }
+                report.pending_publishes += usize::from(!summary.pending.is_empty());
                 report.partitions.push(summary);
             }
         }
