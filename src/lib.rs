@@ -8,4 +8,5 @@ pub mod inspect;
 pub mod local;
 pub mod moto;
 pub mod policy_cli;
+pub mod runtime_api;
 pub mod workload;

@@ -1,0 +1,190 @@
+//! The compiled function binaries, run as Lambda runs them: each is a
+//! process polling a Lambda Runtime API emulator on loopback, configured
+//! only by environment variables (`AWS_ENDPOINT_URL` pointing at moto), and
+//! invoked with the sample events in `events/`. This proves what in-process
+//! tests cannot: `main.rs`, configuration from the environment, endpoint
+//! handling. Each binary's size and cold start (process start to its first
+//! poll) are printed.
+//!
+//! The binaries are those `cargo test --workspace` builds (debug); set
+//! `S3_EXPORT_BIN_DIR` (for example to `target/release`) to run others.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use s3_export::inspect::{list_keys, read_gzip_ndjson};
+use s3_export::moto::MotoServer;
+use s3_export::runtime_api::{Answer, RuntimeApi};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+const EXPORT: &str = "exports";
+const DESTINATION: &str = "customer-bucket";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("S3_EXPORT_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // target/<profile>/deps/<this test> → target/<profile>
+            let exe = std::env::current_exe().expect("test binary path");
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("target dir")
+                .to_path_buf()
+        });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --workspace` (./scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn sample(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A function process with Lambda's environment, talking to `moto` only.
+fn spawn(name: &str, runtime: &RuntimeApi, moto: &MotoServer, extra: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(binary(name));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
+        .env("AWS_LAMBDA_FUNCTION_NAME", format!("s3-export-{name}"))
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/s3-export-{name}"),
+        )
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .env("EXPORT_BUCKET", EXPORT)
+        .env("DESTINATION_BUCKET", DESTINATION)
+        .env("DESTINATION_PREFIX", "exports/")
+        .env(
+            "FUNCTION_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/s3-export-writer",
+        )
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.spawn().expect("the binary starts")
+}
+
+/// Starts `name`, waits for its first poll, and prints its size and cold start.
+async fn start(name: &str, runtime: &RuntimeApi, moto: &MotoServer) -> Child {
+    let started = Instant::now();
+    let child = spawn(name, runtime, moto, &[]);
+    let ready = runtime
+        .first_poll(WAIT)
+        .await
+        .expect("the function polls for events");
+    let size = std::fs::metadata(binary(name))
+        .map(|m| m.len())
+        .unwrap_or_default();
+    println!(
+        "{name}: binary {:.1} MB, cold start {} ms (process start to first poll)",
+        size as f64 / 1e6,
+        ready.duration_since(started).as_millis()
+    );
+    child
+}
+
+async fn response(runtime: &RuntimeApi, payload: Value) -> Value {
+    match runtime.invoke(payload, WAIT).await.expect("an answer") {
+        Answer::Response(value) => value,
+        Answer::Error(error) => panic!("the function failed: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn each_compiled_function_serves_its_sample_events_through_the_runtime_api() {
+    let moto = MotoServer::start().await.unwrap();
+    let s3 = moto.s3_client().await;
+    for bucket in [EXPORT, DESTINATION] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+
+    // The batcher: the mixed sample batch, one malformed record among them.
+    let runtime = RuntimeApi::start().await.unwrap();
+    let _batcher = start("batcher", &runtime, &moto).await;
+    let answer = response(&runtime, sample("sqs-mixed-batch.json")).await;
+    assert_eq!(
+        answer["batchItemFailures"],
+        serde_json::json!([]),
+        "{answer}"
+    );
+    let staged = read_gzip_ndjson(&s3, EXPORT, "staging/").await.unwrap();
+    assert_eq!(
+        staged.iter().map(|f| f.lines.len()).sum::<usize>(),
+        5,
+        "{staged:#?}"
+    );
+    let errors = read_gzip_ndjson(&s3, EXPORT, "errors/").await.unwrap();
+    assert_eq!(errors.iter().map(|f| f.lines.len()).sum::<usize>(), 1);
+
+    // The flusher: the manual sample closes those hours into the archive
+    // and the destination named by DESTINATION_BUCKET.
+    let runtime = RuntimeApi::start().await.unwrap();
+    let _flusher = start("flusher", &runtime, &moto).await;
+    let mut manual = sample("flusher-manual.json");
+    manual["flush"].as_object_mut().unwrap().remove("tenants");
+    let report = response(&runtime, manual).await;
+    assert_eq!(report["events"], 5, "{report}");
+    assert!(list_keys(&s3, EXPORT, "staging/").await.unwrap().is_empty());
+    let published = read_gzip_ndjson(&s3, DESTINATION, "exports/")
+        .await
+        .unwrap();
+    assert_eq!(published.iter().map(|f| f.lines.len()).sum::<usize>(), 5);
+
+    // Verify: `{}` checks every destination and writes its test object.
+    let runtime = RuntimeApi::start().await.unwrap();
+    let _verify = start("verify", &runtime, &moto).await;
+    let result = response(&runtime, sample("verify-all.json")).await;
+    assert_eq!(result["ok"], true, "{result}");
+    let key = result["results"][0]["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("exports/airkit-verify-test-"), "{key}");
+    assert!(
+        list_keys(&s3, DESTINATION, &key)
+            .await
+            .unwrap()
+            .contains(&key)
+    );
+}
+
+#[tokio::test]
+async fn a_function_with_invalid_configuration_exits_naming_the_variable() {
+    let moto = MotoServer::start().await.unwrap();
+    let runtime = RuntimeApi::start().await.unwrap();
+    let child = spawn(
+        "batcher",
+        &runtime,
+        &moto,
+        &[("EXPORT_BUCKET", ""), ("DESTINATION_ACCOUNT_ID", "12")],
+    );
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("EXPORT_BUCKET"), "{stderr}");
+}
