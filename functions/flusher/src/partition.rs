@@ -103,6 +103,7 @@ pub async fn flush_partition(
         )
         .await?;
         let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
+        let previous_digest = manifest.id_digest.take();
         manifest.generation = generation;
         manifest.events += report.events;
         manifest.duplicates_dropped += report.duplicates;
@@ -114,6 +115,10 @@ pub async fn flush_partition(
         etag = Some(
             store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?,
         );
+        // The digest the old manifest named is superseded by the new one.
+        if let Some(previous) = previous_digest {
+            store::delete_keys(s3, bucket, &[previous]).await?;
+        }
         report.parts = numbers;
         report.chunks_consumed = new_chunks.len();
         if flusher.stop_after == Some(Step::ManifestCommitted) {
