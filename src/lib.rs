@@ -1,6 +1,8 @@
 //! The `s3-export` developer and operator tooling: runs the pipeline locally
 //! against moto, and is the harness the integration tests in `tests/` share.
 
+pub mod athena;
+pub mod athena_cli;
 pub mod esm;
 pub mod faults;
 pub mod inbox;

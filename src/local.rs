@@ -3,8 +3,9 @@
 //! destination bucket and the events queue with its dead-letter queue, sends
 //! a realistic workload through SQS with the SDK, delivers it to the real
 //! batcher handler through the event source mapping emulation, flushes every
-//! staged hour with the real flusher, then reads back everything stored and
-//! checks it against what was sent.
+//! staged hour with the real flusher, runs the real verify function against
+//! the destination, then reads back everything stored and checks it against
+//! what was sent.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +26,7 @@ use crate::esm::{
 };
 use crate::inspect::{StoredFile, list_keys, read_gzip_ndjson};
 use crate::moto::MotoServer;
-use crate::workload::{self, OutgoingMessage, Workload, WorkloadSpec};
+use crate::workload::{self, OutgoingMessage, StreamMix, Workload, WorkloadSpec};
 
 /// Options of a local run.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +37,10 @@ pub struct LocalOptions {
     /// Distinct tenants (organizations).
     #[arg(long, default_value_t = 5)]
     pub tenants: usize,
+    /// Which streams the workload generates: `app` (Airkit App Events),
+    /// `audit` (Airkit Audit Logs) or `both`.
+    #[arg(long, value_enum, default_value_t = StreamMix::Both)]
+    pub streams: StreamMix,
     /// Seed of the generated workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -109,6 +114,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         tenants: options.tenants,
         seed: options.seed,
         now_millis: now_millis(),
+        streams: options.streams,
     });
     let destination = format!("{bucket}-destination");
     s3.create_bucket()
@@ -210,7 +216,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     let trigger = Trigger::from_payload(&serde_json::json!({
         "flush": { "until": shared::time::format_rfc3339_millis(until) }
     }))?;
-    let flusher = Flusher::new(config, s3.clone());
+    let flusher = Flusher::new(config.clone(), s3.clone());
     let flushed = flusher::run(&flusher, &trigger, None).await?;
     println!(
         "flushed       {} partitions: {} events archived and published, {} duplicates dropped, {} failed",
@@ -219,6 +225,10 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         flushed.duplicates,
         flushed.failed
     );
+
+    // Verify, as after a deploy and every day: the real function writes its
+    // airkit-verify-test object into the destination.
+    let verified = run_verify(config, &s3).await?;
 
     let archive = read_gzip_ndjson(&s3, &bucket, "archive/").await?;
     let published = read_gzip_ndjson(&s3, &destination, "").await?;
@@ -236,6 +246,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         &rejected,
         dead_letters,
         left_staged,
+        verified,
     );
 
     println!();
@@ -258,6 +269,50 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     }
     drop(moto);
     Ok(ok)
+}
+
+/// Runs the verify function in-process against every enabled destination
+/// and prints its result line per destination; true when all were written.
+async fn run_verify(config: Config, s3: &aws_sdk_s3::Client) -> Result<bool> {
+    let verifier = verify::Verifier::new(
+        Ok(config),
+        s3.clone(),
+        shared::alert::Alerter::disabled("s3-export-local", verify::SOURCE),
+        "s3-export-local",
+        Vec::new(),
+    );
+    let config = verifier.config.as_ref().map_err(Clone::clone)?;
+    let destinations = verify::select(config, None)?;
+    let report = verifier
+        .verify(
+            destinations,
+            chrono::Utc::now(),
+            verify::payload::Trigger::Manual,
+            false,
+            verify::DEFAULT_WRITE_TIMEOUT,
+        )
+        .await;
+    for result in &report.results {
+        match &result.diagnosis {
+            None if result.ok => println!(
+                "verified      destination {}: ok, wrote s3://{}/{} ({})",
+                result.destination, result.bucket, result.key, result.encryption
+            ),
+            diagnosis => println!(
+                "verified      destination {}: FAILED writing s3://{}/{}: {}",
+                result.destination,
+                result.bucket,
+                result.key,
+                diagnosis
+                    .as_ref()
+                    .map_or("no diagnosis".to_owned(), |d| format!(
+                        "{}: {} {}",
+                        d.code, d.summary, d.remedy
+                    ))
+            ),
+        }
+    }
+    Ok(report.ok)
 }
 
 async fn endpoint_config(endpoint: &str) -> SdkConfig {
@@ -393,7 +448,7 @@ fn print_samples(staged: &[StoredFile]) {
 
 /// Every valid event exactly once in the archive and in the destination
 /// (re-sends dropped), every malformed record in errors/ with the right
-/// reason, nothing left staged, nothing in the DLQ.
+/// reason, nothing left staged, nothing in the DLQ, the destination verified.
 fn check(
     workload: &Workload,
     archive: &[StoredFile],
@@ -401,6 +456,7 @@ fn check(
     rejected: &BTreeMap<String, usize>,
     dead_letters: u64,
     left_staged: usize,
+    verified: bool,
 ) -> bool {
     let mut want: Vec<&String> = workload.expected.lines.values().flatten().collect();
     want.sort();
@@ -437,10 +493,13 @@ fn check(
     if left_staged > 0 {
         problems.push(format!("{left_staged} chunks left under staging/"));
     }
+    if !verified {
+        problems.push("verify could not write to the destination".to_owned());
+    }
     println!();
     if problems.is_empty() {
         println!(
-            "OK: every valid event exactly once in the archive and the destination ({} events), every malformed record in errors/ with its reason",
+            "OK: every valid event exactly once in the archive and the destination ({} events), every malformed record in errors/ with its reason, the destination verified",
             want.len()
         );
         true

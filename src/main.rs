@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use s3_export::athena_cli::{self, AthenaDdlOptions};
 use s3_export::local::{self, LocalOptions};
 use s3_export::policy_cli::{self, PolicyOptions};
 
@@ -25,6 +26,9 @@ enum Command {
     /// Print the bucket policy (and KMS key policy statement) a destination
     /// needs, for its owner to paste.
     Policy(PolicyOptions),
+    /// Print the Athena CREATE EXTERNAL TABLE (JSON SerDe, partition
+    /// projection) of a stream's export files in a destination.
+    AthenaDdl(AthenaDdlOptions),
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Local(options) => local::run(&options).await,
         Command::Policy(options) => policy_cli::run(&options).map(|()| true),
+        Command::AthenaDdl(options) => athena_cli::run(&options).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -24,6 +24,20 @@ pub struct WorkloadSpec {
     pub seed: u64,
     /// Event times are spread over the hour before this epoch millisecond.
     pub now_millis: i64,
+    /// Which streams the events (and the malformed records) belong to.
+    pub streams: StreamMix,
+}
+
+/// The streams a workload generates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamMix {
+    /// Airkit App Events only (the default stream, no `stream` attribute).
+    App,
+    /// Airkit Audit Logs only (`stream` attribute `airkit-audit-logs`).
+    Audit,
+    /// Both: about two app events for one audit event.
+    #[default]
+    Both,
 }
 
 /// One SQS message to send.
@@ -63,22 +77,32 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
     let mut expected = Expected::default();
 
     // The seed's own example, exactly as documented, comes first.
-    let seed_tenant = "482f2a38-8e9d-4329-b2a0-e97d5bc05d36".to_owned();
-    push_valid(
-        &mut messages,
-        &mut expected,
-        OutgoingMessage {
-            body: SESSION_START.to_owned(),
-            stream: None,
-        },
-        vec![(AIRKIT_APP_EVENTS, seed_tenant, compact_json(SESSION_START))],
-    );
+    let mut made = 0usize;
+    if spec.streams != StreamMix::Audit && spec.events > 0 {
+        let seed_tenant = "482f2a38-8e9d-4329-b2a0-e97d5bc05d36".to_owned();
+        push_valid(
+            &mut messages,
+            &mut expected,
+            OutgoingMessage {
+                body: SESSION_START.to_owned(),
+                stream: None,
+            },
+            vec![(AIRKIT_APP_EVENTS, seed_tenant, compact_json(SESSION_START))],
+        );
+        made = 1;
+    }
+    // Malformed records are audit-shaped (and sent to that stream) only when
+    // the workload has no app events.
+    let audit_rejects = spec.streams == StreamMix::Audit;
 
     let mut audit_type = 0usize;
-    let mut made = 1usize;
     while made < spec.events {
         let group = (1 + rng.usize(..4)).min(spec.events - made);
-        let audit = rng.u8(..3) == 0;
+        let audit = match spec.streams {
+            StreamMix::Both => rng.u8(..3) == 0,
+            StreamMix::App => false,
+            StreamMix::Audit => true,
+        };
         let tenant = &tenants[rng.usize(..tenants.len())];
         let events: Vec<String> = (0..group)
             .map(|_| {
@@ -129,15 +153,16 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
         }
         // Malformed records now and then, each a different way.
         if rng.u8(..25) == 0 {
-            let (body, reason) = malformed(&mut rng, tenant, spec.now_millis);
-            messages.push(OutgoingMessage { body, stream: None });
+            let kind = rng.u8(..5);
+            let (body, reason) = malformed_kind(kind, tenant, spec.now_millis, audit_rejects);
+            messages.push(rejected_message(body, audit_rejects));
             *expected.rejected.entry(reason).or_default() += 1;
         }
     }
     // At least one of each rejection, so every path shows in a local run.
     for n in 0..5 {
-        let (body, reason) = malformed_kind(n, &tenants[0], spec.now_millis);
-        messages.push(OutgoingMessage { body, stream: None });
+        let (body, reason) = malformed_kind(n, &tenants[0], spec.now_millis, audit_rejects);
+        messages.push(rejected_message(body, audit_rejects));
         *expected.rejected.entry(reason).or_default() += 1;
     }
     Workload { messages, expected }
@@ -160,11 +185,19 @@ fn push_valid(
     messages.push(message);
 }
 
-fn malformed(rng: &mut fastrand::Rng, tenant: &str, now_millis: i64) -> (String, &'static str) {
-    malformed_kind(rng.u8(..5), tenant, now_millis)
+fn rejected_message(body: String, audit: bool) -> OutgoingMessage {
+    OutgoingMessage {
+        body,
+        stream: audit.then(|| AIRKIT_AUDIT_LOGS.to_owned()),
+    }
 }
 
-fn malformed_kind(kind: u8, tenant: &str, now_millis: i64) -> (String, &'static str) {
+/// A malformed record of kind `kind` (0 to 4), and the reason it must be
+/// rejected with: app-event-shaped, or audit-shaped when `audit`.
+fn malformed_kind(kind: u8, tenant: &str, now_millis: i64, audit: bool) -> (String, &'static str) {
+    if audit {
+        return malformed_audit(kind, tenant, now_millis);
+    }
     let time = format_rfc3339_millis(now_millis - 60_000);
     match kind {
         0 => (
@@ -189,6 +222,43 @@ fn malformed_kind(kind: u8, tenant: &str, now_millis: i64) -> (String, &'static 
             "wrong_type",
         ),
     }
+}
+
+fn malformed_audit(kind: u8, tenant: &str, now_millis: i64) -> (String, &'static str) {
+    let time = zone_less(now_millis - 60_000);
+    match kind {
+        0 => (
+            format!(r#"{{"ORGANIZATION_ID": "{tenant}", "EVENT_TIME": "#),
+            "not_json",
+        ),
+        1 => (r#""user_login""#.to_owned(), "not_an_object"),
+        2 => (
+            format!(
+                r#"{{"EVENT_ID":"e-missing-org","EVENT_TIME":"{time}","EVENT_TYPE":"user_login"}}"#
+            ),
+            "missing_field",
+        ),
+        3 => (
+            format!(
+                r#"{{"ORGANIZATION_ID":"{tenant}","EVENT_ID":"e-bad-time","EVENT_TIME":"yesterday-ish","EVENT_TYPE":"user_login"}}"#
+            ),
+            "bad_time",
+        ),
+        _ => (
+            format!(
+                r#"{{"ORGANIZATION_ID":"","EVENT_ID":"e-empty-org","EVENT_TIME":"{time}","EVENT_TYPE":"user_login"}}"#
+            ),
+            "wrong_type",
+        ),
+    }
+}
+
+/// `2026-11-22 10:15:02.113`: the audit logs' zone-less form (UTC).
+fn zone_less(millis: i64) -> String {
+    format_rfc3339_millis(millis)
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 fn app_event(rng: &mut fastrand::Rng, tenant: &str, time: i64) -> String {
@@ -226,10 +296,7 @@ fn app_event(rng: &mut fastrand::Rng, tenant: &str, time: i64) -> String {
 }
 
 fn audit_event(rng: &mut fastrand::Rng, tenant: &str, kind: &str, time: i64) -> String {
-    let zone_less = format_rfc3339_millis(time)
-        .replace('T', " ")
-        .trim_end_matches('Z')
-        .to_owned();
+    let zone_less = zone_less(time);
     serde_json::json!({
         "ORGANIZATION_ID": tenant,
         "EVENT_ID": uuid(rng),
@@ -297,6 +364,25 @@ mod tests {
             tenants: 3,
             seed: 7,
             now_millis: 1_700_000_000_000,
+            streams: StreamMix::Both,
+        }
+    }
+
+    #[test]
+    fn one_stream_workloads_hold_only_that_stream() {
+        for (mix, stream) in [
+            (StreamMix::App, AIRKIT_APP_EVENTS),
+            (StreamMix::Audit, AIRKIT_AUDIT_LOGS),
+        ] {
+            let workload = generate(&WorkloadSpec {
+                streams: mix,
+                ..spec(200)
+            });
+            assert_eq!(workload.expected.distinct_events, 200);
+            assert!(workload.expected.lines.keys().all(|(s, _)| s == stream));
+            let attribute = (mix == StreamMix::Audit).then(|| AIRKIT_AUDIT_LOGS.to_owned());
+            assert!(workload.messages.iter().all(|m| m.stream == attribute));
+            assert_eq!(workload.expected.rejected.len(), 5, "{mix:?}");
         }
     }
 

@@ -4,11 +4,13 @@
 
 use s3_export::local::{self, LocalOptions};
 use s3_export::moto::MotoServer;
+use s3_export::workload::StreamMix;
 
 fn options(endpoint: String) -> LocalOptions {
     LocalOptions {
         events: 300,
         tenants: 3,
+        streams: StreamMix::Both,
         seed: 42,
         endpoint: Some(endpoint),
         keep_running: false,
