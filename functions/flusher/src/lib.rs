@@ -149,10 +149,15 @@ pub async fn handle(
     let deadline = deadline_of(&event.context);
     let report = run(flusher, &trigger, deadline).await?;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "flush run");
-    // CloudWatch reads the metrics from this line (Embedded Metric Format).
+    // CloudWatch reads the metrics from this line (Embedded Metric Format),
+    // stamped with the wall clock: a manual run's "now" may be long past, and
+    // CloudWatch drops metrics more than two weeks old.
+    let wall_clock = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(trigger.now_millis, |since| since.as_millis() as i64);
     println!(
         "{}",
-        metrics::embedded_metrics(flusher.alerter.deployment(), &report, trigger.now_millis)
+        metrics::embedded_metrics(flusher.alerter.deployment(), &report, wall_clock)
     );
     if report.failed > 0 {
         return Err(format!(
