@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-python.sh
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
+# tests/binaries.rs runs the functions' own binaries, which `cargo test` alone
+# does not build for packages without integration tests.
+cargo build --workspace --bins
 cargo test --workspace "$@"
