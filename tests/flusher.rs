@@ -937,3 +937,107 @@ async fn a_destination_without_permission_stays_pending_until_access_is_granted(
     );
     assert!(!harness.manifest(manifest_key).await.has_pending());
 }
+
+#[tokio::test]
+async fn every_export_write_carries_the_destinations_encryption_and_expected_owner() {
+    use s3_export::recorder::RequestRecorder;
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let document = format!(
+        r#"{{"destinations":[{{"name":"kms","bucket":"dest-all","shared":true,"encryption":"aws:kms","kmsKeyId":"{KEY}","accountId":"123456789012","layout":"hive","successMarker":true}}]}}"#
+    );
+    let harness = Harness::start(&document).await;
+    harness
+        .stage(
+            (0..3)
+                .map(|n| {
+                    record(
+                        &format!("m{n}"),
+                        &app_event(&format!("t{n}"), n),
+                        TEN + 1000,
+                    )
+                })
+                .collect(),
+            "r",
+        )
+        .await;
+    let recorder = RequestRecorder::new();
+    let mut flusher = harness.flusher();
+    flusher.s3 = recorder.wrap(&harness.s3);
+    flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+
+    let writes: Vec<_> = recorder
+        .to("/dest-all/")
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(writes.len(), 6, "three parts and three _SUCCESS markers");
+    for write in &writes {
+        assert_eq!(
+            write
+                .headers
+                .get("x-amz-expected-bucket-owner")
+                .map(String::as_str),
+            Some("123456789012"),
+            "{}",
+            write.uri
+        );
+        assert_eq!(
+            write
+                .headers
+                .get("x-amz-server-side-encryption")
+                .map(String::as_str),
+            Some("aws:kms"),
+            "{}",
+            write.uri
+        );
+        assert_eq!(
+            write
+                .headers
+                .get("x-amz-server-side-encryption-aws-kms-key-id")
+                .map(String::as_str),
+            Some(KEY)
+        );
+    }
+    // The stored objects say so too.
+    let key = "airkit-app-events/tenant=t0/dt=2026-11-22/hour=10/part-00001.ndjson.gz";
+    let head = harness
+        .s3
+        .head_object()
+        .bucket("dest-all")
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
+    assert_eq!(head.ssekms_key_id(), Some(KEY));
+}
+
+#[tokio::test]
+async fn a_bucket_that_changed_hands_is_refused_and_receives_nothing() {
+    use s3_export::faults::RespondWith;
+    // S3 answers a mismatched ExpectedBucketOwner with 403 AccessDenied and
+    // stores nothing; moto ignores the header, so the answer is injected.
+    let document = r#"{"destinations":[{"name":"sold","bucket":"dest-sold","shared":true,"accountId":"111122223333"}]}"#;
+    let harness = Harness::start(document).await;
+    harness
+        .stage(vec![record("a", &app_event("t1", 1), TEN + 1000)], "r")
+        .await;
+    let refusal = RespondWith::s3_error("/dest-sold/", 403, "AccessDenied", "Access Denied");
+    let mut flusher = harness.flusher();
+    flusher.s3 = refusal.wrap(&harness.s3);
+    let report = flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.pending_publishes, 1);
+    assert!(
+        report.partitions[0].pending[0].contains("AccessDenied"),
+        "{:?}",
+        report.partitions[0].pending
+    );
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    assert_eq!(manifest.destinations["sold"].pending, vec![1]);
+    assert!(refusal.replaced() >= 1);
+}
