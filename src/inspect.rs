@@ -44,9 +44,29 @@ pub async fn read_gzip_ndjson(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<StoredFile>> {
+    read_files(s3, bucket, prefix, &[".gz"]).await
+}
+
+/// Reads every export file under `prefix` in any destination format: gzip
+/// (`.gz`), zstd (`.zst`) and plain NDJSON (`.json`, `.ndjson`); other
+/// objects (`_SUCCESS`, verify objects) are skipped.
+pub async fn read_export_files(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<StoredFile>> {
+    read_files(s3, bucket, prefix, &[".gz", ".zst", ".json", ".ndjson"]).await
+}
+
+async fn read_files(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    extensions: &[&str],
+) -> Result<Vec<StoredFile>> {
     let mut files = Vec::new();
     for key in list_keys(s3, bucket, prefix).await? {
-        if !key.ends_with(".gz") {
+        if !extensions.iter().any(|extension| key.ends_with(extension)) {
             continue;
         }
         let object = s3
@@ -57,7 +77,14 @@ pub async fn read_gzip_ndjson(
             .await
             .with_context(|| format!("reading s3://{bucket}/{key}"))?;
         let bytes = object.body.collect().await?.into_bytes();
-        let text = gunzip(&bytes).with_context(|| format!("s3://{bucket}/{key}"))?;
+        let text = if key.ends_with(".gz") {
+            gunzip(&bytes)
+        } else if key.ends_with(".zst") {
+            unzstd(&bytes)
+        } else {
+            String::from_utf8(bytes.to_vec()).context("not UTF-8 text")
+        }
+        .with_context(|| format!("s3://{bucket}/{key}"))?;
         anyhow::ensure!(
             text.is_empty() || text.ends_with('\n'),
             "s3://{bucket}/{key}: the last line has no final newline"
@@ -77,5 +104,15 @@ pub fn gunzip(bytes: &[u8]) -> Result<String> {
     MultiGzDecoder::new(bytes)
         .read_to_string(&mut text)
         .context("not valid gzip of UTF-8 text")?;
+    Ok(text)
+}
+
+/// Decompresses zstd bytes (all frames) into UTF-8 text.
+pub fn unzstd(bytes: &[u8]) -> Result<String> {
+    let mut text = String::new();
+    zstd::Decoder::new(bytes)
+        .context("not valid zstd")?
+        .read_to_string(&mut text)
+        .context("not valid zstd of UTF-8 text")?;
     Ok(text)
 }

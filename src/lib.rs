@@ -10,5 +10,6 @@ pub mod inspect;
 pub mod local;
 pub mod moto;
 pub mod policy_cli;
+pub mod recorder;
 pub mod runtime_api;
 pub mod workload;

@@ -24,7 +24,7 @@ use shared::partition::Hour;
 use crate::esm::{
     DrainReport, EventSourceMapping, approximate_message_count, create_queue_with_dlq,
 };
-use crate::inspect::{StoredFile, list_keys, read_gzip_ndjson};
+use crate::inspect::{StoredFile, list_keys, read_export_files, read_gzip_ndjson};
 use crate::moto::MotoServer;
 use crate::workload::{self, OutgoingMessage, StreamMix, Workload, WorkloadSpec};
 
@@ -231,7 +231,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     let verified = run_verify(config, &s3).await?;
 
     let archive = read_gzip_ndjson(&s3, &bucket, "archive/").await?;
-    let published = read_gzip_ndjson(&s3, &destination, "").await?;
+    let published = read_export_files(&s3, &destination, "").await?;
     let errors = read_gzip_ndjson(&s3, &bucket, "errors/").await?;
     let left_staged = list_keys(&s3, &bucket, "staging/").await?.len();
     print_tree(&format!("{destination}/"), &published);

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
+use crate::export_options::{ContentDocument, ContentOptions};
 use crate::key_layout::KeyLayout;
 use crate::partition::TenantKey;
 use crate::profile::{self, FieldPath, Profile};
@@ -41,6 +42,13 @@ pub mod env {
     pub const DESTINATION_ACCOUNT_ID: &str = "DESTINATION_ACCOUNT_ID";
     pub const DESTINATION_ENCRYPTION: &str = "DESTINATION_ENCRYPTION";
     pub const DESTINATION_KMS_KEY_ID: &str = "DESTINATION_KMS_KEY_ID";
+    /// The single destination's cross-account role and its external id.
+    pub const DESTINATION_ROLE_ARN: &str = "DESTINATION_ROLE_ARN";
+    pub const DESTINATION_EXTERNAL_ID: &str = "DESTINATION_EXTERNAL_ID";
+    /// The single destination's `format` (`gzip`, `ndjson`, `zstd`).
+    pub const DESTINATION_FORMAT: &str = "DESTINATION_FORMAT";
+    /// The single destination's `storageClass` (an S3 storage class).
+    pub const DESTINATION_STORAGE_CLASS: &str = "DESTINATION_STORAGE_CLASS";
     /// SNS topic for destination alerts (verify and flusher); unset: none.
     pub const ALERT_TOPIC_ARN: &str = "ALERT_TOPIC_ARN";
     /// The deployment named in verify objects and alerts; default: the
@@ -124,6 +132,14 @@ pub struct Destination {
     /// The bucket owner's account id: when set, every write carries
     /// `ExpectedBucketOwner`, so a bucket that changed hands is refused.
     pub account_id: Option<String>,
+    /// The role to write with (cross-account), assumed through STS; `None`:
+    /// the function's own role writes.
+    pub role_arn: Option<String>,
+    /// The external id given when assuming `role_arn`.
+    pub external_id: Option<String>,
+    /// Format, compression, event and field selection, metadata, storage
+    /// class and tags of the export files.
+    pub content: ContentOptions,
 }
 
 /// Server-side encryption for objects written to a destination.
@@ -162,6 +178,48 @@ pub struct Config {
     /// Stream name → profile; always holds the built-in streams.
     pub streams: HashMap<String, Profile>,
     pub destinations: Vec<Destination>,
+    /// Which destinations select which tenant, built at validation so that
+    /// [`Config::destinations_for`] does not scan every destination.
+    destination_index: DestinationIndex,
+}
+
+/// The enabled destinations by tenant key (in configuration order), and
+/// those that select every tenant.
+#[derive(Debug, Clone, Default)]
+struct DestinationIndex {
+    /// `destinations.len()` when built: a changed list is scanned instead.
+    count: usize,
+    all_tenants: Vec<usize>,
+    by_tenant: HashMap<String, Vec<usize>>,
+}
+
+impl DestinationIndex {
+    fn build(destinations: &[Destination]) -> Self {
+        let mut index = Self {
+            count: destinations.len(),
+            ..Self::default()
+        };
+        for (position, destination) in destinations.iter().enumerate() {
+            if !destination.enabled {
+                continue;
+            }
+            match &destination.tenants {
+                None => index.all_tenants.push(position),
+                Some(tenants) => {
+                    for tenant in tenants {
+                        let entry = index
+                            .by_tenant
+                            .entry(TenantKey::encode(tenant).as_str().to_owned())
+                            .or_default();
+                        if entry.last() != Some(&position) {
+                            entry.push(position);
+                        }
+                    }
+                }
+            }
+        }
+        index
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +275,17 @@ struct DestinationDocument {
     #[serde(default)]
     success_marker: bool,
     account_id: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    format: Option<String>,
+    compression_level: Option<u32>,
+    include_event_types: Option<Vec<String>>,
+    exclude_event_types: Option<Vec<String>>,
+    omit_fields: Option<Vec<String>>,
+    #[serde(default)]
+    include_metadata: bool,
+    storage_class: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
 }
 
 /// The destination the `DESTINATION_*` variables describe, if any.
@@ -237,6 +306,16 @@ fn destination_from_env(lookup: &impl Fn(&str) -> Option<String>) -> Option<Dest
         layout: lookup(env::DESTINATION_LAYOUT),
         success_marker: false,
         account_id: lookup(env::DESTINATION_ACCOUNT_ID),
+        role_arn: lookup(env::DESTINATION_ROLE_ARN),
+        external_id: lookup(env::DESTINATION_EXTERNAL_ID),
+        format: lookup(env::DESTINATION_FORMAT),
+        compression_level: None,
+        include_event_types: None,
+        exclude_event_types: None,
+        omit_fields: None,
+        include_metadata: false,
+        storage_class: lookup(env::DESTINATION_STORAGE_CLASS),
+        tags: None,
     })
 }
 
@@ -250,6 +329,10 @@ fn destination_variable(field: &str) -> &'static str {
         "kmsKeyId" => env::DESTINATION_KMS_KEY_ID,
         "layout" => env::DESTINATION_LAYOUT,
         "accountId" => env::DESTINATION_ACCOUNT_ID,
+        "roleArn" => env::DESTINATION_ROLE_ARN,
+        "externalId" => env::DESTINATION_EXTERNAL_ID,
+        "format" => env::DESTINATION_FORMAT,
+        "storageClass" => env::DESTINATION_STORAGE_CLASS,
         _ => env::DESTINATION_BUCKET,
     }
 }
@@ -432,28 +515,59 @@ impl Config {
             flush_concurrency,
             queues,
             streams,
+            destination_index: DestinationIndex::build(&destinations),
             destinations,
         })
     }
 
+    /// Rebuilds the tenant index behind [`Config::destinations_for`]: call it
+    /// after changing `destinations` in place (until then a list of another
+    /// length is scanned whole, and changes within it are not seen).
+    pub fn reindex(&mut self) {
+        self.destination_index = DestinationIndex::build(&self.destinations);
+    }
+
     /// The enabled destinations that select events of `stream` and `tenant`
-    /// (the tenant's key segment, as in partition keys).
+    /// (the tenant's key segment, as in partition keys), in configuration
+    /// order. O(1) in the number of destinations: one hash lookup of the
+    /// tenant in an index built at validation, merged with the destinations
+    /// that select every tenant (1,000 tenants with a bucket each cost the
+    /// same per partition as one).
     pub fn destinations_for<'a>(
         &'a self,
         stream: &'a str,
         tenant: &'a TenantKey,
     ) -> impl Iterator<Item = &'a Destination> + 'a {
-        self.destinations.iter().filter(move |destination| {
-            destination.enabled
-                && destination
-                    .streams
-                    .as_ref()
-                    .is_none_or(|streams| streams.iter().any(|s| s == stream))
-                && destination
-                    .tenants
-                    .as_ref()
-                    .is_none_or(|tenants| tenants.iter().any(|t| TenantKey::encode(t) == *tenant))
-        })
+        let index = &self.destination_index;
+        let positions: Vec<usize> = if index.count == self.destinations.len() {
+            let for_tenant = index
+                .by_tenant
+                .get(tenant.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            merge_sorted(&index.all_tenants, for_tenant)
+        } else {
+            // The list changed after validation: scan it.
+            (0..self.destinations.len())
+                .filter(|&position| {
+                    self.destinations[position]
+                        .tenants
+                        .as_ref()
+                        .is_none_or(|tenants| {
+                            tenants.iter().any(|t| TenantKey::encode(t) == *tenant)
+                        })
+                })
+                .collect()
+        };
+        positions
+            .into_iter()
+            .filter_map(|position| self.destinations.get(position))
+            .filter(move |destination| {
+                destination.enabled
+                    && destination
+                        .streams
+                        .as_ref()
+                        .is_none_or(|streams| streams.iter().any(|s| s == stream))
+            })
     }
 
     /// The stream a record belongs to: its `stream` attribute, else its
@@ -464,6 +578,24 @@ impl Config {
             .or_else(|| queue.and_then(|queue| self.queues.get(queue).map(String::as_str)))
             .unwrap_or(&self.default_stream)
     }
+}
+
+/// Two ascending lists of positions merged into one, ascending.
+fn merge_sorted(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            merged.push(a[i]);
+            i += 1;
+        } else {
+            merged.push(b[j]);
+            j += 1;
+        }
+    }
+    merged.extend_from_slice(&a[i..]);
+    merged.extend_from_slice(&b[j..]);
+    merged
 }
 
 /// Splits an `s3://bucket/key` URI.
@@ -667,6 +799,20 @@ fn build_destinations(
                 format!("`{account}` is not a 12-digit AWS account id"),
             ));
         }
+        if let Some(role_arn) = &document.role_arn {
+            crate::cross_account::check_role_arn(role_arn)
+                .map_err(|message| ConfigError::new(field("roleArn"), message))?;
+        }
+        if let Some(external_id) = &document.external_id {
+            if document.role_arn.is_none() {
+                return Err(ConfigError::new(
+                    field("externalId"),
+                    "an external id is given when assuming `roleArn`: set `roleArn` too",
+                ));
+            }
+            crate::cross_account::check_external_id(external_id)
+                .map_err(|message| ConfigError::new(field("externalId"), message))?;
+        }
         if let Some(region) = &document.region {
             let ok = !region.is_empty()
                 && region.split('-').count() >= 3
@@ -688,6 +834,38 @@ fn build_destinations(
             single_tenant,
         )
         .map_err(|error| ConfigError::new(field("layout"), error.0))?;
+        let content = ContentOptions::build(
+            &ContentDocument {
+                format: document.format.as_deref(),
+                compression_level: document.compression_level,
+                include_event_types: document.include_event_types.as_deref(),
+                exclude_event_types: document.exclude_event_types.as_deref(),
+                omit_fields: document.omit_fields.as_deref(),
+                include_metadata: document.include_metadata,
+                storage_class: document.storage_class.as_deref(),
+                tags: document.tags.as_ref(),
+            },
+            field,
+        )?;
+        if content.filters_events()
+            && let Some(untyped) = document.streams.iter().flatten().find(|stream| {
+                streams
+                    .get(stream.as_str())
+                    .is_some_and(|profile| profile.event_type.is_none())
+            })
+        {
+            return Err(ConfigError::new(
+                field(if content.include_event_types.is_some() {
+                    "includeEventTypes"
+                } else {
+                    "excludeEventTypes"
+                }),
+                format!("stream `{untyped}` has no event type field (`type` in its profile)"),
+            ));
+        }
+        let layout = layout
+            .with_extension(content.format.extension())
+            .map_err(|error| ConfigError::new(field("layout"), error.0))?;
         let probe = crate::partition::PartitionKey {
             hour: crate::partition::Hour::containing(0),
             stream: "s".into(),
@@ -715,6 +893,9 @@ fn build_destinations(
             layout,
             success_marker: document.success_marker,
             account_id: document.account_id,
+            role_arn: document.role_arn,
+            external_id: document.external_id,
+            content,
         });
     }
     Ok(destinations)
@@ -1054,6 +1235,142 @@ mod tests {
     }
 
     #[test]
+    fn a_thousand_tenants_each_find_their_own_bucket() {
+        let mut destinations: Vec<String> = (0..1000)
+            .map(|n| {
+                format!(
+                    r#"{{"name":"t{n}","bucket":"tenant-{n}","tenants":["tenant/{n}"],"layout":"hive"}}"#
+                )
+            })
+            .collect();
+        destinations.insert(
+            500,
+            r#"{"name":"all","bucket":"dest-all","layout":"hive"}"#.to_owned(),
+        );
+        destinations.push(
+            r#"{"name":"audit","bucket":"dest-audit","streams":["airkit-audit-logs"],"layout":"hive"}"#.to_owned(),
+        );
+        destinations.push(
+            r#"{"name":"off","bucket":"dest-off","tenants":["tenant/7"],"enabled":false}"#
+                .to_owned(),
+        );
+        destinations.push(
+            r#"{"name":"pair","bucket":"dest-pair","tenants":["tenant/7","tenant/999"],"shared":true,"layout":"hive"}"#.to_owned(),
+        );
+        let doc = format!(r#"{{"destinations":[{}]}}"#, destinations.join(","));
+        let config = config(&[("EXPORT_BUCKET", "exports")], Some(&doc)).unwrap();
+        let names = |stream: &str, tenant: &str| -> Vec<String> {
+            config
+                .destinations_for(stream, &TenantKey::encode(tenant))
+                .map(|d| d.name.clone())
+                .collect()
+        };
+        let app = "airkit-app-events";
+        for n in 0..1000 {
+            let expected = match n {
+                7 => vec!["t7".to_owned(), "all".into(), "pair".into()],
+                999 => vec!["all".to_owned(), "t999".into(), "pair".into()],
+                n if n < 500 => vec![format!("t{n}"), "all".into()],
+                n => vec!["all".to_owned(), format!("t{n}")],
+            };
+            assert_eq!(names(app, &format!("tenant/{n}")), expected, "tenant {n}");
+        }
+        assert_eq!(names(app, "nobody"), vec!["all"]);
+        assert_eq!(
+            names("airkit-audit-logs", "tenant/3"),
+            vec!["t3", "all", "audit"]
+        );
+        // The same answers as a scan of every destination.
+        let scan = |stream: &str, tenant: &str| -> Vec<String> {
+            let key = TenantKey::encode(tenant);
+            config
+                .destinations
+                .iter()
+                .filter(|d| {
+                    d.enabled
+                        && d.streams
+                            .as_ref()
+                            .is_none_or(|s| s.iter().any(|s| s == stream))
+                        && d.tenants
+                            .as_ref()
+                            .is_none_or(|t| t.iter().any(|t| TenantKey::encode(t) == key))
+                })
+                .map(|d| d.name.clone())
+                .collect()
+        };
+        for tenant in ["tenant/0", "tenant/7", "tenant/500", "tenant/999", "x"] {
+            for stream in [app, "airkit-audit-logs"] {
+                assert_eq!(names(stream, tenant), scan(stream, tenant));
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_destination_list_is_scanned_until_reindexed() {
+        let doc = r#"{"destinations":[{"name":"a","bucket":"dest-a","tenants":["t1"]},{"name":"b","bucket":"dest-b"}]}"#;
+        let mut config = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap();
+        let t1 = TenantKey::encode("t1");
+        config.destinations.remove(1);
+        let names: Vec<&str> = config
+            .destinations_for("airkit-app-events", &t1)
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["a"]);
+        config.destinations.clear();
+        assert_eq!(config.destinations_for("airkit-app-events", &t1).count(), 0);
+        config.reindex();
+        assert_eq!(config.destinations_for("airkit-app-events", &t1).count(), 0);
+    }
+
+    #[test]
+    fn cross_account_role_and_external_id() {
+        let doc = r#"{"destinations":[{"name":"a","bucket":"dest-a","roleArn":"arn:aws:iam::111122223333:role/s3-export-writer","externalId":"acme-7f3k"}]}"#;
+        let parsed = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap();
+        let destination = &parsed.destinations[0];
+        assert_eq!(
+            destination.role_arn.as_deref(),
+            Some("arn:aws:iam::111122223333:role/s3-export-writer")
+        );
+        assert_eq!(destination.external_id.as_deref(), Some("acme-7f3k"));
+        let cases = [
+            (
+                r#"{"name":"a","bucket":"dest","roleArn":"arn:aws:iam::1:role/w"}"#,
+                "destinations[0].roleArn",
+            ),
+            (
+                r#"{"name":"a","bucket":"dest","roleArn":"arn:aws:iam::111122223333:role/w","externalId":"x"}"#,
+                "destinations[0].externalId",
+            ),
+            (
+                r#"{"name":"a","bucket":"dest","externalId":"abc"}"#,
+                "destinations[0].externalId",
+            ),
+        ];
+        for (destination, field) in cases {
+            let doc = format!(r#"{{"destinations":[{destination}]}}"#);
+            let error = config(&[("EXPORT_BUCKET", "exports")], Some(&doc)).unwrap_err();
+            assert_eq!(error.field, field, "{destination}");
+        }
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "b-1"),
+            ("DESTINATION_ROLE_ARN", "role"),
+        ];
+        assert_eq!(
+            config(&vars, None).unwrap_err().field,
+            "DESTINATION_ROLE_ARN"
+        );
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "b-1"),
+            ("DESTINATION_ROLE_ARN", "arn:aws:iam::111122223333:role/w"),
+            ("DESTINATION_EXTERNAL_ID", "ext-1"),
+        ];
+        let parsed = config(&vars, None).unwrap();
+        assert_eq!(parsed.destinations[0].external_id.as_deref(), Some("ext-1"));
+    }
+
+    #[test]
     fn layout_that_could_collide_is_refused_naming_the_token() {
         let doc = r#"{"destinations":[{"name":"a","bucket":"dest","layout":"{stream}/{date}/{HH}/{part}.gz"}]}"#;
         let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
@@ -1147,6 +1464,109 @@ mod tests {
         let doc = r#"{"destinations":[{"name":"a","bucket":"dest","streams":["nope"]}]}"#;
         let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
         assert_eq!(error.field, "destinations[0].streams");
+    }
+
+    #[test]
+    fn bad_content_options_name_their_field() {
+        let cases = [
+            (r#""format":"bzip2""#, "destinations[0].format"),
+            (
+                r#""compressionLevel":12"#,
+                "destinations[0].compressionLevel",
+            ),
+            (
+                r#""format":"zstd","compressionLevel":0"#,
+                "destinations[0].compressionLevel",
+            ),
+            (
+                r#""format":"ndjson","compressionLevel":3"#,
+                "destinations[0].compressionLevel",
+            ),
+            (
+                r#""includeEventTypes":[]"#,
+                "destinations[0].includeEventTypes",
+            ),
+            (
+                r#""excludeEventTypes":[""]"#,
+                "destinations[0].excludeEventTypes",
+            ),
+            (r#""omitFields":["user"]"#, "destinations[0].omitFields"),
+            (r#""omitFields":["/a//b"]"#, "destinations[0].omitFields"),
+            (r#""storageClass":"COLD""#, "destinations[0].storageClass"),
+            (r#""tags":{"aws:x":"1"}"#, "destinations[0].tags"),
+            (r#""tags":{"":"1"}"#, "destinations[0].tags"),
+            (r#""tags":{"k":"a#b"}"#, "destinations[0].tags"),
+            (
+                r#""tags":{"a":"","b":"","c":"","d":"","e":"","f":"","g":"","h":"","i":"","j":"","k":""}"#,
+                "destinations[0].tags",
+            ),
+            (
+                r#""includeMetadata":"yes""#,
+                "destinations[0].includeMetadata",
+            ),
+            (
+                r#""format":"zstd","layout":"{stream}/{tenant}/{date}/{HH}/{part}.json.gz""#,
+                "destinations[0].layout",
+            ),
+        ];
+        for (options, field) in cases {
+            let doc = format!(r#"{{"destinations":[{{"name":"a","bucket":"dest",{options}}}]}}"#);
+            let error = config(&[("EXPORT_BUCKET", "exports")], Some(&doc)).unwrap_err();
+            assert_eq!(error.field, field, "{options}: {error}");
+        }
+        let untyped = r#"{"streams":{"orders":{"profile":"generic","tenant":"/t","time":"/ts"}},
+            "destinations":[{"name":"a","bucket":"dest","streams":["orders"],"excludeEventTypes":["x"]}]}"#;
+        let error = config(&[("EXPORT_BUCKET", "exports")], Some(untyped)).unwrap_err();
+        assert_eq!(error.field, "destinations[0].excludeEventTypes");
+    }
+
+    #[test]
+    fn content_options_and_their_defaults() {
+        let doc = r#"{"destinations":[
+            {"name":"a","bucket":"dest-a"},
+            {"name":"b","bucket":"dest-b","format":"zstd","layout":"hive","includeEventTypes":["user_login"],
+             "omitFields":["/user/location"],"includeMetadata":true,"storageClass":"STANDARD_IA","tags":{"team":"data"}}]}"#;
+        let config = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap();
+        let plain = &config.destinations[0].content;
+        assert_eq!(plain.format, crate::export_options::ExportFormat::Gzip);
+        assert_eq!(plain.level(6), Some(6));
+        assert!(plain.is_archive_encoding(6));
+        assert!(plain.storage_class.is_none() && plain.tags.is_empty());
+        let b = &config.destinations[1];
+        assert_eq!(b.content.level(6), Some(3));
+        assert_eq!(b.content.omit_fields[0].tokens, vec!["user", "location"]);
+        assert_eq!(b.content.storage_class.as_deref(), Some("STANDARD_IA"));
+        let partition = crate::partition::PartitionKey {
+            hour: crate::partition::Hour::containing(0),
+            stream: "s".into(),
+            tenant: TenantKey::encode("t"),
+        };
+        assert!(b.layout.render("", &partition, 1).ends_with(".ndjson.zst"));
+    }
+
+    #[test]
+    fn single_destination_format_and_storage_class_variables() {
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "customer-bucket"),
+            ("DESTINATION_FORMAT", "ndjson"),
+            ("DESTINATION_STORAGE_CLASS", "GLACIER_IR"),
+        ];
+        let config = config(&vars, None).unwrap();
+        let content = &config.destinations[0].content;
+        assert_eq!(content.format, crate::export_options::ExportFormat::Ndjson);
+        assert_eq!(content.storage_class.as_deref(), Some("GLACIER_IR"));
+        for (variable, value) in [
+            ("DESTINATION_FORMAT", "gz"),
+            ("DESTINATION_STORAGE_CLASS", "glacier"),
+        ] {
+            let vars = [
+                ("EXPORT_BUCKET", "exports"),
+                ("DESTINATION_BUCKET", "customer-bucket"),
+                (variable, value),
+            ];
+            assert_eq!(config_error(&vars).field, variable);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 
 use crate::config::{Destination, Encryption};
@@ -24,29 +24,54 @@ use crate::diagnose::{FailureKind, WriteFailure};
 /// An S3 client for the destination's region (the bucket's region, when the
 /// destination sets one), sharing `s3`'s HTTP connections, credentials and
 /// endpoint. S3 answers a write sent to another region with a redirect, which
-/// the SDK does not follow.
-pub fn client_for(s3: &Client, destination: &Destination) -> Client {
-    match &destination.region {
-        Some(region) if s3.config().region().map(Region::as_ref) != Some(region.as_str()) => {
-            let config = s3
-                .config()
-                .to_builder()
-                .region(Region::new(region.clone()))
-                .build();
-            Client::from_conf(config)
-        }
-        _ => s3.clone(),
+/// the SDK does not follow. When the destination sets `roleArn`, the client
+/// writes with that role's credentials, assumed through STS with the
+/// destination's `externalId` through `sts` (the function's own STS client)
+/// and cached and refreshed by the client ([`crate::cross_account`]): keep
+/// the client to reuse them.
+pub fn client_for(
+    s3: &Client,
+    sts: Option<&aws_sdk_sts::Client>,
+    destination: &Destination,
+) -> Client {
+    let region = destination
+        .region
+        .as_ref()
+        .filter(|region| s3.config().region().map(Region::as_ref) != Some(region.as_str()));
+    let role = crate::cross_account::AssumedRole::for_destination(sts, destination);
+    if region.is_none() && role.is_none() {
+        return s3.clone();
     }
+    let mut config = s3.config().to_builder();
+    if let Some(region) = region {
+        config = config.region(Region::new(region.clone()));
+    }
+    if let Some(role) = role {
+        config = config.credentials_provider(role);
+    }
+    Client::from_conf(config.build())
 }
 
-/// `PutObject` of `key` into the destination, with its encryption and
-/// expected owner set; the caller adds the body and content headers.
+/// `PutObject` of `key` into the destination, with its encryption,
+/// expected owner, storage class and tags set, and an SHA-256 integrity
+/// checksum (`x-amz-checksum-sha256`, computed by the SDK over the body and
+/// checked by S3); the caller adds the body and content headers. Tags make
+/// S3 require `s3:PutObjectTagging` as well as `s3:PutObject`.
 pub fn put_object(s3: &Client, destination: &Destination, key: &str) -> PutObjectFluentBuilder {
     let mut request = s3
         .put_object()
         .bucket(&destination.bucket)
         .key(key)
-        .set_expected_bucket_owner(destination.account_id.clone());
+        .set_expected_bucket_owner(destination.account_id.clone())
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .set_storage_class(
+            destination
+                .content
+                .storage_class
+                .as_deref()
+                .map(StorageClass::from),
+        )
+        .set_tagging(destination.content.tagging());
     match &destination.encryption {
         Encryption::BucketDefault => {}
         Encryption::Aes256 => {
@@ -67,16 +92,18 @@ pub fn expected_bucket_owner(destination: &Destination) -> Option<String> {
     destination.account_id.clone()
 }
 
-/// Writes `body` as `key` into the destination (through [`client_for`] and
-/// [`put_object`]), returning the ETag S3 gave, or what went wrong.
+/// Writes `body` as `key` into the destination (through [`client_for`], with
+/// `sts` for a destination's role, and [`put_object`]), returning the ETag S3
+/// gave, or what went wrong.
 pub async fn write_object(
     s3: &Client,
+    sts: Option<&aws_sdk_sts::Client>,
     destination: &Destination,
     key: &str,
     body: Vec<u8>,
     content_type: &str,
 ) -> Result<Option<String>, WriteFailure> {
-    let client = client_for(s3, destination);
+    let client = client_for(s3, sts, destination);
     put_object(&client, destination, key)
         .content_type(content_type)
         .body(ByteStream::from(body))

@@ -296,6 +296,14 @@ pub fn diagnose(
                 destination.bucket,
                 policy::PUT_OBJECT
             );
+            if !destination.content.tags.is_empty() {
+                let _ = write!(
+                    remedy,
+                    " The destination tags its objects, so S3 also requires `{}` for every \
+                     write (both policies must allow it; the bucket policy below does).",
+                    policy::PUT_OBJECT_TAGGING
+                );
+            }
             if let Some(account) = &destination.account_id {
                 let _ = write!(
                     remedy,
@@ -766,6 +774,31 @@ mod tests {
                 .contains("ExpectedBucketOwner 444455556666")
         );
         assert!(diagnosis.remedy.contains(policy::UNKNOWN_PRINCIPAL));
+    }
+
+    #[test]
+    fn access_denied_of_a_tagging_destination_asks_for_put_object_tagging() {
+        let destination =
+            configured(r#"{"name":"acme","bucket":"acme-exports","tags":{"team":"data"}}"#);
+        let failure = WriteFailure::from_response(
+            403,
+            None,
+            "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+        );
+        let diagnosis = diagnose(&destination, KEY_NAME, &failure, &[ROLE.to_owned()]);
+        assert!(
+            diagnosis.remedy.contains(policy::PUT_OBJECT_TAGGING),
+            "{diagnosis:?}"
+        );
+        assert!(
+            diagnosis
+                .bucket_policy
+                .unwrap()
+                .contains("s3:PutObjectTagging")
+        );
+        let untagged = configured(r#"{"name":"acme","bucket":"acme-exports"}"#);
+        let diagnosis = diagnose(&untagged, KEY_NAME, &failure, &[ROLE.to_owned()]);
+        assert!(!diagnosis.remedy.contains(policy::PUT_OBJECT_TAGGING));
     }
 
     #[test]

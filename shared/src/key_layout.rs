@@ -4,7 +4,11 @@
 //!
 //! Tokens: `{stream}`, `{tenant}` (the tenant's safe key segment),
 //! `{date}` (`yyyy-MM-dd`), `{yyyy}`, `{MM}`, `{dd}`, `{HH}` (two digits),
-//! `{H}` (no padding), `{part}` (1, 2, …) and `{part5}` (`00001`).
+//! `{H}` (no padding), `{part}` (1, 2, …), `{part5}` (`00001`) and `{ext}`,
+//! the compression extension of the destination's format (`.gz`, `.zst`, or
+//! nothing for plain NDJSON). The presets end in `.json{ext}` or
+//! `.ndjson{ext}`; a template that ends in a literal `.gz` or `.zst` that
+//! contradicts the format is refused (see [`KeyLayout::with_extension`]).
 
 use std::fmt;
 
@@ -13,18 +17,21 @@ use chrono::DateTime;
 use crate::partition::PartitionKey;
 
 /// The Amplitude-style default:
-/// `<stream>/<yyyy-MM-dd>/<tenant>_<yyyy-MM-dd>_<H>#<n>.json.gz`.
-pub const AMPLITUDE: &str = "{stream}/{date}/{tenant}_{date}_{H}#{part}.json.gz";
+/// `<stream>/<yyyy-MM-dd>/<tenant>_<yyyy-MM-dd>_<H>#<n>.json.gz` (for gzip).
+pub const AMPLITUDE: &str = "{stream}/{date}/{tenant}_{date}_{H}#{part}.json{ext}";
 /// Date folders: `<stream>/<tenant>/<yyyy-MM-dd>/<HH>/part-<n>.ndjson.gz`.
-pub const DATE_FOLDERS: &str = "{stream}/{tenant}/{date}/{HH}/part-{part5}.ndjson.gz";
+pub const DATE_FOLDERS: &str = "{stream}/{tenant}/{date}/{HH}/part-{part5}.ndjson{ext}";
 /// Hive-style partitions for Athena, Spark and DuckDB.
-pub const HIVE: &str = "{stream}/tenant={tenant}/dt={date}/hour={HH}/part-{part5}.ndjson.gz";
+pub const HIVE: &str = "{stream}/tenant={tenant}/dt={date}/hour={HH}/part-{part5}.ndjson{ext}";
 
 /// A parsed key layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
     template: String,
     pieces: Vec<Piece>,
+    /// What `{ext}` renders to: `.gz` unless [`KeyLayout::with_extension`]
+    /// says otherwise.
+    extension: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +47,7 @@ enum Piece {
     Hour,
     Part,
     Part5,
+    Ext,
 }
 
 /// Why a layout was refused.
@@ -88,6 +96,7 @@ impl KeyLayout {
                 "H" => Piece::Hour,
                 "part" => Piece::Part,
                 "part5" => Piece::Part5,
+                "ext" => Piece::Ext,
                 other => {
                     return Err(LayoutError(format!(
                         "unknown token `{{{other}}}` in `{template}`"
@@ -134,7 +143,35 @@ impl KeyLayout {
         Ok(Self {
             template: template.to_owned(),
             pieces,
+            extension: ".gz",
         })
+    }
+
+    /// The layout for files with this compression `extension` (`.gz`,
+    /// `.zst`, or `""` for plain NDJSON), which `{ext}` renders. A template
+    /// ending in a literal `.gz` or `.zst` other than `extension` is refused:
+    /// the key would lie about the file's format.
+    pub fn with_extension(mut self, extension: &'static str) -> Result<Self, LayoutError> {
+        let literal = match self.pieces.last() {
+            Some(Piece::Text(text)) if text.ends_with(".gz") => Some(".gz"),
+            Some(Piece::Text(text)) if text.ends_with(".zst") => Some(".zst"),
+            _ => None,
+        };
+        if let Some(literal) = literal
+            && literal != extension
+        {
+            return Err(LayoutError(format!(
+                "`{}` ends in `{literal}` but the format's files are `{}`: end it in `{{ext}}`",
+                self.template,
+                if extension.is_empty() {
+                    "uncompressed"
+                } else {
+                    extension
+                }
+            )));
+        }
+        self.extension = extension;
+        Ok(self)
     }
 
     /// The template text.
@@ -164,7 +201,7 @@ impl KeyLayout {
         }
         let mut folder = prefix.to_owned();
         for piece in &self.pieces[..last_slash] {
-            push_piece(&mut folder, piece, partition, 0);
+            push_piece(&mut folder, piece, partition, 0, self.extension);
         }
         let Piece::Text(text) = &self.pieces[last_slash] else {
             unreachable!("found as text above")
@@ -177,13 +214,19 @@ impl KeyLayout {
     pub fn render(&self, prefix: &str, partition: &PartitionKey, number: u32) -> String {
         let mut key = prefix.to_owned();
         for piece in &self.pieces {
-            push_piece(&mut key, piece, partition, number);
+            push_piece(&mut key, piece, partition, number, self.extension);
         }
         key
     }
 }
 
-fn push_piece(key: &mut String, piece: &Piece, partition: &PartitionKey, number: u32) {
+fn push_piece(
+    key: &mut String,
+    piece: &Piece,
+    partition: &PartitionKey,
+    number: u32,
+    extension: &str,
+) {
     let start =
         DateTime::from_timestamp_millis(partition.hour.start_millis()).expect("hours are in range");
     match piece {
@@ -198,6 +241,7 @@ fn push_piece(key: &mut String, piece: &Piece, partition: &PartitionKey, number:
         Piece::Hour => key.push_str(&start.format("%-H").to_string()),
         Piece::Part => key.push_str(&number.to_string()),
         Piece::Part5 => key.push_str(&format!("{number:05}")),
+        Piece::Ext => key.push_str(extension),
     }
 }
 
@@ -280,6 +324,28 @@ mod tests {
         );
         let amplitude = KeyLayout::parse("amplitude", false, false).unwrap();
         assert_eq!(amplitude.partition_folder("", &partition()), None);
+    }
+
+    #[test]
+    fn ext_follows_the_format_and_contradicting_literals_are_refused() {
+        let zstd = KeyLayout::parse("hive", false, false)
+            .unwrap()
+            .with_extension(".zst")
+            .unwrap();
+        assert!(
+            zstd.render("", &partition(), 1)
+                .ends_with("part-00001.ndjson.zst")
+        );
+        let plain = KeyLayout::parse("amplitude", false, false)
+            .unwrap()
+            .with_extension("")
+            .unwrap();
+        assert!(plain.render("", &partition(), 1).ends_with("#1.json"));
+        let literal =
+            KeyLayout::parse("{stream}/{tenant}/{date}/{HH}/{part}.json.gz", false, false).unwrap();
+        assert!(literal.clone().with_extension(".gz").is_ok());
+        let error = literal.with_extension(".zst").unwrap_err();
+        assert!(error.0.contains("{ext}"), "{error}");
     }
 
     #[test]

@@ -4,11 +4,14 @@
 
 pub mod alert;
 pub mod config;
+pub mod config_source;
+pub mod cross_account;
 pub mod decode;
 pub mod dedup;
 pub mod destination_write;
 pub mod diagnose;
 pub mod encode;
+pub mod export_options;
 pub mod key_layout;
 pub mod layout;
 pub mod load;

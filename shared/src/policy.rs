@@ -16,6 +16,20 @@ use crate::config::{Destination, Encryption};
 /// The S3 action every destination needs, and the only one.
 pub const PUT_OBJECT: &str = "s3:PutObject";
 
+/// The S3 action a destination with object tags needs as well: S3
+/// authorizes a `PutObject` that carries tags for both actions.
+pub const PUT_OBJECT_TAGGING: &str = "s3:PutObjectTagging";
+
+/// The S3 actions writing to the destination needs: `s3:PutObject`, and
+/// `s3:PutObjectTagging` when the destination tags its objects.
+pub fn s3_actions(destination: &Destination) -> Vec<&'static str> {
+    if destination.content.tags.is_empty() {
+        vec![PUT_OBJECT]
+    } else {
+        vec![PUT_OBJECT, PUT_OBJECT_TAGGING]
+    }
+}
+
 /// The KMS actions a writer needs on a destination's key: S3 asks KMS for a
 /// data key (`kms:GenerateDataKey`) on every SSE-KMS write, and decrypts it
 /// again (`kms:Decrypt`) for each part of a multipart upload, which the
@@ -85,7 +99,7 @@ pub fn bucket_policy(destination: &Destination, principals: &[String]) -> Value 
             "Sid": BUCKET_POLICY_SID,
             "Effect": "Allow",
             "Principal": { "AWS": principal_value(principals) },
-            "Action": [PUT_OBJECT],
+            "Action": s3_actions(destination),
             "Resource": [object_arn(partition_for(principals), destination)],
         }]
     })
@@ -120,7 +134,7 @@ pub fn identity_policy(destination: &Destination, partition: &str) -> Value {
     let mut statements = vec![json!({
         "Sid": "S3ExportWriteDestination",
         "Effect": "Allow",
-        "Action": [PUT_OBJECT],
+        "Action": s3_actions(destination),
         "Resource": [object_arn(partition, destination)],
     })];
     if let Some(key) = kms_key(destination) {
@@ -251,6 +265,27 @@ mod tests {
                     "Resource": ["arn:aws:s3:::acme-exports/events/*"],
                 }]
             })
+        );
+    }
+
+    #[test]
+    fn tags_add_put_object_tagging_to_both_policies() {
+        let tagged =
+            configured(r#"{"name":"acme","bucket":"acme-exports","tags":{"team":"data"}}"#);
+        let policy = bucket_policy(&tagged, &[ROLE.to_owned()]);
+        assert_eq!(
+            policy["Statement"][0]["Action"],
+            json!(["s3:PutObject", "s3:PutObjectTagging"])
+        );
+        let identity = identity_policy(&tagged, "aws");
+        assert_eq!(
+            identity["Statement"][0]["Action"],
+            json!(["s3:PutObject", "s3:PutObjectTagging"])
+        );
+        let untagged = configured(r#"{"name":"acme","bucket":"acme-exports"}"#);
+        assert_eq!(
+            bucket_policy(&untagged, &[ROLE.to_owned()])["Statement"][0]["Action"],
+            json!(["s3:PutObject"])
         );
     }
 

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod error;
+pub mod export;
 pub mod metrics;
 pub mod partition;
 pub mod publish;
@@ -15,7 +16,7 @@ pub mod store;
 pub mod trigger;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{self, StreamExt};
@@ -25,6 +26,8 @@ use serde_json::Value;
 
 use shared::Config;
 use shared::alert::Alerter;
+use shared::config::Destination;
+use shared::config_source::ConfigSource;
 use shared::partition::PartitionKey;
 
 pub use error::FlushError;
@@ -48,8 +51,16 @@ pub enum Step {
 
 /// What lives across invocations.
 pub struct Flusher {
-    pub config: Config,
+    /// The configuration this run uses (from [`Flusher::source`], when set,
+    /// at the start of each invocation).
+    pub config: Arc<Config>,
+    /// Where the configuration is reloaded from when its document changes
+    /// (`EXPORT_CONFIG=s3://…`); `None`: fixed.
+    pub source: Option<Arc<ConfigSource>>,
     pub s3: aws_sdk_s3::Client,
+    /// Assumes destinations' cross-account roles (`roleArn`); `None`: a
+    /// destination with a role fails to publish saying so (retried later).
+    pub sts: Option<aws_sdk_sts::Client>,
     /// Where publish failures are alerted (once each, when they start).
     pub alerter: Alerter,
     /// The roles that write to destinations, named in the bucket policies a
@@ -57,47 +68,85 @@ pub struct Flusher {
     pub principals: Vec<String>,
     /// Stop every partition after this step (tests only).
     pub stop_after: Option<Step>,
-    regional: Mutex<HashMap<String, aws_sdk_s3::Client>>,
+    /// Destination clients by (name, region, role, external id): each keeps
+    /// its assumed role's credentials cached (shared by [`Flusher::with_config`]).
+    clients: Arc<Mutex<HashMap<ClientKey, aws_sdk_s3::Client>>>,
 }
+
+type ClientKey = (String, Option<String>, Option<String>, Option<String>);
 
 impl Flusher {
     /// A flusher without alerts.
     pub fn new(config: Config, s3: aws_sdk_s3::Client) -> Self {
         Self {
-            config,
+            config: Arc::new(config),
+            source: None,
             s3,
+            sts: None,
             alerter: Alerter::disabled("s3-export", SOURCE),
             principals: Vec::new(),
             stop_after: None,
-            regional: Mutex::default(),
+            clients: Arc::default(),
         }
     }
 
-    /// An S3 client for a destination's region (the default client when the
-    /// region is unset or the same), built once per region.
-    pub fn client_for(&self, region: Option<&str>) -> aws_sdk_s3::Client {
-        let Some(region) = region else {
-            return self.s3.clone();
-        };
-        if self
-            .s3
-            .config()
-            .region()
-            .is_some_and(|r| r.as_ref() == region)
-        {
+    /// A flusher without alerts whose configuration comes from `source`
+    /// (reloaded at the start of each invocation by [`handle`]).
+    pub fn from_source(source: Arc<ConfigSource>, s3: aws_sdk_s3::Client) -> Self {
+        Self {
+            config: source.config(),
+            source: Some(source),
+            s3,
+            sts: None,
+            alerter: Alerter::disabled("s3-export", SOURCE),
+            principals: Vec::new(),
+            stop_after: None,
+            clients: Arc::default(),
+        }
+    }
+
+    /// This flusher with another configuration, sharing its clients (and
+    /// their cached credentials), alerter and settings.
+    pub fn with_config(&self, config: Arc<Config>) -> Self {
+        Self {
+            config,
+            source: self.source.clone(),
+            s3: self.s3.clone(),
+            sts: self.sts.clone(),
+            alerter: self.alerter.clone(),
+            principals: self.principals.clone(),
+            stop_after: self.stop_after,
+            clients: self.clients.clone(),
+        }
+    }
+
+    /// The S3 client that writes to `destination`: the default client when
+    /// the destination has no role and its region is unset or the same;
+    /// otherwise one built by [`shared::destination_write::client_for`]
+    /// (its region, its assumed role) and kept per destination name, region,
+    /// role and external id, so an assumed role's credentials are cached and
+    /// refreshed by that client across partitions and invocations.
+    pub fn client_for(&self, destination: &Destination) -> aws_sdk_s3::Client {
+        let same_region = destination.region.as_deref().is_none_or(|region| {
+            self.s3
+                .config()
+                .region()
+                .is_some_and(|r| r.as_ref() == region)
+        });
+        if same_region && destination.role_arn.is_none() {
             return self.s3.clone();
         }
-        let mut clients = self.regional.lock().expect("not poisoned");
+        let key = (
+            destination.name.clone(),
+            destination.region.clone(),
+            destination.role_arn.clone(),
+            destination.external_id.clone(),
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
-            .entry(region.to_owned())
+            .entry(key)
             .or_insert_with(|| {
-                let config = self
-                    .s3
-                    .config()
-                    .to_builder()
-                    .region(aws_sdk_s3::config::Region::new(region.to_owned()))
-                    .build();
-                aws_sdk_s3::Client::from_conf(config)
+                shared::destination_write::client_for(&self.s3, self.sts.as_ref(), destination)
             })
             .clone()
     }
@@ -147,6 +196,15 @@ pub async fn handle(
 ) -> Result<Value, lambda_runtime::Error> {
     let trigger = Trigger::from_payload(&event.payload)?;
     let deadline = deadline_of(&event.context);
+    // The configuration document may have changed (checked once a minute).
+    let reloaded;
+    let flusher = match &flusher.source {
+        Some(source) => {
+            reloaded = flusher.with_config(source.current().await);
+            &reloaded
+        }
+        None => flusher,
+    };
     let report = run(flusher, &trigger, deadline).await?;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "flush run");
     // CloudWatch reads the metrics from this line (Embedded Metric Format),

@@ -9,14 +9,17 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let sdk = shared::load::sdk_config().await;
     let s3 = shared::load::s3_client(&sdk);
-    let config = shared::load::config_from_env(&s3)
+    let alerter = shared::alert::Alerter::from_env(aws_sdk_sns::Client::new(&sdk), flusher::SOURCE);
+    // An `s3://` EXPORT_CONFIG is reloaded when its ETag changes (checked at
+    // most once a minute, at the start of an invocation).
+    let source = shared::config_source::ConfigSource::from_env(s3.clone(), alerter.clone())
         .await
         .inspect_err(|error| {
             tracing::error!(%error, "cannot start");
         })?;
-    let mut flusher = Flusher::new(config, s3);
-    flusher.alerter =
-        shared::alert::Alerter::from_env(aws_sdk_sns::Client::new(&sdk), flusher::SOURCE);
+    let mut flusher = Flusher::from_source(std::sync::Arc::new(source), s3);
+    flusher.alerter = alerter;
+    flusher.sts = Some(aws_sdk_sts::Client::new(&sdk));
     flusher.principals = std::env::var(shared::config::env::FUNCTION_ROLE_ARN)
         .unwrap_or_default()
         .split(',')

@@ -6,6 +6,14 @@
 //! `ExpectedBucketOwner` (invariant 6). A part is published to the same key
 //! with the same bytes however often it is retried.
 //!
+//! A destination whose content options are the archive's encoding (gzip at
+//! the archive's level, every event and field, no `_export`) receives the
+//! archive part's bytes unchanged; any other destination receives the part
+//! rewritten by [`crate::export`], deterministically, so retries still write
+//! the same bytes. A part none of whose events a destination selects (by
+//! event type) is not written there and counts as published: the
+//! destination's files skip that part number.
+//!
 //! A destination that refuses a write keeps its parts pending; the failure
 //! is diagnosed (which permission, key or region is at fault) and alerted
 //! once, when it starts, not on every retry.
@@ -21,6 +29,7 @@ use shared::partition::PartitionKey;
 
 use crate::Flusher;
 use crate::error::FlushError;
+use crate::export;
 
 /// What publishing a partition did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -82,8 +91,44 @@ pub async fn publish_pending(
             let key = destination
                 .layout
                 .render(&destination.prefix, partition, number);
-            let bytes = read_part(flusher, &part.key, part.bytes).await?;
-            let result = write(flusher, destination, &key, bytes, "application/gzip").await;
+            let archive = read_part(flusher, &part.key, part.bytes).await?;
+            let level = flusher.config.archive_gzip_level;
+            let content = &destination.content;
+            let bytes = if content.is_archive_encoding(level) {
+                Some(archive)
+            } else {
+                let profile = flusher
+                    .config
+                    .streams
+                    .get(&partition.stream)
+                    .ok_or_else(|| FlushError::Corrupt {
+                        what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
+                        message: format!("stream `{}` is not configured", partition.stream),
+                    })?;
+                let metadata = export::ExportMetadata::new(partition, number);
+                let encoded = export::encode_part(&archive, content, level, profile, &metadata)
+                    .map_err(|error| FlushError::Corrupt {
+                        what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
+                        message: error.to_string(),
+                    })?;
+                (encoded.events > 0).then_some(encoded.bytes)
+            };
+            let result = match bytes {
+                Some(bytes) => {
+                    write(
+                        flusher,
+                        destination,
+                        &key,
+                        bytes,
+                        content.format.content_type(),
+                    )
+                    .await
+                }
+                None => {
+                    tracing::info!(destination = %name, part = number, "no event of the part is selected; nothing written");
+                    Ok(())
+                }
+            };
             let state = manifest.destinations.get_mut(&name).expect("listed above");
             match result {
                 Ok(()) => {
@@ -175,7 +220,7 @@ async fn write(
     bytes: Vec<u8>,
     content_type: &str,
 ) -> Result<(), diagnose::WriteFailure> {
-    let client = flusher.client_for(destination.region.as_deref());
+    let client = flusher.client_for(destination);
     destination_write::put_object(&client, destination, key)
         .content_type(content_type)
         .body(ByteStream::from(bytes))

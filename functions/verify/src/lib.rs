@@ -17,6 +17,7 @@ pub mod custom_resource;
 pub mod object;
 pub mod payload;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -28,6 +29,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use shared::alert::{AlertOutcome, Alerter, InvocationAlerts};
 use shared::config::{self, Destination};
+use shared::config_source::ConfigSource;
 use shared::diagnose::{self, Diagnosis};
 use shared::{Config, ConfigError, destination_write, policy};
 
@@ -50,7 +52,14 @@ pub struct Verifier {
     /// start, so a custom resource request still gets a FAILED answer that
     /// names the bad field instead of leaving the stack waiting.
     pub config: Result<Config, ConfigError>,
+    /// Where the configuration is reloaded from when its document changes
+    /// (`EXPORT_CONFIG=s3://…`, checked at the start of each invocation, at
+    /// most once a minute); `None`: `config` is used as it is.
+    pub source: Option<Arc<ConfigSource>>,
     pub s3: aws_sdk_s3::Client,
+    /// Assumes destinations' cross-account roles (`roleArn`); `None`: a
+    /// destination with a role fails verification saying so.
+    pub sts: Option<aws_sdk_sts::Client>,
     pub alerter: Alerter,
     /// Named in verify objects and alerts.
     pub deployment: String,
@@ -126,7 +135,9 @@ impl Verifier {
     ) -> Self {
         Self {
             config,
+            source: None,
             s3,
+            sts: None,
             alerter,
             deployment: deployment.into(),
             principals,
@@ -148,14 +159,23 @@ impl Verifier {
                 .filter(|v| !v.is_empty())
         };
         let s3 = shared::load::s3_client(sdk);
-        let config = shared::load::config_from_env(&s3).await;
+        let alerter = Alerter::from_env(aws_sdk_sns::Client::new(sdk), SOURCE);
+        let (config, source) = match ConfigSource::from_env(s3.clone(), alerter.clone()).await {
+            Ok(source) => (
+                Ok(Config::clone(&source.config())),
+                source.reloads().then(|| Arc::new(source)),
+            ),
+            Err(error) => (Err(error), None),
+        };
         let deployment = shared::alert::deployment_from_env();
         let principals = match var(config::env::FUNCTION_ROLE_ARN) {
             Some(list) => split_list(&list),
             None => discover_role(sdk).await.into_iter().collect(),
         };
-        let alerter = Alerter::from_env(aws_sdk_sns::Client::new(sdk), SOURCE);
-        Self::new(config, s3, alerter, deployment, principals)
+        let mut verifier = Self::new(config, s3, alerter, deployment, principals);
+        verifier.sts = Some(aws_sdk_sts::Client::new(sdk));
+        verifier.source = source;
+        verifier
     }
 
     /// Verifies `destinations` at `time` (concurrently, results in order),
@@ -198,9 +218,15 @@ impl Verifier {
     ) -> DestinationResult {
         let key = object::key(destination, time);
         let body = object::body(destination, &self.deployment, trigger, time);
-        let written =
-            destination_write::write_object(s3, destination, &key, body, object::CONTENT_TYPE)
-                .await;
+        let written = destination_write::write_object(
+            s3,
+            self.sts.as_ref(),
+            destination,
+            &key,
+            body,
+            object::CONTENT_TYPE,
+        )
+        .await;
         let mut result = DestinationResult {
             destination: destination.name.clone(),
             bucket: destination.bucket.clone(),
@@ -259,6 +285,7 @@ impl Verifier {
         request: &CustomResourceRequest,
         context: &Context,
         budget: Duration,
+        config: Result<&Config, &ConfigError>,
     ) -> Result<Value, VerifyError> {
         let physical_resource_id = request.physical_resource_id.clone().unwrap_or_else(|| {
             format!(
@@ -275,9 +302,7 @@ impl Verifier {
                 json!({}),
             ),
             RequestType::Create | RequestType::Update => {
-                let selected = self
-                    .config
-                    .as_ref()
+                let selected = config
                     .map_err(|error| VerifyError::Config(error.clone()))
                     .and_then(|config| select(config, request.destination.as_deref()));
                 match selected {
@@ -357,15 +382,26 @@ pub async fn handle(verifier: &Verifier, event: LambdaEvent<Value>) -> Result<Va
     let (payload, context) = event.into_parts();
     let request = payload::parse(&payload)?;
     let budget = budget(&context, verifier.write_timeout);
+    // The configuration document may have changed (checked once a minute).
+    let reloaded = match &verifier.source {
+        Some(source) => Some(source.current().await),
+        None => None,
+    };
+    let config: Result<&Config, &ConfigError> = match &reloaded {
+        Some(config) => Ok(config),
+        None => verifier.config.as_ref(),
+    };
     match request {
-        Request::CustomResource(request) => verifier.answer(&request, &context, budget).await,
+        Request::CustomResource(request) => {
+            verifier.answer(&request, &context, budget, config).await
+        }
         Request::Verify {
             destination,
             trigger,
             alert,
             time,
         } => {
-            let config = verifier.config.as_ref().map_err(Clone::clone)?;
+            let config = config.map_err(Clone::clone)?;
             let destinations = select(config, destination.as_deref())?;
             let report = verifier
                 .verify(

@@ -1,0 +1,301 @@
+//! The configuration document reloaded from S3 against moto: a changed
+//! document (a new ETag) replaces the configuration at the first check a
+//! minute after the last, a check within the minute sends nothing, an
+//! unchanged document costs one conditional GET, and a bad document keeps
+//! the last good configuration and alerts once through SNS. The clock is a
+//! fake one: no test waits a minute. Each test starts its own moto_server;
+//! nothing leaves 127.0.0.1.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use s3_export::inbox::AlertInbox;
+use s3_export::moto::MotoServer;
+use s3_export::recorder::RequestRecorder;
+use shared::alert::Alerter;
+use shared::config_source::{CheckOutcome, ConfigSource, ManualClock};
+
+const EXPORT_BUCKET: &str = "s3-export-test";
+const CONFIG_BUCKET: &str = "s3-export-config";
+const KEY: &str = "config/export.json";
+const ONE: &str = r#"{"destinations":[{"name":"a","bucket":"dest-a"}]}"#;
+const TWO: &str = r#"{"destinations":[{"name":"a","bucket":"dest-a"},{"name":"b","bucket":"dest-b","tenants":["t1"]}]}"#;
+const BAD: &str = r#"{"destinations":[{"name":"a","bucket":"Bad_Bucket"}]}"#;
+
+struct Harness {
+    moto: MotoServer,
+    s3: aws_sdk_s3::Client,
+    requests: RequestRecorder,
+    clock: ManualClock,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let moto = MotoServer::start().await.expect("moto_server starts");
+        let plain = moto.s3_client().await;
+        for bucket in [EXPORT_BUCKET, CONFIG_BUCKET] {
+            plain.create_bucket().bucket(bucket).send().await.unwrap();
+        }
+        let requests = RequestRecorder::new();
+        let s3 = requests.wrap(&plain);
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000));
+        Self {
+            moto,
+            s3,
+            requests,
+            clock,
+        }
+    }
+
+    async fn upload(&self, document: &str) {
+        self.s3
+            .put_object()
+            .bucket(CONFIG_BUCKET)
+            .key(KEY)
+            .body(document.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn source(&self, alerter: Alerter) -> ConfigSource {
+        let vars = HashMap::from([
+            ("EXPORT_BUCKET".to_owned(), EXPORT_BUCKET.to_owned()),
+            (
+                "EXPORT_CONFIG".to_owned(),
+                format!("s3://{CONFIG_BUCKET}/{KEY}"),
+            ),
+        ]);
+        ConfigSource::load(
+            move |name| vars.get(name).cloned(),
+            self.s3.clone(),
+            alerter,
+            Arc::new(self.clock.clone()),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// GETs of the configuration document so far.
+    fn reads(&self) -> usize {
+        self.requests
+            .to(KEY)
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count()
+    }
+}
+
+fn names(source: &ConfigSource) -> Vec<String> {
+    source
+        .config()
+        .destinations
+        .iter()
+        .map(|d| d.name.clone())
+        .collect()
+}
+
+fn no_alerts() -> Alerter {
+    Alerter::disabled("test-deployment", "flusher")
+}
+
+#[tokio::test]
+async fn a_changed_document_is_reloaded_at_the_first_check_after_a_minute() {
+    let harness = Harness::start().await;
+    harness.upload(ONE).await;
+    let source = harness.source(no_alerts()).await;
+    assert!(source.reloads());
+    assert_eq!(names(&source), vec!["a"]);
+    assert_eq!(harness.reads(), 1);
+
+    harness.upload(TWO).await;
+    // Within the minute: nothing is sent, the old configuration stays.
+    harness.clock.advance(Duration::from_secs(59));
+    assert_eq!(source.check().await, CheckOutcome::NotDue);
+    assert_eq!(source.current().await.destinations.len(), 1);
+    assert_eq!(harness.reads(), 1, "no request within the minute");
+
+    // A minute after the last check: the new ETag is read.
+    harness.clock.advance(Duration::from_secs(1));
+    let config = source.current().await;
+    assert_eq!(
+        config
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    assert_eq!(harness.reads(), 2);
+    let t1 = shared::partition::TenantKey::encode("t1");
+    assert_eq!(config.destinations_for("airkit-app-events", &t1).count(), 2);
+
+    // Unchanged: one conditional GET answered 304, nothing parsed.
+    harness.clock.advance(Duration::from_secs(60));
+    assert_eq!(source.check().await, CheckOutcome::Unchanged);
+    assert_eq!(harness.reads(), 3);
+    let last = harness.requests.to(KEY).pop().unwrap();
+    assert_eq!(last.method, "GET");
+    assert_eq!(names(&source), vec!["a", "b"]);
+    assert_eq!(source.check().await, CheckOutcome::NotDue);
+    assert_eq!(harness.reads(), 3);
+}
+
+#[tokio::test]
+async fn a_bad_document_keeps_the_last_good_one_and_alerts_once() {
+    let harness = Harness::start().await;
+    let sns = aws_sdk_sns::Client::new(&harness.moto.sdk_config().await);
+    let inbox = AlertInbox::create(&sns, &harness.moto.sqs_client().await, "config-alerts")
+        .await
+        .unwrap();
+    let alerter = Alerter::new(
+        sns,
+        Some(inbox.topic_arn.clone()),
+        "test-deployment",
+        "flusher",
+    );
+    harness.upload(ONE).await;
+    let source = harness.source(alerter).await;
+
+    harness.upload(BAD).await;
+    harness.clock.advance(Duration::from_secs(60));
+    match source.check().await {
+        CheckOutcome::Rejected { error, etag } => {
+            assert_eq!(error.field, "destinations[0].bucket");
+            assert!(etag.is_some());
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        names(&source),
+        vec!["a"],
+        "the last good configuration stays"
+    );
+
+    let received = inbox.read(1).await.unwrap();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(
+        received[0]["Subject"],
+        "s3-export test-deployment: config: other"
+    );
+    let message = received[0]["Message"].as_str().unwrap();
+    assert!(message.contains("destinations[0].bucket"), "{message}");
+    assert!(message.contains("InvalidConfiguration"), "{message}");
+    assert!(
+        message.contains("last good configuration stays"),
+        "{message}"
+    );
+    assert_eq!(
+        received[0]["MessageAttributes"]["destination"]["Value"],
+        "config"
+    );
+
+    // The same bad document is not read or alerted again.
+    harness.clock.advance(Duration::from_secs(60));
+    assert_eq!(source.check().await, CheckOutcome::Unchanged);
+    assert!(inbox.read(0).await.unwrap().is_empty());
+
+    // A fixed document is picked up.
+    harness.upload(TWO).await;
+    harness.clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        source.check().await,
+        CheckOutcome::Reloaded { .. }
+    ));
+    assert_eq!(names(&source), vec!["a", "b"]);
+}
+
+#[tokio::test]
+async fn an_unreadable_document_keeps_the_last_good_one() {
+    let harness = Harness::start().await;
+    harness.upload(ONE).await;
+    let source = harness.source(no_alerts()).await;
+    harness
+        .s3
+        .delete_object()
+        .bucket(CONFIG_BUCKET)
+        .key(KEY)
+        .send()
+        .await
+        .unwrap();
+    harness.clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        source.check().await,
+        CheckOutcome::Unreadable { .. }
+    ));
+    assert_eq!(names(&source), vec!["a"]);
+}
+
+#[tokio::test]
+async fn an_inline_document_never_reloads() {
+    let harness = Harness::start().await;
+    let vars = HashMap::from([
+        ("EXPORT_BUCKET".to_owned(), EXPORT_BUCKET.to_owned()),
+        ("EXPORT_CONFIG".to_owned(), ONE.to_owned()),
+    ]);
+    let source = ConfigSource::load(
+        move |name| vars.get(name).cloned(),
+        harness.s3.clone(),
+        no_alerts(),
+        Arc::new(harness.clock.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(!source.reloads());
+    harness.clock.advance(Duration::from_secs(3600));
+    assert_eq!(source.check().await, CheckOutcome::Fixed);
+    assert_eq!(harness.reads(), 0);
+}
+
+#[tokio::test]
+async fn the_flusher_runs_each_invocation_with_the_current_configuration() {
+    let harness = Harness::start().await;
+    harness.upload(ONE).await;
+    let source = Arc::new(harness.source(no_alerts()).await);
+    let flusher = flusher::Flusher::from_source(source.clone(), harness.s3.clone());
+    assert_eq!(flusher.config.destinations.len(), 1);
+    harness.upload(TWO).await;
+    harness.clock.advance(Duration::from_secs(60));
+    let event = lambda_runtime::LambdaEvent::new(
+        serde_json::json!({"time": "2026-11-22T10:15:00Z"}),
+        lambda_runtime::Context::default(),
+    );
+    flusher::handle(&flusher, event).await.unwrap();
+    // The invocation checked (and reloaded) the document.
+    assert_eq!(harness.reads(), 2);
+    assert_eq!(names(&source), vec!["a", "b"]);
+}
+
+#[tokio::test]
+async fn verify_checks_the_destinations_of_the_current_configuration() {
+    let harness = Harness::start().await;
+    harness.upload(ONE).await;
+    let source = Arc::new(harness.source(no_alerts()).await);
+    let mut verifier = verify::Verifier::new(
+        Ok(shared::Config::clone(&source.config())),
+        harness.s3.clone(),
+        no_alerts(),
+        "test-deployment",
+        Vec::new(),
+    );
+    verifier.source = Some(source);
+    let destinations = |report: &serde_json::Value| -> Vec<String> {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["destination"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(destinations(&invoke(&verifier).await), vec!["a"]);
+    harness.upload(TWO).await;
+    harness.clock.advance(Duration::from_secs(60));
+    assert_eq!(destinations(&invoke(&verifier).await), vec!["a", "b"]);
+}
+
+async fn invoke(verifier: &verify::Verifier) -> serde_json::Value {
+    let event =
+        lambda_runtime::LambdaEvent::new(serde_json::json!({}), lambda_runtime::Context::default());
+    verify::handle(verifier, event).await.unwrap()
+}

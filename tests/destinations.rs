@@ -1,0 +1,333 @@
+//! Per-destination content options against moto: format and level,
+//! selection by event type, omitted fields, `_export` metadata, storage
+//! class, tags and the SHA-256 integrity checksum. Events are staged by the
+//! real batcher and published by the real flusher; every file is read back.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_s3::types::{ChecksumMode, StorageClass};
+use batcher::Batcher;
+use batcher::records::{sqs_record, with_stream};
+use flusher::{Flusher, Trigger};
+use s3_export::inspect::{gunzip, list_keys};
+use s3_export::moto::MotoServer;
+use sha2::{Digest, Sha256};
+use shared::Config;
+use shared::manifest::Manifest;
+
+const EXPORT: &str = "exports";
+const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:events";
+/// 2026-11-22T10:00:00Z
+const TEN: i64 = 1_795_341_600_000;
+const HOUR: i64 = 3_600_000;
+
+struct Harness {
+    _moto: MotoServer,
+    s3: aws_sdk_s3::Client,
+    config: Config,
+}
+
+impl Harness {
+    /// Moto with the export bucket and `buckets`, configured with the
+    /// destinations' JSON (a list).
+    async fn start(buckets: &[&str], destinations: &str) -> Self {
+        let moto = MotoServer::start().await.expect("moto_server starts");
+        let s3 = moto.s3_client().await;
+        for bucket in std::iter::once(&EXPORT).chain(buckets) {
+            s3.create_bucket().bucket(*bucket).send().await.unwrap();
+        }
+        let config = Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(&format!(r#"{{"destinations":{destinations}}}"#)),
+        )
+        .unwrap();
+        Self {
+            _moto: moto,
+            s3,
+            config,
+        }
+    }
+
+    /// Stages the records and flushes their (closed) hour.
+    async fn stage_and_flush(&self, records: Vec<SqsMessage>) {
+        let batcher = Batcher {
+            config: self.config.clone(),
+            s3: self.s3.clone(),
+        };
+        let response = batcher::process(&batcher, &records, TEN, "req-1")
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+        let flusher = Flusher::new(self.config.clone(), self.s3.clone());
+        let trigger = Trigger::from_payload(&serde_json::json!({
+            "time": shared::time::format_rfc3339_millis(TEN + 2 * HOUR + 15 * 60_000)
+        }))
+        .unwrap();
+        let report = flusher::run(&flusher, &trigger, None).await.unwrap();
+        assert_eq!(report.failed, 0, "{report:?}");
+        assert_eq!(report.pending_publishes, 0, "{report:?}");
+    }
+
+    async fn bytes(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        object.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    /// The one export file of `stream` in `bucket`: its key and bytes.
+    async fn only_file(&self, bucket: &str, stream: &str) -> (String, Vec<u8>) {
+        let keys = list_keys(&self.s3, bucket, stream).await.unwrap();
+        assert_eq!(keys.len(), 1, "{bucket}: {keys:?}");
+        let bytes = self.bytes(bucket, &keys[0]).await;
+        (keys[0].clone(), bytes)
+    }
+
+    /// The lines of the one gzip export file of `stream` in `bucket`.
+    async fn gzip_lines(&self, bucket: &str, stream: &str) -> Vec<String> {
+        let (_, bytes) = self.only_file(bucket, stream).await;
+        lines(&gunzip(&bytes).unwrap())
+    }
+}
+
+fn lines(text: &str) -> Vec<String> {
+    assert!(text.ends_with('\n'), "the last line ends with a newline");
+    text.lines().map(str::to_owned).collect()
+}
+
+fn app_event(n: usize) -> String {
+    format!(
+        r#"{{"organizationId":"t1","eventTime":"2026-11-22T10:{:02}:00Z","type":"step_enter","user":{{"id":"u{n}","location":{{"lat":1.50,"lon":-2}}}},"ip":"10.0.0.{n}","n":{n}}}"#,
+        n % 60
+    )
+}
+
+fn audit_event(id: &str, event_type: &str) -> String {
+    format!(
+        r#"{{"ORGANIZATION_ID":"t1","EVENT_ID":"{id}","EVENT_TIME":"2026-11-22 10:40:02.123","EVENT_TYPE":"{event_type}","USER_ID":"u"}}"#
+    )
+}
+
+fn app_records(count: usize) -> Vec<SqsMessage> {
+    (0..count)
+        .map(|n| sqs_record(&format!("a{n}"), &app_event(n), TEN + n as i64, QUEUE_ARN))
+        .collect()
+}
+
+const APP: &str = "airkit-app-events";
+const AUDIT: &str = "airkit-audit-logs";
+
+#[tokio::test]
+async fn zstd_file_is_read_back_by_the_zstd_tool_to_the_same_lines() {
+    let harness = Harness::start(
+        &["dest-gz", "dest-zst"],
+        r#"[{"name":"gz","bucket":"dest-gz","layout":"hive"},
+            {"name":"zst","bucket":"dest-zst","layout":"hive","format":"zstd"}]"#,
+    )
+    .await;
+    harness.stage_and_flush(app_records(40)).await;
+    let expected = harness.gzip_lines("dest-gz", APP).await;
+    assert_eq!(expected.len(), 40);
+
+    let (key, bytes) = harness.only_file("dest-zst", APP).await;
+    assert!(key.ends_with("/part-00001.ndjson.zst"), "{key}");
+    let mut zstd = Command::new("/usr/bin/zstd")
+        .args(["-d", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("zstd runs");
+    zstd.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let output = zstd.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(lines(&String::from_utf8(output.stdout).unwrap()), expected);
+    let head = harness
+        .s3
+        .head_object()
+        .bucket("dest-zst")
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/zstd"));
+}
+
+#[tokio::test]
+async fn plain_ndjson_and_gzip_at_level_9_hold_the_same_lines() {
+    let harness = Harness::start(
+        &["dest-gz", "dest-plain", "dest-nine"],
+        r#"[{"name":"gz","bucket":"dest-gz"},
+            {"name":"plain","bucket":"dest-plain","format":"ndjson"},
+            {"name":"nine","bucket":"dest-nine","compressionLevel":9}]"#,
+    )
+    .await;
+    harness.stage_and_flush(app_records(50)).await;
+    let (gz_key, gz_bytes) = harness.only_file("dest-gz", APP).await;
+    assert!(gz_key.ends_with("#1.json.gz"), "{gz_key}");
+    let expected = lines(&gunzip(&gz_bytes).unwrap());
+
+    let (plain_key, plain) = harness.only_file("dest-plain", APP).await;
+    assert!(plain_key.ends_with("#1.json"), "{plain_key}");
+    assert_eq!(lines(&String::from_utf8(plain).unwrap()), expected);
+
+    let (nine_key, nine) = harness.only_file("dest-nine", APP).await;
+    assert_eq!(nine_key, gz_key);
+    assert_ne!(nine, gz_bytes, "level 9 is another encoding");
+    assert_eq!(lines(&gunzip(&nine).unwrap()), expected);
+}
+
+#[tokio::test]
+async fn event_types_are_included_or_excluded_and_empty_parts_are_not_written() {
+    let harness = Harness::start(
+        &["dest-in", "dest-out"],
+        r#"[{"name":"in","bucket":"dest-in","layout":"hive","includeEventTypes":["user_login"]},
+            {"name":"out","bucket":"dest-out","layout":"hive","excludeEventTypes":["user_login"]}]"#,
+    )
+    .await;
+    let audit = [
+        ("E-1", "user_login"),
+        ("E-2", "user_logout"),
+        ("E-3", "user_login"),
+    ];
+    let mut records: Vec<SqsMessage> = audit
+        .iter()
+        .map(|(id, kind)| {
+            with_stream(
+                sqs_record(id, &audit_event(id, kind), TEN + 1, QUEUE_ARN),
+                AUDIT,
+            )
+        })
+        .collect();
+    records.extend(app_records(3));
+    harness.stage_and_flush(records).await;
+
+    let mut included = harness.gzip_lines("dest-in", AUDIT).await;
+    included.sort();
+    assert_eq!(
+        included,
+        vec![
+            audit_event("E-1", "user_login"),
+            audit_event("E-3", "user_login")
+        ]
+    );
+    assert_eq!(
+        harness.gzip_lines("dest-out", AUDIT).await,
+        vec![audit_event("E-2", "user_logout")]
+    );
+    // App events have the type `step_enter`: all of them go to `out`, none
+    // to `in`, whose part is recorded as published without a file.
+    assert_eq!(harness.gzip_lines("dest-out", APP).await.len(), 3);
+    assert!(
+        list_keys(&harness.s3, "dest-in", APP)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let manifests = list_keys(&harness.s3, EXPORT, "manifests/").await.unwrap();
+    let app_manifest = manifests
+        .iter()
+        .find(|k| k.contains(APP) && k.ends_with(".json"))
+        .unwrap();
+    let manifest: Manifest =
+        serde_json::from_slice(&harness.bytes(EXPORT, app_manifest).await).unwrap();
+    assert_eq!(manifest.destinations["in"].published, vec![1]);
+    assert!(manifest.destinations["in"].pending.is_empty());
+}
+
+#[tokio::test]
+async fn omitted_fields_are_cut_and_metadata_is_appended_leaving_the_rest_byte_identical() {
+    let harness = Harness::start(
+        &["dest-omit", "dest-meta"],
+        r#"[{"name":"omit","bucket":"dest-omit","omitFields":["/user/location","/ip"]},
+            {"name":"meta","bucket":"dest-meta","includeMetadata":true}]"#,
+    )
+    .await;
+    harness.stage_and_flush(app_records(5)).await;
+    let mut omitted = harness.gzip_lines("dest-omit", APP).await;
+    omitted.sort();
+    let mut expected: Vec<String> = (0..5)
+        .map(|n| {
+            format!(
+                r#"{{"organizationId":"t1","eventTime":"2026-11-22T10:{n:02}:00Z","type":"step_enter","user":{{"id":"u{n}"}},"n":{n}}}"#
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(omitted, expected);
+
+    let mut with_metadata = harness.gzip_lines("dest-meta", APP).await;
+    with_metadata.sort();
+    let mut originals: Vec<String> = (0..5).map(app_event).collect();
+    originals.sort();
+    let export =
+        r#","_export":{"stream":"airkit-app-events","hour":"2026-11-22T10:00:00.000Z","part":1}}"#;
+    for (line, original) in with_metadata.iter().zip(&originals) {
+        let kept = line
+            .strip_suffix(export)
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(format!("{kept}}}"), *original);
+    }
+    assert_eq!(with_metadata.len(), 5);
+}
+
+#[tokio::test]
+async fn storage_class_tags_and_checksum_are_on_the_export_objects() {
+    let harness = Harness::start(
+        &["dest-plain", "dest-tagged"],
+        r#"[{"name":"plain","bucket":"dest-plain"},
+            {"name":"tagged","bucket":"dest-tagged","storageClass":"STANDARD_IA",
+             "tags":{"team":"data eng","cost-center":"a/b"}}]"#,
+    )
+    .await;
+    harness.stage_and_flush(app_records(3)).await;
+    for bucket in ["dest-plain", "dest-tagged"] {
+        let (key, bytes) = harness.only_file(bucket, APP).await;
+        let head = harness
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(&key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        let sha256 = aws_smithy_types::base64::encode(Sha256::digest(&bytes));
+        assert_eq!(head.checksum_sha256(), Some(sha256.as_str()), "{bucket}");
+        if bucket == "dest-tagged" {
+            assert_eq!(head.storage_class(), Some(&StorageClass::StandardIa));
+            let tagging = harness
+                .s3
+                .get_object_tagging()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            let mut tags: Vec<(String, String)> = tagging
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect();
+            tags.sort();
+            assert_eq!(
+                tags,
+                vec![
+                    ("cost-center".to_owned(), "a/b".to_owned()),
+                    ("team".to_owned(), "data eng".to_owned())
+                ]
+            );
+        } else {
+            assert!(matches!(
+                head.storage_class(),
+                None | Some(StorageClass::Standard)
+            ));
+        }
+    }
+}
