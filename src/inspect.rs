@@ -17,23 +17,9 @@ pub struct StoredFile {
 
 /// Every key under `prefix`, in key order (all pages).
 pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.with_context(|| format!("listing s3://{bucket}/{prefix}"))?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-    }
-    keys.sort();
-    Ok(keys)
+    shared::listing::keys(s3, bucket, prefix)
+        .await
+        .with_context(|| format!("listing s3://{bucket}/{prefix}"))
 }
 
 /// Reads and decompresses every `.gz` object under `prefix` (markers such as

@@ -14,6 +14,7 @@ pub mod encode;
 pub mod export_options;
 pub mod key_layout;
 pub mod layout;
+pub mod listing;
 pub mod load;
 pub mod manifest;
 pub mod partition;

@@ -19,24 +19,9 @@ pub async fn list_folders(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<String>, FlushError> {
-    let mut folders = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .delimiter("/")
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| FlushError::s3("ListObjectsV2", bucket, prefix, e))?;
-        folders.extend(
-            page.common_prefixes()
-                .iter()
-                .filter_map(|p| p.prefix().map(str::to_owned)),
-        );
-    }
-    folders.sort();
-    Ok(folders)
+    shared::listing::folders(s3, bucket, prefix)
+        .await
+        .map_err(|e| FlushError::s3("ListObjectsV2", bucket, prefix, e))
 }
 
 /// Every key under `prefix`, in order.
@@ -45,23 +30,9 @@ pub async fn list_keys(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<String>, FlushError> {
-    let mut keys = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| FlushError::s3("ListObjectsV2", bucket, prefix, e))?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-    }
-    keys.sort();
-    Ok(keys)
+    shared::listing::keys(s3, bucket, prefix)
+        .await
+        .map_err(|e| FlushError::s3("ListObjectsV2", bucket, prefix, e))
 }
 
 /// An object's bytes and ETag; `None` when it does not exist.

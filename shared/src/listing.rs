@@ -1,0 +1,61 @@
+//! Listing the export bucket, every page, in key order: the one listing the
+//! flusher and the tools share.
+
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+
+/// A failed ListObjectsV2 call.
+pub type ListError = SdkError<ListObjectsV2Error, HttpResponse>;
+
+/// Every key under `prefix`, sorted.
+pub async fn keys(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, ListError> {
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        keys.extend(
+            page?
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// The folders one level below `prefix` (common prefixes ending in `/`),
+/// sorted.
+pub async fn folders(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, ListError> {
+    let mut folders = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .delimiter("/")
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        folders.extend(
+            page?
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_owned)),
+        );
+    }
+    folders.sort();
+    Ok(folders)
+}
