@@ -40,8 +40,7 @@ impl FailRequestsTo {
 
     /// An S3 client like `s3` whose matching requests fail.
     pub fn wrap(&self, s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
-        let config = s3.config().to_builder().interceptor(self.clone()).build();
-        aws_sdk_s3::Client::from_conf(config)
+        with_interceptor(s3, self.clone())
     }
 }
 
@@ -123,8 +122,7 @@ impl RespondWith {
 
     /// An S3 client like `s3` whose matching requests get this answer.
     pub fn wrap(&self, s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
-        let config = s3.config().to_builder().interceptor(self.clone()).build();
-        aws_sdk_s3::Client::from_conf(config)
+        with_interceptor(s3, self.clone())
     }
 }
 
@@ -178,4 +176,13 @@ struct Answered;
 
 impl aws_smithy_types::config_bag::Storable for Answered {
     type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+/// A client like `s3` with `interceptor` added to its request pipeline.
+pub fn with_interceptor(
+    s3: &aws_sdk_s3::Client,
+    interceptor: impl Intercept + 'static,
+) -> aws_sdk_s3::Client {
+    let config = s3.config().to_builder().interceptor(interceptor).build();
+    aws_sdk_s3::Client::from_conf(config)
 }

@@ -38,8 +38,7 @@ impl RequestRecorder {
 
     /// An S3 client like `s3` whose requests are recorded.
     pub fn wrap(&self, s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
-        let config = s3.config().to_builder().interceptor(self.clone()).build();
-        aws_sdk_s3::Client::from_conf(config)
+        crate::faults::with_interceptor(s3, self.clone())
     }
 
     /// The requests recorded so far.

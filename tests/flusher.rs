@@ -56,6 +56,19 @@ impl Harness {
         assert!(response.batch_item_failures.is_empty());
     }
 
+    /// Stages app events `range` of `tenant`, one message each, sent in hour 10.
+    async fn stage_app_events(
+        &self,
+        tenant: &str,
+        range: std::ops::Range<usize>,
+        request_id: &str,
+    ) {
+        let records = range
+            .map(|n| record(&format!("m{n}"), &app_event(tenant, n), TEN + 1000))
+            .collect();
+        self.stage(records, request_id).await;
+    }
+
     fn flusher(&self) -> Flusher {
         Flusher::new(self.config.clone(), self.s3.clone())
     }
@@ -338,14 +351,7 @@ async fn hours_still_open_are_left_staged() {
 #[tokio::test]
 async fn late_chunk_for_a_flushed_hour_becomes_the_next_part_without_duplicates() {
     let harness = Harness::start(DESTINATIONS).await;
-    harness
-        .stage(
-            (0..6)
-                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
-                .collect(),
-            "req-1",
-        )
-        .await;
+    harness.stage_app_events("t1", 0..6, "req-1").await;
     harness.flush(TEN + HOUR + 15 * 60_000).await;
     let first_part = harness
         .bytes(
@@ -484,14 +490,7 @@ async fn a_destination_that_fails_stays_pending_and_is_delivered_after_the_fix()
       {"name":"everyone","bucket":"dest-all","shared":true},
       {"name":"later","bucket":"dest-not-yet","tenants":["t1"],"layout":"date-folders"}]}"#;
     let harness = Harness::start(document).await;
-    harness
-        .stage(
-            (0..4)
-                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
-                .collect(),
-            "req-1",
-        )
-        .await;
+    harness.stage_app_events("t1", 0..4, "req-1").await;
     let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
     assert_eq!(
         report.failed, 0,
@@ -560,14 +559,7 @@ async fn a_destination_that_fails_stays_pending_and_is_delivered_after_the_fix()
 #[tokio::test]
 async fn two_flushers_racing_on_a_partition_commit_once() {
     let harness = Harness::start(DESTINATIONS).await;
-    harness
-        .stage(
-            (0..50)
-                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
-                .collect(),
-            "req-1",
-        )
-        .await;
+    harness.stage_app_events("t1", 0..50, "req-1").await;
     let (one, two) = (harness.flusher(), harness.flusher());
     let now = TEN + HOUR + 15 * 60_000;
     let (a, b) = tokio::join!(flush_with(&one, now), flush_with(&two, now));
@@ -885,14 +877,7 @@ async fn a_destination_without_permission_stays_pending_until_access_is_granted(
       {"name":"everyone","bucket":"dest-all","shared":true},
       {"name":"denied","bucket":"dest-denied","tenants":["t1"],"layout":"hive"}]}"#;
     let harness = Harness::start(document).await;
-    harness
-        .stage(
-            (0..3)
-                .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
-                .collect(),
-            "r1",
-        )
-        .await;
+    harness.stage_app_events("t1", 0..3, "r1").await;
     // The destination's owner has not granted s3:PutObject yet: S3 answers
     // AccessDenied (the bucket does not exist on moto, so nothing is stored).
     let denial = RespondWith::s3_error("/dest-denied/", 403, "AccessDenied", "Access Denied");

@@ -953,6 +953,20 @@ fn check_bucket_name(field: &str, bucket: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A destination as the configuration builds it from its JSON, so tests
+/// follow the struct whatever fields it grows.
+#[cfg(test)]
+pub(crate) fn test_destination(destination_json: &str) -> Destination {
+    let document = format!(r#"{{"destinations":[{destination_json}]}}"#);
+    Config::from_sources(
+        |name| (name == "EXPORT_BUCKET").then(|| "exports".to_owned()),
+        Some(&document),
+    )
+    .expect("valid destination")
+    .destinations
+    .remove(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

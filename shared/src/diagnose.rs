@@ -675,18 +675,7 @@ mod tests {
     const KEY: &str = "arn:aws:kms:us-west-2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     const KEY_NAME: &str = "events/airkit-verify-test-20261122T093000Z";
 
-    /// A destination as the configuration builds it, so the tests follow
-    /// the struct whatever fields it grows.
-    fn configured(destination_json: &str) -> Destination {
-        let document = format!(r#"{{"destinations":[{destination_json}]}}"#);
-        crate::Config::from_sources(
-            |name| (name == "EXPORT_BUCKET").then(|| "exports".to_owned()),
-            Some(&document),
-        )
-        .expect("valid destination")
-        .destinations
-        .remove(0)
-    }
+    use crate::config::test_destination as configured;
 
     fn destination() -> Destination {
         configured(

@@ -224,18 +224,7 @@ pub fn role_arn_from_caller(arn: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// A destination as the configuration builds it, so the tests follow
-    /// the struct whatever fields it grows.
-    fn configured(destination_json: &str) -> Destination {
-        let document = format!(r#"{{"destinations":[{destination_json}]}}"#);
-        crate::Config::from_sources(
-            |name| (name == "EXPORT_BUCKET").then(|| "exports".to_owned()),
-            Some(&document),
-        )
-        .expect("valid destination")
-        .destinations
-        .remove(0)
-    }
+    use crate::config::test_destination as configured;
 
     fn destination(prefix: &str, encryption: Encryption, region: Option<&str>) -> Destination {
         let mut destination = configured(r#"{"name":"acme","bucket":"acme-exports"}"#);
