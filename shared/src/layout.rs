@@ -8,6 +8,7 @@
 //! - manifest (the commit record): `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
 //! - the hour's id digest: `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
 //! - a partition with parts to publish: `pending/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
+//! - a backfill's progress: `backfills/<id>.json`
 //!
 //! `<ingest-ms>` is 13 digits (zero-padded), so keys sort in ingest order.
 //! The stream is a validated name and the tenant a [`TenantKey`]; the request
@@ -27,6 +28,8 @@ pub const MANIFESTS_PREFIX: &str = "manifests/";
 /// The folder under the export bucket marking partitions with pending
 /// publishes.
 pub const PENDING_PREFIX: &str = "pending/";
+/// The folder under the export bucket holding backfills' progress records.
+pub const BACKFILLS_PREFIX: &str = "backfills/";
 
 /// The key of the chunk one invocation stages for one partition.
 pub fn staging_chunk_key(partition: &PartitionKey, ingest_millis: i64, request_id: &str) -> String {
@@ -90,6 +93,33 @@ pub fn id_digest_key(partition: &PartitionKey, generation: u64) -> String {
 /// `pending/` each run, so retries cost in proportion to pending work.
 pub fn pending_publish_key(partition: &PartitionKey) -> String {
     format!("{PENDING_PREFIX}{}.json", partition_path(partition))
+}
+
+/// The key of the progress record of backfill `id` (hex digits, derived
+/// from the request, so the same request finds its progress again).
+pub fn backfill_progress_key(id: &str) -> String {
+    format!("{BACKFILLS_PREFIX}{id}.json")
+}
+
+/// The key of a partition's manifest folder for one stream and tenant:
+/// `manifests/<stream>/<tenant>/`, whose folders are the dates.
+pub fn manifest_tenant_prefix(stream: &str, tenant: &TenantKey) -> String {
+    format!("{MANIFESTS_PREFIX}{stream}/{tenant}/")
+}
+
+/// Reads a manifest key back into its partition; `None` for id digests and
+/// any other key.
+pub fn parse_manifest_key(key: &str) -> Option<PartitionKey> {
+    let rest = key.strip_prefix(MANIFESTS_PREFIX)?.strip_suffix(".json")?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [stream, tenant, date, hour] = segments.as_slice() else {
+        return None;
+    };
+    Some(PartitionKey {
+        hour: Hour::parse_date_path(&format!("{date}/{hour}"))?,
+        stream: (*stream).to_owned(),
+        tenant: TenantKey::from_encoded(tenant),
+    })
 }
 
 /// Reads a pending-publish marker key back into its partition.
@@ -183,6 +213,21 @@ mod tests {
         assert_eq!(
             manifest_key(&partition),
             "manifests/airkit-audit-logs/a%2Fb/2022-11-19/23.json"
+        );
+        assert_eq!(
+            parse_manifest_key(&manifest_key(&partition)),
+            Some(partition.clone())
+        );
+        assert_eq!(
+            parse_manifest_key(&id_digest_key(&partition, 1)),
+            None,
+            "an id digest is not a manifest"
+        );
+        assert!(
+            manifest_key(&partition).starts_with(&manifest_tenant_prefix(
+                &partition.stream,
+                &partition.tenant
+            ))
         );
     }
 
