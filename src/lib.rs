@@ -3,6 +3,8 @@
 
 pub mod athena;
 pub mod athena_cli;
+pub mod cli_config;
+pub mod errors_replay;
 pub mod esm;
 pub mod faults;
 pub mod inbox;

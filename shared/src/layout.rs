@@ -53,6 +53,22 @@ pub fn errors_key(hour: Hour, ingest_millis: i64, request_id: &str) -> String {
     )
 }
 
+/// Reads an errors file key back into the hour, ingest time and request id
+/// it was written with; `None` for any key not of the errors layout.
+pub fn parse_errors_key(key: &str) -> Option<(Hour, i64, String)> {
+    let rest = key.strip_prefix(ERRORS_PREFIX)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [date, hour, file] = segments.as_slice() else {
+        return None;
+    };
+    let hour = Hour::parse_date_path(&format!("{date}/{hour}"))?;
+    let (millis, request_id) = file.strip_suffix(".ndjson.gz")?.split_once('-')?;
+    if millis.len() != 13 || !millis.bytes().all(|b| b.is_ascii_digit()) || request_id.is_empty() {
+        return None;
+    }
+    Some((hour, millis.parse().ok()?, request_id.to_owned()))
+}
+
 /// The prefix listing every staged chunk of one hour.
 pub fn staging_hour_prefix(hour: Hour) -> String {
     format!("{STAGING_PREFIX}{}/", hour.date_path())
@@ -228,6 +244,25 @@ mod tests {
                 &partition.stream,
                 &partition.tenant
             ))
+        );
+    }
+
+    #[test]
+    fn errors_keys_parse_back() {
+        let hour = Hour::containing(1_668_900_196_792);
+        let key = errors_key(hour, 1_668_900_200_000, "c0ffee-01");
+        assert_eq!(
+            parse_errors_key(&key),
+            Some((hour, 1_668_900_200_000, "c0ffee-01".to_owned()))
+        );
+        assert_eq!(
+            parse_errors_key("errors/2022-11-19/23/12-x.ndjson.gz"),
+            None
+        );
+        assert_eq!(parse_errors_key("errors/2022-11-19/23/notes.txt"), None);
+        assert_eq!(
+            parse_errors_key("staging/2022-11-19/23/1668900200000-x.ndjson.gz"),
+            None
         );
     }
 
