@@ -285,3 +285,203 @@ async fn errors_files_whose_records_are_all_accepted_are_deleted_and_foreign_lin
     flush(&s3, config(Some(WITH_ORDERS)), TEN + HOUR + 15 * 60_000).await;
     assert_eq!(archived(&s3, "archive/orders/").await, [order("B-1", 1)]);
 }
+
+/// A batcher handler for the event source mapping emulation.
+async fn batch(
+    batcher: &Batcher,
+    event: aws_lambda_events::event::sqs::SqsEvent,
+) -> Result<aws_lambda_events::event::sqs::SqsBatchResponse, lambda_runtime::Error> {
+    Ok(batcher::process(batcher, &event.records, TEN, "esm").await?)
+}
+
+#[tokio::test]
+async fn dead_lettered_messages_replayed_by_copy_then_succeed_once() {
+    use s3_export::dlq_replay::{self, DlqReplayOptions, Method};
+    use s3_export::esm::{EventSourceMapping, approximate_message_count, create_queue_with_dlq};
+    use std::time::Duration;
+
+    let moto = MotoServer::start().await.expect("moto_server starts");
+    let s3 = moto.s3_client().await;
+    let sqs = moto.sqs_client().await;
+    s3.create_bucket().bucket(EXPORT).send().await.unwrap();
+    let queues = create_queue_with_dlq(&sqs, "events", 1, 1).await.unwrap();
+    let app = |n: usize| {
+        format!(
+            r#"{{"organizationId":"t1","eventTime":"2026-11-22T10:0{n}:00Z","type":"step_enter","n":{n}}}"#
+        )
+    };
+    let audit = r#"{"ORGANIZATION_ID":"t1","EVENT_ID":"E-1","EVENT_TIME":"2026-11-22 10:40:02.123","EVENT_TYPE":"user_login"}"#;
+    for body in [app(1), app(2)] {
+        sqs.send_message()
+            .queue_url(&queues.url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    sqs.send_message()
+        .queue_url(&queues.url)
+        .message_body(audit)
+        .message_attributes(
+            "stream",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("airkit-audit-logs")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // S3 is down: every message fails, and after maxReceiveCount (1) SQS
+    // moves it to the dead-letter queue.
+    let outage = s3_export::faults::FailRequestsTo::new("/staging/");
+    let failing = Batcher {
+        config: config(None),
+        s3: outage.wrap(&s3),
+    };
+    let esm = EventSourceMapping::for_queue(sqs.clone(), &queues.url, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    esm.drain(|event| batch(&failing, event), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.dlq_url)
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(list_keys(&s3, EXPORT, "staging/").await.unwrap().is_empty());
+
+    // The dry run lists them and leaves them where they are.
+    let mut options = DlqReplayOptions {
+        dlq: queues.dlq_url.clone(),
+        queue: None,
+        method: Method::Auto,
+        dry_run: true,
+        max: None,
+        visibility_timeout: 60,
+    };
+    let dry = dlq_replay::replay(&sqs, &options).await.unwrap();
+    assert_eq!(dry.queue_url, queues.url, "found by the redrive policy");
+    assert_eq!(dry.would_move.len(), 3);
+    let streams: Vec<Option<&str>> = dry.would_move.iter().map(|m| m.stream.as_deref()).collect();
+    assert_eq!(
+        streams
+            .iter()
+            .filter(|s| **s == Some("airkit-audit-logs"))
+            .count(),
+        1
+    );
+    assert!(
+        dry.would_move
+            .iter()
+            .all(|m| m.receive_count.is_some() && m.sent_at.is_some())
+    );
+    assert!(dlq_replay::render(&dry).contains("dry run, nothing moved: 3 message(s)"));
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.dlq_url)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.url).await.unwrap(),
+        0
+    );
+
+    // A queue that cannot take them: the send fails and nothing leaves the
+    // dead-letter queue.
+    options.dry_run = false;
+    let missing = DlqReplayOptions {
+        queue: Some(queues.url.replace("/events", "/missing")),
+        method: Method::Copy,
+        visibility_timeout: 0,
+        ..options.clone()
+    };
+    let error = dlq_replay::replay(&sqs, &missing).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("SendMessageBatch"),
+        "{error:#}"
+    );
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.dlq_url)
+            .await
+            .unwrap(),
+        3
+    );
+
+    // moto has no StartMessageMoveTask: `auto` copies instead, saying why.
+    let report = dlq_replay::replay(&sqs, &options).await.unwrap();
+    assert_eq!(report.method, "copy");
+    assert!(
+        report
+            .fallback_reason
+            .as_deref()
+            .unwrap()
+            .contains("StartMessageMoveTask refused"),
+        "{report:?}"
+    );
+    assert_eq!((report.moved.len(), report.failed.len()), (3, 0));
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.dlq_url)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.url).await.unwrap(),
+        3
+    );
+
+    // Fixed: the batcher takes them, the flusher archives each event once,
+    // the audit event in its stream (the message attribute came along).
+    outage.heal();
+    let healthy = Batcher {
+        config: config(None),
+        s3: s3.clone(),
+    };
+    let drained = esm
+        .drain(|event| batch(&healthy, event), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((drained.received, drained.deleted), (3, 3));
+    let trigger =
+        Trigger::from_payload(&json!({"flush": {"until": "2100-01-01T00:00:00Z"}})).unwrap();
+    flusher::run(&Flusher::new(config(None), s3.clone()), &trigger, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        archived(&s3, "archive/airkit-app-events/").await,
+        [app(1), app(2)]
+    );
+    assert_eq!(
+        archived(&s3, "archive/airkit-audit-logs/").await,
+        [audit.to_owned()]
+    );
+
+    // Forcing the move task on moto fails clearly; an unknown dead-letter
+    // queue names the option to give.
+    options.method = Method::MoveTask;
+    let error = dlq_replay::replay(&sqs, &options).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("StartMessageMoveTask refused"),
+        "{error:#}"
+    );
+    let lonely = sqs
+        .create_queue()
+        .queue_name("lonely")
+        .send()
+        .await
+        .unwrap();
+    options.dlq = lonely.queue_url.unwrap();
+    let error = dlq_replay::replay(&sqs, &options).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("`--queue`: no queue's redrive policy names"),
+        "{error}"
+    );
+}
