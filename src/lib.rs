@@ -15,4 +15,5 @@ pub mod moto;
 pub mod policy_cli;
 pub mod recorder;
 pub mod runtime_api;
+pub mod status;
 pub mod workload;

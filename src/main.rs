@@ -8,6 +8,7 @@ use s3_export::dlq_replay::{self, DlqReplayOptions};
 use s3_export::errors_replay::{self, ErrorsReplayOptions};
 use s3_export::local::{self, LocalOptions};
 use s3_export::policy_cli::{self, PolicyOptions};
+use s3_export::status::{self, StatusOptions};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,9 @@ enum Command {
     /// (StartMessageMoveTask, else receive, send, delete); --dry-run lists
     /// them.
     DlqReplay(DlqReplayOptions),
+    /// List the exports per destination and hour from the manifests:
+    /// events, bytes, parts and publish status.
+    Status(StatusOptions),
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() -> ExitCode {
         Command::AthenaDdl(options) => athena_cli::run(&options).map(|()| true),
         Command::ErrorsReplay(options) => errors_replay::run(&options).await,
         Command::DlqReplay(options) => dlq_replay::run(&options).await,
+        Command::Status(options) => status::run(&options).await,
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,387 @@
+//! `s3-export status`: the exports per destination and hour, read from the
+//! manifests (the commit records), like Amplitude's export status view:
+//! events, bytes and parts of each archived hour, and for each destination
+//! whether its files are published, still pending (with the last error), or
+//! were never sent because the destination was added after the hour (a
+//! backfill sends them).
+
+use std::collections::BTreeSet;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use shared::Config;
+use shared::layout::{self, MANIFESTS_PREFIX};
+use shared::manifest::Manifest;
+use shared::partition::{Hour, TenantKey};
+
+use crate::cli_config;
+use crate::errors_replay::hour_range;
+
+/// Options of `s3-export status`.
+#[derive(Debug, Default, Args)]
+pub struct StatusOptions {
+    /// The export bucket. Default: `$EXPORT_BUCKET`, else the document's
+    /// `exportBucket`.
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The configuration document (a file, inline JSON or s3://bucket/key),
+    /// to also list destinations that never received an hour. Default:
+    /// `$EXPORT_CONFIG`.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Only this destination.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// Only this stream.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only this tenant (its original id).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only hours from this one (RFC 3339); with `--to`.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Only hours before this time (RFC 3339, exclusive); with `--from`.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One destination's state for one archived hour of a stream and tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRow {
+    /// The hour's start, RFC 3339.
+    pub hour: String,
+    pub stream: String,
+    /// The tenant's key segment.
+    pub tenant: String,
+    /// The destination's name; `-` for an hour no destination takes.
+    pub destination: String,
+    /// Events, compressed bytes and parts of the hour in the archive.
+    pub events: u64,
+    pub bytes: u64,
+    pub parts: usize,
+    /// Parts stored in the destination, and parts still to publish.
+    pub published: usize,
+    pub pending: usize,
+    /// `published`, `pending`, `not-sent` (the destination takes this hour
+    /// but came after it: backfill it) or `archived` (no destination).
+    pub status: String,
+    /// Failed attempts since the last success, and the last failure.
+    pub failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Runs the command.
+pub async fn run(options: &StatusOptions) -> anyhow::Result<bool> {
+    let s3 = cli_config::s3_client().await;
+    let config = cli_config::load(&s3, options.config.as_deref(), options.bucket.as_deref())
+        .await
+        .context("the pipeline's configuration")?;
+    let rows = rows(&s3, &config, options).await?;
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", render(&rows));
+    }
+    Ok(true)
+}
+
+/// The rows for every manifest the options select, by hour, stream,
+/// tenant, then destination.
+pub async fn rows(
+    s3: &aws_sdk_s3::Client,
+    config: &Config,
+    options: &StatusOptions,
+) -> anyhow::Result<Vec<StatusRow>> {
+    let range = match (&options.from, &options.to) {
+        (Some(from), Some(to)) => Some(hour_range(from, to)?),
+        _ => None,
+    };
+    let tenant = options.tenant.as_deref().map(TenantKey::encode);
+    let prefix = match (&options.stream, &tenant) {
+        (Some(stream), Some(tenant)) => layout::manifest_tenant_prefix(stream, tenant),
+        (Some(stream), None) => format!("{MANIFESTS_PREFIX}{stream}/"),
+        _ => MANIFESTS_PREFIX.to_owned(),
+    };
+    let bucket = &config.export_bucket;
+    let mut partitions = BTreeSet::new();
+    for key in shared::listing::keys(s3, bucket, &prefix)
+        .await
+        .with_context(|| format!("listing s3://{bucket}/{prefix}"))?
+    {
+        let Some(partition) = layout::parse_manifest_key(&key) else {
+            continue;
+        };
+        let in_range = range.is_none_or(|(first, last): (Hour, Hour)| {
+            partition.hour >= first && partition.hour <= last
+        });
+        if in_range && tenant.as_ref().is_none_or(|t| *t == partition.tenant) {
+            partitions.insert(partition);
+        }
+    }
+    let mut rows = Vec::new();
+    for partition in partitions {
+        let key = layout::manifest_key(&partition);
+        let object = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+        let bytes = object.body.collect().await?.into_bytes();
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("s3://{bucket}/{key} is not a manifest"))?;
+        let configured: Vec<String> = config
+            .destinations_for(&partition.stream, &partition.tenant)
+            .map(|d| d.name.clone())
+            .collect();
+        rows.extend(
+            manifest_rows(&manifest, &configured)
+                .into_iter()
+                .filter(|row| {
+                    options
+                        .destination
+                        .as_ref()
+                        .is_none_or(|name| *name == row.destination)
+                }),
+        );
+    }
+    Ok(rows)
+}
+
+/// One manifest's rows: a row per destination it records, one `not-sent`
+/// row per destination of `configured` it does not know, and an `archived`
+/// row when there is neither.
+pub fn manifest_rows(manifest: &Manifest, configured: &[String]) -> Vec<StatusRow> {
+    let row = |destination: &str| StatusRow {
+        hour: manifest.hour.clone(),
+        stream: manifest.stream.clone(),
+        tenant: manifest.tenant.clone(),
+        destination: destination.to_owned(),
+        events: manifest.parts.iter().map(|p| p.events).sum(),
+        bytes: manifest.parts.iter().map(|p| p.bytes).sum(),
+        parts: manifest.parts.len(),
+        published: 0,
+        pending: 0,
+        status: String::new(),
+        failures: 0,
+        last_error: None,
+    };
+    let mut rows: Vec<StatusRow> = manifest
+        .destinations
+        .iter()
+        .map(|(name, state)| StatusRow {
+            published: state.published.len(),
+            pending: state.pending.len(),
+            status: if state.pending.is_empty() {
+                "published"
+            } else {
+                "pending"
+            }
+            .to_owned(),
+            failures: state.failures,
+            last_error: state.last_error.clone(),
+            ..row(name)
+        })
+        .collect();
+    for name in configured {
+        if !manifest.destinations.contains_key(name) {
+            rows.push(StatusRow {
+                status: "not-sent".to_owned(),
+                ..row(name)
+            });
+        }
+    }
+    if rows.is_empty() {
+        rows.push(StatusRow {
+            status: "archived".to_owned(),
+            ..row("-")
+        });
+    }
+    rows.sort_by(|a, b| a.destination.cmp(&b.destination));
+    rows
+}
+
+/// The rows as an aligned table, then a line per pending error and a
+/// summary.
+pub fn render(rows: &[StatusRow]) -> String {
+    let header = [
+        "HOUR",
+        "STREAM",
+        "TENANT",
+        "DESTINATION",
+        "EVENTS",
+        "BYTES",
+        "PARTS",
+        "STATUS",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.hour.clone(),
+                row.stream.clone(),
+                row.tenant.clone(),
+                row.destination.clone(),
+                row.events.to_string(),
+                row.bytes.to_string(),
+                format!("{}/{}", row.published, row.parts),
+                match row.status.as_str() {
+                    "pending" => format!(
+                        "pending ({} part(s), {} failure(s))",
+                        row.pending, row.failures
+                    ),
+                    "not-sent" => "not-sent (added later: backfill)".to_owned(),
+                    other => other.to_owned(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut text = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        text.truncate(text.trim_end().len());
+        text.push('\n');
+        text
+    };
+    let mut out = line(&header.map(str::to_owned));
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    for row in rows.iter().filter(|row| row.last_error.is_some()) {
+        out.push_str(&format!(
+            "{} {} {} {}: {}\n",
+            row.destination,
+            row.stream,
+            row.tenant,
+            row.hour,
+            row.last_error.as_deref().unwrap_or_default()
+        ));
+    }
+    let count = |status: &str| rows.iter().filter(|row| row.status == status).count();
+    out.push_str(&format!(
+        "{} row(s): {} published, {} pending, {} not sent\n",
+        rows.len(),
+        count("published"),
+        count("pending"),
+        count("not-sent")
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::manifest::{ArchivePart, DestinationState};
+
+    fn manifest() -> Manifest {
+        let mut manifest = Manifest {
+            stream: "airkit-app-events".into(),
+            tenant: "t1".into(),
+            hour: "2026-11-22T10:00:00.000Z".into(),
+            parts: vec![
+                ArchivePart {
+                    number: 1,
+                    events: 10,
+                    bytes: 300,
+                    ..ArchivePart::default()
+                },
+                ArchivePart {
+                    number: 2,
+                    events: 5,
+                    bytes: 200,
+                    ..ArchivePart::default()
+                },
+            ],
+            ..Manifest::default()
+        };
+        manifest.destinations.insert(
+            "lake".into(),
+            DestinationState {
+                published: vec![1, 2],
+                ..DestinationState::default()
+            },
+        );
+        manifest.destinations.insert(
+            "acme".into(),
+            DestinationState {
+                published: vec![1],
+                pending: vec![2],
+                failures: 3,
+                last_error: Some("AccessDenied: no s3:PutObject".into()),
+            },
+        );
+        manifest
+    }
+
+    #[test]
+    fn each_destination_gets_a_row_with_its_state() {
+        let rows = manifest_rows(&manifest(), &["lake".into(), "later".into()]);
+        let summary: Vec<(&str, &str, usize, usize)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.destination.as_str(),
+                    r.status.as_str(),
+                    r.published,
+                    r.pending,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("acme", "pending", 1, 1),
+                ("lake", "published", 2, 0),
+                ("later", "not-sent", 0, 0)
+            ]
+        );
+        assert!(
+            rows.iter()
+                .all(|r| (r.events, r.bytes, r.parts) == (15, 500, 2))
+        );
+        let text = render(&rows);
+        assert!(text.starts_with("HOUR"), "{text}");
+        assert!(text.contains("pending (1 part(s), 3 failure(s))"), "{text}");
+        assert!(
+            text.contains(
+                "acme airkit-app-events t1 2026-11-22T10:00:00.000Z: AccessDenied: no s3:PutObject"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("3 row(s): 1 published, 1 pending, 1 not sent\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_hour_without_destinations_is_archived() {
+        let mut bare = manifest();
+        bare.destinations.clear();
+        let rows = manifest_rows(&bare, &[]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].destination.as_str(), rows[0].status.as_str()),
+            ("-", "archived")
+        );
+    }
+}
