@@ -518,3 +518,47 @@ async fn a_scheduled_run_marks_failed_a_backfill_whose_destination_was_removed()
         "a failed backfill is left alone"
     );
 }
+
+#[tokio::test]
+async fn a_corrupt_progress_record_is_named_and_does_not_stop_the_flush() {
+    let harness = Harness::start().await;
+    two_flushed_hours(&harness).await;
+    let asked = request(
+        json!({"destination": "later", "from": "2026-11-22T10:00:00Z", "to": "2026-11-22T12:00:00Z"}),
+    );
+    let key = shared::layout::backfill_progress_key(&backfill::request_id(&asked));
+    harness
+        .s3
+        .put_object()
+        .bucket(EXPORT)
+        .key(&key)
+        .body(b"{not json".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let flusher = harness.flusher(&document(true));
+    let error = backfill::run_backfill(&flusher, &asked, NOW, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("backfill progress s3://{EXPORT}/{key}")),
+        "{error}"
+    );
+    // The scheduled run still flushes; the backfills wait for the record to
+    // be fixed (or removed, which starts the backfill over).
+    harness.stage("t1", 12, 2).await;
+    let report = flush_at(&flusher, TEN + 3 * HOUR + 15 * 60_000).await;
+    assert_eq!(report.events, 2);
+    assert!(report.backfills.is_empty());
+    assert!(
+        list_keys(
+            &harness.s3,
+            "dest-later",
+            "airkit-app-events/tenant=t1/dt=2026-11-22/hour=10/"
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+}

@@ -268,14 +268,54 @@ async fn errors_files_whose_records_are_all_accepted_are_deleted_and_foreign_lin
         .await
         .unwrap();
 
+    // Objects that are not the batcher's errors files are reported and left.
+    let foreign = [
+        ("errors/2026-11-22/10/notes.txt", b"hello".to_vec()),
+        (
+            "errors/2026-11-22/10/1795341609000-x.ndjson.gz",
+            b"not gzip".to_vec(),
+        ),
+    ];
+    for (key, body) in &foreign {
+        s3.put_object()
+            .bucket(EXPORT)
+            .key(*key)
+            .body(body.clone().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
     let report = replay(&s3, false).await;
-    assert_eq!(report.files.len(), 2);
-    assert_eq!(report.files[0].outcome, "deleted");
-    assert_eq!(report.files[1].outcome, "rewritten");
+    // The outcome up to its detail (the gzip error's wording is flate2's).
+    let outcomes: Vec<(&str, &str)> = report
+        .files
+        .iter()
+        .map(|f| {
+            (
+                f.key.as_str(),
+                f.outcome.split(": ").take(2).last().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (ERRORS_KEY, "deleted"),
+            (second, "rewritten"),
+            (foreign[1].0, "not valid gzip of UTF-8 text"),
+            (foreign[0].0, "not an errors file of the batcher's layout"),
+        ]
+    );
+    assert!(
+        report.files[2..]
+            .iter()
+            .all(|f| f.outcome.starts_with("skipped: "))
+    );
     assert_eq!(report.files[1].unreadable_lines, 1);
     assert_eq!(
         list_keys(&s3, EXPORT, "errors/").await.unwrap(),
-        [second, elsewhere]
+        [second, foreign[1].0, foreign[0].0, elsewhere]
     );
     assert_eq!(
         gunzip(&object(&s3, second).await).unwrap(),
