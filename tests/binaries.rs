@@ -155,6 +155,27 @@ async fn each_compiled_function_serves_its_sample_events_through_the_runtime_api
         .unwrap();
     assert_eq!(published.iter().map(|f| f.lines.len()).sum::<usize>(), 5);
 
+    // The backfill sample, over every hour: the same files, rewritten.
+    let mut backfill = sample("flusher-backfill.json");
+    let range = backfill["backfill"].as_object_mut().unwrap();
+    range.remove("tenants");
+    range.remove("streams");
+    range.insert("from".into(), "2000-01-01T00:00:00Z".into());
+    range.insert("to".into(), "2100-01-01T00:00:00Z".into());
+    let report = response(&runtime, backfill).await;
+    assert_eq!(report["status"], "done", "{report}");
+    assert_eq!(report["events"], 5, "{report}");
+    let again = read_gzip_ndjson(&s3, DESTINATION, "exports/")
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|f| (&f.key, &f.lines)).collect::<Vec<_>>(),
+        published
+            .iter()
+            .map(|f| (&f.key, &f.lines))
+            .collect::<Vec<_>>()
+    );
+
     // Verify: `{}` checks every destination and writes its test object.
     let runtime = RuntimeApi::start().await.unwrap();
     let _verify = start("verify", &runtime, &moto).await;
