@@ -11,7 +11,8 @@
 //!
 //! Progress is a record in the export bucket, `backfills/<id>.json`, whose
 //! id is derived from the request: the partitions in range are taken in
-//! order (hour, stream, tenant) and the record keeps the last one done. A
+//! order (hour, stream, tenant), several at once, and the record keeps the
+//! last one done with every one before it done too. A
 //! backfill stopped by the deadline or by a refused write resumes after it,
 //! when invoked again with the same payload or at the next scheduled run,
 //! which continues every unfinished backfill with the time it has left.
@@ -19,6 +20,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -488,9 +490,11 @@ fn near(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline)
 }
 
-/// Publishes the partitions after the cursor, one at a time in order,
-/// recording progress after each, until done, near the deadline, or a
-/// partition fails (then it stays `running` with the error, to be retried).
+/// Publishes the partitions after the cursor in order (`flushConcurrency`
+/// at a time), recording progress after each, until done, near the
+/// deadline, or a partition fails (then it stays `running` with the error,
+/// to be retried). Partitions after the cursor that were already published
+/// when the run stopped are published again next time: the same bytes.
 async fn advance(
     flusher: &Flusher,
     plan: &BackfillPlan,
@@ -514,11 +518,20 @@ async fn advance(
         .clone();
     let (mut partitions, mut parts, mut events) = (0u64, 0u64, 0u64);
     let mut error = None;
-    for (index, partition) in todo.iter().enumerate() {
-        if near(deadline) {
-            break;
-        }
-        match backfill_partition(flusher, &destination, partition).await {
+    // Up to `flushConcurrency` partitions at once, their outcomes taken in
+    // order, so the cursor only ever passes partitions that are done.
+    let destination = &destination;
+    let mut outcomes = stream::iter(todo.iter().enumerate())
+        .map(|(index, partition)| async move {
+            if near(deadline) {
+                return None;
+            }
+            let outcome = backfill_partition(flusher, destination, partition).await;
+            Some((index, partition, outcome))
+        })
+        .buffered(flusher.config.flush_concurrency);
+    while let Some(Some((index, partition, outcome))) = outcomes.next().await {
+        match outcome {
             Ok((published, published_events)) => {
                 partitions += 1;
                 parts += published;
