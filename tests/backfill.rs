@@ -524,7 +524,7 @@ async fn a_scheduled_run_marks_failed_a_backfill_whose_destination_was_removed()
 }
 
 #[tokio::test]
-async fn a_corrupt_progress_record_is_named_and_does_not_stop_the_flush() {
+async fn a_corrupt_progress_record_is_named_and_holds_back_nothing_else() {
     let harness = Harness::start().await;
     two_flushed_hours(&harness).await;
     let asked = request(
@@ -549,12 +549,22 @@ async fn a_corrupt_progress_record_is_named_and_does_not_stop_the_flush() {
         error.contains(&format!("backfill progress s3://{EXPORT}/{key}")),
         "{error}"
     );
-    // The scheduled run still flushes; the backfills wait for the record to
-    // be fixed (or removed, which starts the backfill over).
+    // The scheduled run still flushes, and continues the other backfills;
+    // this one waits for its record to be fixed (or removed, which starts
+    // it over).
+    let other = request(
+        json!({"destination": "later", "from": "2026-11-22T11:00:00Z", "to": "2026-11-22T12:00:00Z"}),
+    );
+    let nearly_out = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    backfill::run_backfill(&flusher, &other, NOW, Some(nearly_out))
+        .await
+        .unwrap();
     harness.stage("t1", 12, 2).await;
     let report = flush_at(&flusher, TEN + 3 * HOUR + 15 * 60_000).await;
     assert_eq!(report.events, 2);
-    assert!(report.backfills.is_empty());
+    assert_eq!(report.backfills.len(), 1);
+    assert_eq!(report.backfills[0].from, "2026-11-22T11:00:00.000Z");
+    assert_eq!(report.backfills[0].status, BackfillStatus::Done);
     assert!(
         list_keys(
             &harness.s3,

@@ -432,7 +432,8 @@ pub async fn run_backfill(
 
 /// Continues every unfinished backfill (status `running`) while the
 /// deadline allows; a scheduled run calls it after its own work. A backfill
-/// that can no longer run as asked is marked `failed`, naming the reason.
+/// that can no longer run as asked is marked `failed`, naming the reason; a
+/// record that cannot be read is logged and skipped.
 pub async fn continue_unfinished(
     flusher: &Flusher,
     now_millis: i64,
@@ -444,12 +445,15 @@ pub async fn continue_unfinished(
         if near(deadline) {
             break;
         }
-        let Some(mut progress) = read_progress(flusher, &key).await? else {
-            continue;
+        let mut progress = match read_progress(flusher, &key).await {
+            Ok(Some(progress)) if progress.status == BackfillStatus::Running => progress,
+            Ok(_) => continue,
+            // One unreadable record does not hold the others back.
+            Err(error) => {
+                tracing::error!(%key, %error, "backfill progress unreadable; skipped");
+                continue;
+            }
         };
-        if progress.status != BackfillStatus::Running {
-            continue;
-        }
         let plan = progress
             .request()
             .and_then(|request| plan(&flusher.config, &request, now_millis));
