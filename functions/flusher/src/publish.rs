@@ -106,11 +106,24 @@ pub async fn publish_pending(
                         message: format!("stream `{}` is not configured", partition.stream),
                     })?;
                 let metadata = export::ExportMetadata::new(partition, number);
-                let encoded = export::encode_part(&archive, content, level, profile, &metadata)
-                    .map_err(|error| FlushError::Corrupt {
-                        what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
-                        message: error.to_string(),
-                    })?;
+                let provenance = match (&part.provenance, content.include_metadata) {
+                    (Some(sidecar), true) => {
+                        Some(read_part(flusher, &sidecar.key, sidecar.bytes).await?)
+                    }
+                    _ => None,
+                };
+                let encoded = export::encode_part(
+                    &archive,
+                    content,
+                    level,
+                    profile,
+                    &metadata,
+                    provenance.as_deref(),
+                )
+                .map_err(|error| FlushError::Corrupt {
+                    what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
+                    message: error.to_string(),
+                })?;
                 (encoded.events > 0).then_some(encoded.bytes)
             };
             let result = match bytes {
@@ -180,8 +193,8 @@ pub async fn publish_pending(
     Ok(outcome)
 }
 
-/// One archive part, checked against the size its manifest recorded. One
-/// part is in memory at a time (at most `archivePartMaxBytes`): a buffered
+/// One archive part (or its provenance sidecar), checked against the size
+/// its manifest recorded. One part is in memory at a time (at most `archivePartMaxBytes`): a buffered
 /// body lets the SDK retry and checksum the write.
 async fn read_part(flusher: &Flusher, archive_key: &str, size: u64) -> Result<Vec<u8>, FlushError> {
     let bucket = &flusher.config.export_bucket;
