@@ -3,6 +3,9 @@
 
 pub mod athena;
 pub mod athena_cli;
+pub mod cli_config;
+pub mod dlq_replay;
+pub mod errors_replay;
 pub mod esm;
 pub mod faults;
 pub mod inbox;

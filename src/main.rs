@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use s3_export::athena_cli::{self, AthenaDdlOptions};
+use s3_export::dlq_replay::{self, DlqReplayOptions};
+use s3_export::errors_replay::{self, ErrorsReplayOptions};
 use s3_export::local::{self, LocalOptions};
 use s3_export::policy_cli::{self, PolicyOptions};
 
@@ -29,6 +31,14 @@ enum Command {
     /// Print the Athena CREATE EXTERNAL TABLE (JSON SerDe, partition
     /// projection) of a stream's export files in a destination.
     AthenaDdl(AthenaDdlOptions),
+    /// Re-feed the rejected records of errors/ for a time range through the
+    /// batcher's logic after a configuration fix: stage those now accepted,
+    /// keep the others with their reason.
+    ErrorsReplay(ErrorsReplayOptions),
+    /// Move the dead-letter queue's messages back to their queue
+    /// (StartMessageMoveTask, else receive, send, delete); --dry-run lists
+    /// them.
+    DlqReplay(DlqReplayOptions),
 }
 
 #[tokio::main]
@@ -39,6 +49,8 @@ async fn main() -> ExitCode {
         Command::Local(options) => local::run(&options).await,
         Command::Policy(options) => policy_cli::run(&options).map(|()| true),
         Command::AthenaDdl(options) => athena_cli::run(&options).map(|()| true),
+        Command::ErrorsReplay(options) => errors_replay::run(&options).await,
+        Command::DlqReplay(options) => dlq_replay::run(&options).await,
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

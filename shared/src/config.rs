@@ -31,6 +31,9 @@ pub mod env {
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
     pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
+    /// Days the archive and its manifests are kept (the export bucket's
+    /// lifecycle, the template's `ArchiveRetentionDays`); 0: forever.
+    pub const ARCHIVE_RETENTION_DAYS: &str = "ARCHIVE_RETENTION_DAYS";
     /// The single-destination case (template parameters): a destination
     /// named `DESTINATION_NAME` (default `default`) from these variables,
     /// added to the document's destinations when `DESTINATION_BUCKET` is set.
@@ -87,6 +90,8 @@ pub mod defaults {
     pub const ARCHIVE_GZIP_LEVEL: u32 = 6;
     pub const ARCHIVE_PART_MAX_BYTES: usize = 128 * 1024 * 1024;
     pub const FLUSH_CONCURRENCY: usize = 4;
+    /// The archive is kept forever unless the lifecycle says otherwise.
+    pub const ARCHIVE_RETENTION_DAYS: usize = 0;
     /// The Amplitude-style key layout.
     pub const LAYOUT: &str = "amplitude";
 }
@@ -186,6 +191,9 @@ pub struct Config {
     pub archive_part_max_bytes: usize,
     /// Partitions flushed at once.
     pub flush_concurrency: usize,
+    /// Days the archive is kept (0: forever): a backfill cannot reach
+    /// hours older than this.
+    pub archive_retention_days: usize,
     /// Queue name → stream, for records without a `stream` attribute.
     pub queues: HashMap<String, String>,
     /// Stream name → profile; always holds the built-in streams.
@@ -248,6 +256,7 @@ struct Document {
     archive_gzip_level: Option<u32>,
     archive_part_max_bytes: Option<usize>,
     flush_concurrency: Option<usize>,
+    archive_retention_days: Option<usize>,
     #[serde(default)]
     queues: BTreeMap<String, String>,
     #[serde(default)]
@@ -534,6 +543,14 @@ impl Config {
             defaults::FLUSH_CONCURRENCY,
             1..=64,
         )?;
+        let archive_retention_days = number_setting(
+            &lookup,
+            env::ARCHIVE_RETENTION_DAYS,
+            "archiveRetentionDays",
+            document.archive_retention_days,
+            defaults::ARCHIVE_RETENTION_DAYS,
+            0..=36_500,
+        )?;
 
         let mut queues = HashMap::new();
         for (queue, stream) in &document.queues {
@@ -582,6 +599,7 @@ impl Config {
             archive_gzip_level,
             archive_part_max_bytes,
             flush_concurrency,
+            archive_retention_days,
             queues,
             streams,
             destination_index: DestinationIndex::build(&destinations),
@@ -1545,6 +1563,32 @@ mod tests {
             ("ARCHIVE_PART_MAX_BYTES", "1000"),
         ]);
         assert_eq!(error.field, "ARCHIVE_PART_MAX_BYTES");
+    }
+
+    #[test]
+    fn archive_retention_defaults_to_forever_and_is_bounded() {
+        let default = config(&[("EXPORT_BUCKET", "exports")], None).unwrap();
+        assert_eq!(default.archive_retention_days, 0);
+        let kept = config(
+            &[
+                ("EXPORT_BUCKET", "exports"),
+                ("ARCHIVE_RETENTION_DAYS", "30"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(kept.archive_retention_days, 30);
+        let error = config_error(&[
+            ("EXPORT_BUCKET", "exports"),
+            ("ARCHIVE_RETENTION_DAYS", "forever"),
+        ]);
+        assert_eq!(error.field, "ARCHIVE_RETENTION_DAYS");
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"archiveRetentionDays": 40000}"#),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "archiveRetentionDays");
     }
 
     fn config_error(vars: &[(&str, &str)]) -> ConfigError {

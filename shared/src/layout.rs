@@ -8,6 +8,7 @@
 //! - manifest (the commit record): `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
 //! - the hour's id digest: `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
 //! - a partition with parts to publish: `pending/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
+//! - a backfill's progress: `backfills/<id>.json`
 //!
 //! `<ingest-ms>` is 13 digits (zero-padded), so keys sort in ingest order.
 //! The stream is a validated name and the tenant a [`TenantKey`]; the request
@@ -27,6 +28,8 @@ pub const MANIFESTS_PREFIX: &str = "manifests/";
 /// The folder under the export bucket marking partitions with pending
 /// publishes.
 pub const PENDING_PREFIX: &str = "pending/";
+/// The folder under the export bucket holding backfills' progress records.
+pub const BACKFILLS_PREFIX: &str = "backfills/";
 
 /// The key of the chunk one invocation stages for one partition.
 pub fn staging_chunk_key(partition: &PartitionKey, ingest_millis: i64, request_id: &str) -> String {
@@ -48,6 +51,22 @@ pub fn errors_key(hour: Hour, ingest_millis: i64, request_id: &str) -> String {
         ingest_millis,
         safe_request_id(request_id)
     )
+}
+
+/// Reads an errors file key back into the hour, ingest time and request id
+/// it was written with; `None` for any key not of the errors layout.
+pub fn parse_errors_key(key: &str) -> Option<(Hour, i64, String)> {
+    let rest = key.strip_prefix(ERRORS_PREFIX)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [date, hour, file] = segments.as_slice() else {
+        return None;
+    };
+    let hour = Hour::parse_date_path(&format!("{date}/{hour}"))?;
+    let (millis, request_id) = file.strip_suffix(".ndjson.gz")?.split_once('-')?;
+    if millis.len() != 13 || !millis.bytes().all(|b| b.is_ascii_digit()) || request_id.is_empty() {
+        return None;
+    }
+    Some((hour, millis.parse().ok()?, request_id.to_owned()))
 }
 
 /// The prefix listing every staged chunk of one hour.
@@ -99,6 +118,33 @@ pub fn id_digest_key(partition: &PartitionKey, generation: u64) -> String {
 /// `pending/` each run, so retries cost in proportion to pending work.
 pub fn pending_publish_key(partition: &PartitionKey) -> String {
     format!("{PENDING_PREFIX}{}.json", partition_path(partition))
+}
+
+/// The key of the progress record of backfill `id` (hex digits, derived
+/// from the request, so the same request finds its progress again).
+pub fn backfill_progress_key(id: &str) -> String {
+    format!("{BACKFILLS_PREFIX}{id}.json")
+}
+
+/// The key of a partition's manifest folder for one stream and tenant:
+/// `manifests/<stream>/<tenant>/`, whose folders are the dates.
+pub fn manifest_tenant_prefix(stream: &str, tenant: &TenantKey) -> String {
+    format!("{MANIFESTS_PREFIX}{stream}/{tenant}/")
+}
+
+/// Reads a manifest key back into its partition; `None` for id digests and
+/// any other key.
+pub fn parse_manifest_key(key: &str) -> Option<PartitionKey> {
+    let rest = key.strip_prefix(MANIFESTS_PREFIX)?.strip_suffix(".json")?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [stream, tenant, date, hour] = segments.as_slice() else {
+        return None;
+    };
+    Some(PartitionKey {
+        hour: Hour::parse_date_path(&format!("{date}/{hour}"))?,
+        stream: (*stream).to_owned(),
+        tenant: TenantKey::from_encoded(tenant),
+    })
 }
 
 /// Reads a pending-publish marker key back into its partition.
@@ -192,6 +238,40 @@ mod tests {
         assert_eq!(
             manifest_key(&partition),
             "manifests/airkit-audit-logs/a%2Fb/2022-11-19/23.json"
+        );
+        assert_eq!(
+            parse_manifest_key(&manifest_key(&partition)),
+            Some(partition.clone())
+        );
+        assert_eq!(
+            parse_manifest_key(&id_digest_key(&partition, 1)),
+            None,
+            "an id digest is not a manifest"
+        );
+        assert!(
+            manifest_key(&partition).starts_with(&manifest_tenant_prefix(
+                &partition.stream,
+                &partition.tenant
+            ))
+        );
+    }
+
+    #[test]
+    fn errors_keys_parse_back() {
+        let hour = Hour::containing(1_668_900_196_792);
+        let key = errors_key(hour, 1_668_900_200_000, "c0ffee-01");
+        assert_eq!(
+            parse_errors_key(&key),
+            Some((hour, 1_668_900_200_000, "c0ffee-01".to_owned()))
+        );
+        assert_eq!(
+            parse_errors_key("errors/2022-11-19/23/12-x.ndjson.gz"),
+            None
+        );
+        assert_eq!(parse_errors_key("errors/2022-11-19/23/notes.txt"), None);
+        assert_eq!(
+            parse_errors_key("staging/2022-11-19/23/1668900200000-x.ndjson.gz"),
+            None
         );
     }
 

@@ -69,7 +69,10 @@ fn every_event_is_staged_with_its_message_id_and_sent_time() {
     let mut unsent = message("m2", &app_event("t1", 2));
     unsent.attributes.remove("SentTimestamp");
     let records = vec![
-        message("m1", &format!("{}\n{}", app_event("t1", 0), app_event("t1", 1))),
+        message(
+            "m1",
+            &format!("{}\n{}", app_event("t1", 0), app_event("t1", 1)),
+        ),
         unsent,
     ];
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");

@@ -4,8 +4,10 @@
 //! publishes the new parts to every destination that selects them, and
 //! deletes the consumed chunks (see `partition` for why each step is safe to
 //! redo). Work that does not fit in one invocation resumes in the next.
+//! It also backfills archived hours into a destination (see `backfill`).
 
 pub mod archive;
+pub mod backfill;
 pub mod error;
 pub mod export;
 pub mod metrics;
@@ -31,7 +33,7 @@ use shared::config_source::ConfigSource;
 use shared::partition::PartitionKey;
 
 pub use error::FlushError;
-pub use trigger::Trigger;
+pub use trigger::{BackfillRequest, Invocation, Trigger};
 
 /// How alerts name the function that noticed a problem.
 pub const SOURCE: &str = "flusher";
@@ -185,16 +187,22 @@ pub struct FlushReport {
     pub pending_chunks: usize,
     /// Partitions with parts still to publish to a destination.
     pub pending_publishes: usize,
+    /// Unfinished backfills a scheduled run continued after its own work.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backfills: Vec<backfill::BackfillReport>,
 }
 
 /// The Lambda handler. Fails the invocation when a partition failed (so the
 /// error shows in metrics and alarms); publish failures are not failures:
-/// those parts stay pending and are retried every run.
+/// those parts stay pending and are retried every run. A backfill payload
+/// runs [`backfill::run_backfill`] instead (with the wall clock as "now",
+/// for the retention check) and fails when the backfill stopped on an error
+/// (its progress is kept: it resumes there).
 pub async fn handle(
     flusher: &Flusher,
     event: LambdaEvent<Value>,
 ) -> Result<Value, lambda_runtime::Error> {
-    let trigger = Trigger::from_payload(&event.payload)?;
+    let invocation = Invocation::from_payload(&event.payload)?;
     let deadline = deadline_of(&event.context);
     // The configuration document may have changed (checked once a minute).
     let reloaded;
@@ -205,14 +213,28 @@ pub async fn handle(
         }
         None => flusher,
     };
+    let trigger = match invocation {
+        Invocation::Flush(trigger) => trigger,
+        Invocation::Backfill(request) => {
+            let report =
+                backfill::run_backfill(flusher, &request, wall_clock_millis(), deadline).await?;
+            tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "backfill");
+            if let Some(error) = &report.error {
+                return Err(format!(
+                    "backfill {} stopped; it resumes from {} when invoked again or at the next scheduled run: {error}",
+                    report.id, report.progress_key
+                )
+                .into());
+            }
+            return Ok(serde_json::to_value(report)?);
+        }
+    };
     let report = run(flusher, &trigger, deadline).await?;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "flush run");
     // CloudWatch reads the metrics from this line (Embedded Metric Format),
     // stamped with the wall clock: a manual run's "now" may be long past, and
     // CloudWatch drops metrics more than two weeks old.
-    let wall_clock = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(trigger.now_millis, |since| since.as_millis() as i64);
+    let wall_clock = wall_clock_millis();
     println!(
         "{}",
         metrics::embedded_metrics(flusher.alerter.deployment(), &report, wall_clock)
@@ -229,7 +251,8 @@ pub async fn handle(
 }
 
 /// Runs one flush: finds the work, then flushes partitions concurrently
-/// (at most `flush_concurrency` at once) until the deadline nears.
+/// (at most `flush_concurrency` at once) until the deadline nears. A
+/// scheduled run then continues unfinished backfills with the time left.
 pub async fn run(
     flusher: &Flusher,
     trigger: &Trigger,
@@ -278,7 +301,20 @@ pub async fn run(
             }
         }
     }
+    if trigger.apply_grace {
+        match backfill::continue_unfinished(flusher, trigger.now_millis, deadline).await {
+            Ok(backfills) => report.backfills = backfills,
+            // The flush itself succeeded; the backfills are tried next run.
+            Err(error) => tracing::error!(%error, "unfinished backfills not continued"),
+        }
+    }
     Ok(report)
+}
+
+fn wall_clock_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
 }
 
 fn summarize(

@@ -24,7 +24,7 @@ use shared::alert::InvocationAlerts;
 use shared::config::Destination;
 use shared::destination_write;
 use shared::diagnose;
-use shared::manifest::Manifest;
+use shared::manifest::{ArchivePart, DestinationState, Manifest};
 use shared::partition::PartitionKey;
 
 use crate::Flusher;
@@ -88,72 +88,19 @@ pub async fn publish_pending(
             let Some(part) = manifest.parts.iter().find(|p| p.number == number) else {
                 continue;
             };
-            let key = destination
-                .layout
-                .render(&destination.prefix, partition, number);
-            let archive = read_part(flusher, &part.key, part.bytes).await?;
-            let level = flusher.config.archive_gzip_level;
-            let content = &destination.content;
-            let bytes = if content.is_archive_encoding(level) {
-                Some(archive)
-            } else {
-                let profile = flusher
-                    .config
-                    .streams
-                    .get(&partition.stream)
-                    .ok_or_else(|| FlushError::Corrupt {
-                        what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
-                        message: format!("stream `{}` is not configured", partition.stream),
-                    })?;
-                let metadata = export::ExportMetadata::new(partition, number);
-                let provenance = match (&part.provenance, content.include_metadata) {
-                    (Some(sidecar), true) => {
-                        Some(read_part(flusher, &sidecar.key, sidecar.bytes).await?)
-                    }
-                    _ => None,
-                };
-                let encoded = export::encode_part(
-                    &archive,
-                    content,
-                    level,
-                    profile,
-                    &metadata,
-                    provenance.as_deref(),
-                )
-                .map_err(|error| FlushError::Corrupt {
-                    what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
-                    message: error.to_string(),
-                })?;
-                (encoded.events > 0).then_some(encoded.bytes)
-            };
-            let result = match bytes {
-                Some(bytes) => {
-                    write(
-                        flusher,
-                        destination,
-                        &key,
-                        bytes,
-                        content.format.content_type(),
-                    )
-                    .await
-                }
-                None => {
-                    tracing::info!(destination = %name, part = number, "no event of the part is selected; nothing written");
-                    Ok(())
-                }
+            let result = match publish_part(flusher, destination, partition, part).await {
+                Ok(_) => Ok(()),
+                Err(PartFailure::Flush(error)) => return Err(error),
+                Err(PartFailure::Write { key, failure }) => Err((key, failure)),
             };
             let state = manifest.destinations.get_mut(&name).expect("listed above");
             match result {
                 Ok(()) => {
-                    state.pending.retain(|n| *n != number);
-                    state.published.push(number);
-                    state.published.sort_unstable();
-                    state.last_error = None;
-                    state.failures = 0;
+                    record_published(state, number);
                     outcome.published += 1;
                     published_here = true;
                 }
-                Err(failure) => {
+                Err((key, failure)) => {
                     let diagnosis =
                         diagnose::diagnose(destination, &key, &failure, &flusher.principals);
                     tracing::warn!(destination = %name, key = %key, problem = diagnosis.problem.name(), summary = %diagnosis.summary, "publish failed; the part stays pending");
@@ -173,24 +120,144 @@ pub async fn publish_pending(
             }
         }
         let complete = manifest.destinations[&name].pending.is_empty();
-        if destination.success_marker
-            && published_here
-            && complete
-            && let Some(folder) = destination
-                .layout
-                .partition_folder(&destination.prefix, partition)
-        {
-            let key = format!("{folder}_SUCCESS");
-            if let Err(failure) = write(flusher, destination, &key, Vec::new(), "text/plain").await
-            {
-                tracing::warn!(destination = %name, key = %key, ?failure, "the _SUCCESS marker was not written");
-            }
+        if published_here && complete {
+            write_success_marker(flusher, destination, partition).await;
         }
         if stop_after_first {
             return Err(FlushError::Injected("some destinations published"));
         }
     }
     Ok(outcome)
+}
+
+/// Where a part went in a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartPublished {
+    /// Written at this key.
+    Written(String),
+    /// None of the part's events is selected: nothing written.
+    NothingSelected,
+}
+
+/// Why a part was not published.
+#[derive(Debug)]
+pub enum PartFailure {
+    /// The archive part could not be read or rewritten (not the
+    /// destination's fault).
+    Flush(FlushError),
+    /// The destination refused the write of `key`.
+    Write {
+        key: String,
+        failure: diagnose::WriteFailure,
+    },
+}
+
+/// Publishes one archive part of `partition` to `destination`: the key its
+/// layout gives, the bytes its content options give (the archive's bytes
+/// unchanged for the archive's encoding). The same part always gives the
+/// same key and bytes, so publishing it again (a retry, a backfill) is an
+/// overwrite.
+pub async fn publish_part(
+    flusher: &Flusher,
+    destination: &Destination,
+    partition: &PartitionKey,
+    part: &ArchivePart,
+) -> Result<PartPublished, PartFailure> {
+    let number = part.number;
+    let key = destination
+        .layout
+        .render(&destination.prefix, partition, number);
+    let archive = read_part(flusher, &part.key, part.bytes)
+        .await
+        .map_err(PartFailure::Flush)?;
+    let level = flusher.config.archive_gzip_level;
+    let content = &destination.content;
+    let bytes = if content.is_archive_encoding(level) {
+        Some(archive)
+    } else {
+        let corrupt = |message: String| {
+            PartFailure::Flush(FlushError::Corrupt {
+                what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
+                message,
+            })
+        };
+        let profile = flusher
+            .config
+            .streams
+            .get(&partition.stream)
+            .ok_or_else(|| corrupt(format!("stream `{}` is not configured", partition.stream)))?;
+        let metadata = export::ExportMetadata::new(partition, number);
+        let provenance = match (&part.provenance, content.include_metadata) {
+            (Some(sidecar), true) => Some(
+                read_part(flusher, &sidecar.key, sidecar.bytes)
+                    .await
+                    .map_err(PartFailure::Flush)?,
+            ),
+            _ => None,
+        };
+        let encoded = export::encode_part(
+            &archive,
+            content,
+            level,
+            profile,
+            &metadata,
+            provenance.as_deref(),
+        )
+        .map_err(|error| corrupt(error.to_string()))?;
+        (encoded.events > 0).then_some(encoded.bytes)
+    };
+    let Some(bytes) = bytes else {
+        tracing::info!(destination = %destination.name, part = number, "no event of the part is selected; nothing written");
+        return Ok(PartPublished::NothingSelected);
+    };
+    write(
+        flusher,
+        destination,
+        &key,
+        bytes,
+        content.format.content_type(),
+    )
+    .await
+    .map_err(|failure| PartFailure::Write {
+        key: key.clone(),
+        failure,
+    })?;
+    Ok(PartPublished::Written(key))
+}
+
+/// Records part `number` as stored in a destination: no longer pending,
+/// published (once), and the last failure cleared.
+pub fn record_published(state: &mut DestinationState, number: u32) {
+    state.pending.retain(|n| *n != number);
+    if !state.published.contains(&number) {
+        state.published.push(number);
+        state.published.sort_unstable();
+    }
+    state.last_error = None;
+    state.failures = 0;
+}
+
+/// Writes the empty `_SUCCESS` marker in the partition's folder, when the
+/// destination asks for one and its layout gives the hour a folder. A
+/// marker that cannot be written is logged, not a failure: the data is there.
+pub async fn write_success_marker(
+    flusher: &Flusher,
+    destination: &Destination,
+    partition: &PartitionKey,
+) {
+    if !destination.success_marker {
+        return;
+    }
+    let Some(folder) = destination
+        .layout
+        .partition_folder(&destination.prefix, partition)
+    else {
+        return;
+    };
+    let key = format!("{folder}_SUCCESS");
+    if let Err(failure) = write(flusher, destination, &key, Vec::new(), "text/plain").await {
+        tracing::warn!(destination = %destination.name, key = %key, ?failure, "the _SUCCESS marker was not written");
+    }
 }
 
 /// One archive part (or its provenance sidecar), checked against the size
