@@ -33,6 +33,19 @@ pub async fn read_gzip_ndjson(
     read_files(s3, bucket, prefix, &[".gz"]).await
 }
 
+/// Reads every staged chunk in `bucket`, each line reduced to its event
+/// (the provenance the batcher appends, see `shared::provenance`, is cut).
+pub async fn read_staged_events(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Vec<StoredFile>> {
+    let mut files = read_gzip_ndjson(s3, bucket, shared::layout::STAGING_PREFIX).await?;
+    for file in &mut files {
+        for line in &mut file.lines {
+            let (event, _) = shared::provenance::split_staged_line(line);
+            *line = event.to_owned();
+        }
+    }
+    Ok(files)
+}
+
 /// Reads every export file under `prefix` in any destination format: gzip
 /// (`.gz`), zstd (`.zst`) and plain NDJSON (`.json`, `.ndjson`); other
 /// objects (`_SUCCESS`, verify objects) are skipped.

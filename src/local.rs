@@ -139,10 +139,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         Some(&document),
     )?;
     println!("destination   s3://{destination}/exports/ (every tenant, the default key layout)");
-    let batcher = Batcher {
-        config: config.clone(),
-        s3: s3.clone(),
-    };
+    let batcher = Batcher::new(config.clone(), s3.clone());
     let mapping = EventSourceMapping::for_queue(
         sqs.clone(),
         &queues.url,

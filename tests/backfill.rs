@@ -79,10 +79,7 @@ impl Harness {
                 )
             })
             .collect();
-        let batcher = Batcher {
-            config: self.config(&document(false)),
-            s3: self.s3.clone(),
-        };
+        let batcher = Batcher::new(self.config(&document(false)), self.s3.clone());
         let request_id = format!("req-{tenant}-{hour}");
         let response = batcher::process(&batcher, &records, TEN + (hour - 10) * HOUR, &request_id)
             .await

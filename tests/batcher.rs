@@ -8,7 +8,7 @@ use batcher::records::{sqs_record, with_stream};
 use batcher::{Batcher, BatcherError};
 use lambda_runtime::{Context, LambdaEvent};
 use s3_export::faults::FailRequestsTo;
-use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson};
+use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson, read_staged_events};
 use s3_export::moto::MotoServer;
 use s3_export::workload::{SESSION_START, compact_json};
 use serde_json::Value;
@@ -46,13 +46,11 @@ impl Harness {
             document,
         )
         .expect("config");
-        Batcher { config, s3 }
+        Batcher::new(config, s3)
     }
 
     async fn staged(&self) -> Vec<StoredFile> {
-        read_gzip_ndjson(&self.s3, BUCKET, "staging/")
-            .await
-            .unwrap()
+        read_staged_events(&self.s3, BUCKET).await.unwrap()
     }
 
     async fn errors(&self) -> Vec<Value> {
@@ -145,6 +143,19 @@ async fn seed_session_start_lands_in_its_chunk_as_one_unchanged_line() {
     assert_eq!(exported, sent, "every field unchanged");
     assert_eq!(staged[0].lines[0], compact_json(SESSION_START));
     assert!(harness.errors().await.is_empty());
+
+    // The staged line itself ends with its provenance: the message's
+    // SentTimestamp and id, after tabs (shared::provenance).
+    let raw = read_gzip_ndjson(&harness.s3, BUCKET, "staging/")
+        .await
+        .unwrap();
+    assert_eq!(
+        raw[0].lines,
+        vec![format!(
+            "{}\t{SENT_MILLIS}\tm1",
+            compact_json(SESSION_START)
+        )]
+    );
 }
 
 #[tokio::test]
@@ -270,8 +281,9 @@ async fn each_rejection_reason_ends_in_errors_with_its_original_body() {
 #[tokio::test]
 async fn missing_bucket_fails_every_message_and_redelivery_stores_them() {
     let harness = Harness::start().await;
-    let mut batcher = harness.batcher();
-    batcher.config.export_bucket = "not-created-yet".into();
+    let mut config = Config::clone(&harness.batcher().config());
+    config.export_bucket = "not-created-yet".into();
+    let batcher = Batcher::new(config, harness.s3.clone());
     let records: Vec<SqsMessage> = (0..5)
         .map(|n| message(&format!("m{n}"), &app_event(&format!("t{}", n % 2), n)))
         .collect();
@@ -291,7 +303,7 @@ async fn missing_bucket_fails_every_message_and_redelivery_stores_them() {
         .collect();
     let retry = invoke(&batcher, redelivered, "req-5").await.unwrap();
     assert!(retry.batch_item_failures.is_empty());
-    let stored = read_gzip_ndjson(&harness.s3, "not-created-yet", "staging/")
+    let stored = read_staged_events(&harness.s3, "not-created-yet")
         .await
         .unwrap();
     assert_eq!(stored.iter().map(|f| f.lines.len()).sum::<usize>(), 5);
@@ -564,7 +576,8 @@ async fn failed_messages_come_back_through_sqs_and_are_stored() {
         &queues.url,
         &queues.arn,
         100,
-        Duration::from_secs(1),
+        // Long enough for a loaded machine's moto to hand over all 40.
+        Duration::from_secs(5),
     )
     .unwrap();
     let mut invocation = 0;

@@ -268,6 +268,60 @@ async fn the_flusher_runs_each_invocation_with_the_current_configuration() {
 }
 
 #[tokio::test]
+async fn the_batcher_accepts_a_stream_added_to_the_document_after_the_reload() {
+    use batcher::records::{sqs_record, with_stream};
+    let harness = Harness::start().await;
+    harness.upload(ONE).await;
+    let source = Arc::new(harness.source(no_alerts()).await);
+    let batcher = batcher::Batcher::from_source(source, harness.s3.clone());
+    let order = |id: &str| {
+        with_stream(
+            sqs_record(
+                id,
+                r#"{"account":"t1","ts":"2026-11-22T10:00:00Z","total":3}"#,
+                1_795_341_600_000,
+                "arn:aws:sqs:us-east-1:123456789012:events",
+            ),
+            "orders",
+        )
+    };
+    let keys = |prefix: &'static str| {
+        let s3 = harness.s3.clone();
+        async move {
+            s3_export::inspect::list_keys(&s3, EXPORT_BUCKET, prefix)
+                .await
+                .unwrap()
+        }
+    };
+
+    // `orders` is not configured yet: the record is refused with its reason.
+    let response = batcher::process(&batcher, &[order("m1")], 1_795_341_600_000, "req-1")
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(keys("errors/").await.len(), 1);
+    assert!(keys("staging/").await.is_empty());
+
+    // The document gains the stream; a minute later the next invocation
+    // reads it and stages the record.
+    harness
+        .upload(
+            r#"{"streams":{"orders":{"profile":"generic","tenant":"/account","time":"/ts"}},
+                "destinations":[{"name":"a","bucket":"dest-a"}]}"#,
+        )
+        .await;
+    harness.clock.advance(Duration::from_secs(60));
+    let response = batcher::process(&batcher, &[order("m2")], 1_795_341_660_000, "req-2")
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let staged = keys("staging/").await;
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    assert!(staged[0].contains("/orders/t1/"), "{staged:?}");
+    assert_eq!(harness.reads(), 2);
+}
+
+#[tokio::test]
 async fn verify_checks_the_destinations_of_the_current_configuration() {
     let harness = Harness::start().await;
     harness.upload(ONE).await;

@@ -15,7 +15,9 @@ use s3_export::inspect::{gunzip, list_keys};
 use s3_export::moto::MotoServer;
 use sha2::{Digest, Sha256};
 use shared::Config;
+use shared::encode::NdjsonGzWriter;
 use shared::manifest::Manifest;
+use shared::partition::{Hour, PartitionKey, TenantKey};
 
 const EXPORT: &str = "exports";
 const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:events";
@@ -52,14 +54,16 @@ impl Harness {
 
     /// Stages the records and flushes their (closed) hour.
     async fn stage_and_flush(&self, records: Vec<SqsMessage>) {
-        let batcher = Batcher {
-            config: self.config.clone(),
-            s3: self.s3.clone(),
-        };
+        let batcher = Batcher::new(self.config.clone(), self.s3.clone());
         let response = batcher::process(&batcher, &records, TEN, "req-1")
             .await
             .unwrap();
         assert!(response.batch_item_failures.is_empty());
+        self.flush().await;
+    }
+
+    /// Flushes the staged hour (closed by then) and publishes every part.
+    async fn flush(&self) {
         let flusher = Flusher::new(self.config.clone(), self.s3.clone());
         let trigger = Trigger::from_payload(&serde_json::json!({
             "time": shared::time::format_rfc3339_millis(TEN + 2 * HOUR + 15 * 60_000)
@@ -264,17 +268,174 @@ async fn omitted_fields_are_cut_and_metadata_is_appended_leaving_the_rest_byte_i
 
     let mut with_metadata = harness.gzip_lines("dest-meta", APP).await;
     with_metadata.sort();
-    let mut originals: Vec<String> = (0..5).map(app_event).collect();
-    originals.sort();
-    let export =
-        r#","_export":{"stream":"airkit-app-events","hour":"2026-11-22T10:00:00.000Z","part":1}}"#;
-    for (line, original) in with_metadata.iter().zip(&originals) {
-        let kept = line
-            .strip_suffix(export)
-            .unwrap_or_else(|| panic!("{line}"));
-        assert_eq!(format!("{kept}}}"), *original);
+    // Each line gains `_export` as its last member: the stream, hour and part,
+    // then its message's SentTimestamp and SQS message id.
+    let mut expected: Vec<String> = (0..5)
+        .map(|n| {
+            let original = app_event(n);
+            let export = format!(
+                r#"{{"stream":"airkit-app-events","hour":"2026-11-22T10:00:00.000Z","part":1,"ingestTime":"{}","messageId":"a{n}"}}"#,
+                shared::time::format_rfc3339_millis(TEN + n as i64)
+            );
+            format!("{},\"_export\":{export}}}", original.strip_suffix('}').unwrap())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(with_metadata, expected);
+}
+
+/// The archive part a metadata destination is published from: its lines,
+/// and the lines of its provenance sidecar.
+async fn archive_and_sidecar(
+    harness: &Harness,
+    stream: &str,
+) -> (Vec<String>, Option<Vec<String>>) {
+    let manifests = list_keys(&harness.s3, EXPORT, "manifests/").await.unwrap();
+    let key = manifests
+        .iter()
+        .find(|k| k.contains(stream) && k.ends_with(".json"))
+        .unwrap();
+    let manifest: Manifest = serde_json::from_slice(&harness.bytes(EXPORT, key).await).unwrap();
+    assert_eq!(manifest.parts.len(), 1);
+    let part = &manifest.parts[0];
+    let archive = lines(&gunzip(&harness.bytes(EXPORT, &part.key).await).unwrap());
+    let sidecar = match &part.provenance {
+        Some(file) => Some(lines(
+            &gunzip(&harness.bytes(EXPORT, &file.key).await).unwrap(),
+        )),
+        None => None,
+    };
+    (archive, sidecar)
+}
+
+#[tokio::test]
+async fn metadata_names_the_message_an_event_was_first_received_in() {
+    let harness = Harness::start(
+        &["dest-meta"],
+        r#"[{"name":"meta","bucket":"dest-meta","includeMetadata":true}]"#,
+    )
+    .await;
+    // The producer sends the same three events twice, in new messages: the
+    // flusher keeps the first of each, with its message id and time.
+    let batcher = Batcher::new(harness.config.clone(), harness.s3.clone());
+    let first = app_records(3);
+    let again: Vec<SqsMessage> = (0..3)
+        .map(|n| sqs_record(&format!("b{n}"), &app_event(n), TEN + 60_000, QUEUE_ARN))
+        .collect();
+    for (records, ingest, request) in [(first, TEN, "req-1"), (again, TEN + 60_000, "req-2")] {
+        let response = batcher::process(&batcher, &records, ingest, request)
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
     }
-    assert_eq!(with_metadata.len(), 5);
+    harness.flush().await;
+
+    let mut exported: Vec<(i64, String, String)> = harness
+        .gzip_lines("dest-meta", APP)
+        .await
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let export = &value["_export"];
+            (
+                value["n"].as_i64().unwrap(),
+                export["messageId"].as_str().unwrap().to_owned(),
+                export["ingestTime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    exported.sort();
+    let expected: Vec<(i64, String, String)> = (0..3)
+        .map(|n| {
+            (
+                n,
+                format!("a{n}"),
+                shared::time::format_rfc3339_millis(TEN + n),
+            )
+        })
+        .collect();
+    assert_eq!(exported, expected);
+
+    // The archive stays the events alone; the sidecar has a line for each.
+    let (archive, sidecar) = archive_and_sidecar(&harness, APP).await;
+    let mut events = archive.clone();
+    events.sort();
+    assert_eq!(events, (0..3).map(app_event).collect::<Vec<_>>());
+    let sidecar = sidecar.expect("a provenance sidecar");
+    assert_eq!(sidecar.len(), archive.len());
+    for (event, provenance) in archive.iter().zip(&sidecar) {
+        let n: i64 = serde_json::from_str::<serde_json::Value>(event).unwrap()["n"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(*provenance, format!("{}\ta{n}", TEN + n));
+    }
+}
+
+#[tokio::test]
+async fn chunks_staged_without_provenance_get_the_partition_metadata_only() {
+    let harness = Harness::start(
+        &["dest-meta"],
+        r#"[{"name":"meta","bucket":"dest-meta","includeMetadata":true}]"#,
+    )
+    .await;
+    // A chunk as a batcher before provenance staged it: the events alone.
+    let partition = PartitionKey {
+        hour: Hour::containing(TEN),
+        stream: APP.to_owned(),
+        tenant: TenantKey::encode("t1"),
+    };
+    let mut chunk = NdjsonGzWriter::new(1);
+    for n in 0..2 {
+        chunk.push_line(&app_event(n));
+    }
+    harness
+        .s3
+        .put_object()
+        .bucket(EXPORT)
+        .key(shared::layout::staging_chunk_key(
+            &partition,
+            TEN,
+            "old-batcher",
+        ))
+        .body(chunk.finish().into())
+        .send()
+        .await
+        .unwrap();
+    harness.flush().await;
+
+    let (archive, sidecar) = archive_and_sidecar(&harness, APP).await;
+    assert_eq!(archive.len(), 2);
+    assert_eq!(sidecar, None);
+    for line in harness.gzip_lines("dest-meta", APP).await {
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            value["_export"],
+            serde_json::json!({"stream":"airkit-app-events","hour":"2026-11-22T10:00:00.000Z","part":1}),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_metadata_destination_no_sidecar_is_written() {
+    let harness = Harness::start(
+        &["dest-plain"],
+        r#"[{"name":"plain","bucket":"dest-plain"}]"#,
+    )
+    .await;
+    harness.stage_and_flush(app_records(3)).await;
+    let (archive, sidecar) = archive_and_sidecar(&harness, APP).await;
+    let mut archive = archive;
+    archive.sort();
+    assert_eq!(archive, (0..3).map(app_event).collect::<Vec<_>>());
+    assert_eq!(sidecar, None);
+    assert!(
+        list_keys(&harness.s3, EXPORT, "archive/")
+            .await
+            .unwrap()
+            .iter()
+            .all(|key| !key.contains("provenance")),
+    );
 }
 
 #[tokio::test]

@@ -46,10 +46,7 @@ impl Harness {
     }
 
     async fn stage(&self, records: Vec<SqsMessage>, request_id: &str) {
-        let batcher = Batcher {
-            config: self.config.clone(),
-            s3: self.s3.clone(),
-        };
+        let batcher = Batcher::new(self.config.clone(), self.s3.clone());
         let response = batcher::process(&batcher, &records, TEN, request_id)
             .await
             .unwrap();

@@ -92,10 +92,7 @@ async fn export() -> Exported {
         Some(DESTINATIONS),
     )
     .unwrap();
-    let batcher = Batcher {
-        config: config.clone(),
-        s3: s3.clone(),
-    };
+    let batcher = Batcher::new(config.clone(), s3.clone());
     let (mut records, mut app, mut audit) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..24i64 {
         let tenant = TENANTS[(n % 2) as usize];

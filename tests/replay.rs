@@ -114,10 +114,7 @@ async fn errors_replayed_after_adding_a_stream_are_archived_once_and_the_rest_ke
             QUEUE_ARN,
         ),
     ];
-    let batcher = Batcher {
-        config: config(None),
-        s3: s3.clone(),
-    };
+    let batcher = Batcher::new(config(None), s3.clone());
     let response = batcher::process(&batcher, &records, TEN, "req-1")
         .await
         .unwrap();
@@ -233,10 +230,7 @@ async fn errors_files_whose_records_are_all_accepted_are_deleted_and_foreign_lin
         sqs_record("o1", &order("B-1", 1), TEN + 1000, QUEUE_ARN),
         "orders",
     )];
-    let batcher = Batcher {
-        config: config(None),
-        s3: s3.clone(),
-    };
+    let batcher = Batcher::new(config(None), s3.clone());
     batcher::process(&batcher, &records, TEN, "req-1")
         .await
         .unwrap();
@@ -377,10 +371,7 @@ async fn dead_lettered_messages_replayed_by_copy_then_succeed_once() {
     // S3 is down: every message fails, and after maxReceiveCount (1) SQS
     // moves it to the dead-letter queue.
     let outage = s3_export::faults::FailRequestsTo::new("/staging/");
-    let failing = Batcher {
-        config: config(None),
-        s3: outage.wrap(&s3),
-    };
+    let failing = Batcher::new(config(None), outage.wrap(&s3));
     let esm = EventSourceMapping::for_queue(sqs.clone(), &queues.url, 10, Duration::ZERO)
         .await
         .unwrap();
@@ -479,10 +470,7 @@ async fn dead_lettered_messages_replayed_by_copy_then_succeed_once() {
     // Fixed: the batcher takes them, the flusher archives each event once,
     // the audit event in its stream (the message attribute came along).
     outage.heal();
-    let healthy = Batcher {
-        config: config(None),
-        s3: s3.clone(),
-    };
+    let healthy = Batcher::new(config(None), s3.clone());
     let drained = esm
         .drain(|event| batch(&healthy, event), Duration::from_secs(60))
         .await

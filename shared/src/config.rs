@@ -52,6 +52,19 @@ pub mod env {
     pub const DESTINATION_FORMAT: &str = "DESTINATION_FORMAT";
     /// The single destination's `storageClass` (an S3 storage class).
     pub const DESTINATION_STORAGE_CLASS: &str = "DESTINATION_STORAGE_CLASS";
+    /// The single destination's `compressionLevel` (a whole number).
+    pub const DESTINATION_COMPRESSION_LEVEL: &str = "DESTINATION_COMPRESSION_LEVEL";
+    /// The single destination's `includeMetadata` and `successMarker`
+    /// (`true` or `false`).
+    pub const DESTINATION_INCLUDE_METADATA: &str = "DESTINATION_INCLUDE_METADATA";
+    pub const DESTINATION_SUCCESS_MARKER: &str = "DESTINATION_SUCCESS_MARKER";
+    /// The single destination's `includeEventTypes`, `excludeEventTypes` and
+    /// `omitFields`, comma-separated.
+    pub const DESTINATION_INCLUDE_EVENT_TYPES: &str = "DESTINATION_INCLUDE_EVENT_TYPES";
+    pub const DESTINATION_EXCLUDE_EVENT_TYPES: &str = "DESTINATION_EXCLUDE_EVENT_TYPES";
+    pub const DESTINATION_OMIT_FIELDS: &str = "DESTINATION_OMIT_FIELDS";
+    /// The single destination's `tags`, as `key=value,key=value`.
+    pub const DESTINATION_TAGS: &str = "DESTINATION_TAGS";
     /// SNS topic for destination alerts (verify and flusher); unset: none.
     pub const ALERT_TOPIC_ARN: &str = "ALERT_TOPIC_ARN";
     /// The deployment named in verify objects and alerts; default: the
@@ -297,10 +310,60 @@ struct DestinationDocument {
     tags: Option<BTreeMap<String, String>>,
 }
 
-/// The destination the `DESTINATION_*` variables describe, if any.
-fn destination_from_env(lookup: &impl Fn(&str) -> Option<String>) -> Option<DestinationDocument> {
-    let bucket = lookup(env::DESTINATION_BUCKET)?;
-    Some(DestinationDocument {
+/// The destination the `DESTINATION_*` variables describe, if any. A
+/// variable that does not parse is an error naming it; the values are
+/// validated with the document's destinations.
+fn destination_from_env(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<DestinationDocument>, ConfigError> {
+    let Some(bucket) = lookup(env::DESTINATION_BUCKET) else {
+        return Ok(None);
+    };
+    let flag = |variable: &str| -> Result<bool, ConfigError> {
+        match lookup(variable).as_deref().map(str::trim) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ConfigError::new(
+                variable,
+                format!("`{other}` is neither `true` nor `false`"),
+            )),
+        }
+    };
+    let list = |variable: &str| -> Option<Vec<String>> {
+        lookup(variable).map(|text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    let compression_level = match lookup(env::DESTINATION_COMPRESSION_LEVEL) {
+        None => None,
+        Some(text) => Some(text.trim().parse::<u32>().map_err(|_| {
+            ConfigError::new(
+                env::DESTINATION_COMPRESSION_LEVEL,
+                format!("`{text}` is not a whole number"),
+            )
+        })?),
+    };
+    let tags = match lookup(env::DESTINATION_TAGS) {
+        None => None,
+        Some(text) => {
+            let mut tags = BTreeMap::new();
+            for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let Some((key, value)) = pair.split_once('=') else {
+                    return Err(ConfigError::new(
+                        env::DESTINATION_TAGS,
+                        format!("`{pair}` is not `key=value`"),
+                    ));
+                };
+                tags.insert(key.trim().to_owned(), value.trim().to_owned());
+            }
+            Some(tags)
+        }
+    };
+    Ok(Some(DestinationDocument {
         name: lookup(env::DESTINATION_NAME).unwrap_or_else(|| "default".to_owned()),
         bucket,
         region: lookup(env::DESTINATION_REGION),
@@ -313,19 +376,19 @@ fn destination_from_env(lookup: &impl Fn(&str) -> Option<String>) -> Option<Dest
         kms_key_id: lookup(env::DESTINATION_KMS_KEY_ID),
         bucket_key_enabled: None,
         layout: lookup(env::DESTINATION_LAYOUT),
-        success_marker: false,
+        success_marker: flag(env::DESTINATION_SUCCESS_MARKER)?,
         account_id: lookup(env::DESTINATION_ACCOUNT_ID),
         role_arn: lookup(env::DESTINATION_ROLE_ARN),
         external_id: lookup(env::DESTINATION_EXTERNAL_ID),
         format: lookup(env::DESTINATION_FORMAT),
-        compression_level: None,
-        include_event_types: None,
-        exclude_event_types: None,
-        omit_fields: None,
-        include_metadata: false,
+        compression_level,
+        include_event_types: list(env::DESTINATION_INCLUDE_EVENT_TYPES),
+        exclude_event_types: list(env::DESTINATION_EXCLUDE_EVENT_TYPES),
+        omit_fields: list(env::DESTINATION_OMIT_FIELDS),
+        include_metadata: flag(env::DESTINATION_INCLUDE_METADATA)?,
         storage_class: lookup(env::DESTINATION_STORAGE_CLASS),
-        tags: None,
-    })
+        tags,
+    }))
 }
 
 /// The variable behind a field of the environment's destination.
@@ -342,6 +405,12 @@ fn destination_variable(field: &str) -> &'static str {
         "externalId" => env::DESTINATION_EXTERNAL_ID,
         "format" => env::DESTINATION_FORMAT,
         "storageClass" => env::DESTINATION_STORAGE_CLASS,
+        "compressionLevel" => env::DESTINATION_COMPRESSION_LEVEL,
+        "includeEventTypes" => env::DESTINATION_INCLUDE_EVENT_TYPES,
+        "excludeEventTypes" => env::DESTINATION_EXCLUDE_EVENT_TYPES,
+        "omitFields" => env::DESTINATION_OMIT_FIELDS,
+        "successMarker" => env::DESTINATION_SUCCESS_MARKER,
+        "tags" => env::DESTINATION_TAGS,
         _ => env::DESTINATION_BUCKET,
     }
 }
@@ -502,7 +571,7 @@ impl Config {
         }
 
         let mut destination_documents = document.destinations;
-        let from_environment = destination_from_env(&lookup);
+        let from_environment = destination_from_env(&lookup)?;
         let environment_index = destination_documents.len();
         let has_environment_destination = from_environment.is_some();
         destination_documents.extend(from_environment);
@@ -586,6 +655,15 @@ impl Config {
                         .as_ref()
                         .is_none_or(|streams| streams.iter().any(|s| s == stream))
             })
+    }
+
+    /// True when an enabled destination adds `_export` metadata to its
+    /// lines: then the flusher keeps each event's provenance (SQS message
+    /// id, ingest time), which the batcher stages, beside the archive.
+    pub fn records_provenance(&self) -> bool {
+        self.destinations
+            .iter()
+            .any(|destination| destination.enabled && destination.content.include_metadata)
     }
 
     /// The stream a record belongs to: its `stream` attribute, else its
@@ -1624,6 +1702,57 @@ mod tests {
                 (variable, value),
             ];
             assert_eq!(config_error(&vars).field, variable);
+        }
+    }
+
+    #[test]
+    fn single_destination_content_variables() {
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "customer-bucket"),
+            ("DESTINATION_LAYOUT", "hive"),
+            ("DESTINATION_COMPRESSION_LEVEL", "9"),
+            ("DESTINATION_INCLUDE_METADATA", "true"),
+            ("DESTINATION_SUCCESS_MARKER", "true"),
+            (
+                "DESTINATION_INCLUDE_EVENT_TYPES",
+                "step_enter, session_start",
+            ),
+            ("DESTINATION_EXCLUDE_EVENT_TYPES", ""),
+            ("DESTINATION_OMIT_FIELDS", "/user/location,/ip"),
+            ("DESTINATION_TAGS", "team=data, env=prod"),
+        ];
+        let config = config(&vars, None).unwrap();
+        let destination = &config.destinations[0];
+        let content = &destination.content;
+        assert_eq!(content.compression_level, Some(9));
+        assert!(content.include_metadata && destination.success_marker);
+        assert_eq!(
+            content.include_event_types.as_deref(),
+            Some(&["step_enter".to_owned(), "session_start".to_owned()][..])
+        );
+        assert!(content.exclude_event_types.is_empty());
+        assert_eq!(content.omit_fields.len(), 2);
+        assert_eq!(content.tags.get("team").map(String::as_str), Some("data"));
+        assert_eq!(content.tags.get("env").map(String::as_str), Some("prod"));
+        assert!(config.records_provenance());
+
+        for (variable, value) in [
+            ("DESTINATION_COMPRESSION_LEVEL", "high"),
+            ("DESTINATION_COMPRESSION_LEVEL", "12"),
+            ("DESTINATION_INCLUDE_METADATA", "yes"),
+            ("DESTINATION_SUCCESS_MARKER", "1"),
+            ("DESTINATION_TAGS", "team"),
+            ("DESTINATION_TAGS", "aws:x=1"),
+            ("DESTINATION_OMIT_FIELDS", "user"),
+        ] {
+            let vars = [
+                ("EXPORT_BUCKET", "exports"),
+                ("DESTINATION_BUCKET", "customer-bucket"),
+                ("DESTINATION_LAYOUT", "hive"),
+                (variable, value),
+            ];
+            assert_eq!(config_error(&vars).field, variable, "{variable}={value}");
         }
     }
 

@@ -105,11 +105,13 @@ pub fn split_events(payload: &str) -> Result<Vec<&str>, Rejection> {
     }
 }
 
-/// The event as one line: unchanged when it already is one, otherwise with
-/// the whitespace between tokens removed (strings, numbers and key order are
-/// kept byte for byte). Call it only on text that parsed as JSON.
+/// The event as one line without tabs: unchanged when it already is one,
+/// otherwise with the whitespace between tokens removed (strings, numbers
+/// and key order are kept byte for byte). Call it only on text that parsed
+/// as JSON (whose strings cannot hold a raw tab or newline), so the result
+/// never holds a tab: staged lines use one to start their provenance.
 pub fn compact(event: &str) -> Cow<'_, str> {
-    if !event.contains(['\n', '\r']) {
+    if !event.contains(['\n', '\r', '\t']) {
         return Cow::Borrowed(event);
     }
     let mut line = String::with_capacity(event.len());
@@ -183,6 +185,14 @@ mod tests {
     fn compact_keeps_escaped_quotes_and_spaces_in_strings() {
         let pretty = "{\n \"a\" : \"say \\\"hi\\\" \\\\ \",\n \"b\": 1e5\n}";
         assert_eq!(compact(pretty), r#"{"a":"say \"hi\" \\ ","b":1e5}"#);
+    }
+
+    #[test]
+    fn compact_removes_tab_whitespace_from_one_line_events() {
+        assert_eq!(
+            compact("{\"a\":\t1,\t\"b\":\"x\\ty\"}"),
+            r#"{"a":1,"b":"x\ty"}"#
+        );
     }
 
     #[test]

@@ -92,6 +92,15 @@ pub fn archive_part_key(partition: &PartitionKey, number: u32) -> String {
     )
 }
 
+/// The key of the provenance sidecar of archive part `number`: one line per
+/// line of the part (see `provenance`).
+pub fn archive_provenance_key(partition: &PartitionKey, number: u32) -> String {
+    format!(
+        "{ARCHIVE_PREFIX}{}/part-{number:05}.provenance.gz",
+        partition_path(partition)
+    )
+}
+
 /// The key of a partition's manifest.
 pub fn manifest_key(partition: &PartitionKey) -> String {
     format!("{MANIFESTS_PREFIX}{}.json", partition_path(partition))

@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod partition;
 pub mod policy;
 pub mod profile;
+pub mod provenance;
 pub mod rejection;
 pub mod telemetry;
 pub mod time;

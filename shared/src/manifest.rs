@@ -53,6 +53,19 @@ pub struct ArchivePart {
     pub max_event_time: Option<String>,
     /// SHA-256 of the compressed bytes, hex.
     pub sha256: String,
+    /// The part's provenance sidecar (SQS message id and ingest time of each
+    /// line, see `provenance`), when its events were staged with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ProvenanceFile>,
+}
+
+/// A provenance sidecar: gzip, one line per line of its archive part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvenanceFile {
+    pub key: String,
+    /// Compressed size.
+    pub bytes: u64,
 }
 
 /// Which parts a destination has received.

@@ -11,6 +11,7 @@ pub mod records;
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -20,14 +21,38 @@ use futures::stream::{self, StreamExt};
 use lambda_runtime::LambdaEvent;
 
 use shared::Config;
+use shared::config_source::ConfigSource;
 
 pub use plan::{BatchPlan, BatchStats, PlannedObject, plan_batch};
 
+/// How the batcher signs its alerts.
+pub const SOURCE: &str = "batcher";
+
 /// What lives across invocations: the validated configuration and the S3
-/// client, both built once at cold start.
+/// client, both built once at cold start. An `s3://` configuration document
+/// is reloaded when it changes (see `shared::config_source`).
 pub struct Batcher {
-    pub config: Config,
+    /// Where each invocation's configuration comes from.
+    pub source: Arc<ConfigSource>,
     pub s3: aws_sdk_s3::Client,
+}
+
+impl Batcher {
+    /// A batcher whose configuration never changes.
+    pub fn new(config: Config, s3: aws_sdk_s3::Client) -> Self {
+        Self::from_source(Arc::new(ConfigSource::fixed(config)), s3)
+    }
+
+    /// A batcher whose configuration comes from `source`, checked for a new
+    /// document at the start of each invocation (at most once a minute).
+    pub fn from_source(source: Arc<ConfigSource>, s3: aws_sdk_s3::Client) -> Self {
+        Self { source, s3 }
+    }
+
+    /// The configuration now, without checking for a new document.
+    pub fn config(&self) -> Arc<Config> {
+        self.source.config()
+    }
 }
 
 /// Why an invocation failed as a whole (Lambda then retries the whole batch).
@@ -67,8 +92,9 @@ pub async fn process(
     ingest_millis: i64,
     request_id: &str,
 ) -> Result<SqsBatchResponse, BatcherError> {
-    let plan = plan_batch(&batcher.config, records, ingest_millis, request_id);
-    let failed = store(batcher, &plan).await?;
+    let config = batcher.source.current().await;
+    let plan = plan_batch(&config, records, ingest_millis, request_id);
+    let failed = store(batcher, &config, &plan).await?;
 
     let mut response = SqsBatchResponse::default();
     for &index in &failed {
@@ -95,11 +121,16 @@ pub async fn process(
 
 /// PUTs every planned object with bounded concurrency; returns the indices of
 /// the messages whose data is not stored.
-async fn store(batcher: &Batcher, plan: &BatchPlan) -> Result<BTreeSet<usize>, BatcherError> {
+async fn store(
+    batcher: &Batcher,
+    config: &Config,
+    plan: &BatchPlan,
+) -> Result<BTreeSet<usize>, BatcherError> {
     let objects = plan.chunks.iter().chain(plan.errors.iter());
+    let bucket = config.export_bucket.as_str();
     let results: Vec<(&PlannedObject, Result<(), PutError>)> = stream::iter(objects)
-        .map(|object| async move { (object, put(batcher, object).await) })
-        .buffer_unordered(batcher.config.put_concurrency)
+        .map(|object| async move { (object, put(&batcher.s3, bucket, object).await) })
+        .buffer_unordered(config.put_concurrency)
         .collect()
         .await;
 
@@ -122,11 +153,13 @@ enum PutError {
     Other(String),
 }
 
-async fn put(batcher: &Batcher, object: &PlannedObject) -> Result<(), PutError> {
-    batcher
-        .s3
-        .put_object()
-        .bucket(&batcher.config.export_bucket)
+async fn put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    object: &PlannedObject,
+) -> Result<(), PutError> {
+    s3.put_object()
+        .bucket(bucket)
         .key(&object.key)
         .content_type("application/gzip")
         .body(ByteStream::from(object.body.clone()))

@@ -15,6 +15,7 @@ use shared::decode::{self, Unwrapped};
 use shared::encode::NdjsonGzWriter;
 use shared::layout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
+use shared::provenance::Provenance;
 use shared::rejection::{RejectReason, Rejection};
 use shared::time;
 
@@ -93,6 +94,18 @@ struct Part {
     count: usize,
 }
 
+/// A partition's events in batch order, each with the index of the message
+/// it came from, and the set of those indices.
+type PartitionEvents<'a> = (Vec<(Cow<'a, str>, usize)>, BTreeSet<usize>);
+
+/// The message's `SentTimestamp` (when SQS received it), if it has one.
+fn sent_millis(record: &SqsMessage) -> Option<i64> {
+    record
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|sent| sent.parse::<i64>().ok())
+}
+
 /// Decodes, checks and partitions every record, then encodes one chunk per
 /// partition and one errors file. `ingest_millis` is the invocation's time.
 pub fn plan_batch(
@@ -111,8 +124,7 @@ pub fn plan_batch(
         .map(|record| decode::unwrap_body(record.body.as_deref().unwrap_or_default()))
         .collect();
 
-    let mut partitions: BTreeMap<PartitionKey, (Vec<Cow<'_, str>>, BTreeSet<usize>)> =
-        BTreeMap::new();
+    let mut partitions: BTreeMap<PartitionKey, PartitionEvents<'_>> = BTreeMap::new();
     let mut errors = NdjsonGzWriter::new(ERRORS_GZIP_LEVEL);
     let mut error_messages = BTreeSet::new();
 
@@ -165,11 +177,7 @@ pub fn plan_batch(
                 continue;
             }
         };
-        let sent_millis = record
-            .attributes
-            .get("SentTimestamp")
-            .and_then(|sent| sent.parse::<i64>().ok())
-            .unwrap_or(ingest_millis);
+        let sent_millis = sent_millis(record).unwrap_or(ingest_millis);
         let count = events.len();
         for (position, text) in events.into_iter().enumerate() {
             let part = (count > 1).then_some(Part {
@@ -213,7 +221,7 @@ pub fn plan_batch(
             }
             stats.accepted += 1;
             let (lines, messages) = partitions.entry(key).or_default();
-            lines.push(decode::compact(text));
+            lines.push((decode::compact(text), index));
             messages.insert(index);
         }
     }
@@ -224,8 +232,21 @@ pub fn plan_batch(
         .into_iter()
         .map(|(partition, (lines, messages))| {
             let mut writer = NdjsonGzWriter::new(config.staging_gzip_level);
-            for line in &lines {
-                writer.push_line(line);
+            let mut staged = String::new();
+            for (event, index) in &lines {
+                // `<event>\t<ingest millis>\t<message id>` (see
+                // shared::provenance): the flusher keeps it beside the
+                // archive when a destination asks for `_export` metadata.
+                let record = &records[*index];
+                let provenance = Provenance::new(
+                    Some(sent_millis(record).unwrap_or(ingest_millis)),
+                    record.message_id.as_deref(),
+                );
+                staged.clear();
+                staged.push_str(event);
+                staged.push('\t');
+                provenance.write_fields(&mut staged);
+                writer.push_line(&staged);
             }
             stats.uncompressed_bytes += writer.uncompressed_bytes();
             let lines = writer.lines();

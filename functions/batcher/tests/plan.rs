@@ -49,10 +49,42 @@ fn gunzip(bytes: &[u8]) -> String {
     text
 }
 
-fn lines(bytes: &[u8]) -> Vec<String> {
+/// The staged lines as written: each event with its provenance.
+fn staged_lines(bytes: &[u8]) -> Vec<String> {
     let text = gunzip(bytes);
     assert!(text.is_empty() || text.ends_with('\n'), "final newline");
     text.lines().map(str::to_owned).collect()
+}
+
+/// The staged events, without their provenance.
+fn lines(bytes: &[u8]) -> Vec<String> {
+    staged_lines(bytes)
+        .iter()
+        .map(|line| shared::provenance::split_staged_line(line).0.to_owned())
+        .collect()
+}
+
+#[test]
+fn every_event_is_staged_with_its_message_id_and_sent_time() {
+    let mut unsent = message("m2", &app_event("t1", 2));
+    unsent.attributes.remove("SentTimestamp");
+    let records = vec![
+        message(
+            "m1",
+            &format!("{}\n{}", app_event("t1", 0), app_event("t1", 1)),
+        ),
+        unsent,
+    ];
+    let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    assert_eq!(
+        staged_lines(&plan.chunks[0].body),
+        vec![
+            format!("{}\t{SENT_MILLIS}\tm1", app_event("t1", 0)),
+            format!("{}\t{SENT_MILLIS}\tm1", app_event("t1", 1)),
+            // Without a SentTimestamp: the invocation's time.
+            format!("{}\t{INGEST_MILLIS}\tm2", app_event("t1", 2)),
+        ]
+    );
 }
 
 #[test]

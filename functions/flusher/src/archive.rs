@@ -65,6 +65,11 @@ impl PartWriter {
         self.uploaded_bytes + self.encoder.get_ref().len() as u64
     }
 
+    /// The part's number.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
     /// Events written so far.
     pub fn events(&self) -> u64 {
         self.events
@@ -187,6 +192,7 @@ impl PartWriter {
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
+            provenance: None,
         })
     }
 

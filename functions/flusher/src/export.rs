@@ -24,13 +24,16 @@ use flate2::write::GzEncoder;
 use shared::export_options::{ContentOptions, ExportFormat, OmitField};
 use shared::partition::PartitionKey;
 use shared::profile::Profile;
+use shared::provenance::{self, Provenance};
 
-/// What `_export` says about every line of one part: the stream, the hour
-/// partition (its start, RFC 3339) and the archive part number.
+/// What `_export` says about the lines of one part: the stream, the hour
+/// partition (its start, RFC 3339) and the archive part number, then each
+/// line's ingest time and SQS message id when the part has a provenance
+/// sidecar.
 #[derive(Debug, Clone)]
 pub struct ExportMetadata {
-    /// The JSON text of the `_export` object.
-    json: String,
+    /// The `_export` object's text up to its per-line members (no `}`).
+    head: String,
 }
 
 impl ExportMetadata {
@@ -40,12 +43,17 @@ impl ExportMetadata {
         // serde_json's map is sorted without `preserve_order`: write the
         // members in the documented order by hand.
         let string = |text: &str| serde_json::to_string(text).expect("strings serialize");
-        let json = format!(
-            r#"{{"stream":{},"hour":{},"part":{number}}}"#,
+        let head = format!(
+            r#"{{"stream":{},"hour":{},"part":{number}"#,
             string(&partition.stream),
             string(&hour)
         );
-        Self { json }
+        Self { head }
+    }
+
+    /// The `_export` object of a line with `provenance`.
+    fn json(&self, provenance: Provenance<'_>) -> String {
+        format!("{}{}}}", self.head, provenance.json_members())
     }
 }
 
@@ -57,16 +65,21 @@ pub struct Encoded {
 }
 
 /// Rewrites an archive part (`archive`: its gzip bytes) for a destination.
-/// `profile` reads event types; `metadata` is what `_export` holds.
+/// `profile` reads event types; `metadata` is what `_export` holds, with
+/// each line's provenance from `provenance` (the part's sidecar, gzip, one
+/// line per archive line) when given.
 pub fn encode_part(
     archive: &[u8],
     options: &ContentOptions,
     archive_gzip_level: u32,
     profile: &Profile,
     metadata: &ExportMetadata,
+    provenance: Option<&[u8]>,
 ) -> std::io::Result<Encoded> {
     let mut sink = Sink::new(options, archive_gzip_level)?;
     let mut reader = BufReader::new(MultiGzDecoder::new(archive));
+    let mut sidecar = provenance.map(|bytes| BufReader::new(MultiGzDecoder::new(bytes)));
+    let mut sidecar_line = String::new();
     let mut line = Vec::new();
     let mut events = 0;
     let mut omit: Vec<&[String]> = options
@@ -89,6 +102,20 @@ pub fn encode_part(
         if text.is_empty() {
             continue;
         }
+        // The sidecar keeps step with every line, selected or not.
+        let line_provenance = match &mut sidecar {
+            Some(sidecar) => {
+                sidecar_line.clear();
+                if sidecar.read_line(&mut sidecar_line)? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the provenance sidecar has fewer lines than its archive part",
+                    ));
+                }
+                provenance::parse_sidecar_line(sidecar_line.trim_end_matches('\n'))
+            }
+            None => Provenance::default(),
+        };
         if options.filters_events() {
             // Archive lines passed the profile when they were batched.
             let event_type = profile.read(text).ok().and_then(|fields| fields.event_type);
@@ -102,7 +129,11 @@ pub fn encode_part(
             omit_fields(text, &omit)
         };
         if options.include_metadata {
-            out = Cow::Owned(append_member(&out, "_export", &metadata.json));
+            out = Cow::Owned(append_member(
+                &out,
+                "_export",
+                &metadata.json(line_provenance),
+            ));
         }
         sink.write_all(out.as_bytes())?;
         sink.write_all(b"\n")?;
@@ -337,6 +368,82 @@ mod tests {
         assert_eq!(omit(line, &["/missing", "/user/missing"]), line);
         assert_eq!(omit(r#"{"only":1}"#, &["/only"]), "{}");
         assert_eq!(omit("not json", &["/x"]), "not json");
+    }
+
+    fn gzip(text: &str) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::new(1));
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn metadata_options(types: Option<&[&str]>) -> ContentOptions {
+        ContentOptions {
+            format: ExportFormat::Ndjson,
+            include_metadata: true,
+            include_event_types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            ..ContentOptions::default()
+        }
+    }
+
+    fn partition() -> PartitionKey {
+        PartitionKey {
+            hour: shared::partition::Hour::containing(0),
+            stream: "s".into(),
+            tenant: shared::partition::TenantKey::encode("t"),
+        }
+    }
+
+    #[test]
+    fn provenance_keeps_step_with_lines_that_a_filter_skips() {
+        let archive = gzip(concat!(
+            r#"{"organizationId":"t","eventTime":"2026-11-22T10:00:00Z","type":"a"}"#,
+            "\n",
+            r#"{"organizationId":"t","eventTime":"2026-11-22T10:00:00Z","type":"b"}"#,
+            "\n",
+            r#"{"organizationId":"t","eventTime":"2026-11-22T10:00:00Z","type":"a"}"#,
+            "\n",
+        ));
+        // The second line's provenance is unknown.
+        let sidecar = gzip("1000\tm-1\n\t\n3000\tm-3\n");
+        let encoded = encode_part(
+            &archive,
+            &metadata_options(Some(&["a"])),
+            6,
+            &Profile::airkit_app_events(),
+            &ExportMetadata::new(&partition(), 4),
+            Some(&sidecar),
+        )
+        .unwrap();
+        let text = String::from_utf8(encoded.bytes).unwrap();
+        let exports: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["_export"].clone())
+            .collect();
+        assert_eq!(
+            exports,
+            vec![
+                serde_json::json!({"stream":"s","hour":"1970-01-01T00:00:00.000Z","part":4,
+                    "ingestTime":"1970-01-01T00:00:01.000Z","messageId":"m-1"}),
+                serde_json::json!({"stream":"s","hour":"1970-01-01T00:00:00.000Z","part":4,
+                    "ingestTime":"1970-01-01T00:00:03.000Z","messageId":"m-3"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sidecar_shorter_than_its_part_is_an_error() {
+        let archive = gzip("{\"type\":\"a\"}\n{\"type\":\"a\"}\n");
+        let error = encode_part(
+            &archive,
+            &metadata_options(None),
+            6,
+            &Profile::airkit_app_events(),
+            &ExportMetadata::new(&partition(), 1),
+            Some(&gzip("1\tm\n")),
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("fewer lines"), "{error}");
     }
 
     #[test]

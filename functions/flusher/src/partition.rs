@@ -14,9 +14,10 @@ use flate2::read::MultiGzDecoder;
 use shared::alert::InvocationAlerts;
 use shared::dedup;
 use shared::layout;
-use shared::manifest::{self, MANIFEST_VERSION, Manifest};
+use shared::manifest::{self, ArchivePart, MANIFEST_VERSION, Manifest, ProvenanceFile};
 use shared::partition::PartitionKey;
 use shared::profile::Profile;
+use shared::provenance::{self, Provenance};
 use shared::time::format_rfc3339_millis;
 
 use crate::archive::PartWriter;
@@ -177,8 +178,95 @@ fn new_manifest(partition: &PartitionKey) -> Manifest {
     }
 }
 
+/// The level of provenance sidecars: internal, read back only by exports
+/// with `_export` metadata, and mostly random ids: compress them quickly.
+const PROVENANCE_GZIP_LEVEL: u32 = 1;
+
+/// An archive part being written, with its provenance sidecar once a line
+/// of it has provenance and a destination asks for it (the lines before get
+/// empty sidecar lines).
+struct OpenPart {
+    events: PartWriter,
+    /// Where the sidecar goes, when provenance is kept; the S3 client and
+    /// bucket to write it with.
+    sidecar_key: Option<String>,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    provenance: Option<PartWriter>,
+}
+
+impl OpenPart {
+    fn new(
+        flusher: &Flusher,
+        partition: &PartitionKey,
+        number: u32,
+        keep_provenance: bool,
+    ) -> Self {
+        let config = &flusher.config;
+        Self {
+            events: PartWriter::new(
+                flusher.s3.clone(),
+                &config.export_bucket,
+                layout::archive_part_key(partition, number),
+                number,
+                config.archive_gzip_level,
+            ),
+            sidecar_key: keep_provenance.then(|| layout::archive_provenance_key(partition, number)),
+            s3: flusher.s3.clone(),
+            bucket: config.export_bucket.clone(),
+            provenance: None,
+        }
+    }
+
+    async fn push(
+        &mut self,
+        event: &str,
+        event_millis: Option<i64>,
+        provenance: Option<Provenance<'_>>,
+        fields: &mut String,
+    ) -> Result<(), FlushError> {
+        if provenance.is_some()
+            && self.provenance.is_none()
+            && let Some(key) = self.sidecar_key.take()
+        {
+            let mut sidecar = PartWriter::new(
+                self.s3.clone(),
+                &self.bucket,
+                key,
+                self.events.number(),
+                PROVENANCE_GZIP_LEVEL,
+            );
+            for _ in 0..self.events.events() {
+                sidecar.push("\t", None).await?;
+            }
+            self.provenance = Some(sidecar);
+        }
+        self.events.push(event, event_millis).await?;
+        if let Some(sidecar) = &mut self.provenance {
+            fields.clear();
+            provenance.unwrap_or_default().write_fields(fields);
+            sidecar.push(fields, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<ArchivePart, FlushError> {
+        let mut part = self.events.finish().await?;
+        if let Some(sidecar) = self.provenance {
+            let written = sidecar.finish().await?;
+            part.provenance = Some(ProvenanceFile {
+                key: written.key,
+                bytes: written.bytes,
+            });
+        }
+        Ok(part)
+    }
+}
+
 /// Streams the new chunks in key order into archive parts numbered after
-/// the manifest's, dropping every event already in `seen`.
+/// the manifest's, dropping every event already in `seen`. A staged line's
+/// provenance goes to the part's sidecar (when a destination asks for
+/// `_export` metadata), never into the part.
 async fn compact(
     flusher: &Flusher,
     partition: &PartitionKey,
@@ -187,11 +275,13 @@ async fn compact(
     profile: Option<&Profile>,
     seen: &mut HashSet<u128>,
     report: &mut PartitionReport,
-) -> Result<Vec<shared::manifest::ArchivePart>, FlushError> {
+) -> Result<Vec<ArchivePart>, FlushError> {
     let config = &flusher.config;
     let mut parts = Vec::new();
     let mut number = manifest.next_part_number();
-    let mut writer: Option<PartWriter> = None;
+    let mut writer: Option<OpenPart> = None;
+    let mut fields = String::new();
+    let keep_provenance = config.records_provenance();
     for chunk in chunks {
         let Some((bytes, _)) = store::get(&flusher.s3, &config.export_bucket, chunk).await? else {
             // Listed a moment ago, gone now: another flusher consumed it.
@@ -206,27 +296,24 @@ async fn compact(
             if line.is_empty() {
                 continue;
             }
-            let fields = profile.and_then(|profile| profile.read(&line).ok());
-            let key = match fields.as_ref().and_then(|f| f.id.as_deref()) {
+            let (event, provenance) = provenance::split_staged_line(&line);
+            let fields_read = profile.and_then(|profile| profile.read(event).ok());
+            let key = match fields_read.as_ref().and_then(|f| f.id.as_deref()) {
                 Some(id) => dedup::id_key(id),
-                None => dedup::line_key(&line),
+                None => dedup::line_key(event),
             };
             if !seen.insert(key) {
                 report.duplicates += 1;
                 continue;
             }
-            let current = writer.get_or_insert_with(|| {
-                PartWriter::new(
-                    flusher.s3.clone(),
-                    &config.export_bucket,
-                    layout::archive_part_key(partition, number),
-                    number,
-                    config.archive_gzip_level,
-                )
-            });
-            current.push(&line, fields.map(|f| f.time_millis)).await?;
+            let current = writer
+                .get_or_insert_with(|| OpenPart::new(flusher, partition, number, keep_provenance));
+            let event_millis = fields_read.map(|f| f.time_millis);
+            current
+                .push(event, event_millis, provenance, &mut fields)
+                .await?;
             report.events += 1;
-            if current.compressed_len() >= config.archive_part_max_bytes as u64 {
+            if current.events.compressed_len() >= config.archive_part_max_bytes as u64 {
                 parts.push(writer.take().expect("just used").finish().await?);
                 number += 1;
             }

@@ -187,8 +187,23 @@ pub async fn publish_part(
             .get(&partition.stream)
             .ok_or_else(|| corrupt(format!("stream `{}` is not configured", partition.stream)))?;
         let metadata = export::ExportMetadata::new(partition, number);
-        let encoded = export::encode_part(&archive, content, level, profile, &metadata)
-            .map_err(|error| corrupt(error.to_string()))?;
+        let provenance = match (&part.provenance, content.include_metadata) {
+            (Some(sidecar), true) => Some(
+                read_part(flusher, &sidecar.key, sidecar.bytes)
+                    .await
+                    .map_err(PartFailure::Flush)?,
+            ),
+            _ => None,
+        };
+        let encoded = export::encode_part(
+            &archive,
+            content,
+            level,
+            profile,
+            &metadata,
+            provenance.as_deref(),
+        )
+        .map_err(|error| corrupt(error.to_string()))?;
         (encoded.events > 0).then_some(encoded.bytes)
     };
     let Some(bytes) = bytes else {
@@ -245,8 +260,8 @@ pub async fn write_success_marker(
     }
 }
 
-/// One archive part, checked against the size its manifest recorded. One
-/// part is in memory at a time (at most `archivePartMaxBytes`): a buffered
+/// One archive part (or its provenance sidecar), checked against the size
+/// its manifest recorded. One part is in memory at a time (at most `archivePartMaxBytes`): a buffered
 /// body lets the SDK retry and checksum the write.
 async fn read_part(flusher: &Flusher, archive_key: &str, size: u64) -> Result<Vec<u8>, FlushError> {
     let bucket = &flusher.config.export_bucket;
