@@ -39,10 +39,7 @@ async fn pipeline(moto: &MotoServer) -> aws_sdk_s3::Client {
     for bucket in [EXPORT, "dest-lake", "dest-later"] {
         s3.create_bucket().bucket(bucket).send().await.unwrap();
     }
-    let batcher = Batcher {
-        config: config(FLUSHED_WITH),
-        s3: s3.clone(),
-    };
+    let batcher = Batcher::new(config(FLUSHED_WITH), s3.clone());
     for (hour, tenant, count) in [(10, "t1", 3), (10, "t2", 2), (11, "t1", 1)] {
         let records: Vec<SqsMessage> = (0..count)
             .map(|n| {
