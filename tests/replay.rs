@@ -21,7 +21,9 @@ const HOUR: i64 = 3_600_000;
 const ERRORS_KEY: &str = "errors/2026-11-22/10/1795341600000-req-1.ndjson.gz";
 
 /// The fix: a stream `orders` that was not configured when the records came.
-const WITH_ORDERS: &str = r#"{"streams": {"orders": {"profile": "generic", "tenant": "/account", "time": "/ts", "id": "/order_id"}}}"#;
+/// With a destination that shows each event's provenance (`_export`).
+const WITH_ORDERS: &str = r#"{"streams": {"orders": {"profile": "generic", "tenant": "/account", "time": "/ts", "id": "/order_id"}},
+  "destinations": [{"name": "lake", "bucket": "dest-lake", "shared": true, "includeMetadata": true}]}"#;
 
 fn config(document: Option<&str>) -> Config {
     Config::from_sources(
@@ -70,11 +72,14 @@ async fn flush(s3: &aws_sdk_s3::Client, config: Config, now: i64) {
     assert_eq!(report.failed, 0, "{report:?}");
 }
 
+/// The events of the archive parts under `prefix` (not their provenance
+/// sidecars), sorted.
 async fn archived(s3: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
     let mut lines: Vec<String> = read_gzip_ndjson(s3, EXPORT, prefix)
         .await
         .unwrap()
         .into_iter()
+        .filter(|file| file.key.ends_with(".ndjson.gz"))
         .flat_map(|file| file.lines)
         .collect();
     lines.sort();
@@ -93,7 +98,9 @@ async fn replay(s3: &aws_sdk_s3::Client, dry_run: bool) -> ErrorsReplayReport {
 async fn errors_replayed_after_adding_a_stream_are_archived_once_and_the_rest_keep_their_reason() {
     let moto = MotoServer::start().await.expect("moto_server starts");
     let s3 = moto.s3_client().await;
-    s3.create_bucket().bucket(EXPORT).send().await.unwrap();
+    for bucket in [EXPORT, "dest-lake"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
 
     let orders =
         |id: &str, body: &str| with_stream(sqs_record(id, body, TEN + 1000, QUEUE_ARN), "orders");
@@ -198,6 +205,30 @@ async fn errors_replayed_after_adding_a_stream_are_archived_once_and_the_rest_ke
     flush(&s3, config(Some(WITH_ORDERS)), TEN + 2 * HOUR + 15 * 60_000).await;
     let expected = vec![order("A-1", 1), order("A-2", 2), order("A-3", 3)];
     assert_eq!(archived(&s3, "archive/orders/").await, expected);
+    // The records' message ids and SentTimestamp went through the batcher.
+    let mut provenance: Vec<(String, String)> = read_gzip_ndjson(&s3, "dest-lake", "orders/")
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|file| file.lines)
+        .map(|line| {
+            let event: Value = serde_json::from_str(&line).unwrap();
+            (
+                event["_export"]["messageId"].as_str().unwrap().to_owned(),
+                event["_export"]["ingestTime"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    provenance.sort();
+    let sent = "2026-11-22T10:00:01.000Z".to_owned();
+    assert_eq!(
+        provenance,
+        [
+            ("o1".to_owned(), sent.clone()),
+            ("o2".to_owned(), sent.clone()),
+            ("o2".to_owned(), sent)
+        ]
+    );
     assert_eq!(archived(&s3, "archive/airkit-app-events/").await.len(), 1);
 
     // A replay that stopped before rewriting its errors file is run again:
@@ -225,7 +256,9 @@ async fn errors_replayed_after_adding_a_stream_are_archived_once_and_the_rest_ke
 async fn errors_files_whose_records_are_all_accepted_are_deleted_and_foreign_lines_are_kept() {
     let moto = MotoServer::start().await.expect("moto_server starts");
     let s3 = moto.s3_client().await;
-    s3.create_bucket().bucket(EXPORT).send().await.unwrap();
+    for bucket in [EXPORT, "dest-lake"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
     let records = vec![with_stream(
         sqs_record("o1", &order("B-1", 1), TEN + 1000, QUEUE_ARN),
         "orders",
@@ -337,7 +370,9 @@ async fn dead_lettered_messages_replayed_by_copy_then_succeed_once() {
     let moto = MotoServer::start().await.expect("moto_server starts");
     let s3 = moto.s3_client().await;
     let sqs = moto.sqs_client().await;
-    s3.create_bucket().bucket(EXPORT).send().await.unwrap();
+    for bucket in [EXPORT, "dest-lake"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
     let queues = create_queue_with_dlq(&sqs, "events", 1, 1).await.unwrap();
     let app = |n: usize| {
         format!(
