@@ -533,6 +533,24 @@ async fn dead_lettered_messages_replayed_by_copy_then_succeed_once() {
         format!("{error:#}").contains("StartMessageMoveTask refused"),
         "{error:#}"
     );
+    // A dead-letter queue shared by two queues: which one must be said.
+    let redrive = json!({"deadLetterTargetArn": queues.dlq_arn, "maxReceiveCount": 1}).to_string();
+    sqs.create_queue()
+        .queue_name("events-b")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            redrive,
+        )
+        .send()
+        .await
+        .unwrap();
+    let error = dlq_replay::replay(&sqs, &options).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("is the dead-letter queue of 2 queues"),
+        "{error}"
+    );
     let lonely = sqs
         .create_queue()
         .queue_name("lonely")
