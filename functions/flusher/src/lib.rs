@@ -6,6 +6,7 @@
 //! redo). Work that does not fit in one invocation resumes in the next.
 
 pub mod archive;
+pub mod compaction;
 pub mod error;
 pub mod export;
 pub mod metrics;

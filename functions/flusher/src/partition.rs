@@ -7,12 +7,8 @@
 //! skipped and only deleted, and pending publishes are retried.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-
-use flate2::read::MultiGzDecoder;
 
 use shared::alert::InvocationAlerts;
-use shared::dedup;
 use shared::layout;
 use shared::manifest::{self, MANIFEST_VERSION, Manifest};
 use shared::partition::PartitionKey;
@@ -20,6 +16,7 @@ use shared::profile::Profile;
 use shared::time::format_rfc3339_millis;
 
 use crate::archive::PartWriter;
+use crate::compaction;
 use crate::error::FlushError;
 use crate::publish::{self, PublishOutcome};
 use crate::store;
@@ -201,20 +198,9 @@ async fn compact(
             what: format!("staged chunk s3://{}/{chunk}", config.export_bucket),
             message,
         };
-        for line in BufReader::new(MultiGzDecoder::new(&bytes[..])).lines() {
-            let line = line.map_err(|error| corrupt(error.to_string()))?;
-            if line.is_empty() {
-                continue;
-            }
-            let fields = profile.and_then(|profile| profile.read(&line).ok());
-            let key = match fields.as_ref().and_then(|f| f.id.as_deref()) {
-                Some(id) => dedup::id_key(id),
-                None => dedup::line_key(&line),
-            };
-            if !seen.insert(key) {
-                report.duplicates += 1;
-                continue;
-            }
+        let mut events = compaction::new_events(&bytes[..], profile, seen);
+        for event in &mut events {
+            let event = event.map_err(|error| corrupt(error.to_string()))?;
             let current = writer.get_or_insert_with(|| {
                 PartWriter::new(
                     flusher.s3.clone(),
@@ -224,13 +210,14 @@ async fn compact(
                     config.archive_gzip_level,
                 )
             });
-            current.push(&line, fields.map(|f| f.time_millis)).await?;
+            current.push(&event.line, event.time_millis).await?;
             report.events += 1;
             if current.compressed_len() >= config.archive_part_max_bytes as u64 {
                 parts.push(writer.take().expect("just used").finish().await?);
                 number += 1;
             }
         }
+        report.duplicates += events.duplicates();
     }
     if let Some(writer) = writer {
         parts.push(writer.finish().await?);
