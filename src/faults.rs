@@ -186,3 +186,165 @@ pub fn with_interceptor(
     let config = s3.config().to_builder().interceptor(interceptor).build();
     aws_sdk_s3::Client::from_conf(config)
 }
+
+/// Makes SQS fail chosen entries of `SendMessageBatch` requests, as SQS
+/// itself may (an internal error on some entries, or an entry refused as
+/// the sender's fault): a failing entry is taken out of the request before
+/// it is sent, so the queue never receives it, and put back into the
+/// response's `Failed` list. An entry whose id `fails` matches fails on its
+/// first `attempts` sends. Clones share their counts.
+#[derive(Clone)]
+pub struct FailSqsBatchEntries {
+    fails: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    attempts: usize,
+    sender_fault: bool,
+    sends: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    failed: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for FailSqsBatchEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailSqsBatchEntries")
+            .field("attempts", &self.attempts)
+            .field("sender_fault", &self.sender_fault)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The entries [`FailSqsBatchEntries`] took out of one request.
+#[derive(Debug, Clone)]
+struct FailedEntries(Vec<String>);
+
+impl aws_smithy_types::config_bag::Storable for FailedEntries {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl FailSqsBatchEntries {
+    /// Fails the entries whose id `fails` matches on their first `attempts`
+    /// sends, with `InternalError` (retryable) or, when `sender_fault`,
+    /// `InvalidParameterValue` (the sender's fault).
+    pub fn new(
+        fails: impl Fn(&str) -> bool + Send + Sync + 'static,
+        attempts: usize,
+        sender_fault: bool,
+    ) -> Self {
+        Self {
+            fails: Arc::new(fails),
+            attempts,
+            sender_fault,
+            sends: Arc::default(),
+            failed: Arc::default(),
+        }
+    }
+
+    /// Entries failed so far.
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// An SQS client like `sqs` whose batch entries fail as configured.
+    pub fn wrap(&self, sqs: &aws_sdk_sqs::Client) -> aws_sdk_sqs::Client {
+        let config = sqs.config().to_builder().interceptor(self.clone()).build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+}
+
+impl Intercept for FailSqsBatchEntries {
+    fn name(&self) -> &'static str {
+        "FailSqsBatchEntries"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        let is_batch = request
+            .headers()
+            .get("x-amz-target")
+            .is_some_and(|target| target.ends_with("SendMessageBatch"));
+        let Some(bytes) = request.body().bytes().filter(|_| is_batch) else {
+            return Ok(());
+        };
+        let mut document: serde_json::Value = serde_json::from_slice(bytes)?;
+        let Some(entries) = document["Entries"].as_array_mut() else {
+            return Ok(());
+        };
+        let mut taken = Vec::new();
+        {
+            let mut sends = self.sends.lock().expect("not poisoned");
+            entries.retain(|entry| {
+                let id = entry["Id"].as_str().unwrap_or_default().to_owned();
+                if !(self.fails)(&id) {
+                    return true;
+                }
+                let count = sends.entry(id.clone()).or_default();
+                *count += 1;
+                if *count > self.attempts {
+                    return true;
+                }
+                taken.push(id);
+                false
+            });
+        }
+        if taken.is_empty() {
+            return Ok(());
+        }
+        if entries.is_empty() {
+            return Err("FailSqsBatchEntries would fail every entry of a request".into());
+        }
+        self.failed.fetch_add(taken.len(), Ordering::SeqCst);
+        let body = serde_json::to_vec(&document)?;
+        request
+            .headers_mut()
+            .insert("content-length", body.len().to_string());
+        *request.body_mut() = aws_smithy_types::body::SdkBody::from(body);
+        cfg.interceptor_state().store_put(FailedEntries(taken));
+        Ok(())
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(FailedEntries(taken)) = cfg.load::<FailedEntries>().cloned() else {
+            return Ok(());
+        };
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+        use aws_sdk_sqs::types::BatchResultErrorEntry;
+        let Some(batch) = output.downcast_mut::<SendMessageBatchOutput>() else {
+            return Ok(());
+        };
+        let (code, message) = if self.sender_fault {
+            (
+                "InvalidParameterValue",
+                "injected fault: refused as the sender's fault",
+            )
+        } else {
+            ("InternalError", "injected fault: internal error")
+        };
+        let mut failed = batch.failed().to_vec();
+        for id in taken {
+            failed.push(
+                BatchResultErrorEntry::builder()
+                    .id(id)
+                    .sender_fault(self.sender_fault)
+                    .code(code)
+                    .message(message)
+                    .build()?,
+            );
+        }
+        *batch = SendMessageBatchOutput::builder()
+            .set_successful(Some(batch.successful().to_vec()))
+            .set_failed(Some(failed))
+            .build()?;
+        Ok(())
+    }
+}

@@ -25,6 +25,8 @@ pub mod env {
     pub const PARTITION_BY: &str = "PARTITION_BY";
     pub const MAX_EVENT_BYTES: &str = "MAX_EVENT_BYTES";
     pub const STAGING_GZIP_LEVEL: &str = "STAGING_GZIP_LEVEL";
+    /// The most a compressed message body may decompress to.
+    pub const MAX_DECOMPRESSED_BODY_BYTES: &str = "MAX_DECOMPRESSED_BODY_BYTES";
     pub const PUT_CONCURRENCY: &str = "PUT_CONCURRENCY";
     pub const QUEUE_STREAMS: &str = "QUEUE_STREAMS";
     pub const FLUSH_GRACE_MINUTES: &str = "FLUSH_GRACE_MINUTES";
@@ -82,6 +84,10 @@ pub mod defaults {
     pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
     /// Staged chunks live an hour: spend compression effort in the flusher.
     pub const STAGING_GZIP_LEVEL: u32 = 1;
+    /// A 256 KiB gzip body of JSON events decompresses to about 1.3 MB; 16
+    /// MiB leaves room for very repetitive events while bounding what a
+    /// decompression bomb can make the batcher hold.
+    pub const MAX_DECOMPRESSED_BODY_BYTES: usize = 16 * 1024 * 1024;
     pub const PUT_CONCURRENCY: usize = 16;
     /// Hour H closes at H+1h plus this: more than the batching window and
     /// the usual queue delay (DESIGN.md, Timing).
@@ -98,6 +104,9 @@ pub mod defaults {
 
 /// The largest event size that can be configured: Lambda's payload limit.
 pub const MAX_EVENT_BYTES_LIMIT: usize = 6 * 1024 * 1024;
+
+/// The largest decompressed body size that can be configured.
+pub const MAX_DECOMPRESSED_BODY_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 
 /// A configuration error naming the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +192,9 @@ pub struct Config {
     pub partition_by: PartitionBy,
     pub max_event_bytes: usize,
     pub staging_gzip_level: u32,
+    /// A compressed message body (`content-encoding` attribute) that
+    /// decompresses to more than this is refused `too_large`.
+    pub max_decompressed_body_bytes: usize,
     pub put_concurrency: usize,
     /// Minutes after an hour's end before the flusher closes it.
     pub flush_grace_minutes: usize,
@@ -251,6 +263,7 @@ struct Document {
     partition_by: Option<PartitionBy>,
     max_event_bytes: Option<usize>,
     staging_gzip_level: Option<u32>,
+    max_decompressed_body_bytes: Option<usize>,
     put_concurrency: Option<usize>,
     flush_grace_minutes: Option<usize>,
     archive_gzip_level: Option<u32>,
@@ -500,6 +513,14 @@ impl Config {
             defaults::STAGING_GZIP_LEVEL as usize,
             0..=9,
         )? as u32;
+        let max_decompressed_body_bytes = number_setting(
+            &lookup,
+            env::MAX_DECOMPRESSED_BODY_BYTES,
+            "maxDecompressedBodyBytes",
+            document.max_decompressed_body_bytes,
+            defaults::MAX_DECOMPRESSED_BODY_BYTES,
+            1024..=MAX_DECOMPRESSED_BODY_BYTES_LIMIT,
+        )?;
         let put_concurrency = number_setting(
             &lookup,
             env::PUT_CONCURRENCY,
@@ -594,6 +615,7 @@ impl Config {
             partition_by,
             max_event_bytes,
             staging_gzip_level,
+            max_decompressed_body_bytes,
             put_concurrency,
             flush_grace_minutes,
             archive_gzip_level,
@@ -1083,6 +1105,7 @@ mod tests {
         assert_eq!(config.partition_by, PartitionBy::Ingest);
         assert_eq!(config.max_event_bytes, 1024 * 1024);
         assert_eq!(config.staging_gzip_level, 1);
+        assert_eq!(config.max_decompressed_body_bytes, 16 * 1024 * 1024);
         assert!(config.streams.contains_key("airkit-audit-logs"));
     }
 
@@ -1250,6 +1273,35 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.field, "putConcurrency");
+    }
+
+    #[test]
+    fn decompressed_body_limit_is_validated_and_named() {
+        let set = config(
+            &[
+                ("EXPORT_BUCKET", "exports"),
+                ("MAX_DECOMPRESSED_BODY_BYTES", "4194304"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(set.max_decompressed_body_bytes, 4 * 1024 * 1024);
+        let error = config(
+            &[
+                ("EXPORT_BUCKET", "exports"),
+                ("MAX_DECOMPRESSED_BODY_BYTES", "100"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "MAX_DECOMPRESSED_BODY_BYTES");
+        assert!(error.message.contains("outside"), "{}", error.message);
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"maxDecompressedBodyBytes":"big"}"#),
+        )
+        .unwrap_err();
+        assert!(error.field.contains("maxDecompressedBodyBytes"), "{error}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod config;
 pub mod config_source;
+pub mod content_encoding;
 pub mod cross_account;
 pub mod decode;
 pub mod dedup;

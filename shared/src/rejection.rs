@@ -21,6 +21,10 @@ pub enum RejectReason {
     TooLarge,
     /// The message names a stream the configuration does not know.
     UnknownStream,
+    /// A compressed body (`content-encoding` attribute) could not be
+    /// decoded: an unknown encoding, bad base64, not gzip or zstd data, or
+    /// not UTF-8 once decompressed.
+    BadEncoding,
 }
 
 impl RejectReason {
@@ -34,6 +38,7 @@ impl RejectReason {
             RejectReason::BadTime => "bad_time",
             RejectReason::TooLarge => "too_large",
             RejectReason::UnknownStream => "unknown_stream",
+            RejectReason::BadEncoding => "bad_encoding",
         }
     }
 }

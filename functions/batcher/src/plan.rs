@@ -11,6 +11,7 @@ use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use serde::Serialize;
 
 use shared::config::{Config, PartitionBy};
+use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE};
 use shared::decode::{self, Unwrapped};
 use shared::encode::NdjsonGzWriter;
 use shared::layout;
@@ -106,6 +107,15 @@ fn sent_millis(record: &SqsMessage) -> Option<i64> {
         .and_then(|sent| sent.parse::<i64>().ok())
 }
 
+/// The record's `content-encoding` message attribute (name in any case).
+fn content_encoding_of(record: &SqsMessage) -> Option<&str> {
+    record
+        .message_attributes
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(CONTENT_ENCODING_ATTRIBUTE))
+        .map(|(_, attribute)| attribute.string_value.as_deref().unwrap_or_default())
+}
+
 /// Decodes, checks and partitions every record, then encodes one chunk per
 /// partition and one errors file. `ingest_millis` is the invocation's time.
 pub fn plan_batch(
@@ -119,9 +129,20 @@ pub fn plan_batch(
         ..BatchStats::default()
     };
     let rejected_at = time::format_rfc3339_millis(ingest_millis);
-    let unwrapped: Vec<Unwrapped<'_>> = records
+    // A compressed body is decoded first; one that cannot be is refused alone.
+    let payloads: Vec<Result<Cow<'_, str>, Rejection>> = records
         .iter()
-        .map(|record| decode::unwrap_body(record.body.as_deref().unwrap_or_default()))
+        .map(|record| {
+            content_encoding::decode_body(
+                content_encoding_of(record),
+                record.body.as_deref().unwrap_or_default(),
+                config.max_decompressed_body_bytes,
+            )
+        })
+        .collect();
+    let unwrapped: Vec<Result<Unwrapped<'_>, &Rejection>> = payloads
+        .iter()
+        .map(|payload| payload.as_ref().map(|body| decode::unwrap_body(body)))
         .collect();
 
     let mut partitions: BTreeMap<PartitionKey, PartitionEvents<'_>> = BTreeMap::new();
@@ -137,7 +158,10 @@ pub fn plan_batch(
             .message_attributes
             .get(STREAM_ATTRIBUTE)
             .and_then(|attribute| attribute.string_value.as_deref())
-            .or(body.sns_stream.as_deref());
+            .or(body
+                .as_ref()
+                .ok()
+                .and_then(|body| body.sns_stream.as_deref()));
         let stream = config.stream_for(attribute, queue);
         let mut reject = |rejection: Rejection, text: &str, part: Option<Part>| {
             let line = ErrorRecord {
@@ -158,6 +182,13 @@ pub fn plan_batch(
             *stats.reasons.entry(rejection.reason.code()).or_default() += 1;
         };
         let original = record.body.as_deref().unwrap_or_default();
+        let body = match body {
+            Ok(body) => body,
+            Err(rejection) => {
+                reject((*rejection).clone(), original, None);
+                continue;
+            }
+        };
 
         let Some(profile) = config.streams.get(stream) else {
             reject(

@@ -34,3 +34,16 @@ pub fn with_stream(mut record: SqsMessage, stream: &str) -> SqsMessage {
         .insert(STREAM_ATTRIBUTE.into(), attribute);
     record
 }
+
+/// The record with a String message attribute `content-encoding` (for
+/// example `gzip`): its body is base64 of the compressed payload.
+pub fn with_content_encoding(mut record: SqsMessage, encoding: &str) -> SqsMessage {
+    let mut attribute = SqsMessageAttribute::default();
+    attribute.string_value = Some(encoding.to_owned());
+    attribute.data_type = Some("String".to_owned());
+    record.message_attributes.insert(
+        shared::content_encoding::CONTENT_ENCODING_ATTRIBUTE.into(),
+        attribute,
+    );
+    record
+}

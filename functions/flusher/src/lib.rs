@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod backfill;
+pub mod compaction;
 pub mod error;
 pub mod export;
 pub mod metrics;

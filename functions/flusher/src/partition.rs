@@ -7,20 +7,17 @@
 //! skipped and only deleted, and pending publishes are retried.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-
-use flate2::read::MultiGzDecoder;
 
 use shared::alert::InvocationAlerts;
-use shared::dedup;
 use shared::layout;
 use shared::manifest::{self, ArchivePart, MANIFEST_VERSION, Manifest, ProvenanceFile};
 use shared::partition::PartitionKey;
 use shared::profile::Profile;
-use shared::provenance::{self, Provenance};
+use shared::provenance::Provenance;
 use shared::time::format_rfc3339_millis;
 
 use crate::archive::PartWriter;
+use crate::compaction;
 use crate::error::FlushError;
 use crate::publish::{self, PublishOutcome};
 use crate::store;
@@ -291,26 +288,18 @@ async fn compact(
             what: format!("staged chunk s3://{}/{chunk}", config.export_bucket),
             message,
         };
-        for line in BufReader::new(MultiGzDecoder::new(&bytes[..])).lines() {
-            let line = line.map_err(|error| corrupt(error.to_string()))?;
-            if line.is_empty() {
-                continue;
-            }
-            let (event, provenance) = provenance::split_staged_line(&line);
-            let fields_read = profile.and_then(|profile| profile.read(event).ok());
-            let key = match fields_read.as_ref().and_then(|f| f.id.as_deref()) {
-                Some(id) => dedup::id_key(id),
-                None => dedup::line_key(event),
-            };
-            if !seen.insert(key) {
-                report.duplicates += 1;
-                continue;
-            }
+        let mut events = compaction::new_events(&bytes[..], profile, seen);
+        for event in &mut events {
+            let event = event.map_err(|error| corrupt(error.to_string()))?;
             let current = writer
                 .get_or_insert_with(|| OpenPart::new(flusher, partition, number, keep_provenance));
-            let event_millis = fields_read.map(|f| f.time_millis);
             current
-                .push(event, event_millis, provenance, &mut fields)
+                .push(
+                    event.event(),
+                    event.time_millis,
+                    event.provenance(),
+                    &mut fields,
+                )
                 .await?;
             report.events += 1;
             if current.events.compressed_len() >= config.archive_part_max_bytes as u64 {
@@ -318,6 +307,7 @@ async fn compact(
                 number += 1;
             }
         }
+        report.duplicates += events.duplicates();
     }
     if let Some(writer) = writer {
         parts.push(writer.finish().await?);

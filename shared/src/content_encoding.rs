@@ -1,0 +1,247 @@
+//! Compressed message bodies: a producer may send base64 of gzip (or zstd)
+//! NDJSON and mark it with the message attribute `content-encoding`, so one
+//! SQS request (billed per 64 KiB) carries several times more events.
+//!
+//! Guarantees: a body is decoded only up to a configured size, so a
+//! decompression bomb costs at most that much memory and is refused with
+//! its reason; every refusal names what was wrong (the attribute's value,
+//! the base64, the compressed stream, the UTF-8) and affects only its own
+//! message.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use flate2::read::MultiGzDecoder;
+
+use crate::rejection::{RejectReason, Rejection};
+
+/// The message attribute (String) that says how the body is encoded.
+/// Its name is matched without regard to case.
+pub const CONTENT_ENCODING_ATTRIBUTE: &str = "content-encoding";
+
+/// How a message body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentEncoding {
+    /// The body is the payload itself (no attribute, or `identity`).
+    Identity,
+    /// The body is base64 of a gzip stream (concatenated members allowed).
+    Gzip,
+    /// The body is base64 of a zstd frame.
+    Zstd,
+}
+
+impl ContentEncoding {
+    /// The encoding an attribute value names (`gzip`, `zstd`, `identity`;
+    /// any case, surrounding spaces ignored), or a `bad_encoding` refusal.
+    pub fn parse(value: &str) -> Result<Self, Rejection> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "identity" => Ok(Self::Identity),
+            "gzip" => Ok(Self::Gzip),
+            "zstd" => Ok(Self::Zstd),
+            _ => Err(Rejection::new(
+                RejectReason::BadEncoding,
+                format!(
+                    "message attribute `{CONTENT_ENCODING_ATTRIBUTE}` is `{value}`; accepted: gzip, zstd, identity"
+                ),
+            )),
+        }
+    }
+
+    /// The attribute value that names this encoding.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// The payload of a body sent with encoding `encoding` (an attribute value,
+/// `None` when the message has none), decoded to at most `max_bytes`.
+/// An identity body is borrowed unchanged.
+pub fn decode_body<'a>(
+    encoding: Option<&str>,
+    body: &'a str,
+    max_bytes: usize,
+) -> Result<Cow<'a, str>, Rejection> {
+    let encoding = match encoding {
+        None => ContentEncoding::Identity,
+        Some(value) => ContentEncoding::parse(value)?,
+    };
+    if encoding == ContentEncoding::Identity {
+        return Ok(Cow::Borrowed(body));
+    }
+    let bad = |detail: String| Rejection::new(RejectReason::BadEncoding, detail);
+    // Producers may wrap base64 at 76 columns (MIME style).
+    let compact: Cow<'_, str> = if body.contains(char::is_whitespace) {
+        Cow::Owned(body.split_whitespace().collect())
+    } else {
+        Cow::Borrowed(body)
+    };
+    let compressed = STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|error| bad(format!("the body is not base64 ({error})")))?;
+    let name = encoding.name();
+    let decoded = match encoding {
+        ContentEncoding::Gzip => read_limited(MultiGzDecoder::new(&compressed[..]), max_bytes),
+        ContentEncoding::Zstd => zstd::stream::read::Decoder::new(&compressed[..])
+            .and_then(|decoder| read_limited(decoder, max_bytes)),
+        ContentEncoding::Identity => unreachable!("returned above"),
+    }
+    .map_err(|error| bad(format!("the body is not valid {name} data ({error})")))?;
+    let Some(decoded) = decoded else {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "the {name} body decompresses to more than {max_bytes} bytes \
+                 (MAX_DECOMPRESSED_BODY_BYTES); refused as a possible decompression bomb"
+            ),
+        ));
+    };
+    String::from_utf8(decoded).map(Cow::Owned).map_err(|error| {
+        bad(format!(
+            "the decompressed {name} body is not UTF-8 ({error})"
+        ))
+    })
+}
+
+/// All of `reader`, or `None` when it holds more than `max_bytes`.
+fn read_limited(reader: impl Read, max_bytes: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut decoded = Vec::new();
+    reader
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut decoded)?;
+    Ok((decoded.len() <= max_bytes).then_some(decoded))
+}
+
+/// The body of a message encoded for sending: base64 of `payload`
+/// compressed with `encoding` at `level` (identity: `payload` as is).
+pub fn encode_body(encoding: ContentEncoding, payload: &[u8], level: i32) -> String {
+    use std::io::Write;
+    match encoding {
+        ContentEncoding::Identity => String::from_utf8_lossy(payload).into_owned(),
+        ContentEncoding::Gzip => {
+            let level = flate2::Compression::new(level.clamp(0, 9) as u32);
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+            encoder.write_all(payload).expect("writing to memory");
+            STANDARD.encode(encoder.finish().expect("writing to memory"))
+        }
+        ContentEncoding::Zstd => {
+            STANDARD.encode(zstd::stream::encode_all(payload, level).expect("writing to memory"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NDJSON: &str = "{\"a\":1}\n{\"b\":\"é\"}\n";
+
+    #[test]
+    fn no_attribute_borrows_the_body_unchanged() {
+        assert!(matches!(
+            decode_body(None, NDJSON, 10),
+            Ok(Cow::Borrowed(NDJSON))
+        ));
+    }
+
+    #[test]
+    fn gzip_and_zstd_bodies_round_trip() {
+        for encoding in [ContentEncoding::Gzip, ContentEncoding::Zstd] {
+            let body = encode_body(encoding, NDJSON.as_bytes(), 6);
+            let decoded = decode_body(Some(encoding.name()), &body, 1024).unwrap();
+            assert_eq!(decoded, NDJSON, "{encoding:?}");
+        }
+    }
+
+    #[test]
+    fn attribute_value_is_read_without_regard_to_case() {
+        assert_eq!(
+            ContentEncoding::parse(" GZip ").unwrap(),
+            ContentEncoding::Gzip
+        );
+        assert_eq!(
+            ContentEncoding::parse("identity").unwrap(),
+            ContentEncoding::Identity
+        );
+    }
+
+    #[test]
+    fn base64_wrapped_over_lines_is_accepted() {
+        let body = encode_body(ContentEncoding::Gzip, NDJSON.as_bytes(), 6);
+        let wrapped = format!("{}\n{}", &body[..10], &body[10..]);
+        assert_eq!(decode_body(Some("gzip"), &wrapped, 1024).unwrap(), NDJSON);
+    }
+
+    #[test]
+    fn unknown_encoding_is_refused_naming_it() {
+        let rejection = decode_body(Some("br"), "abc", 1024).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::BadEncoding);
+        assert!(rejection.detail.contains("`br`"), "{}", rejection.detail);
+    }
+
+    #[test]
+    fn bad_base64_is_refused() {
+        let rejection = decode_body(Some("gzip"), "not base64!", 1024).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::BadEncoding);
+        assert!(
+            rejection.detail.contains("not base64"),
+            "{}",
+            rejection.detail
+        );
+    }
+
+    #[test]
+    fn base64_of_something_else_is_refused_as_not_gzip() {
+        let body = STANDARD.encode(NDJSON);
+        let rejection = decode_body(Some("gzip"), &body, 1024).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::BadEncoding);
+        assert!(
+            rejection.detail.contains("not valid gzip"),
+            "{}",
+            rejection.detail
+        );
+        let rejection = decode_body(Some("zstd"), &body, 1024).unwrap_err();
+        assert!(
+            rejection.detail.contains("not valid zstd"),
+            "{}",
+            rejection.detail
+        );
+    }
+
+    #[test]
+    fn truncated_gzip_is_refused() {
+        let full = STANDARD
+            .decode(encode_body(ContentEncoding::Gzip, NDJSON.as_bytes(), 6))
+            .unwrap();
+        let body = STANDARD.encode(&full[..full.len() - 6]);
+        let rejection = decode_body(Some("gzip"), &body, 1024).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::BadEncoding);
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused_at_the_limit() {
+        let zeros = vec![b'0'; 10 * 1024 * 1024];
+        for encoding in [ContentEncoding::Gzip, ContentEncoding::Zstd] {
+            let body = encode_body(encoding, &zeros, 9);
+            assert!(body.len() < 40 * 1024, "{} bytes", body.len());
+            let rejection = decode_body(Some(encoding.name()), &body, 1024 * 1024).unwrap_err();
+            assert_eq!(rejection.reason, RejectReason::TooLarge);
+            assert!(rejection.detail.contains("1048576"), "{}", rejection.detail);
+        }
+        let exact = encode_body(ContentEncoding::Gzip, &zeros[..1024], 9);
+        assert_eq!(decode_body(Some("gzip"), &exact, 1024).unwrap().len(), 1024);
+    }
+
+    #[test]
+    fn decompressed_bytes_that_are_not_utf8_are_refused() {
+        let body = encode_body(ContentEncoding::Gzip, &[0xff, 0xfe, b'{'], 6);
+        let rejection = decode_body(Some("gzip"), &body, 1024).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::BadEncoding);
+        assert!(rejection.detail.contains("UTF-8"), "{}", rejection.detail);
+    }
+}
