@@ -69,8 +69,10 @@ pub struct StatusRow {
     /// Parts stored in the destination, and parts still to publish.
     pub published: usize,
     pub pending: usize,
-    /// `published`, `pending`, `not-sent` (the destination takes this hour
-    /// but came after it: backfill it) or `archived` (no destination).
+    /// `published`, `pending`, `partial` (only the parts committed after
+    /// the destination was added: backfill the rest), `not-sent` (the
+    /// destination takes this hour but came after it: backfill it) or
+    /// `archived` (no destination).
     pub status: String,
     /// Failed attempts since the last success, and the last failure.
     pub failures: u32,
@@ -181,10 +183,13 @@ pub fn manifest_rows(manifest: &Manifest, configured: &[String]) -> Vec<StatusRo
         .map(|(name, state)| StatusRow {
             published: state.published.len(),
             pending: state.pending.len(),
-            status: if state.pending.is_empty() {
-                "published"
-            } else {
+            status: if !state.pending.is_empty() {
                 "pending"
+            } else if state.published.len() < manifest.parts.len() {
+                // Parts committed before the destination was added.
+                "partial"
+            } else {
+                "published"
             }
             .to_owned(),
             failures: state.failures,
@@ -240,6 +245,7 @@ pub fn render(rows: &[StatusRow]) -> String {
                         row.pending, row.failures
                     ),
                     "not-sent" => "not-sent (added later: backfill)".to_owned(),
+                    "partial" => "partial (added later: backfill)".to_owned(),
                     other => other.to_owned(),
                 },
             ]
@@ -371,6 +377,22 @@ mod tests {
             text.ends_with("3 row(s): 1 published, 1 pending, 1 not sent\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_destination_added_between_two_parts_is_partial() {
+        let mut late = manifest();
+        late.destinations.insert(
+            "later".into(),
+            DestinationState {
+                published: vec![2],
+                ..DestinationState::default()
+            },
+        );
+        let rows = manifest_rows(&late, &[]);
+        let later = rows.iter().find(|r| r.destination == "later").unwrap();
+        assert_eq!((later.status.as_str(), later.published), ("partial", 1));
+        assert!(render(&rows).contains("1/2    partial (added later: backfill)"));
     }
 
     #[test]
