@@ -3,7 +3,8 @@
 //! events, bytes and parts of each archived hour, and for each destination
 //! whether its files are published, still pending (with the last error), or
 //! were never sent because the destination was added after the hour (a
-//! backfill sends them).
+//! backfill sends them). `--backfills` lists the backfills' progress
+//! records instead.
 
 use std::collections::BTreeSet;
 
@@ -11,8 +12,9 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
+use flusher::backfill::BackfillProgress;
 use shared::Config;
-use shared::layout::{self, MANIFESTS_PREFIX};
+use shared::layout::{self, BACKFILLS_PREFIX, MANIFESTS_PREFIX};
 use shared::manifest::Manifest;
 use shared::partition::{Hour, TenantKey};
 
@@ -46,6 +48,10 @@ pub struct StatusOptions {
     /// Only hours before this time (RFC 3339, exclusive); with `--from`.
     #[arg(long, requires = "from")]
     pub to: Option<String>,
+    /// List the backfills (their progress records under `backfills/`)
+    /// instead of the hours.
+    #[arg(long)]
+    pub backfills: bool,
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
@@ -86,6 +92,15 @@ pub async fn run(options: &StatusOptions) -> anyhow::Result<bool> {
     let config = cli_config::load(&s3, options.config.as_deref(), options.bucket.as_deref())
         .await
         .context("the pipeline's configuration")?;
+    if options.backfills {
+        let backfills = backfills(&s3, &config.export_bucket).await?;
+        if options.json {
+            println!("{}", serde_json::to_string_pretty(&backfills)?);
+        } else {
+            print!("{}", render_backfills(&backfills));
+        }
+        return Ok(true);
+    }
     let rows = rows(&s3, &config, options).await?;
     if options.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -157,6 +172,63 @@ pub async fn rows(
         );
     }
     Ok(rows)
+}
+
+/// Every backfill's progress record, in key order.
+pub async fn backfills(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> anyhow::Result<Vec<BackfillProgress>> {
+    let mut records = Vec::new();
+    for key in shared::listing::keys(s3, bucket, BACKFILLS_PREFIX)
+        .await
+        .with_context(|| format!("listing s3://{bucket}/{BACKFILLS_PREFIX}"))?
+    {
+        let object = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+        let bytes = object.body.collect().await?.into_bytes();
+        records.push(
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!("s3://{bucket}/{key} is not a backfill progress record")
+            })?,
+        );
+    }
+    Ok(records)
+}
+
+/// The backfills as text: one line each, then its last error.
+pub fn render_backfills(backfills: &[BackfillProgress]) -> String {
+    let mut out = String::new();
+    for backfill in backfills {
+        let status = serde_json::to_value(backfill.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}  {}  {} to {}  {status}  {} partition(s), {} part(s), {} event(s)  last done: {}\n",
+            backfill.id,
+            backfill.destination,
+            backfill.from,
+            backfill.to,
+            backfill.partitions_done,
+            backfill.parts_published,
+            backfill.events,
+            backfill.cursor.as_ref().map_or_else(
+                || "none".to_owned(),
+                |c| format!("{} {} {}", c.hour, c.stream, c.tenant)
+            ),
+        ));
+        if let Some(error) = &backfill.last_error {
+            out.push_str(&format!("  last error: {error}\n"));
+        }
+    }
+    out.push_str(&format!("{} backfill(s)\n", backfills.len()));
+    out
 }
 
 /// One manifest's rows: a row per destination it records, one `not-sent`

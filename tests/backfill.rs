@@ -375,6 +375,23 @@ async fn a_backfill_interrupted_half_way_resumes_where_it_stopped() {
     }
     assert!(!hour("12").iter().any(|e| delivered.contains(e)));
 
+    // `s3-export status --backfills` shows where it stands.
+    let listed = s3_export::status::backfills(&harness.s3, EXPORT)
+        .await
+        .unwrap();
+    assert_eq!(listed, std::slice::from_ref(&progress));
+    let text = s3_export::status::render_backfills(&listed);
+    assert!(
+        text.contains("  later  2026-11-22T00:00:00.000Z to 2026-11-23T00:00:00.000Z  running  2 partition(s), 2 part(s), 8 event(s)  last done: 2026-11-22T11:00:00.000Z airkit-app-events t1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  last error: later (part 1 of manifests/airkit-app-events/t1/2026-11-22/12.json)"
+        ),
+        "{text}"
+    );
+
     // The next scheduled run continues it, once the fault is gone.
     fault.heal();
     let report = flush_at(&harness.flusher(&with_later), TEN + 5 * HOUR + 15 * 60_000).await;
@@ -546,6 +563,16 @@ async fn a_corrupt_progress_record_is_named_and_holds_back_nothing_else() {
         error.contains(&format!("backfill progress s3://{EXPORT}/{key}")),
         "{error}"
     );
+    let error = s3_export::status::backfills(&harness.s3, EXPORT)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{error:#}").contains(&format!(
+            "s3://{EXPORT}/{key} is not a backfill progress record"
+        )),
+        "{error:#}"
+    );
+
     // The scheduled run still flushes, and continues the other backfills;
     // this one waits for its record to be fixed (or removed, which starts
     // it over).
