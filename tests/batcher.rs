@@ -536,7 +536,9 @@ async fn failed_messages_come_back_through_sqs_and_are_stored() {
 
     let harness = Harness::start().await;
     let sqs = harness._moto.sqs_client().await;
-    let queues = create_queue_with_dlq(&sqs, "events", 5, 1).await.unwrap();
+    // A visibility timeout longer than a loaded machine's moto takes to hand
+    // over the 40 messages, so that none comes back within the first batch.
+    let queues = create_queue_with_dlq(&sqs, "events", 5, 5).await.unwrap();
     let bodies: Vec<String> = (0..40)
         .map(|n| {
             app_event(
@@ -576,8 +578,7 @@ async fn failed_messages_come_back_through_sqs_and_are_stored() {
         &queues.url,
         &queues.arn,
         100,
-        // Long enough for a loaded machine's moto to hand over all 40.
-        Duration::from_secs(5),
+        Duration::from_secs(1),
     )
     .unwrap();
     let mut invocation = 0;
