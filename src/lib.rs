@@ -4,6 +4,7 @@
 pub mod athena;
 pub mod athena_cli;
 pub mod esm;
+pub mod fault_proxy;
 pub mod faults;
 pub mod inbox;
 pub mod inspect;
