@@ -372,3 +372,80 @@ async fn pipeline_without_sdk_retries_recovers_through_redelivery_and_reflush() 
     );
     assert_exactly_once(&outcome);
 }
+
+/// Each kind of fault, alone at rate 1, as the SDK (one attempt) sees it:
+/// S3's and SQS's error codes, a failed dispatch for a reset, a write that
+/// landed although its answer was cut, and a delay that is only a delay.
+#[tokio::test]
+async fn each_injected_fault_reaches_the_sdk_as_the_service_would_send_it() {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    use s3_export::fault_proxy::Fault;
+
+    let moto = MotoServer::start().await.unwrap();
+    let s3 = moto.s3_client().await;
+    s3.create_bucket().bucket(EXPORT).send().await.unwrap();
+    let sqs = moto.sqs_client().await;
+    let queue = sqs
+        .create_queue()
+        .queue_name("shapes")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+
+    for fault in Fault::ALL {
+        let mut plan = FaultPlan::new(1.0, 1);
+        plan.kinds = vec![fault];
+        let proxy = FaultProxy::start(&moto.endpoint(), plan).await.unwrap();
+        let sdk = sdk_for(&proxy.endpoint(), 1).await;
+        let (faulty_s3, faulty_sqs) = (s3_for(&sdk), aws_sdk_sqs::Client::new(&sdk));
+        let key = format!("shape-{fault:?}");
+        let put = faulty_s3
+            .put_object()
+            .bucket(EXPORT)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+            .send()
+            .await;
+        let landed = s3
+            .head_object()
+            .bucket(EXPORT)
+            .key(&key)
+            .send()
+            .await
+            .is_ok();
+        let receive = faulty_sqs.receive_message().queue_url(&queue).send().await;
+        match fault {
+            Fault::InternalError => {
+                assert_eq!(put.unwrap_err().code(), Some("InternalError"));
+                assert_eq!(receive.unwrap_err().code(), Some("InternalFailure"));
+                assert!(!landed);
+            }
+            Fault::SlowDown => {
+                assert_eq!(put.unwrap_err().code(), Some("SlowDown"));
+                assert_eq!(receive.unwrap_err().code(), Some("ServiceUnavailable"));
+                assert!(!landed);
+            }
+            Fault::Throttling => {
+                assert_eq!(put.unwrap_err().code(), Some("SlowDown"));
+                assert_eq!(receive.unwrap_err().code(), Some("ThrottlingException"));
+                assert!(!landed);
+            }
+            Fault::Reset => {
+                assert!(put.is_err() && receive.is_err());
+                assert!(!landed, "a reset request must not reach moto");
+            }
+            Fault::Truncate => {
+                assert!(put.is_err() && receive.is_err());
+                assert!(landed, "a truncated answer follows an applied request");
+            }
+            Fault::Delay => {
+                put.unwrap();
+                receive.unwrap();
+                assert!(landed);
+            }
+        }
+        assert_eq!(proxy.injected().get(&fault), Some(&2), "{fault:?}");
+    }
+}
