@@ -74,6 +74,16 @@ fn config(export_bucket: &str) -> Config {
     Config::from_sources(|name| setting(name, export_bucket), None).unwrap()
 }
 
+/// The reference flush's configuration: the reference bucket, and no
+/// destination, so that the destination holds only what the test's runs put.
+fn reference_config() -> Config {
+    Config::from_sources(
+        |name| (name == "EXPORT_BUCKET").then(|| REFERENCE.to_owned()),
+        None,
+    )
+    .unwrap()
+}
+
 /// A function process with Lambda's environment, its AWS traffic through
 /// `endpoint`.
 fn spawn(name: &str, runtime: &RuntimeApi, endpoint: &str) -> Child {
@@ -229,10 +239,11 @@ async fn reference_archive(s3: &aws_sdk_s3::Client) -> BTreeMap<String, Vec<u8>>
             .await
             .unwrap();
     }
-    let flusher = Flusher::new(config(REFERENCE), s3.clone());
+    let flusher = Flusher::new(reference_config(), s3.clone());
     let trigger = Trigger::from_payload(&json!({"flush": {"until": FLUSH_UNTIL}})).unwrap();
     let report = flusher::run(&flusher, &trigger, None).await.unwrap();
     assert_eq!(report.failed, 0);
+    assert!(list_keys(s3, DESTINATION, "").await.unwrap().is_empty());
     archive_bytes(s3, REFERENCE).await
 }
 
@@ -283,11 +294,21 @@ async fn flush_again(endpoint: &str) {
 /// Stages the workload, kills the flusher binary where `kill` says, runs it
 /// again, and checks convergence against a flush that never crashed.
 async fn flusher_killed(kill: KillRule) {
+    flusher_killed_with(kill, false).await;
+}
+
+/// Like [`flusher_killed`]; with `destination_missing`, the destination
+/// bucket is created only after the crash, so the crashed run's publishes
+/// fail and are left pending.
+async fn flusher_killed_with(kill: KillRule, destination_missing: bool) {
     let (moto, s3) = setup().await;
     let workload = workload();
     stage(&s3, &sqs_event(&workload)).await;
     let reference = reference_archive(&s3).await;
     assert!(reference.len() > 3, "too few parts to crash between");
+    if destination_missing {
+        s3.delete_bucket().bucket(DESTINATION).send().await.unwrap();
+    }
 
     let proxy =
         FaultProxy::start_with_kill(&moto.endpoint(), FaultPlan::none(), Some(kill.clone()))
@@ -300,6 +321,10 @@ async fn flusher_killed(kill: KillRule) {
         json!({"flush": {"until": FLUSH_UNTIL}}),
     )
     .await;
+    if destination_missing {
+        assert!(!list_keys(&s3, EXPORT, "pending/").await.unwrap().is_empty());
+        s3.create_bucket().bucket(DESTINATION).send().await.unwrap();
+    }
     flush_again(&proxy.endpoint()).await;
 
     assert_converged(&s3, &expected_lines(&workload)).await;
@@ -373,6 +398,15 @@ async fn flusher_killed_after_recording_its_publishes_converges() {
     flusher_killed(KillRule::new(2, KillMoment::AfterForwarding, |r| {
         r.writes(EXPORT, "manifests/") && r.key().ends_with(".json")
     }))
+    .await;
+}
+
+#[tokio::test]
+async fn flusher_killed_after_marking_a_publish_pending_converges() {
+    flusher_killed_with(
+        KillRule::new(1, KillMoment::AfterForwarding, writes(EXPORT, "pending/")),
+        true,
+    )
     .await;
 }
 
