@@ -63,6 +63,17 @@ struct Outcome {
     failed_flush_runs: usize,
 }
 
+/// The fault seed: `FAULT_SEED` when set (to replay a failing run, whose
+/// seed the test prints), else `default`.
+fn seed(default: u64) -> u64 {
+    let seed = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default);
+    println!("fault seed {seed} (FAULT_SEED={seed} replays it)");
+    seed
+}
+
 fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -338,7 +349,7 @@ fn assert_exactly_once(outcome: &Outcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_under_ten_percent_faults_exports_each_event_once() {
-    let outcome = run_under_faults(FaultPlan::new(FAULT_RATE, 10), 3).await;
+    let outcome = run_under_faults(FaultPlan::new(FAULT_RATE, seed(10)), 3).await;
     println!(
         "faults injected {}, failed batches {}, failed polls {}, flush runs with failures {}",
         outcome.failures_injected,
@@ -354,7 +365,7 @@ async fn pipeline_under_ten_percent_faults_exports_each_event_once() {
 /// flush run for the partitions that failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_without_sdk_retries_recovers_through_redelivery_and_reflush() {
-    let outcome = run_under_faults(FaultPlan::new(FAULT_RATE, 11), 1).await;
+    let outcome = run_under_faults(FaultPlan::new(FAULT_RATE, seed(11)), 1).await;
     println!(
         "faults injected {}, failed batches {}, failed polls {}, flush runs with failures {}",
         outcome.failures_injected,
