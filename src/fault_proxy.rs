@@ -329,15 +329,19 @@ enum Decision {
 fn decide(shared: &Shared) -> Decision {
     let plan = shared.plan.lock().expect("lock");
     let mut rng = shared.rng.lock().expect("lock");
-    // Two draws for every request, whatever the rate, so that the sequence
-    // of decisions depends on the seed and the order of requests only.
+    match draw(&mut rng, &plan) {
+        Some(fault) => Decision::Inject(fault),
+        None => Decision::Forward,
+    }
+}
+
+/// The fault (if any) for the next request. Two draws for every request,
+/// whatever the rate, so that the sequence of decisions depends on the seed
+/// and the order of requests only.
+fn draw(rng: &mut fastrand::Rng, plan: &FaultPlan) -> Option<Fault> {
     let roll = rng.f64();
     let pick = rng.usize(..plan.kinds.len().max(1));
-    if roll < plan.rate && !plan.kinds.is_empty() {
-        Decision::Inject(plan.kinds[pick])
-    } else {
-        Decision::Forward
-    }
+    (roll < plan.rate && !plan.kinds.is_empty()).then(|| plan.kinds[pick])
 }
 
 fn count(shared: &Shared, fault: Fault) {
@@ -531,4 +535,70 @@ fn error_response(fault: Fault, info: &RequestInfo) -> Response<ProxyBody> {
         )))
     };
     response.expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str, query: &str) -> RequestInfo {
+        RequestInfo {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            sqs_operation: None,
+        }
+    }
+
+    #[test]
+    fn path_style_requests_name_their_bucket_and_decoded_key() {
+        let put = request("PUT", "/exports/staging/2026-11-22/09/a%20b.ndjson.gz", "");
+        assert_eq!(put.bucket(), "exports");
+        assert_eq!(put.key(), "staging/2026-11-22/09/a b.ndjson.gz");
+        assert!(put.writes("exports", "staging/"));
+        assert!(!put.writes("exports", "archive/"));
+        assert!(!put.writes("other", "staging/"));
+        assert_eq!(request("GET", "/exports", "list-type=2").key(), "");
+    }
+
+    #[test]
+    fn multipart_completion_is_a_write_and_delete_objects_a_delete() {
+        let complete = request(
+            "POST",
+            "/exports/archive/part-00001.ndjson.gz",
+            "uploadId=abc",
+        );
+        assert!(complete.writes("exports", "archive/"));
+        let create = request("POST", "/exports/archive/part-00001.ndjson.gz", "uploads");
+        assert!(!create.writes("exports", "archive/"));
+        assert!(request("POST", "/exports", "delete").deletes("exports"));
+        assert!(request("DELETE", "/exports/pending/x.json", "").deletes("exports"));
+        assert!(!request("POST", "/exports", "delete").deletes("other"));
+    }
+
+    #[test]
+    fn sqs_requests_are_never_s3_writes() {
+        let mut receive = request("POST", "/", "");
+        receive.sqs_operation = Some("ReceiveMessage".into());
+        assert!(receive.is_sqs());
+        assert!(!receive.writes("", ""));
+        assert!(!receive.deletes(""));
+    }
+
+    #[test]
+    fn decisions_depend_on_the_seed_and_the_order_only() {
+        let draws = |seed: u64, rate: f64| -> Vec<Option<Fault>> {
+            let plan = FaultPlan::new(rate, seed);
+            let mut rng = fastrand::Rng::with_seed(plan.seed);
+            (0..200).map(|_| draw(&mut rng, &plan)).collect()
+        };
+        assert_eq!(draws(7, 0.1), draws(7, 0.1));
+        assert_ne!(draws(7, 0.1), draws(8, 0.1));
+        let injected = draws(7, 0.1).iter().flatten().count();
+        assert!((5..=40).contains(&injected), "{injected} of 200 at 10%");
+        assert!(draws(7, 0.0).iter().all(Option::is_none));
+        let kinds: std::collections::BTreeSet<Fault> =
+            draws(7, 1.0).into_iter().flatten().collect();
+        assert_eq!(kinds.len(), Fault::ALL.len(), "every kind is drawn");
+    }
 }
