@@ -434,7 +434,8 @@ async fn serve(
             .unwrap_or("/")
     ));
     for (name, value) in &parts.headers {
-        if !is_hop_by_hop(name.as_str()) {
+        // The body is already read, so there is nothing to continue.
+        if !is_hop_by_hop(name.as_str()) && name != "expect" {
             upstream = upstream.header(name, value);
         }
     }

@@ -40,9 +40,11 @@ const MAX_RECEIVE_COUNT: u32 = 20;
 const VISIBILITY_TIMEOUT_SECS: u32 = 1;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Flush runs before giving up: each is one scheduled run of the flusher.
-/// Without SDK retries a partition of ~20 chunks succeeds in about one run of
-/// ten (every request of it must pass), so convergence takes ~30 runs.
-const FLUSH_RUNS: usize = 200;
+/// Without SDK retries every request of a partition's run must pass: with
+/// ~20 chunks (a loaded machine makes small batches) a partition succeeds in
+/// one run of twenty, and the slowest of a dozen partitions needs ~60 runs;
+/// each run is quick, and 400 leave a wide margin.
+const FLUSH_RUNS: usize = 400;
 
 /// What a faulty run left behind, read back from moto directly.
 struct Outcome {
