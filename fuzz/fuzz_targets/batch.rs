@@ -11,7 +11,12 @@ use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use libfuzzer_sys::fuzz_target;
 use shared::Config;
 
-const STREAMS: [&str; 4] = ["airkit-app-events", "airkit-audit-logs", "custom", "nope/../x"];
+const STREAMS: [&str; 4] = [
+    "airkit-app-events",
+    "airkit-audit-logs",
+    "custom",
+    "nope/../x",
+];
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -52,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
                 let mut attribute = SqsMessageAttribute::default();
                 attribute.data_type = Some("String".into());
                 attribute.string_value = Some((*stream).to_owned());
-                message.message_attributes.insert("stream".into(), attribute);
+                message
+                    .message_attributes
+                    .insert("stream".into(), attribute);
             }
             message
         })
@@ -61,7 +68,14 @@ fuzz_target!(|data: &[u8]| {
     let mut covered = BTreeSet::new();
     for chunk in &plan.chunks {
         assert!(chunk.key.starts_with("staging/"), "{}", chunk.key);
-        assert!(!chunk.key.split('/').any(|s| s == ".." || s == "." || s.is_empty()), "{}", chunk.key);
+        assert!(
+            !chunk
+                .key
+                .split('/')
+                .any(|s| s == ".." || s == "." || s.is_empty()),
+            "{}",
+            chunk.key
+        );
         assert_eq!(lines_of(&chunk.body), chunk.lines, "{}", chunk.key);
         covered.extend(chunk.messages.iter().copied());
     }
@@ -75,5 +89,9 @@ fuzz_target!(|data: &[u8]| {
         plan.chunks.iter().map(|c| c.lines).sum::<usize>(),
         plan.stats.accepted
     );
-    assert_eq!(covered, (0..records.len()).collect(), "a message went nowhere");
+    assert_eq!(
+        covered,
+        (0..records.len()).collect(),
+        "a message went nowhere"
+    );
 });

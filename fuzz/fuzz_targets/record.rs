@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
                     let again: serde_json::Value =
                         serde_json::from_str(&line).expect("a compacted event is JSON");
                     assert_eq!(value, again, "compacting changed the event");
-                    assert!(!fields.tenant.is_empty(), "an accepted event without tenant");
+                    assert!(
+                        !fields.tenant.is_empty(),
+                        "an accepted event without tenant"
+                    );
                     let segment = TenantKey::encode(&fields.tenant);
                     let segment = segment.as_str();
                     assert!(
