@@ -7,6 +7,7 @@ pub mod cli_config;
 pub mod dlq_replay;
 pub mod errors_replay;
 pub mod esm;
+pub mod fault_proxy;
 pub mod faults;
 pub mod inbox;
 pub mod inspect;

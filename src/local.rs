@@ -325,7 +325,9 @@ async fn endpoint_config(endpoint: &str) -> SdkConfig {
     loader.load().await
 }
 
-async fn send(
+/// Sends `messages` to the queue with `SendMessageBatch`, ten at a time, each
+/// with its `stream` attribute when it has one; fails on any refused entry.
+pub async fn send(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     messages: &[OutgoingMessage],

@@ -710,3 +710,49 @@ async fn alerts_are_one_per_destination_and_problem_within_an_invocation() {
         ]
     );
 }
+
+/// A loopback listener that only counts the connections it is offered.
+async fn decoy_listener() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/decoy?X-Amz-Signature=x",
+        listener.local_addr().unwrap()
+    );
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (url, connections)
+}
+
+#[tokio::test]
+async fn custom_resource_answers_only_the_response_url_cloudformation_gave() {
+    let harness = Harness::start().await;
+    let (decoy, connections) = decoy_listener().await;
+    // The destination's settings and the resource's properties name other
+    // URLs; only the request's own ResponseURL is ever answered.
+    let verifier = harness.verifier(
+        harness.s3.clone(),
+        &format!(r#"[{{"name":"acme","bucket":"{BUCKET}","prefix":"events/"}}]"#),
+        no_alerts(),
+    );
+    let (url, received) = response_listener().await;
+    let mut request = custom_resource("Create", &url, "acme");
+    request["ResourceProperties"]["ResponseURL"] = json!(decoy);
+    request["ResourceProperties"]["ServiceToken"] = json!(decoy);
+    request["responseUrl"] = json!(decoy);
+    request["OldResourceProperties"] = json!({ "ResponseURL": decoy });
+    let answer = invoke(&verifier, request).await;
+    let received = received.await.unwrap();
+    assert_eq!(
+        received.request_line,
+        "PUT /cfn-response/stack%7CVerify%7Creq?X-Amz-Signature=secret HTTP/1.1"
+    );
+    assert_eq!(answer["customResource"]["status"], "SUCCESS");
+    // The invocation has returned, so every connection it made is counted.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
