@@ -125,6 +125,28 @@ fn mutate(rng: &mut fastrand::Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     input
 }
 
+/// Inputs that once failed a check (`fuzz/regressions/<target>/`), and any
+/// crash a local libFuzzer run left in `fuzz/artifacts/<target>/`.
+fn saved(target: &str) -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut inputs = Vec::new();
+    files_under(&root.join("fuzz/regressions").join(target), &mut inputs);
+    files_under(&root.join("fuzz/artifacts").join(target), &mut inputs);
+    inputs
+}
+
+#[test]
+fn saved_fuzz_inputs_pass_their_checks() {
+    let batches = saved("batch");
+    assert!(!batches.is_empty(), "the committed regressions are missing");
+    for input in &batches {
+        checks::check_batch(input);
+    }
+    for input in saved("record") {
+        checks::check_record(&input);
+    }
+}
+
 #[test]
 fn record_checks_hold_on_seeded_random_bodies() {
     let seeds = seeds();
