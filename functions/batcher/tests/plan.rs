@@ -371,3 +371,22 @@ fn same_batch_gives_same_keys_and_bytes() {
     let second = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
     assert_eq!(first, second);
 }
+
+/// Found by fuzzing: an empty array used to be acknowledged with nothing
+/// stored, leaving no trace of the message.
+#[test]
+fn an_empty_array_is_recorded_in_errors_not_dropped() {
+    let plan = plan_batch(
+        &config(None),
+        &[message("m1", "[] "), message("m2", &app_event("t1", 1))],
+        INGEST_MILLIS,
+        "r",
+    );
+    let errors = plan.errors.expect("an errors file");
+    assert_eq!(errors.messages.iter().copied().collect::<Vec<_>>(), vec![0]);
+    let record: Value = serde_json::from_str(&lines(&errors.body)[0]).unwrap();
+    assert_eq!(record["reason"], "not_an_object");
+    assert_eq!(record["messageId"], "m1");
+    assert_eq!(record["body"], "[] ");
+    assert_eq!(plan.stats.accepted, 1);
+}
