@@ -252,17 +252,17 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
             .map(|entry| entry.expect("entry").path())
             .collect();
         paths.sort();
-        let chunks: Vec<Vec<u8>> = paths
+        let chunks = || paths.iter().map(|path| fs::read(path).expect("chunk"));
+        chunks_read += paths.len();
+        staged_bytes += paths
             .iter()
-            .map(|path| fs::read(path).expect("chunk"))
-            .collect();
-        chunks_read += chunks.len();
-        staged_bytes += chunks.iter().map(Vec::len).sum::<usize>();
+            .map(|path| fs::metadata(path).map_or(0, |m| m.len() as usize))
+            .sum::<usize>();
 
         limit_out += limit.time(|| {
             let mut encoder = GzEncoder::new(CountingSink(0), Compression::new(level));
             let mut buffer = Vec::new();
-            for chunk in &chunks {
+            for chunk in chunks() {
                 buffer.clear();
                 MultiGzDecoder::new(&chunk[..])
                     .read_to_end(&mut buffer)
@@ -277,7 +277,7 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
             .and_then(|stream| setup.config.streams.get(stream));
         let (compacted, sink) = compaction.time(|| {
             flusher::compaction::compact_chunks(
-                chunks.iter().map(|chunk| &chunk[..]),
+                chunks().map(std::io::Cursor::new),
                 profile,
                 &mut HashSet::new(),
                 level,
