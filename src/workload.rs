@@ -261,7 +261,9 @@ fn zone_less(millis: i64) -> String {
         .to_owned()
 }
 
-fn app_event(rng: &mut fastrand::Rng, tenant: &str, time: i64) -> String {
+/// One Airkit App Event of `tenant` at `time` (epoch ms), shaped like the
+/// seed's `session_start` (about 650 bytes), with random ids from `rng`.
+pub fn app_event(rng: &mut fastrand::Rng, tenant: &str, time: i64) -> String {
     const TYPES: [&str; 6] = [
         "session_start",
         "session_end",
@@ -295,7 +297,9 @@ fn app_event(rng: &mut fastrand::Rng, tenant: &str, time: i64) -> String {
     .to_string()
 }
 
-fn audit_event(rng: &mut fastrand::Rng, tenant: &str, kind: &str, time: i64) -> String {
+/// One audit log event of `tenant`, `EVENT_TYPE` `kind`, at `time` (epoch
+/// ms, written zone-less), with random ids from `rng`.
+pub fn audit_event(rng: &mut fastrand::Rng, tenant: &str, kind: &str, time: i64) -> String {
     let zone_less = zone_less(time);
     serde_json::json!({
         "ORGANIZATION_ID": tenant,
@@ -341,7 +345,8 @@ fn iso_micros(millis: i64, rng: &mut fastrand::Rng) -> String {
     format!("{}{:03}Z", base.trim_end_matches('Z'), rng.u16(..1000))
 }
 
-fn uuid(rng: &mut fastrand::Rng) -> String {
+/// A random UUID-shaped string from `rng`.
+pub fn uuid(rng: &mut fastrand::Rng) -> String {
     let bits = rng.u128(..);
     let hex = format!("{bits:032x}");
     format!(

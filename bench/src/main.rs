@@ -1,0 +1,486 @@
+//! `s3-export-bench`: how fast and how cheap s3-export is, measured in one
+//! run on a seeded corpus, single-threaded:
+//!
+//! - (L) the limit: the same NDJSON bytes compressed with the staging codec
+//!   and level; for the flusher, the staged chunks decompressed and
+//!   recompressed at the archive level;
+//! - (B) the batcher's path (`batcher::plan_batch` on 6 MB SQS events, for
+//!   three producer styles): deserialize, decode, validate, partition,
+//!   encode; no network;
+//! - (C) the flusher's compaction (`flusher::compaction`) of the chunks the
+//!   batcher staged: decompress, de-duplicate, recompress; no network;
+//!
+//! each in a child process of this binary (its own peak RSS), then the
+//! functions' cold starts and binary sizes, and the cost per million events.
+//! It prints a table and ends with one JSON line holding every figure.
+//! Benchmarks are not pass/fail: the figures are reported as measured.
+
+mod cold_start;
+mod corpus;
+mod cost;
+mod measure;
+mod phases;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+use shared::Config;
+
+use corpus::Style;
+use phases::Setup;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "s3-export-bench",
+    about = "Measure s3-export's throughput against the compression limit, memory, cold starts and cost"
+)]
+struct Cli {
+    /// Events in the corpus.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Tenants (organizations) the events are spread over.
+    #[arg(long, default_value_t = 1000)]
+    tenants: usize,
+    /// Seed of the corpus.
+    #[arg(long, default_value_t = 9)]
+    seed: u64,
+    /// Staging gzip level (default: the batcher's, STAGING_GZIP_LEVEL's default).
+    #[arg(long)]
+    staging_level: Option<u32>,
+    /// Archive gzip level (default: the flusher's, ARCHIVE_GZIP_LEVEL's default).
+    #[arg(long)]
+    archive_level: Option<u32>,
+    /// Skip the cold starts (they need the release binaries of the functions).
+    #[arg(long)]
+    no_cold_start: bool,
+    /// Where the functions' binaries are (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Internal: run one phase and print its JSON.
+    #[arg(long, hide = true)]
+    phase: Option<Phase>,
+    #[arg(long, hide = true)]
+    style: Option<Style>,
+    #[arg(long, hide = true)]
+    chunks_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Limit,
+    Levels,
+    Batcher,
+    Flusher,
+}
+
+fn config(cli: &Cli) -> Config {
+    let staging = cli.staging_level.map(|level| level.to_string());
+    let archive = cli.archive_level.map(|level| level.to_string());
+    Config::from_sources(
+        |name| match name {
+            "EXPORT_BUCKET" => Some("bench".to_owned()),
+            "STAGING_GZIP_LEVEL" => staging.clone(),
+            "ARCHIVE_GZIP_LEVEL" => archive.clone(),
+            _ => None,
+        },
+        None,
+    )
+    .expect("the benchmark's configuration is valid")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let setup = Setup {
+        events: cli.events,
+        tenants: cli.tenants,
+        seed: cli.seed,
+        config: config(&cli),
+    };
+    if let Some(phase) = cli.phase {
+        let result = match phase {
+            Phase::Limit => phases::limit(&setup),
+            Phase::Levels => phases::levels(&setup),
+            Phase::Batcher => phases::batcher(
+                &setup,
+                cli.style.expect("--style with --phase batcher"),
+                cli.chunks_dir.as_deref(),
+            ),
+            Phase::Flusher => phases::flusher(
+                &setup,
+                cli.chunks_dir
+                    .as_deref()
+                    .expect("--chunks-dir with --phase flusher"),
+            ),
+        };
+        println!("{result}");
+        return ExitCode::SUCCESS;
+    }
+    match run(&cli, &setup) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs one phase in a child process of this binary; its JSON line.
+fn child(cli: &Cli, args: &[&str], tenants: usize) -> Result<Value, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = Command::new(exe);
+    command
+        .args(["--events", &cli.events.to_string()])
+        .args(["--tenants", &tenants.to_string()])
+        .args(["--seed", &cli.seed.to_string()])
+        .args(args);
+    if let Some(level) = cli.staging_level {
+        command.args(["--staging-level", &level.to_string()]);
+    }
+    if let Some(level) = cli.archive_level {
+        command.args(["--archive-level", &level.to_string()]);
+    }
+    eprintln!("  running {}", args.join(" "));
+    let output = command.output().map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!(
+            "phase {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .map_err(|e| format!("phase {}: {e}", args.join(" ")))
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
+    let work = std::env::temp_dir().join(format!("s3-export-bench-{}", std::process::id()));
+    let chunks = work.join("chunks");
+    let chunks_one_tenant = work.join("chunks-one-tenant");
+    for dir in [&chunks, &chunks_one_tenant] {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    eprintln!(
+        "s3-export-bench: {} events, {} tenants, seed {}",
+        cli.events, cli.tenants, cli.seed
+    );
+    let outcome = (|| -> Result<Value, String> {
+        let limit = child(cli, &["--phase", "limit"], cli.tenants)?;
+        let levels = child(cli, &["--phase", "levels"], cli.tenants)?;
+        let mut batcher = serde_json::Map::new();
+        for style in Style::ALL {
+            let mut args = vec!["--phase", "batcher", "--style", style.name()];
+            let dir = path_arg(&chunks);
+            if style == Style::Gzip {
+                args.extend(["--chunks-dir", &dir]);
+            }
+            batcher.insert(style.name().to_owned(), child(cli, &args, cli.tenants)?);
+        }
+        let flusher = child(
+            cli,
+            &["--phase", "flusher", "--chunks-dir", &path_arg(&chunks)],
+            cli.tenants,
+        )?;
+        // The same events for one tenant: partitions as large as they get.
+        let dir = path_arg(&chunks_one_tenant);
+        child(
+            cli,
+            &[
+                "--phase",
+                "batcher",
+                "--style",
+                "gzip",
+                "--chunks-dir",
+                &dir,
+            ],
+            1,
+        )?;
+        let flusher_large = child(cli, &["--phase", "flusher", "--chunks-dir", &dir], 1)?;
+        Ok(json!({
+            "limit": limit,
+            "levels": levels,
+            "batcher": batcher,
+            "flusher": flusher,
+            "flusher_one_tenant": flusher_large,
+        }))
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    let mut figures = outcome?;
+    figures["cold_start"] = if cli.no_cold_start {
+        Value::Null
+    } else {
+        let bin_dir = match &cli.bin_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(cold_start::measure(&bin_dir))
+    };
+    report(cli, setup, &figures);
+    Ok(())
+}
+
+fn f(value: &Value, pointer: &str) -> f64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpu}, {}", std::env::consts::ARCH)
+}
+
+fn commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A batcher figure of each producer style.
+fn by_style(figures: &Value, pointer: &str) -> Value {
+    Style::ALL
+        .iter()
+        .map(|style| {
+            let figure = f(&figures["batcher"][style.name()], pointer);
+            (style.name().to_owned(), json!(figure))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn report(cli: &Cli, setup: &Setup, figures: &Value) {
+    let limit = &figures["limit"];
+    let flusher = &figures["flusher"];
+    let large = &figures["flusher_one_tenant"];
+    let limit_rate = f(limit, "/rate/mb_per_s");
+    let flusher_limit_rate = f(flusher, "/limit_rate/mb_per_s");
+    let bytes = f(limit, "/bytes");
+    println!();
+    println!(
+        "s3-export-bench  {} events ({:.0} MB NDJSON, {:.0} B an event), {} tenants, 2 streams, seed {}",
+        cli.events,
+        bytes / 1e6,
+        bytes / cli.events as f64,
+        cli.tenants,
+        cli.seed
+    );
+    println!(
+        "machine {}, commit {}; rates are MB (10^6 B) of event NDJSON per CPU second, one thread",
+        machine(),
+        commit()
+    );
+    println!();
+    println!(
+        "{:<52} {:>9} {:>11} {:>8} {:>9}",
+        "phase", "MB/s", "events/s", "ratio", "peak RSS"
+    );
+    let row = |name: String, figure: &Value, rate: &str, ratio: Option<f64>| {
+        println!(
+            "{:<52} {:>9.1} {:>11.0} {:>8} {:>6.1} MB",
+            name,
+            f(figure, &format!("{rate}/mb_per_s")),
+            f(figure, &format!("{rate}/events_per_s")),
+            ratio.map_or(String::new(), |r| format!("{r:.2}")),
+            f(figure, "/rss_mb"),
+        );
+    };
+    row(
+        format!(
+            "(L) gzip level {} of 6 MB blocks (staging)",
+            setup.config.staging_gzip_level
+        ),
+        limit,
+        "/rate",
+        None,
+    );
+    let mut ratios = serde_json::Map::new();
+    for style in Style::ALL {
+        let figure = &figures["batcher"][style.name()];
+        let ratio = f(figure, "/rate/mb_per_s") / limit_rate;
+        ratios.insert(style.name().to_owned(), json!(ratio));
+        let what = match style {
+            Style::One => "one event a message",
+            Style::Ndjson => "NDJSON messages of 256 KiB",
+            Style::Gzip => "gzip NDJSON messages of 256 KiB",
+        };
+        row(format!("(B) batcher, {what}"), figure, "/rate", Some(ratio));
+    }
+    row(
+        format!(
+            "(L) flusher limit: gunzip + gzip level {}",
+            setup.config.archive_gzip_level
+        ),
+        flusher,
+        "/limit_rate",
+        None,
+    );
+    let flusher_ratio = f(flusher, "/rate/mb_per_s") / flusher_limit_rate;
+    row(
+        "(C) flusher compaction".to_owned(),
+        flusher,
+        "/rate",
+        Some(flusher_ratio),
+    );
+    let large_ratio = f(large, "/rate/mb_per_s") / f(large, "/limit_rate/mb_per_s");
+    row(
+        format!(
+            "(C) flusher compaction, 1 tenant ({:.0} MB partitions)",
+            f(large, "/largest_partition_bytes") / 1e6
+        ),
+        large,
+        "/rate",
+        Some(large_ratio),
+    );
+    println!();
+    println!(
+        "staged: {} chunks in {} partitions ({:.1} events a chunk); archive parts {:.2}x smaller than the NDJSON",
+        f(flusher, "/chunks"),
+        f(flusher, "/partitions"),
+        f(flusher, "/events") / f(flusher, "/chunks"),
+        f(flusher, "/bytes") / f(flusher, "/part_bytes"),
+    );
+
+    println!();
+    println!(
+        "compression of the corpus's NDJSON ({:.0} MB), one thread:",
+        f(&figures["levels"], "/bytes") / 1e6
+    );
+    println!(
+        "{:<10} {:>6} {:>14} {:>16} {:>7}",
+        "codec", "level", "compress MB/s", "decompress MB/s", "ratio"
+    );
+    for level in figures["levels"]["levels"].as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:>6} {:>14.1} {:>16.1} {:>7.2}",
+            level["codec"].as_str().unwrap_or_default(),
+            level["level"],
+            f(level, "/compress_mb_per_s"),
+            f(level, "/decompress_mb_per_s"),
+            f(level, "/ratio"),
+        );
+    }
+
+    let mut cold = serde_json::Map::new();
+    let mut binary = serde_json::Map::new();
+    if let Some(functions) = figures["cold_start"].as_object() {
+        println!();
+        println!(
+            "{:<10} {:>16} {:>12}",
+            "function", "cold start ms", "binary MB"
+        );
+        for (name, figure) in functions {
+            if let Some(error) = figure["error"].as_str() {
+                println!("{name:<10} {error}");
+                continue;
+            }
+            println!(
+                "{:<10} {:>16.1} {:>12.1}",
+                name,
+                f(figure, "/cold_start_ms"),
+                f(figure, "/binary_mb")
+            );
+            cold.insert(name.clone(), figure["cold_start_ms"].clone());
+            binary.insert(name.clone(), figure["binary_mb"].clone());
+        }
+    }
+
+    println!();
+    println!(
+        "cost per million 1 KB events, us-east-1 list prices (README: Cost per million events):"
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "producer style", "total", "Lambda", "SQS", "S3", "S3 PUTs", "Firehose"
+    );
+    let mut costs = serde_json::Map::new();
+    let mut firehose = serde_json::Map::new();
+    for style in Style::ALL {
+        let cost = cost::per_million(&cost::StyleRun {
+            batcher: &figures["batcher"][style.name()],
+            flusher,
+            put_concurrency: setup.config.put_concurrency,
+        });
+        println!(
+            "{:<34} {:>10.4} {:>10.4} {:>10.4} {:>10.4} {:>12.0} {:>10}",
+            style.name(),
+            f(&cost, "/usd"),
+            f(&cost, "/lambda_usd"),
+            f(&cost, "/sqs_usd"),
+            f(&cost, "/s3_usd"),
+            f(&cost, "/batcher_s3_puts"),
+            match cost["firehose_partitioning_usd"].as_f64() {
+                Some(_) => format!("{:.4}", f(&cost, "/firehose_usd")),
+                None => format!("{:.4}*", f(&cost, "/firehose_usd")),
+            },
+        );
+        costs.insert(style.name().to_owned(), cost["usd"].clone());
+        firehose.insert(style.name().to_owned(), cost["firehose_usd"].clone());
+        costs.insert(format!("{}_detail", style.name()), cost);
+    }
+    println!("* ingestion only: Firehose cannot partition compressed records by tenant");
+
+    let batcher_rss = Style::ALL
+        .iter()
+        .map(|style| f(&figures["batcher"][style.name()], "/rss_mb"))
+        .fold(0.0, f64::max);
+    let summary = json!({
+        "events": cli.events,
+        "tenants": cli.tenants,
+        "seed": cli.seed,
+        "event_bytes": bytes / cli.events as f64,
+        "machine": machine(),
+        "commit": commit(),
+        "staging_gzip_level": setup.config.staging_gzip_level,
+        "archive_gzip_level": setup.config.archive_gzip_level,
+        "limit_mb_s": limit_rate,
+        "batcher_mb_s": by_style(figures, "/rate/mb_per_s"),
+        "batcher_events_s": by_style(figures, "/rate/events_per_s"),
+        "batcher_vs_limit": ratios["ndjson"],
+        "batcher_vs_limit_by_style": ratios,
+        "flusher_limit_mb_s": flusher_limit_rate,
+        "flusher_mb_s": f(flusher, "/rate/mb_per_s"),
+        "flusher_events_s": f(flusher, "/rate/events_per_s"),
+        "flusher_vs_limit": flusher_ratio,
+        "flusher_vs_limit_one_tenant": large_ratio,
+        "batcher_rss_mb": batcher_rss,
+        "largest_sqs_event_mb": f(&figures["batcher"]["gzip"], "/largest_sqs_event_bytes") / 1e6,
+        "flusher_rss_mb": f(flusher, "/rss_mb"),
+        "flusher_rss_mb_one_tenant": f(large, "/rss_mb"),
+        "largest_partition_mb": f(large, "/largest_partition_bytes") / 1e6,
+        "cold_start_ms": cold,
+        "binary_mb": binary,
+        "cost_per_million_usd": costs,
+        "firehose_per_million_usd": firehose,
+        "levels": figures["levels"]["levels"],
+        "phases": figures,
+    });
+    println!();
+    println!("{summary}");
+}
