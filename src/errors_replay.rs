@@ -245,17 +245,7 @@ async fn replay_file(
         file.outcome = "skipped: not an errors file of the batcher's layout".into();
         return Ok(file);
     };
-    let bytes = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .with_context(|| format!("reading s3://{bucket}/{key}"))?
-        .body
-        .collect()
-        .await?
-        .into_bytes();
+    let bytes = crate::inspect::read_object(s3, bucket, key).await?;
     let text = match gunzip(&bytes) {
         Ok(text) => text,
         Err(error) => {

@@ -57,6 +57,23 @@ pub async fn read_export_files(
     read_files(s3, bucket, prefix, &[".gz", ".zst", ".json", ".ndjson"]).await
 }
 
+/// The bytes of `s3://bucket/key`; an error names the object.
+pub async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+    Ok(bytes.into_bytes().to_vec())
+}
+
 async fn read_files(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -68,14 +85,7 @@ async fn read_files(
         if !extensions.iter().any(|extension| key.ends_with(extension)) {
             continue;
         }
-        let object = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
-            .with_context(|| format!("reading s3://{bucket}/{key}"))?;
-        let bytes = object.body.collect().await?.into_bytes();
+        let bytes = read_object(s3, bucket, &key).await?;
         let text = if key.ends_with(".gz") {
             gunzip(&bytes)
         } else if key.ends_with(".zst") {

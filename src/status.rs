@@ -146,14 +146,7 @@ pub async fn rows(
     let mut rows = Vec::new();
     for partition in partitions {
         let key = layout::manifest_key(&partition);
-        let object = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
-            .with_context(|| format!("reading s3://{bucket}/{key}"))?;
-        let bytes = object.body.collect().await?.into_bytes();
+        let bytes = crate::inspect::read_object(s3, bucket, &key).await?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("s3://{bucket}/{key} is not a manifest"))?;
         let configured: Vec<String> = config
@@ -184,14 +177,7 @@ pub async fn backfills(
         .await
         .with_context(|| format!("listing s3://{bucket}/{BACKFILLS_PREFIX}"))?
     {
-        let object = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
-            .with_context(|| format!("reading s3://{bucket}/{key}"))?;
-        let bytes = object.body.collect().await?.into_bytes();
+        let bytes = crate::inspect::read_object(s3, bucket, &key).await?;
         records.push(
             serde_json::from_slice(&bytes).with_context(|| {
                 format!("s3://{bucket}/{key} is not a backfill progress record")

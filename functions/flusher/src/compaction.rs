@@ -37,9 +37,11 @@ impl NewEvent {
         &self.line[..self.event_end]
     }
 
-    /// Where the event came from, when the batcher staged it.
+    /// Where the event came from, when the batcher staged it: the fields
+    /// after the event (the line is not scanned again).
     pub fn provenance(&self) -> Option<Provenance<'_>> {
-        provenance::split_staged_line(&self.line).1
+        let fields = self.line.get(self.event_end + 1..)?;
+        Provenance::parse_fields(fields)
     }
 }
 

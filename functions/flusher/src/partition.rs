@@ -297,7 +297,12 @@ async fn compact(
                 .push(
                     event.event(),
                     event.time_millis,
-                    event.provenance(),
+                    // Parsed only when a destination asks for it.
+                    if keep_provenance {
+                        event.provenance()
+                    } else {
+                        None
+                    },
                     &mut fields,
                 )
                 .await?;
