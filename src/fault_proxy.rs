@@ -84,6 +84,27 @@ pub struct FaultPlan {
     pub kinds: Vec<Fault>,
     /// How long [`Fault::Delay`] holds a request.
     pub delay: Duration,
+    /// When set, only the requests it accepts can get a fault (the draws
+    /// are made for every request all the same, so the seed still decides).
+    pub only: Option<RequestFilter>,
+}
+
+/// Which requests a [`FaultPlan`] may fault; it may keep state (for
+/// example, to accept only the first matching request).
+#[derive(Clone)]
+pub struct RequestFilter(Matcher);
+
+impl RequestFilter {
+    /// A filter accepting the requests for which `accepts` is true.
+    pub fn new(accepts: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(accepts))
+    }
+}
+
+impl std::fmt::Debug for RequestFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestFilter(..)")
+    }
 }
 
 impl FaultPlan {
@@ -94,6 +115,7 @@ impl FaultPlan {
             seed,
             kinds: Fault::ALL.to_vec(),
             delay: Duration::from_millis(150),
+            only: None,
         }
     }
 
@@ -326,12 +348,14 @@ enum Decision {
     Inject(Fault),
 }
 
-fn decide(shared: &Shared) -> Decision {
+fn decide(shared: &Shared, info: &RequestInfo) -> Decision {
     let plan = shared.plan.lock().expect("lock");
     let mut rng = shared.rng.lock().expect("lock");
-    match draw(&mut rng, &plan) {
-        Some(fault) => Decision::Inject(fault),
-        None => Decision::Forward,
+    let drawn = draw(&mut rng, &plan);
+    let eligible = plan.only.as_ref().is_none_or(|only| (only.0)(info));
+    match drawn {
+        Some(fault) if eligible => Decision::Inject(fault),
+        _ => Decision::Forward,
     }
 }
 
@@ -406,7 +430,7 @@ async fn serve(
         kill(shared, &info);
         return Err(std::io::Error::other("killed before forwarding"));
     }
-    let decision = decide(shared);
+    let decision = decide(shared, &info);
     match decision {
         Decision::Inject(fault @ (Fault::InternalError | Fault::SlowDown | Fault::Throttling)) => {
             count(shared, fault);

@@ -559,7 +559,9 @@ async fn two_flushers_racing_on_a_partition_commit_once() {
     harness.stage_app_events("t1", 0..50, "req-1").await;
     let (one, two) = (harness.flusher(), harness.flusher());
     let now = TEN + HOUR + 15 * 60_000;
-    let (a, b) = tokio::join!(flush_with(&one, now), flush_with(&two, now));
+    // Different clocks, so the two manifests differ (committed_at) and the
+    // loser's refused commit is a lost race, not its own commit come back.
+    let (a, b) = tokio::join!(flush_with(&one, now), flush_with(&two, now + 1));
     assert_eq!(a.failed + b.failed, 0, "{a:?} {b:?}");
     let manifest = harness
         .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
@@ -570,6 +572,69 @@ async fn two_flushers_racing_on_a_partition_commit_once() {
         sorted((0..50).map(|n| app_event("t1", n)).collect())
     );
     assert_eq!(lines(&harness.files("dest-all", "").await).len(), 50);
+}
+
+/// S3 applies the manifest's commit but its answer is lost; the SDK's retry
+/// then meets its own commit as a refused condition. The run must see that
+/// the stored manifest is the one it wrote and go on to publish, not take
+/// it for another flusher's and leave the partition unpublished.
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_recognised_and_published_in_the_same_run() {
+    use s3_export::fault_proxy::{Fault, FaultPlan, FaultProxy, RequestFilter};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let harness = Harness::start(DESTINATIONS).await;
+    harness.stage_app_events("t1", 0..20, "req-1").await;
+    let manifest_writes = Arc::new(AtomicUsize::new(0));
+    let mut plan = FaultPlan::new(1.0, 7);
+    plan.kinds = vec![Fault::Truncate];
+    plan.only = Some(RequestFilter::new({
+        let manifest_writes = manifest_writes.clone();
+        move |request| {
+            request.writes(EXPORT, "manifests/")
+                && request.key().ends_with(".json")
+                && manifest_writes.fetch_add(1, Ordering::SeqCst) == 0
+        }
+    }));
+    let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+        .await
+        .unwrap();
+    let faulty_s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&harness.moto.sdk_config().await)
+            .endpoint_url(proxy.endpoint())
+            .force_path_style(true)
+            .build(),
+    );
+    let flusher = Flusher::new(harness.config.clone(), faulty_s3);
+
+    let report = flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+
+    assert_eq!(
+        proxy.injected().get(&Fault::Truncate),
+        Some(&1),
+        "the first commit's answer was cut"
+    );
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(
+        report.pending_chunks + report.pending_publishes,
+        0,
+        "{report:?}"
+    );
+    let expected = sorted((0..20).map(|n| app_event("t1", n)).collect());
+    assert_eq!(lines(&harness.files(EXPORT, "archive/").await), expected);
+    assert_eq!(lines(&harness.files("dest-all", "").await), expected);
+    assert_eq!(lines(&harness.files("dest-t1", "").await), expected);
+    assert!(
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    assert!(!manifest.has_pending());
 }
 
 #[tokio::test]

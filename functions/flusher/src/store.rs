@@ -98,6 +98,12 @@ pub async fn read_manifest(
 /// Commits a manifest: created only if none exists (`If-None-Match: *`), or
 /// replaced only if it is still the one read (`If-Match`), so two flushers
 /// can never both commit. Returns the new ETag.
+///
+/// A refused condition is a lost race unless the stored manifest is
+/// byte for byte the one being committed: then this commit landed and only
+/// its answer was lost (the SDK retried a write S3 had applied), or another
+/// flusher committed exactly the same state; either way it is committed,
+/// and the run goes on to publish it.
 pub async fn commit_manifest(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -111,7 +117,7 @@ pub async fn commit_manifest(
         .bucket(bucket)
         .key(key)
         .content_type("application/json")
-        .body(ByteStream::from(body));
+        .body(ByteStream::from(body.clone()));
     let request = match read_etag {
         Some(etag) => request.if_match(etag),
         None => request.if_none_match("*"),
@@ -124,9 +130,15 @@ pub async fn commit_manifest(
                 Some("PreconditionFailed" | "ConditionalRequestConflict")
             ) =>
         {
-            Err(FlushError::LostRace {
-                key: key.to_owned(),
-            })
+            match get(s3, bucket, key).await? {
+                Some((stored, etag)) if stored == body => {
+                    tracing::info!(%key, "the manifest was committed although the answer was lost");
+                    Ok(etag)
+                }
+                _ => Err(FlushError::LostRace {
+                    key: key.to_owned(),
+                }),
+            }
         }
         Err(error) => Err(FlushError::s3("PutObject", bucket, key, error)),
     }
