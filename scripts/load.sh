@@ -6,21 +6,26 @@
 # gzip file back with boto3 and Python's gzip module, and prints events
 # sent, exported, duplicates and rejected. Exits 1 when they do not add up.
 #
-#   scripts/load.sh [--events N] [--tenants N] [--release]
+#   scripts/load.sh [--events N] [--tenants N] [--producer mixed|ndjson|gzip] [--release]
 #
-# moto's SQS slows down with queue depth, so the local runner sends in waves
-# of 200 messages; see README.md ("Load") for how long a million takes.
+# By default the producers pack events into gzip NDJSON messages of 256 KiB
+# (the producer crate, `content-encoding: gzip`), as a cost-minded producer
+# does: a million events are a few hundred messages. `--producer mixed`
+# sends every body shape, a few events a message: far more messages, and
+# moto's SQS slows down with queue depth (README.md, "Load").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=1000000
 tenants=20
+producer=gzip
 release=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events=$2; shift 2 ;;
     --tenants) tenants=$2; shift 2 ;;
+    --producer) producer=$2; shift 2 ;;
     --release) release=(--release); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,8 +46,8 @@ done
 started=$SECONDS
 status=0
 RUST_LOG=${RUST_LOG:-warn} cargo run --quiet "${release[@]}" --bin s3-export -- local --endpoint "$endpoint" \
-  --events "$events" --tenants "$tenants" >"$work/local.log" || status=$?
-echo "pipeline      ${events} events in $((SECONDS - started)) s (s3-export local exited $status)"
+  --events "$events" --tenants "$tenants" --producer "$producer" >"$work/local.log" || status=$?
+echo "pipeline      ${events} events (producer style $producer) in $((SECONDS - started)) s (s3-export local exited $status)"
 grep -E '^(sent|delivered|flushed|OK|MISMATCH)' "$work/local.log" || true
 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
   .venv/bin/python scripts/count_exports.py --endpoint "$endpoint" --local-log "$work/local.log"

@@ -26,7 +26,8 @@ use crate::esm::{
 };
 use crate::inspect::{StoredFile, list_keys, read_export_files, read_gzip_ndjson};
 use crate::moto::MotoServer;
-use crate::workload::{self, OutgoingMessage, StreamMix, Workload, WorkloadSpec};
+use crate::workload::{self, OutgoingMessage, ProducerStyle, StreamMix, Workload, WorkloadSpec};
+use shared::content_encoding::{CONTENT_ENCODING_ATTRIBUTE, ContentEncoding};
 
 /// Options of a local run.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,6 +60,11 @@ pub struct LocalOptions {
     /// Override the batcher's maximum event size (MAX_EVENT_BYTES).
     #[arg(long)]
     pub max_event_bytes: Option<usize>,
+    /// How producers shape messages: `mixed` (every body shape, a few
+    /// events each), `ndjson` or `gzip` (packed into 256 KiB messages by the
+    /// producer crate: far fewer messages, for large runs).
+    #[arg(long, value_enum, default_value_t = ProducerStyle::Mixed)]
+    pub producer: ProducerStyle,
 }
 
 const MAX_RECEIVE_COUNT: u32 = 3;
@@ -67,6 +73,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Messages sent before the mapping delivers them: moto's SQS slows down with
 /// queue depth, and real producers do not wait for the whole workload either.
 const SEND_WAVE: usize = 200;
+/// SQS's limit on one `SendMessageBatch` request's bodies and attributes.
+const SQS_MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// Runs the pipeline locally; `Ok(false)` when what was stored does not match
 /// what was sent.
@@ -116,6 +124,8 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         now_millis: now_millis(),
         streams: options.streams,
     });
+    let messages = workload::messages_for(&workload, options.producer)
+        .context("packing the workload's events into messages")?;
     let destination = format!("{bucket}-destination");
     s3.create_bucket()
         .bucket(&destination)
@@ -163,8 +173,8 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     // Producers and the event source mapping run side by side, as in AWS:
     // a wave of messages is sent, then delivered while the next is prepared.
     let mut delivered = DrainReport::default();
-    for (wave, messages) in workload.messages.chunks(SEND_WAVE).enumerate() {
-        send(&sqs, &queues.url, messages).await?;
+    for (wave, wave_messages) in messages.chunks(SEND_WAVE).enumerate() {
+        send(&sqs, &queues.url, wave_messages).await?;
         loop {
             let poll = mapping.poll_once(&mut handler).await?;
             let idle = poll.received == 0;
@@ -175,8 +185,8 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         }
         eprint!(
             "\rsent {:>6} of {} messages, delivered {:>6}",
-            (wave * SEND_WAVE + messages.len()),
-            workload.messages.len(),
+            (wave * SEND_WAVE + wave_messages.len()),
+            messages.len(),
             delivered.deleted
         );
     }
@@ -184,11 +194,12 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     // Whatever failed comes back after the visibility timeout; wait for it.
     delivered.merge(mapping.drain(&mut handler, DRAIN_TIMEOUT).await?);
     println!(
-        "sent          {} messages: {} events ({} re-sent messages), {} malformed records",
-        workload.messages.len(),
+        "sent          {} messages: {} events ({} re-sent messages), {} malformed records; producer style {:?}",
+        messages.len(),
         workload.expected.distinct_events,
         workload.expected.resent_messages,
-        workload.expected.rejected.values().sum::<usize>()
+        workload.expected.rejected.values().sum::<usize>(),
+        options.producer
     );
     let drained = delivered;
     let dead_letters = approximate_message_count(&sqs, &queues.dlq_url).await?;
@@ -325,14 +336,29 @@ async fn endpoint_config(endpoint: &str) -> SdkConfig {
     loader.load().await
 }
 
-/// Sends `messages` to the queue with `SendMessageBatch`, ten at a time, each
-/// with its `stream` attribute when it has one; fails on any refused entry.
+/// Sends `messages` to the queue with `SendMessageBatch`, ten at a time
+/// within SQS's 256 KiB a request, each with its `stream` attribute when it
+/// has one and its `content-encoding` when its body is compressed; fails on
+/// any refused entry.
 pub async fn send(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     messages: &[OutgoingMessage],
 ) -> Result<()> {
-    for (batch_number, batch) in messages.chunks(10).enumerate() {
+    let mut batches: Vec<&[OutgoingMessage]> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, message) in messages.iter().enumerate() {
+        let size = message.body.len() + 64;
+        if index > start && (index - start == 10 || bytes + size > SQS_MAX_BATCH_BYTES) {
+            batches.push(&messages[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        batches.push(&messages[start..]);
+    }
+    for (batch_number, batch) in batches.into_iter().enumerate() {
         let entries = batch
             .iter()
             .enumerate()
@@ -346,6 +372,15 @@ pub async fn send(
                         MessageAttributeValue::builder()
                             .data_type("String")
                             .string_value(stream)
+                            .build()?,
+                    );
+                }
+                if message.encoding != ContentEncoding::Identity {
+                    entry = entry.message_attributes(
+                        CONTENT_ENCODING_ATTRIBUTE,
+                        MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(message.encoding.name())
                             .build()?,
                     );
                 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use shared::content_encoding::ContentEncoding;
 use shared::profile::{AIRKIT_APP_EVENTS, AIRKIT_AUDIT_EVENT_TYPES, AIRKIT_AUDIT_LOGS};
 use shared::time::format_rfc3339_millis;
 
@@ -46,6 +47,69 @@ pub struct OutgoingMessage {
     pub body: String,
     /// The `stream` message attribute, when the message carries one.
     pub stream: Option<String>,
+    /// How the body is encoded (the `content-encoding` attribute when not
+    /// identity).
+    pub encoding: ContentEncoding,
+    /// The body's records, each on one line as an NDJSON producer would
+    /// send it (valid events compacted, malformed records as they are), so
+    /// the workload can be repacked in another producer style.
+    pub records: Vec<String>,
+}
+
+/// How the producers shape their messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProducerStyle {
+    /// Every body shape producers send: one object, arrays, NDJSON,
+    /// pretty-printed, SNS-wrapped; a few events a message.
+    #[default]
+    Mixed,
+    /// NDJSON messages of up to 256 KiB per stream, as the producer crate packs them.
+    Ndjson,
+    /// The same, gzip-compressed and base64-encoded (`content-encoding: gzip`).
+    Gzip,
+}
+
+/// The workload's messages as `style` sends them. Packed styles keep every
+/// record, in order and once (re-sent messages' records again), in
+/// messages of one stream each, so the expected outcome does not change.
+pub fn messages_for(
+    workload: &Workload,
+    style: ProducerStyle,
+) -> Result<Vec<OutgoingMessage>, producer::pack::PackError> {
+    let encoding = match style {
+        ProducerStyle::Mixed => return Ok(workload.messages.clone()),
+        ProducerStyle::Ndjson => ContentEncoding::Identity,
+        ProducerStyle::Gzip => ContentEncoding::Gzip,
+    };
+    let mut by_stream: BTreeMap<Option<&String>, Vec<&str>> = BTreeMap::new();
+    for message in &workload.messages {
+        by_stream
+            .entry(message.stream.as_ref())
+            .or_default()
+            .extend(message.records.iter().map(String::as_str));
+    }
+    let mut packed = Vec::new();
+    for (stream, records) in by_stream {
+        let options = producer::pack::PackOptions {
+            encoding,
+            stream: stream.cloned(),
+            ..producer::pack::PackOptions::default()
+        };
+        let mut start = 0;
+        for message in producer::pack::pack(&records, &options)? {
+            packed.push(OutgoingMessage {
+                body: message.body,
+                stream: stream.cloned(),
+                encoding,
+                records: records[start..start + message.events]
+                    .iter()
+                    .map(|record| (*record).to_owned())
+                    .collect(),
+            });
+            start += message.events;
+        }
+    }
+    Ok(packed)
 }
 
 /// What the pipeline must make of a workload.
@@ -86,6 +150,8 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
             OutgoingMessage {
                 body: SESSION_START.to_owned(),
                 stream: None,
+                encoding: ContentEncoding::Identity,
+                records: vec![compact_json(SESSION_START)],
             },
             vec![(AIRKIT_APP_EVENTS, seed_tenant, compact_json(SESSION_START))],
         );
@@ -139,6 +205,8 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
         let message = OutgoingMessage {
             body,
             stream: audit.then(|| AIRKIT_AUDIT_LOGS.to_owned()),
+            encoding: ContentEncoding::Identity,
+            records: events.clone(),
         };
         let lines: Vec<_> = events
             .into_iter()
@@ -187,8 +255,10 @@ fn push_valid(
 
 fn rejected_message(body: String, audit: bool) -> OutgoingMessage {
     OutgoingMessage {
+        records: vec![body.clone()],
         body,
         stream: audit.then(|| AIRKIT_AUDIT_LOGS.to_owned()),
+        encoding: ContentEncoding::Identity,
     }
 }
 
@@ -394,6 +464,48 @@ mod tests {
     #[test]
     fn same_seed_same_workload() {
         assert_eq!(generate(&spec(300)).messages, generate(&spec(300)).messages);
+    }
+
+    #[test]
+    fn packed_styles_carry_every_record_once_in_order_per_stream() {
+        let workload = generate(&spec(3000));
+        let records_of = |messages: &[OutgoingMessage], stream: Option<&str>| -> Vec<String> {
+            messages
+                .iter()
+                .filter(|m| m.stream.as_deref() == stream)
+                .flat_map(|m| m.records.clone())
+                .collect()
+        };
+        for style in [ProducerStyle::Ndjson, ProducerStyle::Gzip] {
+            let packed = messages_for(&workload, style).unwrap();
+            assert!(
+                packed.len() * 20 < workload.messages.len(),
+                "{style:?}: {} messages for {}",
+                packed.len(),
+                workload.messages.len()
+            );
+            for stream in [None, Some(AIRKIT_AUDIT_LOGS)] {
+                assert_eq!(
+                    records_of(&packed, stream),
+                    records_of(&workload.messages, stream),
+                    "{style:?} {stream:?}"
+                );
+            }
+            for message in &packed {
+                let body = shared::content_encoding::decode_body(
+                    Some(message.encoding.name()),
+                    &message.body,
+                    usize::MAX,
+                )
+                .unwrap();
+                assert_eq!(body, message.records.join("\n") + "\n");
+                assert!(message.body.len() <= producer::pack::SQS_MAX_MESSAGE_BYTES);
+            }
+        }
+        assert_eq!(
+            messages_for(&workload, ProducerStyle::Mixed).unwrap(),
+            workload.messages
+        );
     }
 
     #[test]

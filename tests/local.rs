@@ -4,7 +4,7 @@
 
 use s3_export::local::{self, LocalOptions};
 use s3_export::moto::MotoServer;
-use s3_export::workload::StreamMix;
+use s3_export::workload::{ProducerStyle, StreamMix};
 
 fn options(endpoint: String) -> LocalOptions {
     LocalOptions {
@@ -17,6 +17,7 @@ fn options(endpoint: String) -> LocalOptions {
         batch_size: 100,
         batching_window_ms: 1000,
         max_event_bytes: None,
+        producer: ProducerStyle::Mixed,
     }
 }
 
@@ -24,6 +25,18 @@ fn options(endpoint: String) -> LocalOptions {
 async fn local_run_stages_every_valid_event_and_rejects_every_malformed_one() {
     let moto = MotoServer::start().await.unwrap();
     assert!(local::run(&options(moto.endpoint())).await.unwrap());
+}
+
+/// The load script's style: events packed into gzip NDJSON messages with
+/// the `content-encoding` attribute, malformed records among them, each
+/// rejected alone.
+#[tokio::test]
+async fn local_run_with_packed_gzip_messages_exports_every_event_once() {
+    let moto = MotoServer::start().await.unwrap();
+    let mut options = options(moto.endpoint());
+    options.events = 2000;
+    options.producer = ProducerStyle::Gzip;
+    assert!(local::run(&options).await.unwrap());
 }
 
 #[tokio::test]

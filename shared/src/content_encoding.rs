@@ -112,7 +112,7 @@ pub fn decode_body<'a>(
 fn read_limited(reader: impl Read, max_bytes: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut decoded = Vec::new();
     reader
-        .take(max_bytes as u64 + 1)
+        .take((max_bytes as u64).saturating_add(1))
         .read_to_end(&mut decoded)?;
     Ok((decoded.len() <= max_bytes).then_some(decoded))
 }
@@ -235,6 +235,11 @@ mod tests {
         }
         let exact = encode_body(ContentEncoding::Gzip, &zeros[..1024], 9);
         assert_eq!(decode_body(Some("gzip"), &exact, 1024).unwrap().len(), 1024);
+        // The largest limit a setting can give means no limit, not an overflow.
+        assert_eq!(
+            decode_body(Some("gzip"), &exact, usize::MAX).unwrap().len(),
+            1024
+        );
     }
 
     #[test]
