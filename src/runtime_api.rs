@@ -268,3 +268,60 @@ async fn read_body<R: AsyncBufReadExt + Unpin>(
     reader.read_exact(&mut body).await?;
     Ok(body)
 }
+
+/// The path of a compiled function binary (`batcher`, `flusher`, `verify`):
+/// in `S3_EXPORT_BIN_DIR` when set, else beside the running test's target
+/// profile (`target/<profile>/deps/<test>` gives `target/<profile>`).
+/// Panics with the command that builds it when it is missing.
+pub fn function_binary(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("S3_EXPORT_BIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("the running executable's path");
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("a target directory")
+                .to_path_buf()
+        });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (./scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A command that runs function `name` as Lambda does: a clean environment
+/// with the Runtime API at `runtime`, the function's name, version, memory
+/// and log names, every AWS call to `endpoint` (path-style S3, static test
+/// credentials, no instance metadata), no stdin, killed when dropped. The
+/// caller adds the function's own settings and where its output goes.
+pub fn function_command(
+    name: &str,
+    runtime: &RuntimeApi,
+    endpoint: &str,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(function_binary(name));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
+        .env("AWS_LAMBDA_FUNCTION_NAME", format!("s3-export-{name}"))
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/s3-export-{name}"),
+        )
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}

@@ -15,33 +15,13 @@ use std::time::{Duration, Instant};
 
 use s3_export::inspect::{list_keys, read_gzip_ndjson};
 use s3_export::moto::MotoServer;
-use s3_export::runtime_api::{Answer, RuntimeApi};
+use s3_export::runtime_api::{Answer, RuntimeApi, function_binary, function_command};
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const EXPORT: &str = "exports";
 const DESTINATION: &str = "customer-bucket";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn binary(name: &str) -> PathBuf {
-    let dir = std::env::var_os("S3_EXPORT_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // target/<profile>/deps/<this test> → target/<profile>
-            let exe = std::env::current_exe().expect("test binary path");
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .expect("target dir")
-                .to_path_buf()
-        });
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --workspace` (./scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
 
 fn sample(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -52,25 +32,8 @@ fn sample(name: &str) -> Value {
 
 /// A function process with Lambda's environment, talking to `moto` only.
 fn spawn(name: &str, runtime: &RuntimeApi, moto: &MotoServer, extra: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(binary(name));
+    let mut command = function_command(name, runtime, &moto.endpoint());
     command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", format!("s3-export-{name}"))
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env(
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/s3-export-{name}"),
-        )
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("S3_FORCE_PATH_STYLE", "true")
         .env("EXPORT_BUCKET", EXPORT)
         .env("DESTINATION_BUCKET", DESTINATION)
         .env("DESTINATION_PREFIX", "exports/")
@@ -79,10 +42,8 @@ fn spawn(name: &str, runtime: &RuntimeApi, moto: &MotoServer, extra: &[(&str, &s
             "arn:aws:iam::123456789012:role/s3-export-writer",
         )
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     for (name, value) in extra {
         command.env(name, value);
     }
@@ -97,7 +58,7 @@ async fn start(name: &str, runtime: &RuntimeApi, moto: &MotoServer) -> Child {
         .first_poll(WAIT)
         .await
         .expect("the function polls for events");
-    let size = std::fs::metadata(binary(name))
+    let size = std::fs::metadata(function_binary(name))
         .map(|m| m.len())
         .unwrap_or_default();
     println!(

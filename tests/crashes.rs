@@ -14,7 +14,6 @@
 //! (`./scripts/test.sh` does); `S3_EXPORT_BIN_DIR` points elsewhere.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,11 +25,11 @@ use lambda_runtime::LambdaEvent;
 use s3_export::fault_proxy::{FaultPlan, FaultProxy, KillMoment, KillRule, RequestInfo};
 use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson};
 use s3_export::moto::MotoServer;
-use s3_export::runtime_api::{Answer, RuntimeApi};
+use s3_export::runtime_api::{Answer, RuntimeApi, function_command};
 use s3_export::workload::{self, StreamMix, WorkloadSpec};
 use serde_json::{Value, json};
 use shared::Config;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const EXPORT: &str = "crash-export";
 const REFERENCE: &str = "crash-reference";
@@ -40,25 +39,6 @@ const WAIT: Duration = Duration::from_secs(120);
 /// closes it.
 const SENT_MILLIS: i64 = 1_795_338_000_000 + 17 * 60_000; // 2026-11-22T09:17Z
 const FLUSH_UNTIL: &str = "2026-11-22T10:00:00Z";
-
-fn binary(name: &str) -> PathBuf {
-    let dir = std::env::var_os("S3_EXPORT_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .expect("target dir")
-                .to_path_buf()
-        });
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --workspace --bins` (./scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
 
 /// The environment both the binaries and the in-process functions read.
 fn setting(name: &str, export_bucket: &str) -> Option<String> {
@@ -87,25 +67,11 @@ fn reference_config() -> Config {
 /// A function process with Lambda's environment, its AWS traffic through
 /// `endpoint`.
 fn spawn(name: &str, runtime: &RuntimeApi, endpoint: &str) -> Child {
-    let mut command = Command::new(binary(name));
+    let mut command = function_command(name, runtime, endpoint);
     command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", format!("s3-export-{name}"))
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("S3_FORCE_PATH_STYLE", "true")
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+        .stderr(Stdio::null());
     for name in ["EXPORT_BUCKET", "DESTINATION_BUCKET", "DESTINATION_PREFIX"] {
         command.env(name, setting(name, EXPORT).unwrap());
     }
