@@ -9,10 +9,10 @@
 //! same events and, at the same level, the same part bytes.
 
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::ops::Range;
 
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::MultiGzDecoder;
 
 use shared::dedup::IdHash;
 use shared::encode::LineGzEncoder;
@@ -53,7 +53,7 @@ const READ_BYTES: usize = 64 * 1024;
 /// it), in order, read with [`NewEvents::next_event`]; an item is an error
 /// when the chunk is not valid gzip or UTF-8. Blank lines are skipped.
 /// Memory holds the caller's buffer: one read, or the longest line.
-pub struct NewEvents<'a, R: Read> {
+pub struct NewEvents<'a, R: BufRead> {
     decoder: MultiGzDecoder<R>,
     buffer: &'a mut Vec<u8>,
     /// The next line starts here in `buffer`.
@@ -69,11 +69,12 @@ pub struct NewEvents<'a, R: Read> {
     duplicates: u64,
 }
 
-/// Reads the staged chunk `chunk` (gzip NDJSON) for its new events, their
+/// Reads the staged chunk `chunk` (gzip NDJSON, buffered: a chunk in memory
+/// is read in place) for its new events, their
 /// identities hashed with `ids` (the hash `seen` was built with), through
 /// `buffer` (kept by the caller so that one allocation serves every chunk
 /// of a partition; its contents are overwritten).
-pub fn new_events<'a, R: Read>(
+pub fn new_events<'a, R: BufRead>(
     chunk: R,
     profile: Option<&'a Profile>,
     ids: IdHash,
@@ -94,7 +95,7 @@ pub fn new_events<'a, R: Read>(
     }
 }
 
-impl<'a, R: Read> NewEvents<'a, R> {
+impl<'a, R: BufRead> NewEvents<'a, R> {
     /// Events dropped so far because they were already in `seen`.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
@@ -201,7 +202,7 @@ pub struct Compacted {
 /// identities are hashed with `ids`).
 /// Memory holds one read of a chunk (or its longest line) and the
 /// compressor, whatever the chunks' size.
-pub fn compact_chunks<R: Read, W: Write>(
+pub fn compact_chunks<R: BufRead, W: Write>(
     chunks: impl IntoIterator<Item = R>,
     profile: Option<&Profile>,
     ids: IdHash,
