@@ -59,21 +59,16 @@ pub async fn flush_partition(
     let mut report = PartitionReport::default();
 
     if !new_chunks.is_empty() {
-        // A partition keeps the hash its digest was written with, so that
-        // an event has one identity across commits; a new one takes the
-        // current hash.
-        let ids = match &manifest.id_digest {
-            Some(key) => IdHash::from_version(manifest.id_digest_version).ok_or_else(|| {
-                FlushError::Corrupt {
-                    what: format!("id digest s3://{bucket}/{key}"),
-                    message: format!(
-                        "id digest version {} is not known to this flusher",
-                        manifest.id_digest_version
-                    ),
-                }
-            })?,
-            None => IdHash::CURRENT,
-        };
+        let ids = id_hash(&manifest).ok_or_else(|| FlushError::Corrupt {
+            what: format!(
+                "id digest s3://{bucket}/{}",
+                manifest.id_digest.as_deref().unwrap_or_default()
+            ),
+            message: format!(
+                "id digest version {} is not known to this flusher",
+                manifest.id_digest_version
+            ),
+        })?;
         let mut seen = match &manifest.id_digest {
             Some(key) => {
                 let (bytes, _) =
@@ -178,6 +173,16 @@ pub async fn flush_partition(
         .collect();
     store::delete_keys(s3, bucket, &done).await?;
     Ok(report)
+}
+
+/// The hash a partition's event ids are kept with: its digest's, so that an
+/// event has one identity across commits, or the current one when it has no
+/// digest yet; `None` for a digest version this flusher does not know.
+fn id_hash(manifest: &Manifest) -> Option<IdHash> {
+    match manifest.id_digest {
+        Some(_) => IdHash::from_version(manifest.id_digest_version),
+        None => Some(IdHash::CURRENT),
+    }
 }
 
 fn new_manifest(partition: &PartitionKey) -> Manifest {
@@ -337,4 +342,41 @@ async fn compact(
         parts.push(writer.finish().await?);
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_digest(version: u32) -> Manifest {
+        let text = format!(
+            r#"{{"version":1,"stream":"s","tenant":"t","hour":"h","generation":1,"parts":[],
+            "consumedChunks":[],"idDigest":"ids/1","events":0,"duplicatesDropped":0,
+            "destinations":{{}},"committedAt":"h"{}}}"#,
+            if version == 1 {
+                String::new()
+            } else {
+                format!(r#","idDigestVersion":{version}"#)
+            }
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_partition_with_a_sha256_digest_keeps_sha256_ids() {
+        // Written before digest versions: no idDigestVersion field.
+        assert_eq!(id_hash(&with_digest(1)), Some(IdHash::Sha256));
+    }
+
+    #[test]
+    fn a_partition_keeps_its_digests_hash_and_a_new_one_takes_the_current() {
+        assert_eq!(id_hash(&with_digest(2)), Some(IdHash::Blake3));
+        let partition = Manifest::default();
+        assert_eq!(id_hash(&partition), Some(IdHash::CURRENT));
+    }
+
+    #[test]
+    fn an_unknown_digest_version_is_refused() {
+        assert_eq!(id_hash(&with_digest(99)), None);
+    }
 }
