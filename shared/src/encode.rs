@@ -142,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_are_cut_the_same_however_the_lines_arrive() {
+    fn lines_over_many_blocks_round_trip_with_the_same_bytes() {
         let line = "x".repeat(1000);
         let encode = |lines: usize| {
             let mut encoder = LineGzEncoder::new(Vec::new(), 6);
