@@ -11,6 +11,7 @@ use flusher::{Flusher, Trigger};
 use s3_export::inspect::list_keys;
 use s3_export::moto::MotoServer;
 use shared::Config;
+use shared::dedup::IdHash;
 
 const EXPORT: &str = "exports";
 const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:events";
@@ -80,6 +81,7 @@ async fn archive_part_is_what_the_pure_compaction_writes() {
     let (compacted, part) = compact_chunks(
         staged.iter().map(|chunk| &chunk[..]),
         Some(profile),
+        IdHash::CURRENT,
         &mut HashSet::new(),
         config.archive_gzip_level,
         Vec::new(),

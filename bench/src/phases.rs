@@ -286,6 +286,7 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
             flusher::compaction::compact_chunks(
                 chunks().map(std::io::Cursor::new),
                 profile,
+                shared::dedup::IdHash::CURRENT,
                 &mut HashSet::new(),
                 level,
                 CountingSink(0),

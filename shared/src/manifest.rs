@@ -29,6 +29,11 @@ pub struct Manifest {
     pub consumed_chunks: Vec<String>,
     /// The key of the digest of every event id in `parts`.
     pub id_digest: Option<String>,
+    /// How the digest's ids are hashed (`dedup::IdHash::version`); every
+    /// commit of a partition keeps it. Manifests written before the field
+    /// existed hold version 1 (SHA-256).
+    #[serde(default = "first_id_digest_version")]
+    pub id_digest_version: u32,
     pub events: u64,
     /// Events dropped as duplicates, over every commit.
     pub duplicates_dropped: u64,
@@ -36,6 +41,10 @@ pub struct Manifest {
     pub destinations: BTreeMap<String, DestinationState>,
     /// The flusher's "now" when it committed, RFC 3339.
     pub committed_at: String,
+}
+
+fn first_id_digest_version() -> u32 {
+    1
 }
 
 /// One canonical archive file.
@@ -164,5 +173,21 @@ mod tests {
         assert!(text.contains("\"consumedChunks\""));
         assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), manifest);
         assert!(manifest.has_pending());
+    }
+
+    #[test]
+    fn a_manifest_without_a_digest_version_holds_sha256_ids() {
+        let mut manifest = Manifest {
+            version: MANIFEST_VERSION,
+            id_digest: Some("ids/1".into()),
+            id_digest_version: 2,
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&manifest).unwrap();
+        assert!(text.contains("\"idDigestVersion\":2"), "{text}");
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), manifest);
+        let old = text.replace(",\"idDigestVersion\":2", "");
+        manifest.id_digest_version = 1;
+        assert_eq!(serde_json::from_str::<Manifest>(&old).unwrap(), manifest);
     }
 }

@@ -4,14 +4,11 @@
 //! The same lines at the same level give the same bytes, so rewriting a part
 //! after a crash is an overwrite, not a copy (DESIGN.md, invariant 3).
 
-use std::io::Write;
-
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
+use shared::encode::LineGzEncoder;
 use shared::manifest::ArchivePart;
 use shared::time::format_rfc3339_millis;
 
@@ -26,7 +23,7 @@ pub struct PartWriter {
     bucket: String,
     key: String,
     number: u32,
-    encoder: GzEncoder<Vec<u8>>,
+    encoder: LineGzEncoder<Vec<u8>>,
     upload_id: Option<String>,
     completed: Vec<CompletedPart>,
     hasher: Sha256,
@@ -45,10 +42,7 @@ impl PartWriter {
             bucket: bucket.to_owned(),
             key,
             number,
-            encoder: GzEncoder::new(
-                Vec::with_capacity(UPLOAD_PART_BYTES),
-                Compression::new(level),
-            ),
+            encoder: LineGzEncoder::new(Vec::with_capacity(UPLOAD_PART_BYTES), level),
             upload_id: None,
             completed: Vec::new(),
             hasher: Sha256::new(),
@@ -60,7 +54,9 @@ impl PartWriter {
         }
     }
 
-    /// Compressed bytes produced so far.
+    /// Compressed bytes produced so far; the lines of the block still
+    /// being gathered (at most `shared::encode::LINE_BLOCK_BYTES`) are not
+    /// compressed yet.
     pub fn compressed_len(&self) -> u64 {
         self.uploaded_bytes + self.encoder.get_ref().len() as u64
     }
@@ -78,8 +74,7 @@ impl PartWriter {
     /// Appends one event line (without its newline) and its event time.
     pub async fn push(&mut self, line: &str, event_millis: Option<i64>) -> Result<(), FlushError> {
         self.encoder
-            .write_all(line.as_bytes())
-            .and_then(|()| self.encoder.write_all(b"\n"))
+            .push_line(line.as_bytes())
             .expect("writing to memory");
         self.events += 1;
         self.uncompressed_bytes += line.len() as u64 + 1;
@@ -143,10 +138,7 @@ impl PartWriter {
     /// Ends the gzip stream, stores the rest, and describes the part.
     pub async fn finish(mut self) -> Result<ArchivePart, FlushError> {
         let rest = std::mem::take(self.encoder.get_mut());
-        let encoder = std::mem::replace(
-            &mut self.encoder,
-            GzEncoder::new(Vec::new(), Compression::none()),
-        );
+        let encoder = std::mem::replace(&mut self.encoder, LineGzEncoder::new(Vec::new(), 0));
         let mut tail = rest;
         tail.extend(encoder.finish().expect("writing to memory"));
         match self.upload_id.clone() {

@@ -9,103 +9,181 @@
 //! same events and, at the same level, the same part bytes.
 
 use std::collections::HashSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
+use std::ops::Range;
 
-use flate2::Compression;
-use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
+use flate2::bufread::MultiGzDecoder;
 
-use shared::dedup;
+use shared::dedup::IdHash;
+use shared::encode::LineGzEncoder;
 use shared::profile::Profile;
 use shared::provenance::{self, Provenance};
 
-/// One event of a staged chunk, kept for the archive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
+/// One event of a staged chunk, kept for the archive, borrowed from the
+/// reader's buffer until the next event is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewEvent<'a> {
     /// The staged line, without its newline: the event, then its
     /// provenance when the batcher staged one (see `shared::provenance`).
-    pub line: String,
+    pub line: &'a str,
     /// Where the event ends in `line`.
     pub event_end: usize,
     /// The event's time when its stream's profile reads it.
     pub time_millis: Option<i64>,
 }
 
-impl NewEvent {
+impl<'a> NewEvent<'a> {
     /// The event's JSON text, as the archive keeps it.
-    pub fn event(&self) -> &str {
+    pub fn event(&self) -> &'a str {
         &self.line[..self.event_end]
     }
 
     /// Where the event came from, when the batcher staged it: the fields
     /// after the event (the line is not scanned again).
-    pub fn provenance(&self) -> Option<Provenance<'_>> {
+    pub fn provenance(&self) -> Option<Provenance<'a>> {
         let fields = self.line.get(self.event_end + 1..)?;
         Provenance::parse_fields(fields)
     }
 }
 
+/// How much decompressed text one read asks for.
+const READ_BYTES: usize = 64 * 1024;
+
 /// The events of one staged chunk that are not in `seen` (each is added to
-/// it), in order; an item is an error when the chunk is not valid gzip or
-/// UTF-8. Blank lines are skipped.
-pub struct NewEvents<'a, R: Read> {
-    lines: io::Lines<BufReader<MultiGzDecoder<R>>>,
+/// it), in order, read with [`NewEvents::next_event`]; an item is an error
+/// when the chunk is not valid gzip or UTF-8. Blank lines are skipped.
+/// Memory holds the caller's buffer: one read, or the longest line.
+pub struct NewEvents<'a, R: BufRead> {
+    decoder: MultiGzDecoder<R>,
+    buffer: &'a mut Vec<u8>,
+    /// The next line starts here in `buffer`.
+    start: usize,
+    /// `buffer[start..scanned]` holds no newline.
+    scanned: usize,
+    /// `buffer[..end]` holds decompressed text.
+    end: usize,
+    done: bool,
     profile: Option<&'a Profile>,
+    ids: IdHash,
     seen: &'a mut HashSet<u128>,
     duplicates: u64,
 }
 
-/// Reads the staged chunk `chunk` (gzip NDJSON) for its new events.
-pub fn new_events<'a, R: Read>(
+/// Reads the staged chunk `chunk` (gzip NDJSON, buffered: a chunk in memory
+/// is read in place) for its new events, their
+/// identities hashed with `ids` (the hash `seen` was built with), through
+/// `buffer` (kept by the caller so that one allocation serves every chunk
+/// of a partition; its contents are overwritten).
+pub fn new_events<'a, R: BufRead>(
     chunk: R,
     profile: Option<&'a Profile>,
+    ids: IdHash,
     seen: &'a mut HashSet<u128>,
+    buffer: &'a mut Vec<u8>,
 ) -> NewEvents<'a, R> {
     NewEvents {
-        lines: BufReader::new(MultiGzDecoder::new(chunk)).lines(),
+        decoder: MultiGzDecoder::new(chunk),
+        buffer,
+        start: 0,
+        scanned: 0,
+        end: 0,
+        done: false,
         profile,
+        ids,
         seen,
         duplicates: 0,
     }
 }
 
-impl<R: Read> NewEvents<'_, R> {
+impl<'a, R: BufRead> NewEvents<'a, R> {
     /// Events dropped so far because they were already in `seen`.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
     }
-}
 
-impl<R: Read> Iterator for NewEvents<'_, R> {
-    type Item = io::Result<NewEvent>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next line's place in the buffer, without its newline (or
+    /// `\r\n`), reading more of the chunk as needed.
+    fn next_line(&mut self) -> Option<io::Result<Range<usize>>> {
         loop {
-            let line = match self.lines.next()? {
+            if let Some(at) = memchr::memchr(b'\n', &self.buffer[self.scanned..self.end]) {
+                let newline = self.scanned + at;
+                let line = self.start..newline;
+                self.start = newline + 1;
+                self.scanned = self.start;
+                return Some(Ok(trim_cr(&self.buffer[..], line)));
+            }
+            self.scanned = self.end;
+            if self.done {
+                if self.start == self.end {
+                    return None;
+                }
+                let line = self.start..self.end;
+                self.start = self.end;
+                return Some(Ok(trim_cr(&self.buffer[..], line)));
+            }
+            // Keep the unfinished line, at the front, and read after it.
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.scanned = self.end;
+            self.start = 0;
+            if self.buffer.len() < self.end + READ_BYTES {
+                self.buffer.resize(self.end + READ_BYTES, 0);
+            }
+            match self.decoder.read(&mut self.buffer[self.end..]) {
+                Ok(0) => self.done = true,
+                Ok(read) => self.end += read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.done = true;
+                    self.start = self.end;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+
+    /// The next event not seen before, or `None` at the chunk's end.
+    pub fn next_event(&mut self) -> Option<io::Result<NewEvent<'_>>> {
+        let (line, event_end, time_millis) = loop {
+            let line = match self.next_line()? {
                 Ok(line) => line,
                 Err(error) => return Some(Err(error)),
             };
             if line.is_empty() {
                 continue;
             }
-            let event = provenance::split_staged_line(&line).0;
+            let Ok(text) = std::str::from_utf8(&self.buffer[line.clone()]) else {
+                return Some(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                )));
+            };
+            let event = provenance::split_staged_line(text).0;
             let fields = self.profile.and_then(|profile| profile.read(event).ok());
             let key = match fields.as_ref().and_then(|f| f.id.as_deref()) {
-                Some(id) => dedup::id_key(id),
-                None => dedup::line_key(event),
+                Some(id) => self.ids.id_key(id),
+                None => self.ids.line_key(event),
             };
             if !self.seen.insert(key) {
                 self.duplicates += 1;
                 continue;
             }
-            let time_millis = fields.map(|f| f.time_millis);
-            let event_end = event.len();
-            return Some(Ok(NewEvent {
-                line,
-                event_end,
-                time_millis,
-            }));
-        }
+            break (line, event.len(), fields.map(|f| f.time_millis));
+        };
+        // Checked above; the buffer has not changed since.
+        let line = std::str::from_utf8(&self.buffer[line]).expect("valid UTF-8");
+        Some(Ok(NewEvent {
+            line,
+            event_end,
+            time_millis,
+        }))
+    }
+}
+
+fn trim_cr(buffer: &[u8], line: Range<usize>) -> Range<usize> {
+    match buffer[line.clone()].last() {
+        Some(b'\r') => line.start..line.end - 1,
+        _ => line,
     }
 }
 
@@ -120,23 +198,26 @@ pub struct Compacted {
 
 /// Compacts `chunks` in order into one gzip NDJSON stream at `level`
 /// written to `part`, as the flusher writes an archive part (the same lines
-/// at the same level give the same bytes), dropping events in `seen`.
-/// Memory holds one line and the compressor, whatever the chunks' size.
-pub fn compact_chunks<R: Read, W: Write>(
+/// at the same level give the same bytes), dropping events in `seen` (whose
+/// identities are hashed with `ids`).
+/// Memory holds one read of a chunk (or its longest line) and the
+/// compressor, whatever the chunks' size.
+pub fn compact_chunks<R: BufRead, W: Write>(
     chunks: impl IntoIterator<Item = R>,
     profile: Option<&Profile>,
+    ids: IdHash,
     seen: &mut HashSet<u128>,
     level: u32,
     part: W,
 ) -> io::Result<(Compacted, W)> {
-    let mut encoder = GzEncoder::new(part, Compression::new(level));
+    let mut encoder = LineGzEncoder::new(part, level);
     let mut compacted = Compacted::default();
+    let mut buffer = Vec::new();
     for chunk in chunks {
-        let mut events = new_events(chunk, profile, seen);
-        for event in &mut events {
+        let mut events = new_events(chunk, profile, ids, seen, &mut buffer);
+        while let Some(event) = events.next_event() {
             let event = event?;
-            encoder.write_all(event.event().as_bytes())?;
-            encoder.write_all(b"\n")?;
+            encoder.push_line(event.event().as_bytes())?;
             compacted.events += 1;
             compacted.uncompressed_bytes += event.event_end as u64 + 1;
         }
@@ -148,6 +229,7 @@ pub fn compact_chunks<R: Read, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::dedup;
     use shared::encode::NdjsonGzWriter;
 
     fn chunk(lines: &[&str]) -> Vec<u8> {
@@ -178,6 +260,7 @@ mod tests {
         let (compacted, part) = compact_chunks(
             chunks.iter().map(|c| &c[..]),
             Some(&profile),
+            IdHash::CURRENT,
             &mut seen,
             6,
             Vec::new(),
@@ -194,17 +277,18 @@ mod tests {
     fn events_already_seen_in_earlier_parts_are_dropped() {
         let mut seen = HashSet::from([dedup::line_key("{\"x\":1}")]);
         let staged = chunk(&["{\"x\":1}", "", "{\"x\":2}"]);
-        let events: Vec<NewEvent> = new_events(&staged[..], None, &mut seen)
-            .collect::<io::Result<_>>()
-            .unwrap();
+        let mut buffer = Vec::new();
+        let mut events = new_events(&staged[..], None, IdHash::CURRENT, &mut seen, &mut buffer);
         assert_eq!(
-            events,
-            vec![NewEvent {
-                line: "{\"x\":2}".into(),
+            events.next_event().unwrap().unwrap(),
+            NewEvent {
+                line: "{\"x\":2}",
                 event_end: 7,
                 time_millis: None
-            }]
+            }
         );
+        assert!(events.next_event().is_none());
+        assert_eq!(events.duplicates(), 1);
     }
 
     #[test]
@@ -212,18 +296,31 @@ mod tests {
         let mut seen = HashSet::new();
         let staged = chunk(&[&format!("{A}\t1000\tm-1"), &format!("{A_AGAIN}\t2000\tm-2")]);
         let profile = Profile::airkit_audit_logs();
-        let events: Vec<NewEvent> = new_events(&staged[..], Some(&profile), &mut seen)
-            .collect::<io::Result<_>>()
-            .unwrap();
-        // The same EVENT_ID: the second is a duplicate whatever its provenance.
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].event(), A);
+        let mut buffer = Vec::new();
+        let mut events = new_events(
+            &staged[..],
+            Some(&profile),
+            IdHash::CURRENT,
+            &mut seen,
+            &mut buffer,
+        );
+        let event = events.next_event().unwrap().unwrap();
+        assert_eq!(event.event(), A);
         assert_eq!(
-            events[0].provenance(),
+            event.provenance(),
             Some(Provenance::new(Some(1000), Some("m-1")))
         );
-        let (_, part) =
-            compact_chunks([&staged[..]], None, &mut HashSet::new(), 6, Vec::new()).unwrap();
+        // The same EVENT_ID: the second is a duplicate whatever its provenance.
+        assert!(events.next_event().is_none());
+        let (_, part) = compact_chunks(
+            [&staged[..]],
+            None,
+            IdHash::CURRENT,
+            &mut HashSet::new(),
+            6,
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(gunzip(&part), format!("{A}\n{A_AGAIN}\n"));
     }
 
@@ -232,10 +329,15 @@ mod tests {
         let profile = Profile::airkit_audit_logs();
         let mut seen = HashSet::new();
         let staged = chunk(&[A]);
-        let event = new_events(&staged[..], Some(&profile), &mut seen)
-            .next()
-            .unwrap()
-            .unwrap();
+        let mut buffer = Vec::new();
+        let mut events = new_events(
+            &staged[..],
+            Some(&profile),
+            IdHash::CURRENT,
+            &mut seen,
+            &mut buffer,
+        );
+        let event = events.next_event().unwrap().unwrap();
         assert_eq!(event.time_millis, Some(1_668_901_202_000));
     }
 
@@ -243,9 +345,16 @@ mod tests {
     fn same_chunks_give_the_same_part_bytes() {
         let staged = chunk(&[A, B]);
         let part = || {
-            compact_chunks([&staged[..]], None, &mut HashSet::new(), 6, Vec::new())
-                .unwrap()
-                .1
+            compact_chunks(
+                [&staged[..]],
+                None,
+                IdHash::CURRENT,
+                &mut HashSet::new(),
+                6,
+                Vec::new(),
+            )
+            .unwrap()
+            .1
         };
         assert_eq!(part(), part());
     }
@@ -253,8 +362,67 @@ mod tests {
     #[test]
     fn a_chunk_that_is_not_gzip_is_an_error() {
         let mut seen = HashSet::new();
-        let error =
-            compact_chunks([&b"plain text"[..]], None, &mut seen, 6, Vec::new()).unwrap_err();
+        let error = compact_chunks(
+            [&b"plain text"[..]],
+            None,
+            IdHash::CURRENT,
+            &mut seen,
+            6,
+            Vec::new(),
+        )
+        .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+    }
+
+    #[test]
+    fn lines_longer_than_a_read_and_across_reads_are_whole() {
+        let long = format!("{{\"x\":\"{}\"}}", "a".repeat(3 * READ_BYTES));
+        let lines: Vec<String> = (0..2000)
+            .map(|n| format!("{{\"n\":{n}}}"))
+            .chain([long.clone(), "{\"last\":true}".to_owned()])
+            .collect();
+        let staged = chunk(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut seen = HashSet::new();
+        let mut buffer = Vec::new();
+        let mut events = new_events(&staged[..], None, IdHash::CURRENT, &mut seen, &mut buffer);
+        let mut read = Vec::new();
+        while let Some(event) = events.next_event() {
+            read.push(event.unwrap().line.to_owned());
+        }
+        assert_eq!(read, lines);
+    }
+
+    #[test]
+    fn a_last_line_without_newline_and_crlf_endings_are_read_as_lines() {
+        let mut text = Vec::new();
+        {
+            let mut encoder = flate2::write::GzEncoder::new(&mut text, flate2::Compression::fast());
+            encoder.write_all(b"{\"a\":1}\r\n{\"b\":2}").unwrap();
+        }
+        let mut seen = HashSet::new();
+        let mut buffer = Vec::new();
+        let mut events = new_events(&text[..], None, IdHash::CURRENT, &mut seen, &mut buffer);
+        assert_eq!(events.next_event().unwrap().unwrap().line, "{\"a\":1}");
+        assert_eq!(events.next_event().unwrap().unwrap().line, "{\"b\":2}");
+        assert!(events.next_event().is_none());
+    }
+
+    #[test]
+    fn a_chunk_that_is_not_utf8_is_an_error() {
+        let mut text = Vec::new();
+        {
+            let mut encoder = flate2::write::GzEncoder::new(&mut text, flate2::Compression::fast());
+            encoder.write_all(b"{\"a\":\"\xff\"}\n").unwrap();
+        }
+        let error = compact_chunks(
+            [&text[..]],
+            None,
+            IdHash::CURRENT,
+            &mut HashSet::new(),
+            6,
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
     }
 }

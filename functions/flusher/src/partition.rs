@@ -9,10 +9,10 @@
 use std::collections::HashSet;
 
 use shared::alert::InvocationAlerts;
+use shared::dedup::IdHash;
 use shared::layout;
 use shared::manifest::{self, ArchivePart, MANIFEST_VERSION, Manifest, ProvenanceFile};
 use shared::partition::PartitionKey;
-use shared::profile::Profile;
 use shared::provenance::Provenance;
 use shared::time::format_rfc3339_millis;
 
@@ -59,6 +59,16 @@ pub async fn flush_partition(
     let mut report = PartitionReport::default();
 
     if !new_chunks.is_empty() {
+        let ids = id_hash(&manifest).ok_or_else(|| FlushError::Corrupt {
+            what: format!(
+                "id digest s3://{bucket}/{}",
+                manifest.id_digest.as_deref().unwrap_or_default()
+            ),
+            message: format!(
+                "id digest version {} is not known to this flusher",
+                manifest.id_digest_version
+            ),
+        })?;
         let mut seen = match &manifest.id_digest {
             Some(key) => {
                 let (bytes, _) =
@@ -75,13 +85,12 @@ pub async fn flush_partition(
             }
             None => HashSet::new(),
         };
-        let profile = flusher.config.streams.get(&partition.stream);
         let parts = compact(
             flusher,
             partition,
             &manifest,
             &new_chunks,
-            profile,
+            ids,
             &mut seen,
             &mut report,
         )
@@ -108,6 +117,7 @@ pub async fn flush_partition(
         manifest.parts.extend(parts);
         manifest.consumed_chunks.extend(new_chunks.iter().cloned());
         manifest.id_digest = Some(digest_key);
+        manifest.id_digest_version = ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
         publish::assign(flusher, partition, &mut manifest, &numbers);
         etag = Some(
@@ -165,12 +175,23 @@ pub async fn flush_partition(
     Ok(report)
 }
 
+/// The hash a partition's event ids are kept with: its digest's, so that an
+/// event has one identity across commits, or the current one when it has no
+/// digest yet; `None` for a digest version this flusher does not know.
+fn id_hash(manifest: &Manifest) -> Option<IdHash> {
+    match manifest.id_digest {
+        Some(_) => IdHash::from_version(manifest.id_digest_version),
+        None => Some(IdHash::CURRENT),
+    }
+}
+
 fn new_manifest(partition: &PartitionKey) -> Manifest {
     Manifest {
         version: MANIFEST_VERSION,
         stream: partition.stream.clone(),
         tenant: partition.tenant.as_str().to_owned(),
         hour: format_rfc3339_millis(partition.hour.start_millis()),
+        id_digest_version: IdHash::CURRENT.version(),
         ..Manifest::default()
     }
 }
@@ -261,7 +282,8 @@ impl OpenPart {
 }
 
 /// Streams the new chunks in key order into archive parts numbered after
-/// the manifest's, dropping every event already in `seen`. A staged line's
+/// the manifest's, dropping every event already in `seen` (identities
+/// hashed with `ids`, the partition's id digest hash). A staged line's
 /// provenance goes to the part's sidecar (when a destination asks for
 /// `_export` metadata), never into the part.
 async fn compact(
@@ -269,15 +291,17 @@ async fn compact(
     partition: &PartitionKey,
     manifest: &Manifest,
     chunks: &[String],
-    profile: Option<&Profile>,
+    ids: IdHash,
     seen: &mut HashSet<u128>,
     report: &mut PartitionReport,
 ) -> Result<Vec<ArchivePart>, FlushError> {
     let config = &flusher.config;
+    let profile = config.streams.get(&partition.stream);
     let mut parts = Vec::new();
     let mut number = manifest.next_part_number();
     let mut writer: Option<OpenPart> = None;
     let mut fields = String::new();
+    let mut buffer = Vec::new();
     let keep_provenance = config.records_provenance();
     for chunk in chunks {
         let Some((bytes, _)) = store::get(&flusher.s3, &config.export_bucket, chunk).await? else {
@@ -288,8 +312,8 @@ async fn compact(
             what: format!("staged chunk s3://{}/{chunk}", config.export_bucket),
             message,
         };
-        let mut events = compaction::new_events(&bytes[..], profile, seen);
-        for event in &mut events {
+        let mut events = compaction::new_events(&bytes[..], profile, ids, seen, &mut buffer);
+        while let Some(event) = events.next_event() {
             let event = event.map_err(|error| corrupt(error.to_string()))?;
             let current = writer
                 .get_or_insert_with(|| OpenPart::new(flusher, partition, number, keep_provenance));
@@ -318,4 +342,41 @@ async fn compact(
         parts.push(writer.finish().await?);
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_digest(version: u32) -> Manifest {
+        let text = format!(
+            r#"{{"version":1,"stream":"s","tenant":"t","hour":"h","generation":1,"parts":[],
+            "consumedChunks":[],"idDigest":"ids/1","events":0,"duplicatesDropped":0,
+            "destinations":{{}},"committedAt":"h"{}}}"#,
+            if version == 1 {
+                String::new()
+            } else {
+                format!(r#","idDigestVersion":{version}"#)
+            }
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_partition_with_a_sha256_digest_keeps_sha256_ids() {
+        // Written before digest versions: no idDigestVersion field.
+        assert_eq!(id_hash(&with_digest(1)), Some(IdHash::Sha256));
+    }
+
+    #[test]
+    fn a_partition_keeps_its_digests_hash_and_a_new_one_takes_the_current() {
+        assert_eq!(id_hash(&with_digest(2)), Some(IdHash::Blake3));
+        let partition = Manifest::default();
+        assert_eq!(id_hash(&partition), Some(IdHash::CURRENT));
+    }
+
+    #[test]
+    fn an_unknown_digest_version_is_refused() {
+        assert_eq!(id_hash(&with_digest(99)), None);
+    }
 }
