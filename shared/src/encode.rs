@@ -68,9 +68,22 @@ impl<W: Write> LineGzEncoder<W> {
     }
 }
 
-/// Builds one gzip NDJSON file in memory.
+/// Staged chunks of at most this many bytes of lines are written as stored
+/// gzip ([`stored_gzip`]): starting a compressor clears a few hundred KB
+/// of tables, which costs more than compressing a few KB saves, and a
+/// batch with many tenants makes many such chunks.
+pub const STAGED_STORED_MAX_BYTES: usize = 4 * 1024;
+
+/// Builds one gzip NDJSON file in memory. With a stored limit
+/// ([`NdjsonGzWriter::with_stored_limit`]), a file whose lines come to at
+/// most that many bytes is written as stored gzip, never compressed; the
+/// bytes still depend only on the lines, the level and the limit.
 pub struct NdjsonGzWriter {
-    encoder: LineGzEncoder<Vec<u8>>,
+    level: u32,
+    /// Lines not yet handed to a compressor, while they fit the stored limit.
+    small: Vec<u8>,
+    stored_up_to: usize,
+    encoder: Option<LineGzEncoder<Vec<u8>>>,
     lines: usize,
     uncompressed_bytes: usize,
 }
@@ -78,8 +91,17 @@ pub struct NdjsonGzWriter {
 impl NdjsonGzWriter {
     /// A writer at a zlib level from 0 (none) to 9 (smallest).
     pub fn new(level: u32) -> Self {
+        Self::with_stored_limit(level, 0)
+    }
+
+    /// A writer at `level` whose output is stored gzip when its lines come
+    /// to at most `stored_up_to` bytes (at most [`LINE_BLOCK_BYTES`]).
+    pub fn with_stored_limit(level: u32, stored_up_to: usize) -> Self {
         Self {
-            encoder: LineGzEncoder::new(Vec::new(), level),
+            level,
+            small: Vec::new(),
+            stored_up_to: stored_up_to.min(LINE_BLOCK_BYTES),
+            encoder: None,
             lines: 0,
             uncompressed_bytes: 0,
         }
@@ -87,12 +109,30 @@ impl NdjsonGzWriter {
 
     /// Appends one line; `line` must not contain a newline.
     pub fn push_line(&mut self, line: &str) {
-        // Writing into a Vec cannot fail.
-        self.encoder
-            .push_line(line.as_bytes())
-            .expect("writing to memory");
         self.lines += 1;
         self.uncompressed_bytes += line.len() + 1;
+        if self.encoder.is_none() && self.uncompressed_bytes <= self.stored_up_to {
+            self.small.extend_from_slice(line.as_bytes());
+            self.small.push(b'\n');
+            return;
+        }
+        let level = self.level;
+        let small = std::mem::take(&mut self.small);
+        let encoder = self.encoder.get_or_insert_with(|| {
+            let mut encoder = LineGzEncoder::new(Vec::new(), level);
+            // The lines held so far fit one block: the same block the
+            // encoder would have gathered had they been pushed to it.
+            for held in small.split_inclusive(|byte| *byte == b'\n') {
+                encoder
+                    .push_line(&held[..held.len() - 1])
+                    .expect("writing to memory");
+            }
+            encoder
+        });
+        // Writing into a Vec cannot fail.
+        encoder
+            .push_line(line.as_bytes())
+            .expect("writing to memory");
     }
 
     /// Lines written so far.
@@ -107,8 +147,42 @@ impl NdjsonGzWriter {
 
     /// Finishes the gzip stream and returns its bytes.
     pub fn finish(self) -> Vec<u8> {
-        self.encoder.finish().expect("writing to memory")
+        match self.encoder {
+            Some(encoder) => encoder.finish().expect("writing to memory"),
+            None if self.stored_up_to > 0 => stored_gzip(&self.small),
+            None => LineGzEncoder::new(Vec::new(), self.level)
+                .finish()
+                .expect("writing to memory"),
+        }
     }
+}
+
+/// `data` as a gzip member whose deflate stream is stored blocks (RFC 1951
+/// section 3.2.4, RFC 1952): every gzip reader reads it, no compressor is
+/// started, and the same data always gives the same bytes (no time, no name).
+pub fn stored_gzip(data: &[u8]) -> Vec<u8> {
+    const MAX_STORED_BLOCK: usize = 65_535;
+    let blocks = data.len().div_ceil(MAX_STORED_BLOCK).max(1);
+    let mut out = Vec::with_capacity(10 + blocks * 5 + data.len() + 8);
+    // Magic, deflate, no flags, no time, no extra flags, unknown OS (as flate2 writes it).
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+    let mut chunks = data.chunks(MAX_STORED_BLOCK).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let len = block.len() as u16;
+        out.push(u8::from(last));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }
 
 #[cfg(test)]
@@ -159,5 +233,51 @@ mod tests {
             .unwrap();
         assert_eq!(text.len(), 200 * 1001);
         assert!(text.lines().all(|l| l == line));
+    }
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn stored_gzip_is_read_by_a_gzip_reader_at_every_size() {
+        for size in [0, 1, 600, 65_535, 65_536, 200_000] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let bytes = stored_gzip(&data);
+            assert_eq!(gunzip(&bytes), data, "{size} bytes");
+            assert_eq!(bytes, stored_gzip(&data));
+        }
+    }
+
+    #[test]
+    fn small_files_are_stored_and_larger_ones_compressed_with_the_same_lines() {
+        let line = r#"{"organizationId":"t1","type":"step_enter","n":12345}"#;
+        let build = |lines: usize, stored_up_to: usize| {
+            let mut writer = NdjsonGzWriter::with_stored_limit(1, stored_up_to);
+            for _ in 0..lines {
+                writer.push_line(line);
+            }
+            writer.finish()
+        };
+        let expected = |lines: usize| format!("{line}\n").repeat(lines).into_bytes();
+        // Three lines fit 4 KiB: stored, so the lines appear as they are.
+        let small = build(3, STAGED_STORED_MAX_BYTES);
+        assert_eq!(gunzip(&small), expected(3));
+        assert!(small.windows(line.len()).any(|w| w == line.as_bytes()));
+        // Two hundred do not: compressed, the same bytes as without a limit.
+        let large = build(200, STAGED_STORED_MAX_BYTES);
+        assert_eq!(gunzip(&large), expected(200));
+        assert_eq!(large, build(200, 0));
+        assert!(large.len() < expected(200).len() / 4);
+        // Without a limit nothing is stored, not even an empty file.
+        assert_eq!(gunzip(&build(0, 0)), b"");
+        assert_eq!(gunzip(&build(0, STAGED_STORED_MAX_BYTES)), b"");
+        assert!(
+            !build(3, 0)
+                .windows(line.len())
+                .any(|w| w == line.as_bytes())
+        );
     }
 }

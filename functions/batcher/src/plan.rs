@@ -13,7 +13,7 @@ use serde::Serialize;
 use shared::config::{Config, PartitionBy};
 use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE};
 use shared::decode::{self, Unwrapped};
-use shared::encode::NdjsonGzWriter;
+use shared::encode::{NdjsonGzWriter, STAGED_STORED_MAX_BYTES};
 use shared::layout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
 use shared::provenance::Provenance;
@@ -262,7 +262,10 @@ pub fn plan_batch(
     let chunks = partitions
         .into_iter()
         .map(|(partition, (lines, messages))| {
-            let mut writer = NdjsonGzWriter::new(config.staging_gzip_level);
+            let mut writer = NdjsonGzWriter::with_stored_limit(
+                config.staging_gzip_level,
+                STAGED_STORED_MAX_BYTES,
+            );
             let mut staged = String::new();
             for (event, index) in &lines {
                 // `<event>\t<ingest millis>\t<message id>` (see
