@@ -149,7 +149,7 @@ pub fn levels(setup: &Setup) -> Value {
 /// flusher's phase (untimed).
 pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value {
     let mut sqs_events = SqsEvents::new(Messages::new(setup.corpus(), style));
-    let mut timer = Timer::default();
+    let (mut timer, mut limit) = (Timer::default(), Timer::default());
     let mut sqs = SqsRequests::default();
     let (mut invocations, mut messages, mut events, mut event_bytes) = (0, 0, 0, 0);
     let (mut accepted, mut rejected, mut puts, mut staged_bytes, mut max_event_bytes) =
@@ -169,17 +169,12 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
                 &request_id,
             )
         });
-        max_event_bytes = max_event_bytes.max(event.json.len());
-        messages += event.messages;
-        events += event.events;
-        event_bytes += event.event_bytes;
-        accepted += plan.stats.accepted;
-        rejected += plan.stats.rejected;
-        puts += plan.chunks.len() + usize::from(plan.errors.is_some());
-        staged_bytes += plan.stats.staged_bytes;
-        for size in sqs_events.take_message_sizes() {
-            sqs.add_message(size);
-        }
+        let (chunks, errors) = (plan.chunks.len(), plan.errors.is_some());
+        let (plan_accepted, plan_rejected, plan_staged) = (
+            plan.stats.accepted,
+            plan.stats.rejected,
+            plan.stats.staged_bytes,
+        );
         if let Some(dir) = chunks_dir {
             for chunk in &plan.chunks {
                 let partition =
@@ -192,6 +187,22 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
                     .expect("chunk written");
                 written += 1;
             }
+        }
+        drop(plan);
+        // The limit on the same events, measured right after the batch so
+        // that both see the machine in the same state: their NDJSON (decoded
+        // untimed) compressed with the export's codec and level.
+        compress_event_ndjson(&event.json, setup.config.archive_gzip_level, &mut limit);
+        max_event_bytes = max_event_bytes.max(event.json.len());
+        messages += event.messages;
+        events += event.events;
+        event_bytes += event.event_bytes;
+        accepted += plan_accepted;
+        rejected += plan_rejected;
+        puts += chunks + usize::from(errors);
+        staged_bytes += plan_staged;
+        for size in sqs_events.take_message_sizes() {
+            sqs.add_message(size);
         }
     }
     sqs.finish();
@@ -220,7 +231,43 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
         "largest_sqs_event_bytes": max_event_bytes,
         "sqs": sqs.to_json(),
         "rate": rates(&timer, event_bytes, events),
+        "limit_rate": rates(&limit, event_bytes, events),
         "rss_mb": peak_rss_mb(),
+    })
+}
+
+/// Compresses the NDJSON of the events an SQS event carries (each record's
+/// body, decoded untimed when it is compressed, ending in a newline) with
+/// the export's codec at `level`, timing only the compression, in blocks of
+/// 1 MiB so no more than a block is held beside the compressor.
+fn compress_event_ndjson(json: &[u8], level: u32, timer: &mut Timer) -> u64 {
+    const BLOCK_BYTES: usize = 1 << 20;
+    let sqs_event: SqsEvent = serde_json::from_slice(json).expect("the SQS event parses");
+    let mut encoder = GzEncoder::new(CountingSink(0), Compression::new(level));
+    let mut block = Vec::with_capacity(BLOCK_BYTES + 64 * 1024);
+    for record in &sqs_event.records {
+        let encoding = record
+            .message_attributes
+            .get(shared::content_encoding::CONTENT_ENCODING_ATTRIBUTE)
+            .and_then(|attribute| attribute.string_value.as_deref());
+        let body = shared::content_encoding::decode_body(
+            encoding,
+            record.body.as_deref().unwrap_or_default(),
+            usize::MAX,
+        )
+        .expect("generated bodies decode");
+        block.extend_from_slice(body.as_bytes());
+        if !body.ends_with('\n') {
+            block.push(b'\n');
+        }
+        if block.len() >= BLOCK_BYTES {
+            timer.time(|| encoder.write_all(&block).expect("counting"));
+            block.clear();
+        }
+    }
+    timer.time(|| {
+        encoder.write_all(&block).expect("counting");
+        encoder.finish().expect("counting").0
     })
 }
 
