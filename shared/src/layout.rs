@@ -135,22 +135,18 @@ pub fn manifest_tenant_prefix(stream: &str, tenant: &TenantKey) -> String {
 /// Reads a manifest key back into its partition; `None` for id digests and
 /// any other key.
 pub fn parse_manifest_key(key: &str) -> Option<PartitionKey> {
-    let rest = key.strip_prefix(MANIFESTS_PREFIX)?.strip_suffix(".json")?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    let [stream, tenant, date, hour] = segments.as_slice() else {
-        return None;
-    };
-    Some(PartitionKey {
-        hour: Hour::parse_date_path(&format!("{date}/{hour}"))?,
-        stream: (*stream).to_owned(),
-        tenant: TenantKey::from_encoded(tenant),
-    })
+    parse_partition_path(key.strip_prefix(MANIFESTS_PREFIX)?.strip_suffix(".json")?)
 }
 
 /// Reads a pending-publish marker key back into its partition.
 pub fn parse_pending_publish_key(key: &str) -> Option<PartitionKey> {
-    let rest = key.strip_prefix(PENDING_PREFIX)?.strip_suffix(".json")?;
-    let segments: Vec<&str> = rest.split('/').collect();
+    parse_partition_path(key.strip_prefix(PENDING_PREFIX)?.strip_suffix(".json")?)
+}
+
+/// `<stream>/<tenant>/<date>/<HH>` (what [`partition_path`] writes) back
+/// into its partition.
+fn parse_partition_path(path: &str) -> Option<PartitionKey> {
+    let segments: Vec<&str> = path.split('/').collect();
     let [stream, tenant, date, hour] = segments.as_slice() else {
         return None;
     };
