@@ -410,7 +410,6 @@ pub async fn run_backfill(
 ) -> Result<BackfillReport, RunError> {
     let plan = plan(&flusher.config, request, now_millis)?;
     let key = layout::backfill_progress_key(&plan.id);
-    let bucket = &flusher.config.export_bucket;
     let progress = match read_progress(flusher, &key).await? {
         Some(progress) if !request.restart && progress.status != BackfillStatus::Failed => progress,
         _ => BackfillProgress::new(request, &plan.id, now_millis),
@@ -419,14 +418,7 @@ pub async fn run_backfill(
         tracing::info!(id = %plan.id, "backfill already done; `restart: true` redoes it");
         return Ok(report_of(&progress, &key, 0, None));
     }
-    store::put(
-        &flusher.s3,
-        bucket,
-        &key,
-        to_json(&progress),
-        "application/json",
-    )
-    .await?;
+    save_progress(flusher, &key, &progress).await?;
     Ok(advance(flusher, &plan, progress, &key, now_millis, deadline).await?)
 }
 
@@ -464,14 +456,7 @@ pub async fn continue_unfinished(
                 progress.status = BackfillStatus::Failed;
                 progress.last_error = Some(error.to_string());
                 progress.updated_at = format_rfc3339_millis(now_millis);
-                store::put(
-                    &flusher.s3,
-                    bucket,
-                    &key,
-                    to_json(&progress),
-                    "application/json",
-                )
-                .await?;
+                save_progress(flusher, &key, &progress).await?;
                 reports.push(report_of(&progress, &key, 0, progress.last_error.clone()));
                 continue;
             }
@@ -507,7 +492,6 @@ async fn advance(
     now_millis: i64,
     deadline: Option<Instant>,
 ) -> Result<BackfillReport, FlushError> {
-    let bucket = &flusher.config.export_bucket;
     let after = progress.cursor.as_ref().and_then(Cursor::partition);
     let todo: Vec<PartitionKey> = partitions_in_range(flusher, plan)
         .await?
@@ -557,14 +541,7 @@ async fn advance(
             progress.status = BackfillStatus::Done;
         }
         progress.updated_at = format_rfc3339_millis(now_millis);
-        store::put(
-            &flusher.s3,
-            bucket,
-            progress_key,
-            to_json(&progress),
-            "application/json",
-        )
-        .await?;
+        save_progress(flusher, progress_key, &progress).await?;
         if stopped {
             break;
         }
@@ -572,14 +549,7 @@ async fn advance(
     if todo.is_empty() && progress.status == BackfillStatus::Running {
         progress.status = BackfillStatus::Done;
         progress.updated_at = format_rfc3339_millis(now_millis);
-        store::put(
-            &flusher.s3,
-            bucket,
-            progress_key,
-            to_json(&progress),
-            "application/json",
-        )
-        .await?;
+        save_progress(flusher, progress_key, &progress).await?;
     }
     let remaining = todo.len() - partitions as usize;
     let mut report = report_of(&progress, progress_key, remaining, error);
@@ -748,8 +718,21 @@ async fn read_progress(
         })
 }
 
-fn to_json(progress: &BackfillProgress) -> Vec<u8> {
-    serde_json::to_vec_pretty(progress).expect("progress records serialize")
+/// Stores `progress` at `key` in the export bucket.
+async fn save_progress(
+    flusher: &Flusher,
+    key: &str,
+    progress: &BackfillProgress,
+) -> Result<(), FlushError> {
+    let json = serde_json::to_vec_pretty(progress).expect("progress records serialize");
+    store::put(
+        &flusher.s3,
+        &flusher.config.export_bucket,
+        key,
+        json,
+        "application/json",
+    )
+    .await
 }
 
 #[cfg(test)]
