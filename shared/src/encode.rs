@@ -30,6 +30,16 @@ impl<W: Write> LineGzEncoder<W> {
         }
     }
 
+    /// A stream whose first block already holds `lines` (newline-ended
+    /// lines, at most [`LINE_BLOCK_BYTES`]): the same bytes as pushing them
+    /// one by one.
+    fn with_first_block(out: W, level: u32, lines: Vec<u8>) -> Self {
+        debug_assert!(lines.len() <= LINE_BLOCK_BYTES);
+        let mut encoder = Self::new(out, level);
+        encoder.block = lines;
+        encoder
+    }
+
     /// Appends `line` and a newline; `line` must not contain a newline.
     pub fn push_line(&mut self, line: &[u8]) -> io::Result<()> {
         debug_assert!(!line.contains(&b'\n'));
@@ -116,19 +126,10 @@ impl NdjsonGzWriter {
             self.small.push(b'\n');
             return;
         }
-        let level = self.level;
-        let small = std::mem::take(&mut self.small);
-        let encoder = self.encoder.get_or_insert_with(|| {
-            let mut encoder = LineGzEncoder::new(Vec::new(), level);
-            // The lines held so far fit one block: the same block the
-            // encoder would have gathered had they been pushed to it.
-            for held in small.split_inclusive(|byte| *byte == b'\n') {
-                encoder
-                    .push_line(&held[..held.len() - 1])
-                    .expect("writing to memory");
-            }
-            encoder
-        });
+        let (level, small) = (self.level, std::mem::take(&mut self.small));
+        let encoder = self
+            .encoder
+            .get_or_insert_with(|| LineGzEncoder::with_first_block(Vec::new(), level, small));
         // Writing into a Vec cannot fail.
         encoder
             .push_line(line.as_bytes())
