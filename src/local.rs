@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use batcher::Batcher;
 use flusher::{Flusher, Trigger};
 use lambda_runtime::LambdaEvent;
@@ -27,7 +26,6 @@ use crate::esm::{
 use crate::inspect::{StoredFile, list_keys, read_export_files, read_gzip_ndjson};
 use crate::moto::MotoServer;
 use crate::workload::{self, OutgoingMessage, ProducerStyle, StreamMix, Workload, WorkloadSpec};
-use shared::content_encoding::{CONTENT_ENCODING_ATTRIBUTE, ContentEncoding};
 
 /// Options of a local run.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,8 +71,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Messages sent before the mapping delivers them: moto's SQS slows down with
 /// queue depth, and real producers do not wait for the whole workload either.
 const SEND_WAVE: usize = 200;
-/// SQS's limit on one `SendMessageBatch` request's bodies and attributes.
-const SQS_MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// Runs the pipeline locally; `Ok(false)` when what was stored does not match
 /// what was sent.
@@ -336,67 +332,33 @@ async fn endpoint_config(endpoint: &str) -> SdkConfig {
     loader.load().await
 }
 
-/// Sends `messages` to the queue with `SendMessageBatch`, ten at a time
-/// within SQS's 256 KiB a request, each with its `stream` attribute when it
-/// has one and its `content-encoding` when its body is compressed; fails on
-/// any refused entry.
+/// Sends `messages` to the queue through the producer crate
+/// (`SendMessageBatch` within SQS's limits, failed entries retried), each
+/// with its `stream` and `content-encoding` attributes; fails naming the
+/// first message SQS did not take.
 pub async fn send(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     messages: &[OutgoingMessage],
 ) -> Result<()> {
-    let mut batches: Vec<&[OutgoingMessage]> = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (index, message) in messages.iter().enumerate() {
-        let size = message.body.len() + 64;
-        if index > start && (index - start == 10 || bytes + size > SQS_MAX_BATCH_BYTES) {
-            batches.push(&messages[start..index]);
-            (start, bytes) = (index, 0);
-        }
-        bytes += size;
-    }
-    if start < messages.len() {
-        batches.push(&messages[start..]);
-    }
-    for (batch_number, batch) in batches.into_iter().enumerate() {
-        let entries = batch
-            .iter()
-            .enumerate()
-            .map(|(n, message)| {
-                let mut entry = SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{n}"))
-                    .message_body(&message.body);
-                if let Some(stream) = &message.stream {
-                    entry = entry.message_attributes(
-                        "stream",
-                        MessageAttributeValue::builder()
-                            .data_type("String")
-                            .string_value(stream)
-                            .build()?,
-                    );
-                }
-                if message.encoding != ContentEncoding::Identity {
-                    entry = entry.message_attributes(
-                        CONTENT_ENCODING_ATTRIBUTE,
-                        MessageAttributeValue::builder()
-                            .data_type("String")
-                            .string_value(message.encoding.name())
-                            .build()?,
-                    );
-                }
-                Ok(entry.build()?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let sent = sqs
-            .send_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .with_context(|| format!("sending batch {batch_number}"))?;
-        if !sent.failed().is_empty() {
-            bail!("SQS refused messages: {:?}", sent.failed());
-        }
+    let messages: Vec<producer::pack::Message> =
+        messages.iter().map(OutgoingMessage::to_message).collect();
+    let report = producer::send::send(
+        sqs,
+        queue_url,
+        &messages,
+        &producer::send::SendOptions::default(),
+    )
+    .await;
+    if let Some(failed) = report.failed.first() {
+        bail!(
+            "SQS refused {} of {} messages; message {}: {}: {}",
+            report.failed.len(),
+            messages.len(),
+            failed.index,
+            failed.code,
+            failed.message
+        );
     }
     Ok(())
 }

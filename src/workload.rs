@@ -56,6 +56,28 @@ pub struct OutgoingMessage {
     pub records: Vec<String>,
 }
 
+impl OutgoingMessage {
+    /// The message as the producer crate sends it: its body, and its
+    /// `stream` and `content-encoding` attributes when it has them.
+    pub fn to_message(&self) -> producer::pack::Message {
+        let mut attributes = Vec::new();
+        if let Some(stream) = &self.stream {
+            attributes.push((producer::pack::STREAM_ATTRIBUTE.to_owned(), stream.clone()));
+        }
+        if self.encoding != ContentEncoding::Identity {
+            attributes.push((
+                shared::content_encoding::CONTENT_ENCODING_ATTRIBUTE.to_owned(),
+                self.encoding.name().to_owned(),
+            ));
+        }
+        producer::pack::Message {
+            body: self.body.clone(),
+            attributes,
+            events: self.records.len(),
+        }
+    }
+}
+
 /// How the producers shape their messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProducerStyle {
