@@ -170,10 +170,13 @@ pub fn pack<S: AsRef<str>>(events: &[S], options: &PackOptions) -> Result<Vec<Me
 
 /// Groups messages (by index) into `SendMessageBatch` requests: at most ten
 /// entries and `max_batch_bytes` in all, in order.
-pub fn batches(messages: &[Message], max_batch_bytes: usize) -> Vec<Vec<usize>> {
+pub fn batches<'a>(
+    messages: impl IntoIterator<Item = &'a Message>,
+    max_batch_bytes: usize,
+) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut bytes = 0;
-    for (index, message) in messages.iter().enumerate() {
+    for (index, message) in messages.into_iter().enumerate() {
         let size = message.size();
         match groups.last_mut() {
             Some(group)

@@ -71,8 +71,8 @@ pub async fn send(
     let mut backoff = options.initial_backoff;
     for attempt in 1..=options.max_attempts.max(1) {
         let mut retry = Vec::new();
-        let subset: Vec<Message> = pending.iter().map(|&i| messages[i].clone()).collect();
-        for group in batches(&subset, options.max_batch_bytes) {
+        let subset = pending.iter().map(|&i| &messages[i]);
+        for group in batches(subset, options.max_batch_bytes) {
             let indices: Vec<usize> = group.iter().map(|&i| pending[i]).collect();
             report.requests += 1;
             let last = attempt == options.max_attempts.max(1);
