@@ -75,7 +75,12 @@ pub struct StatusRow {
     /// Parts stored in the destination, and parts still to publish.
     pub published: usize,
     pub pending: usize,
-    /// `published`, `pending`, `partial` (only the parts committed after
+    /// Parts that were pending when the destination stopped selecting this
+    /// stream and tenant, and were therefore never sent.
+    pub dropped: usize,
+    /// `published`, `pending`, `dropped` (parts were dropped: the
+    /// destination no longer selects this stream and tenant), `partial`
+    /// (only the parts committed after
     /// the destination was added: backfill the rest), `not-sent` (the
     /// destination takes this hour but came after it: backfill it) or
     /// `archived` (no destination).
@@ -231,6 +236,7 @@ pub fn manifest_rows(manifest: &Manifest, configured: &[String]) -> Vec<StatusRo
         parts: manifest.parts.len(),
         published: 0,
         pending: 0,
+        dropped: 0,
         status: String::new(),
         failures: 0,
         last_error: None,
@@ -241,8 +247,11 @@ pub fn manifest_rows(manifest: &Manifest, configured: &[String]) -> Vec<StatusRo
         .map(|(name, state)| StatusRow {
             published: state.published.len(),
             pending: state.pending.len(),
+            dropped: state.dropped.len(),
             status: if !state.pending.is_empty() {
                 "pending"
+            } else if !state.dropped.is_empty() {
+                "dropped"
             } else if state.published.len() < manifest.parts.len() {
                 // Parts committed before the destination was added.
                 "partial"
@@ -302,6 +311,10 @@ pub fn render(rows: &[StatusRow]) -> String {
                         "pending ({} part(s), {} failure(s))",
                         row.pending, row.failures
                     ),
+                    "dropped" => format!(
+                        "dropped ({} part(s): the destination no longer selects this stream and tenant)",
+                        row.dropped
+                    ),
                     "not-sent" => "not-sent (added later: backfill)".to_owned(),
                     "partial" => "partial (added later: backfill)".to_owned(),
                     other => other.to_owned(),
@@ -348,6 +361,12 @@ pub fn render(rows: &[StatusRow]) -> String {
         count("pending"),
         count("not-sent")
     ));
+    let dropped = count("dropped");
+    if dropped > 0 {
+        out.push_str(&format!(
+            "{dropped} row(s) with dropped parts: their destination was edited to no longer select the stream or tenant\n"
+        ));
+    }
     out
 }
 
@@ -391,6 +410,7 @@ mod tests {
                 pending: vec![2],
                 failures: 3,
                 last_error: Some("AccessDenied: no s3:PutObject".into()),
+                ..DestinationState::default()
             },
         );
         manifest
@@ -435,6 +455,32 @@ mod tests {
             text.ends_with("3 row(s): 1 published, 1 pending, 1 not sent\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_destination_whose_pending_parts_were_dropped_says_so() {
+        let mut edited = manifest();
+        edited.destinations.insert(
+            "repointed".into(),
+            DestinationState {
+                dropped: vec![1, 2],
+                ..DestinationState::default()
+            },
+        );
+        let rows = manifest_rows(&edited, &[]);
+        let row = rows.iter().find(|r| r.destination == "repointed").unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.dropped, row.published),
+            ("dropped", 2, 0)
+        );
+        let text = render(&rows);
+        assert!(
+            text.contains(
+                "dropped (2 part(s): the destination no longer selects this stream and tenant)"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("1 row(s) with dropped parts: their destination was edited to no longer select the stream or tenant\n"), "{text}");
     }
 
     #[test]

@@ -169,6 +169,28 @@ pub struct Destination {
     pub content: ContentOptions,
 }
 
+impl Destination {
+    /// Whether the destination's `tenants` and `streams` select events of
+    /// `stream` and `tenant` (the tenant's key segment, as in partition
+    /// keys). Says nothing of `enabled`. Every write to a destination is
+    /// checked against this at the moment of writing (DESIGN.md, invariant 9).
+    pub fn selects(&self, stream: &str, tenant: &TenantKey) -> bool {
+        self.selects_tenant(tenant) && self.selects_stream(stream)
+    }
+
+    fn selects_tenant(&self, tenant: &TenantKey) -> bool {
+        self.tenants
+            .as_ref()
+            .is_none_or(|tenants| tenants.iter().any(|t| TenantKey::encode(t) == *tenant))
+    }
+
+    fn selects_stream(&self, stream: &str) -> bool {
+        self.streams
+            .as_ref()
+            .is_none_or(|streams| streams.iter().any(|s| s == stream))
+    }
+}
+
 /// Server-side encryption for objects written to a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encryption {
@@ -657,26 +679,13 @@ impl Config {
         } else {
             // The list changed after validation: scan it.
             (0..self.destinations.len())
-                .filter(|&position| {
-                    self.destinations[position]
-                        .tenants
-                        .as_ref()
-                        .is_none_or(|tenants| {
-                            tenants.iter().any(|t| TenantKey::encode(t) == *tenant)
-                        })
-                })
+                .filter(|&position| self.destinations[position].selects_tenant(tenant))
                 .collect()
         };
         positions
             .into_iter()
             .filter_map(|position| self.destinations.get(position))
-            .filter(move |destination| {
-                destination.enabled
-                    && destination
-                        .streams
-                        .as_ref()
-                        .is_none_or(|streams| streams.iter().any(|s| s == stream))
-            })
+            .filter(move |destination| destination.enabled && destination.selects_stream(stream))
     }
 
     /// True when an enabled destination adds `_export` metadata to its

@@ -89,6 +89,12 @@ pub struct DestinationState {
     pub last_error: Option<String>,
     /// Failed attempts since the last success.
     pub failures: u32,
+    /// Part numbers that were pending when the destination stopped
+    /// selecting the partition's stream or tenant: never sent, so an edited
+    /// destination cannot carry one tenant's parts to another's bucket.
+    /// Absent in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<u32>,
 }
 
 impl Manifest {

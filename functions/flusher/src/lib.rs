@@ -166,6 +166,10 @@ pub struct PartitionSummary {
     pub duplicates: u64,
     pub parts: Vec<u32>,
     pub published: usize,
+    /// Pending parts dropped: their destination no longer selects this
+    /// stream and tenant.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,6 +192,9 @@ pub struct FlushReport {
     pub pending_chunks: usize,
     /// Partitions with parts still to publish to a destination.
     pub pending_publishes: usize,
+    /// Pending parts dropped because their destination was edited to no
+    /// longer select their stream and tenant (never sent elsewhere).
+    pub dropped_publishes: usize,
     /// Unfinished backfills a scheduled run continued after its own work.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backfills: Vec<backfill::BackfillReport>,
@@ -298,6 +305,7 @@ pub async fn run(
                     report.pending_chunks += staged;
                 }
                 report.pending_publishes += usize::from(!summary.pending.is_empty());
+                report.dropped_publishes += summary.dropped;
                 report.partitions.push(summary);
             }
         }
@@ -310,6 +318,10 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 fn wall_clock_millis() -> i64 {
@@ -330,6 +342,7 @@ fn summarize(
         duplicates: 0,
         parts: Vec::new(),
         published: 0,
+        dropped: 0,
         pending: Vec::new(),
         error: None,
     };
@@ -339,6 +352,7 @@ fn summarize(
             summary.duplicates = report.duplicates;
             summary.parts = report.parts;
             summary.published = report.publish.published;
+            summary.dropped = report.publish.dropped;
             summary.pending = report
                 .publish
                 .failed

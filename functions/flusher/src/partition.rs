@@ -147,7 +147,7 @@ pub async fn flush_partition(
                 return Err(error);
             }
         };
-        if outcome.published > 0 || !outcome.failed.is_empty() {
+        if outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty() {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
             store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?;
         }

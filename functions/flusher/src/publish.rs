@@ -17,6 +17,13 @@
 //! A destination that refuses a write keeps its parts pending; the failure
 //! is diagnosed (which permission, key or region is at fault) and alerted
 //! once, when it starts, not on every retry.
+//!
+//! Tenants are isolated at the moment of writing (DESIGN.md, invariant 9):
+//! a pending part is published only while its destination still selects
+//! the partition's stream and tenant. A destination edited to select
+//! others since the part was assigned has the part dropped from its
+//! pending list (recorded in the manifest as `dropped`, shown by
+//! `status`), never sent to the bucket the new selection is meant for.
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -35,6 +42,9 @@ use crate::export;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PublishOutcome {
     pub published: usize,
+    /// Pending parts dropped because their destination no longer selects
+    /// the partition.
+    pub dropped: usize,
     /// Destinations that still have parts pending, with the diagnosis.
     pub failed: Vec<(String, String)>,
 }
@@ -74,6 +84,8 @@ pub async fn publish_pending(
         .map(|(name, _)| name.clone())
         .collect();
     for name in names {
+        // A disabled or removed destination keeps its parts pending: enabled
+        // again, it resumes (if it still selects the partition).
         let Some(destination) = flusher
             .config
             .destinations
@@ -82,6 +94,12 @@ pub async fn publish_pending(
         else {
             continue;
         };
+        if !destination.selects(&partition.stream, &partition.tenant) {
+            let state = manifest.destinations.get_mut(&name).expect("listed above");
+            outcome.dropped += drop_pending(state);
+            tracing::warn!(destination = %name, stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, dropped = state.dropped.len(), "the destination no longer selects this stream and tenant: its pending parts are dropped, not sent to its new selection's bucket");
+            continue;
+        }
         let pending = manifest.destinations[&name].pending.clone();
         let mut published_here = false;
         for number in pending {
@@ -223,6 +241,20 @@ pub async fn publish_part(
         failure,
     })?;
     Ok(PartPublished::Written(key))
+}
+
+/// Moves every pending part of a destination that no longer selects the
+/// partition to its `dropped` list, clears its failure, and returns how
+/// many parts were dropped.
+pub fn drop_pending(state: &mut DestinationState) -> usize {
+    let pending = std::mem::take(&mut state.pending);
+    let count = pending.len();
+    state.dropped.extend(pending);
+    state.dropped.sort_unstable();
+    state.dropped.dedup();
+    state.last_error = None;
+    state.failures = 0;
+    count
 }
 
 /// Records part `number` as stored in a destination: no longer pending,
