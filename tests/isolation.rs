@@ -216,3 +216,27 @@ async fn a_destination_narrowed_to_other_streams_drops_the_pending_parts_of_the_
     assert_eq!(second.dropped_publishes, 1, "{second:?}");
     assert!(list_keys(&s3, "t1-new", "").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_removed_destination_drops_its_pending_parts_and_a_disabled_one_keeps_them() {
+    let (_moto, s3) = moto_with(&["t2-bucket"]).await;
+    let before = config(
+        r#"{"destinations":[
+          {"name":"customer","bucket":"t1-old","tenants":["t1"]},
+          {"name":"paused","bucket":"t1-old","prefix":"paused/","tenants":["t1"]}
+        ]}"#,
+    );
+    stage(&before, &s3, "t1", TEN + 1_000, "req-t1").await;
+    flush(&before, &s3, TEN + 2 * HOUR).await;
+
+    let after = config(
+        r#"{"destinations":[{"name":"paused","bucket":"t1-old","prefix":"paused/","tenants":["t1"],"enabled":false}]}"#,
+    );
+    let second = flush(&after, &s3, TEN + 3 * HOUR).await;
+    assert_eq!(second.dropped_publishes, 1, "{second:?}");
+    let manifest = manifest(&s3, "t1").await;
+    assert_eq!(manifest.destinations["customer"].dropped, [1]);
+    assert!(manifest.destinations["customer"].pending.is_empty());
+    assert_eq!(manifest.destinations["paused"].pending, [1]);
+    assert!(manifest.destinations["paused"].dropped.is_empty());
+}

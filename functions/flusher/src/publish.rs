@@ -20,10 +20,11 @@
 //!
 //! Tenants are isolated at the moment of writing (DESIGN.md, invariant 9):
 //! a pending part is published only while its destination still selects
-//! the partition's stream and tenant. A destination edited to select
-//! others since the part was assigned has the part dropped from its
+//! the partition's stream and tenant. A destination removed, or edited to
+//! select others, since the part was assigned has the part dropped from its
 //! pending list (recorded in the manifest as `dropped`, shown by
-//! `status`), never sent to the bucket the new selection is meant for.
+//! `status`), never sent to the bucket the new selection is meant for. A
+//! disabled destination keeps its parts pending.
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -84,22 +85,22 @@ pub async fn publish_pending(
         .map(|(name, _)| name.clone())
         .collect();
     for name in names {
-        // A disabled or removed destination keeps its parts pending: enabled
-        // again, it resumes (if it still selects the partition).
-        let Some(destination) = flusher
-            .config
-            .destinations
-            .iter()
-            .find(|d| d.name == name && d.enabled)
-        else {
-            continue;
+        let configured = flusher.config.destinations.iter().find(|d| d.name == name);
+        let destination = match configured {
+            // Paused: its parts wait until it is enabled again (and are then
+            // checked against its selection as it is then).
+            Some(destination) if !destination.enabled => continue,
+            Some(destination) if destination.selects(&partition.stream, &partition.tenant) => {
+                destination
+            }
+            // Removed, or edited to select other tenants or streams.
+            _ => {
+                let state = manifest.destinations.get_mut(&name).expect("listed above");
+                outcome.dropped += drop_pending(state);
+                tracing::warn!(destination = %name, stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, dropped = state.dropped.len(), removed = configured.is_none(), "the destination no longer selects this stream and tenant: its pending parts are dropped, not sent to its new selection's bucket");
+                continue;
+            }
         };
-        if !destination.selects(&partition.stream, &partition.tenant) {
-            let state = manifest.destinations.get_mut(&name).expect("listed above");
-            outcome.dropped += drop_pending(state);
-            tracing::warn!(destination = %name, stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, dropped = state.dropped.len(), "the destination no longer selects this stream and tenant: its pending parts are dropped, not sent to its new selection's bucket");
-            continue;
-        }
         let pending = manifest.destinations[&name].pending.clone();
         let mut published_here = false;
         for number in pending {
