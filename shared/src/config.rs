@@ -1039,9 +1039,7 @@ fn check_known_stream(
 fn check_stream_name(field: &str, name: &str) -> Result<(), ConfigError> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'));
+        && name.chars().all(crate::partition::is_stream_name_char);
     if ok {
         Ok(())
     } else {
@@ -1538,6 +1536,37 @@ mod tests {
         let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
         assert_eq!(error.field, "destinations[0].layout");
         assert!(error.message.contains("{tenant}"), "{error}");
+    }
+
+    #[test]
+    fn layout_whose_keys_could_meet_is_refused_naming_the_field_and_the_template() {
+        for (template, format) in [
+            ("{stream}/{date}/{HH}/{tenant}{part}{ext}", "gzip"),
+            ("{stream}/{tenant}/{date}_{H}{part}{ext}", "gzip"),
+            ("{tenant}-{stream}/{date}/{HH}/{part}{ext}", "gzip"),
+            ("{stream}/{tenant}/{date}/{HH}/{part}{ext}{H}", "ndjson"),
+        ] {
+            let doc = serde_json::json!({"destinations": [
+                {"name": "fine", "bucket": "dest-fine", "layout": "hive"},
+                {"name": "a", "bucket": "dest", "layout": template, "format": format},
+            ]})
+            .to_string();
+            let error = config(&[("EXPORT_BUCKET", "exports")], Some(&doc)).unwrap_err();
+            assert_eq!(error.field, "destinations[1].layout", "{template}");
+            assert!(
+                error.message.contains(&format!("key layout `{template}`")),
+                "{error}"
+            );
+        }
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "b-1"),
+            (
+                "DESTINATION_LAYOUT",
+                "{stream}/{date}/{HH}/{tenant}{part}{ext}",
+            ),
+        ];
+        assert_eq!(config(&vars, None).unwrap_err().field, "DESTINATION_LAYOUT");
     }
 
     #[test]
