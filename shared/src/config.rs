@@ -871,15 +871,24 @@ fn build_destinations(
         }
         if document.enabled
             && let Some(other) = destinations.iter().find(|other| {
-                other.enabled && other.bucket == document.bucket && other.prefix == document.prefix
+                other.enabled
+                    && other.bucket == document.bucket
+                    && prefixes_overlap(&other.prefix, &document.prefix)
             })
             && !(other.shared && document.shared)
         {
             return Err(ConfigError::new(
                 field("bucket"),
                 format!(
-                    "`s3://{}/{}` is also destination `{}`'s: a bucket serves one tenant unless both set `shared: true`",
-                    document.bucket, document.prefix, other.name
+                    "destination `{}`'s `s3://{}/{}` overlaps destination `{}`'s `s3://{}/{}` \
+                     (one prefix starts with the other, so their keys can meet): a bucket serves \
+                     one tenant unless both set `shared: true`",
+                    document.name,
+                    document.bucket,
+                    document.prefix,
+                    other.name,
+                    other.bucket,
+                    other.prefix
                 ),
             ));
         }
@@ -1017,6 +1026,14 @@ fn build_destinations(
         });
     }
     Ok(destinations)
+}
+
+/// Whether keys written under `prefix` and under `other` (in one bucket)
+/// can be the same: when one starts with the other. `a/` and `ab/` do not
+/// overlap, but `a` and `ab` do (`ab/x` is under both), and `""` overlaps
+/// every prefix.
+fn prefixes_overlap(prefix: &str, other: &str) -> bool {
+    prefix.starts_with(other) || other.starts_with(prefix)
 }
 
 fn check_known_stream(
@@ -1312,6 +1329,56 @@ mod tests {
         assert_eq!(error.field, "destinations[0].tenants");
         let shared = r#"{"destinations":[{"name":"a","bucket":"dest","tenants":["t1","t2"],"shared":true}]}"#;
         assert!(config(&[("EXPORT_BUCKET", "exports")], Some(shared)).is_ok());
+    }
+
+    #[test]
+    fn overlapping_prefixes_on_one_bucket_are_refused_unless_both_are_shared() {
+        let pair = |first: serde_json::Value, second: serde_json::Value| {
+            let doc = serde_json::json!({"destinations": [first, second]}).to_string();
+            config(&[("EXPORT_BUCKET", "exports")], Some(&doc))
+        };
+        let at = |name: &str, bucket: &str, prefix: &str| serde_json::json!({"name": name, "bucket": bucket, "prefix": prefix});
+        for (first, second) in [
+            ("exports/", "exports/"),
+            ("exports/", "exports/acme/"),
+            ("exports/acme/", "exports/"),
+            ("", "anything/"),
+            ("a", "ab"),
+            ("a", "a/"),
+        ] {
+            let error = pair(at("one", "dest", first), at("two", "dest", second)).unwrap_err();
+            assert_eq!(error.field, "destinations[1].bucket", "{first} {second}");
+            for named in [
+                "`two`".to_owned(),
+                "`one`".to_owned(),
+                format!("`s3://dest/{first}`"),
+                format!("`s3://dest/{second}`"),
+            ] {
+                assert!(error.message.contains(&named), "{named}: {error}");
+            }
+            let mut one_shared = at("two", "dest", second);
+            one_shared["shared"] = true.into();
+            assert!(pair(at("one", "dest", first), one_shared.clone()).is_err());
+            let mut both_shared = at("one", "dest", first);
+            both_shared["shared"] = true.into();
+            assert!(pair(both_shared, one_shared).is_ok(), "{first} {second}");
+            let mut disabled = at("two", "dest", second);
+            disabled["enabled"] = false.into();
+            assert!(pair(at("one", "dest", first), disabled).is_ok());
+        }
+        for (first, second) in [("a/", "ab/"), ("exports/acme/", "exports/acme-eu/")] {
+            assert!(pair(at("one", "dest", first), at("two", "dest", second)).is_ok());
+        }
+        assert!(pair(at("one", "dest-1", "x/"), at("two", "dest-2", "x/")).is_ok());
+        let doc = r#"{"destinations":[{"name":"doc","bucket":"dest","prefix":"exports/"}]}"#;
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "dest"),
+            ("DESTINATION_PREFIX", "exports/eu/"),
+        ];
+        let error = config(&vars, Some(doc)).unwrap_err();
+        assert_eq!(error.field, "DESTINATION_BUCKET");
+        assert!(error.message.contains("`doc`"), "{error}");
     }
 
     #[test]
