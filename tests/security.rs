@@ -106,6 +106,77 @@ fn key_templates_that_climb_out_are_refused_naming_the_field() {
 }
 
 #[test]
+fn hostile_tenants_keys_read_back_to_their_own_tenant_in_every_layout() {
+    for spec in ["amplitude", "date-folders", "hive"] {
+        let layout = KeyLayout::parse(spec, false, false).unwrap();
+        for tenant in HOSTILE_TENANTS {
+            let partition = partition(tenant, "airkit-app-events");
+            let key = layout.render("exports/", &partition, 11);
+            let fields = layout
+                .read_key(key.strip_prefix("exports/").unwrap())
+                .unwrap_or_else(|| panic!("layout {spec}: `{key}` does not read back"));
+            assert_eq!(
+                (fields.tenant.as_ref(), fields.hour, fields.part),
+                (Some(&partition.tenant), partition.hour, 11),
+                "layout {spec}, tenant {tenant:?}: {key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn key_templates_whose_keys_could_meet_are_refused_naming_the_field() {
+    for template in [
+        // Tenant `acme1` part 1 and tenant `acme` part 11.
+        "{stream}/{date}/{HH}/{tenant}{part}.{ext}",
+        // Hour 1 part 11 and hour 11 part 1.
+        "{stream}/{tenant}/{date}_{H}{part}.{ext}",
+        // Tenant `a-b` of stream `c` and tenant `a` of stream `b-c`.
+        "{tenant}-{stream}/{date}/{HH}/{part}.{ext}",
+    ] {
+        let document = json!({"destinations": [{
+            "name": "d", "bucket": DESTINATION, "prefix": "exports/", "layout": template,
+        }]})
+        .to_string();
+        let error = Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(&document),
+        )
+        .expect_err(template);
+        assert_eq!(error.field, "destinations[0].layout", "{template}: {error}");
+        assert!(
+            error.message.contains(&format!("key layout `{template}`")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn destinations_whose_prefixes_overlap_are_refused_unless_both_are_shared() {
+    let document = |inner_shared: bool| {
+        json!({"destinations": [
+            {"name": "everyone", "bucket": DESTINATION, "prefix": "exports/", "shared": true},
+            {"name": "acme", "bucket": DESTINATION, "prefix": "exports/acme/", "tenants": ["acme"],
+             "shared": inner_shared},
+        ]})
+        .to_string()
+    };
+    let load = |document: String| {
+        Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(&document),
+        )
+    };
+    let error = load(document(false)).unwrap_err();
+    assert_eq!(error.field, "destinations[1].bucket", "{error}");
+    assert!(
+        error.message.contains("`everyone`") && error.message.contains("`acme`"),
+        "{error}"
+    );
+    assert!(load(document(true)).is_ok());
+}
+
+#[test]
 fn stream_names_and_prefixes_that_climb_out_are_refused_naming_the_field() {
     let cases = [
         (
