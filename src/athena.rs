@@ -859,7 +859,7 @@ mod tests {
     fn layouts_athena_cannot_read_are_refused_with_the_reason() {
         let profile = Profile::airkit_app_events();
         for (template, words) in [
-            ("{date}/{HH}/{stream}-{tenant}-{part}.gz", "same folders"),
+            ("{date}/{HH}/{stream}.{tenant}-{part}.gz", "same folders"),
             ("{stream}/{date}/{HH}/{part}/x.gz", "part number"),
             ("{stream}/{yyyy}-x{MM}/{dd}/{HH}/{part}.gz", "between"),
         ] {

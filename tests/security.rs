@@ -1,7 +1,8 @@
 //! Security properties, each proven here or named in the README's
 //! "Failure modes" section where an older test proves it:
 //! - tenant ids, stream names and key templates cannot make a key leave its
-//!   prefix;
+//!   prefix, and no two tenants' files can share a key (a template is
+//!   accepted only when its keys read back to their tenant);
 //! - no configuration or input makes the pipeline write outside the
 //!   configured buckets;
 //! - the logs carry no event bodies, credentials or pre-signed URLs;
@@ -15,6 +16,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use batcher::Batcher;
 use flusher::{Flusher, Trigger};
 use lambda_runtime::{Context, LambdaEvent};
+use s3_export::inspect::read_gzip_ndjson;
 use s3_export::moto::MotoServer;
 use s3_export::recorder::RequestRecorder;
 use serde_json::json;
@@ -103,6 +105,77 @@ fn key_templates_that_climb_out_are_refused_naming_the_field() {
         .expect_err(template);
         assert_eq!(error.field, "destinations[0].layout", "{template}: {error}");
     }
+}
+
+#[test]
+fn hostile_tenants_keys_read_back_to_their_own_tenant_in_every_layout() {
+    for spec in ["amplitude", "date-folders", "hive"] {
+        let layout = KeyLayout::parse(spec, false, false).unwrap();
+        for tenant in HOSTILE_TENANTS {
+            let partition = partition(tenant, "airkit-app-events");
+            let key = layout.render("exports/", &partition, 11);
+            let fields = layout
+                .read_key(key.strip_prefix("exports/").unwrap())
+                .unwrap_or_else(|| panic!("layout {spec}: `{key}` does not read back"));
+            assert_eq!(
+                (fields.tenant.as_ref(), fields.hour, fields.part),
+                (Some(&partition.tenant), partition.hour, 11),
+                "layout {spec}, tenant {tenant:?}: {key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn key_templates_whose_keys_could_meet_are_refused_naming_the_field() {
+    for template in [
+        // Tenant `acme1` part 1 and tenant `acme` part 11.
+        "{stream}/{date}/{HH}/{tenant}{part}.{ext}",
+        // Hour 1 part 11 and hour 11 part 1.
+        "{stream}/{tenant}/{date}_{H}{part}.{ext}",
+        // Tenant `a-b` of stream `c` and tenant `a` of stream `b-c`.
+        "{tenant}-{stream}/{date}/{HH}/{part}.{ext}",
+    ] {
+        let document = json!({"destinations": [{
+            "name": "d", "bucket": DESTINATION, "prefix": "exports/", "layout": template,
+        }]})
+        .to_string();
+        let error = Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(&document),
+        )
+        .expect_err(template);
+        assert_eq!(error.field, "destinations[0].layout", "{template}: {error}");
+        assert!(
+            error.message.contains(&format!("key layout `{template}`")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn destinations_whose_prefixes_overlap_are_refused_unless_both_are_shared() {
+    let document = |inner_shared: bool| {
+        json!({"destinations": [
+            {"name": "everyone", "bucket": DESTINATION, "prefix": "exports/", "shared": true},
+            {"name": "acme", "bucket": DESTINATION, "prefix": "exports/acme/", "tenants": ["acme"],
+             "shared": inner_shared},
+        ]})
+        .to_string()
+    };
+    let load = |document: String| {
+        Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(&document),
+        )
+    };
+    let error = load(document(false)).unwrap_err();
+    assert_eq!(error.field, "destinations[1].bucket", "{error}");
+    assert!(
+        error.message.contains("`everyone`") && error.message.contains("`acme`"),
+        "{error}"
+    );
+    assert!(load(document(true)).is_ok());
 }
 
 #[test]
@@ -314,6 +387,75 @@ async fn hostile_input_writes_only_inside_the_configured_buckets_and_prefixes() 
             "{}",
             write.uri
         );
+    }
+}
+
+/// Tenant ids that ambiguous templates would mix: `acme` part 11 and
+/// `acme1` part 1, ids holding `_`, `#`, `.` and a date.
+const LOOKALIKE_TENANTS: [&str; 7] = ["acme", "acme1", "1", "11", "a_2026-11-22_1", "x#1", "_._"];
+
+#[tokio::test]
+async fn lookalike_tenants_each_get_files_whose_keys_read_back_to_them() {
+    let (_moto, s3) = moto_with_buckets().await;
+    let document = json!({"destinations": [
+        {"name": "amplitude", "bucket": DESTINATION, "prefix": "amplitude/"},
+        {"name": "custom", "bucket": DESTINATION, "prefix": "custom/",
+         "layout": "{stream}/{date}/{tenant}.{H}.{part}{ext}"},
+    ]})
+    .to_string();
+    let config = Config::from_sources(
+        |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+        Some(&document),
+    )
+    .unwrap();
+    let mut event = SqsEvent::default();
+    for (t, tenant) in LOOKALIKE_TENANTS.iter().enumerate() {
+        for n in 0..3 {
+            let body = json!({
+                "organizationId": tenant, "eventTime": "2026-11-22T09:01:00Z", "type": "Session",
+                "kind": "session_start", "sessionId": format!("s{t}-{n}"),
+            });
+            event
+                .records
+                .push(message(&format!("t{t}-{n}"), &body.to_string(), None));
+        }
+    }
+    let batcher = Batcher::new(config.clone(), s3.clone());
+    let response = batcher::handle(&batcher, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let flusher = Flusher::new(config.clone(), s3.clone());
+    let trigger =
+        Trigger::from_payload(&json!({"flush": {"until": "2026-11-22T10:00:00Z"}})).unwrap();
+    let report = flusher::run(&flusher, &trigger, None).await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+
+    for destination in &config.destinations {
+        let files = read_gzip_ndjson(&s3, DESTINATION, &destination.prefix)
+            .await
+            .unwrap();
+        assert_eq!(files.len(), LOOKALIKE_TENANTS.len(), "{}", destination.name);
+        let mut events_by_tenant = std::collections::BTreeMap::new();
+        for file in &files {
+            let fields = destination
+                .layout
+                .read_key(file.key.strip_prefix(&destination.prefix).unwrap())
+                .unwrap_or_else(|| panic!("`{}` does not read back", file.key));
+            assert_eq!(fields.hour, Hour::containing(NINE), "{}", file.key);
+            let tenant = fields.tenant.expect("the layouts have {tenant}");
+            for line in &file.lines {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                let id = event["organizationId"].as_str().unwrap().to_owned();
+                assert_eq!(TenantKey::encode(&id), tenant, "{}: {line}", file.key);
+                *events_by_tenant.entry(id).or_insert(0) += 1;
+            }
+        }
+        let want: std::collections::BTreeMap<String, usize> = LOOKALIKE_TENANTS
+            .iter()
+            .map(|tenant| ((*tenant).to_owned(), 3))
+            .collect();
+        assert_eq!(events_by_tenant, want, "{}", destination.name);
     }
 }
 

@@ -880,15 +880,24 @@ fn build_destinations(
         }
         if document.enabled
             && let Some(other) = destinations.iter().find(|other| {
-                other.enabled && other.bucket == document.bucket && other.prefix == document.prefix
+                other.enabled
+                    && other.bucket == document.bucket
+                    && prefixes_overlap(&other.prefix, &document.prefix)
             })
             && !(other.shared && document.shared)
         {
             return Err(ConfigError::new(
                 field("bucket"),
                 format!(
-                    "`s3://{}/{}` is also destination `{}`'s: a bucket serves one tenant unless both set `shared: true`",
-                    document.bucket, document.prefix, other.name
+                    "destination `{}`'s `s3://{}/{}` overlaps destination `{}`'s `s3://{}/{}` \
+                     (one prefix starts with the other, so their keys can meet): a bucket serves \
+                     one tenant unless both set `shared: true`",
+                    document.name,
+                    document.bucket,
+                    document.prefix,
+                    other.name,
+                    other.bucket,
+                    other.prefix
                 ),
             ));
         }
@@ -1028,6 +1037,14 @@ fn build_destinations(
     Ok(destinations)
 }
 
+/// Whether keys written under `prefix` and under `other` (in one bucket)
+/// can be the same: when one starts with the other. `a/` and `ab/` do not
+/// overlap, but `a` and `ab` do (`ab/x` is under both), and `""` overlaps
+/// every prefix.
+fn prefixes_overlap(prefix: &str, other: &str) -> bool {
+    prefix.starts_with(other) || other.starts_with(prefix)
+}
+
 fn check_known_stream(
     streams: &HashMap<String, Profile>,
     field: &str,
@@ -1048,9 +1065,7 @@ fn check_known_stream(
 fn check_stream_name(field: &str, name: &str) -> Result<(), ConfigError> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'));
+        && name.chars().all(crate::partition::is_stream_name_char);
     if ok {
         Ok(())
     } else {
@@ -1326,6 +1341,56 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_prefixes_on_one_bucket_are_refused_unless_both_are_shared() {
+        let pair = |first: serde_json::Value, second: serde_json::Value| {
+            let doc = serde_json::json!({"destinations": [first, second]}).to_string();
+            config(&[("EXPORT_BUCKET", "exports")], Some(&doc))
+        };
+        let at = |name: &str, bucket: &str, prefix: &str| serde_json::json!({"name": name, "bucket": bucket, "prefix": prefix});
+        for (first, second) in [
+            ("exports/", "exports/"),
+            ("exports/", "exports/acme/"),
+            ("exports/acme/", "exports/"),
+            ("", "anything/"),
+            ("a", "ab"),
+            ("a", "a/"),
+        ] {
+            let error = pair(at("one", "dest", first), at("two", "dest", second)).unwrap_err();
+            assert_eq!(error.field, "destinations[1].bucket", "{first} {second}");
+            for named in [
+                "`two`".to_owned(),
+                "`one`".to_owned(),
+                format!("`s3://dest/{first}`"),
+                format!("`s3://dest/{second}`"),
+            ] {
+                assert!(error.message.contains(&named), "{named}: {error}");
+            }
+            let mut one_shared = at("two", "dest", second);
+            one_shared["shared"] = true.into();
+            assert!(pair(at("one", "dest", first), one_shared.clone()).is_err());
+            let mut both_shared = at("one", "dest", first);
+            both_shared["shared"] = true.into();
+            assert!(pair(both_shared, one_shared).is_ok(), "{first} {second}");
+            let mut disabled = at("two", "dest", second);
+            disabled["enabled"] = false.into();
+            assert!(pair(at("one", "dest", first), disabled).is_ok());
+        }
+        for (first, second) in [("a/", "ab/"), ("exports/acme/", "exports/acme-eu/")] {
+            assert!(pair(at("one", "dest", first), at("two", "dest", second)).is_ok());
+        }
+        assert!(pair(at("one", "dest-1", "x/"), at("two", "dest-2", "x/")).is_ok());
+        let doc = r#"{"destinations":[{"name":"doc","bucket":"dest","prefix":"exports/"}]}"#;
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "dest"),
+            ("DESTINATION_PREFIX", "exports/eu/"),
+        ];
+        let error = config(&vars, Some(doc)).unwrap_err();
+        assert_eq!(error.field, "DESTINATION_BUCKET");
+        assert!(error.message.contains("`doc`"), "{error}");
+    }
+
+    #[test]
     fn destination_encryption_and_owner() {
         let doc = r#"{"destinations":[
             {"name":"a","bucket":"dest-a","encryption":"aws:kms","kmsKeyId":"arn:aws:kms:us-east-1:111122223333:key/k","accountId":"111122223333","region":"us-west-2"},
@@ -1547,6 +1612,37 @@ mod tests {
         let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
         assert_eq!(error.field, "destinations[0].layout");
         assert!(error.message.contains("{tenant}"), "{error}");
+    }
+
+    #[test]
+    fn layout_whose_keys_could_meet_is_refused_naming_the_field_and_the_template() {
+        for (template, format) in [
+            ("{stream}/{date}/{HH}/{tenant}{part}{ext}", "gzip"),
+            ("{stream}/{tenant}/{date}_{H}{part}{ext}", "gzip"),
+            ("{tenant}-{stream}/{date}/{HH}/{part}{ext}", "gzip"),
+            ("{stream}/{tenant}/{date}/{HH}/{part}{ext}{H}", "ndjson"),
+        ] {
+            let doc = serde_json::json!({"destinations": [
+                {"name": "fine", "bucket": "dest-fine", "layout": "hive"},
+                {"name": "a", "bucket": "dest", "layout": template, "format": format},
+            ]})
+            .to_string();
+            let error = config(&[("EXPORT_BUCKET", "exports")], Some(&doc)).unwrap_err();
+            assert_eq!(error.field, "destinations[1].layout", "{template}");
+            assert!(
+                error.message.contains(&format!("key layout `{template}`")),
+                "{error}"
+            );
+        }
+        let vars = [
+            ("EXPORT_BUCKET", "exports"),
+            ("DESTINATION_BUCKET", "b-1"),
+            (
+                "DESTINATION_LAYOUT",
+                "{stream}/{date}/{HH}/{tenant}{part}{ext}",
+            ),
+        ];
+        assert_eq!(config(&vars, None).unwrap_err().field, "DESTINATION_LAYOUT");
     }
 
     #[test]

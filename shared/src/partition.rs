@@ -111,6 +111,13 @@ impl TenantKey {
         Self(format!("~{hex}"))
     }
 
+    /// Whether `c` can appear in a key segment [`TenantKey::encode`] makes:
+    /// `A-Z a-z 0-9 - _ .`, `%` of the escapes and `~` of the digest form.
+    /// Key layouts rely on it: a character outside it ends a tenant.
+    pub fn renders(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '%' | '~')
+    }
+
     /// A key segment read back from a key this module produced.
     pub fn from_encoded(segment: &str) -> Self {
         Self(segment.to_owned())
@@ -126,6 +133,13 @@ impl fmt::Display for TenantKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `c` can appear in a stream name: `a-z 0-9 - _` (the
+/// configuration refuses other names, so a stream is one plain key segment
+/// and a character outside this set ends it in a key layout).
+pub fn is_stream_name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_')
 }
 
 /// Where an accepted event is staged: its stream, tenant and hour.
@@ -205,6 +219,31 @@ mod tests {
         assert!(key.as_str().starts_with('~'));
         assert_eq!(key.as_str().len(), 33);
         assert_ne!(key, TenantKey::encode(&"t".repeat(2047)));
+    }
+
+    #[test]
+    fn every_encoded_tenant_uses_only_the_characters_renders_admits() {
+        let long = "é".repeat(200);
+        for id in [
+            "acme",
+            "a b#c?d&e=f+g",
+            "~x",
+            "%41",
+            ".hidden",
+            "tab\tnew\nline",
+            "ünï©ødé",
+            long.as_str(),
+            "/../\\",
+        ] {
+            let key = TenantKey::encode(id);
+            assert!(
+                key.as_str().chars().all(TenantKey::renders),
+                "{id} -> {key}"
+            );
+        }
+        for outside in ['/', '#', '=', '+', ' ', '@', 'é'] {
+            assert!(!TenantKey::renders(outside), "{outside}");
+        }
     }
 
     #[test]
