@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::export_options::{ContentDocument, ContentOptions};
 use crate::key_layout::KeyLayout;
+use crate::layout;
 use crate::partition::TenantKey;
 use crate::profile::{self, FieldPath, Profile};
 
@@ -618,8 +619,8 @@ impl Config {
         let environment_index = destination_documents.len();
         let has_environment_destination = from_environment.is_some();
         destination_documents.extend(from_environment);
-        let destinations =
-            build_destinations(&streams, destination_documents).map_err(|error| {
+        let destinations = build_destinations(&streams, &export_bucket.1, destination_documents)
+            .map_err(|error| {
                 match error
                     .field
                     .strip_prefix(&format!("destinations[{environment_index}]."))
@@ -829,6 +830,7 @@ fn build_profile(field: &str, stream: &StreamDocument) -> Result<Profile, Config
 
 fn build_destinations(
     streams: &HashMap<String, Profile>,
+    export_bucket: &str,
     documents: Vec<DestinationDocument>,
 ) -> Result<Vec<Destination>, ConfigError> {
     let mut destinations: Vec<Destination> = Vec::with_capacity(documents.len());
@@ -898,6 +900,25 @@ fn build_destinations(
                     other.name,
                     other.bucket,
                     other.prefix
+                ),
+            ));
+        }
+        // Keys rendered there could pose as staged data, manifests or the
+        // configuration (a stream named `staging` under prefix `""`).
+        if document.bucket == export_bucket
+            && let Some(folder) = layout::PIPELINE_PREFIXES
+                .iter()
+                .find(|folder| prefixes_overlap(folder, &document.prefix))
+        {
+            return Err(ConfigError::new(
+                field("prefix"),
+                format!(
+                    "destination `{}` writes into the export bucket under `{}`, which overlaps the \
+                     pipeline's own `{folder}` (one starts with the other): give it a prefix none \
+                     of {} starts with, and that starts with none of them",
+                    document.name,
+                    document.prefix,
+                    layout::PIPELINE_PREFIXES.join(", ")
                 ),
             ));
         }
@@ -1338,6 +1359,40 @@ mod tests {
         assert_eq!(error.field, "destinations[0].tenants");
         let shared = r#"{"destinations":[{"name":"a","bucket":"dest","tenants":["t1","t2"],"shared":true}]}"#;
         assert!(config(&[("EXPORT_BUCKET", "exports")], Some(shared)).is_ok());
+    }
+
+    #[test]
+    fn a_destination_in_the_export_bucket_cannot_write_into_the_pipelines_folders() {
+        let at = |prefix: &str| {
+            let doc = serde_json::json!({"destinations": [
+                {"name": "inside", "bucket": "exports", "prefix": prefix, "shared": true}
+            ]})
+            .to_string();
+            config(&[("EXPORT_BUCKET", "exports")], Some(&doc))
+        };
+        for prefix in [
+            "",
+            "s",
+            "staging/",
+            "staging/acme/",
+            "archive/x/",
+            "manifests/",
+            "config/",
+            "c",
+        ] {
+            let error = at(prefix).unwrap_err();
+            assert_eq!(error.field, "destinations[0].prefix", "{prefix}");
+            assert!(
+                error.message.contains("overlaps the pipeline's own"),
+                "{error}"
+            );
+        }
+        for prefix in ["exports/", "kms/", "stagingx/"] {
+            assert!(at(prefix).is_ok(), "{prefix}");
+        }
+        // Another bucket may use any prefix.
+        let elsewhere = r#"{"destinations":[{"name":"d","bucket":"dest","prefix":"staging/"}]}"#;
+        assert!(config(&[("EXPORT_BUCKET", "exports")], Some(elsewhere)).is_ok());
     }
 
     #[test]

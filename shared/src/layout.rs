@@ -30,6 +30,20 @@ pub const MANIFESTS_PREFIX: &str = "manifests/";
 pub const PENDING_PREFIX: &str = "pending/";
 /// The folder under the export bucket holding backfills' progress records.
 pub const BACKFILLS_PREFIX: &str = "backfills/";
+/// The folder under the export bucket holding the configuration document
+/// (`EXPORT_CONFIG=s3://<export bucket>/config/…`).
+pub const CONFIG_PREFIX: &str = "config/";
+/// Every folder of the export bucket the pipeline reads back: no
+/// destination may write into one (see `Config`'s destination checks).
+pub const PIPELINE_PREFIXES: [&str; 7] = [
+    STAGING_PREFIX,
+    ERRORS_PREFIX,
+    ARCHIVE_PREFIX,
+    MANIFESTS_PREFIX,
+    PENDING_PREFIX,
+    BACKFILLS_PREFIX,
+    CONFIG_PREFIX,
+];
 
 /// The key of the chunk one invocation stages for one partition.
 pub fn staging_chunk_key(partition: &PartitionKey, ingest_millis: i64, request_id: &str) -> String {
