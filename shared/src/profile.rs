@@ -284,9 +284,27 @@ impl Profile {
     /// in which a routing field, or an object on its path, appears more than
     /// once in its object is refused `duplicate_field`.
     pub fn read<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
+        self.read_checking(event, true)
+    }
+
+    /// Reads an event that was accepted already (a staged or archived line)
+    /// as it was read when it was accepted: a repeated routing field gives
+    /// its first non-null value. Lines staged before repeated fields were
+    /// refused keep their id, time and type; newer lines have no repeats.
+    pub fn read_stored<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
+        self.read_checking(event, false)
+    }
+
+    fn read_checking<'a>(
+        &self,
+        event: &'a str,
+        refuse_duplicates: bool,
+    ) -> Result<EventFields<'a>, Rejection> {
         let top = capture_object(event, &self.top_keys)?;
         let mut routing_keys = self.top_keys.iter().zip(&top).take(self.routing_top_keys);
-        if let Some((key, slot)) = routing_keys.find(|(_, slot)| slot.occurrences > 1) {
+        if refuse_duplicates
+            && let Some((key, slot)) = routing_keys.find(|(_, slot)| slot.occurrences > 1)
+        {
             return Err(duplicate_field(&FieldPath::top(key), slot.occurrences));
         }
         // `routing`: whether a repeated key on the rest of the path refuses
@@ -298,7 +316,7 @@ impl Profile {
                 .position(|key| *key == path.tokens[0])
                 .expect("every profile path has its first token captured");
             match top[index].value {
-                Some(raw) => descend(raw, path, routing),
+                Some(raw) => descend(raw, path, routing && refuse_duplicates),
                 None => Ok(None),
             }
         };
@@ -833,6 +851,28 @@ mod tests {
         for (event, field) in cases {
             assert_duplicate(&profile, event, field, 2);
         }
+    }
+
+    #[test]
+    fn stored_events_with_repeated_routing_fields_read_as_when_they_were_accepted() {
+        let audit = r#"{"ORGANIZATION_ID":"acme","ORGANIZATION_ID":"evil","EVENT_ID":"e-1","EVENT_ID":"e-2","EVENT_TIME":"2022-11-19 23:40:02","EVENT_TYPE":"user_login","EVENT_TYPE":"app_created"}"#;
+        let profile = Profile::airkit_audit_logs();
+        assert!(profile.read(audit).is_err());
+        let fields = profile.read_stored(audit).unwrap();
+        assert_eq!(fields.tenant, "acme");
+        assert_eq!(fields.id.as_deref(), Some("e-1"));
+        assert_eq!(fields.event_type.as_deref(), Some("user_login"));
+        assert_eq!(fields.time_millis, 1_668_901_202_000);
+
+        let generic = Profile::generic(
+            FieldPath::parse("/account/id").unwrap(),
+            FieldPath::parse("/ts").unwrap(),
+            None,
+            None,
+        );
+        let nested = r#"{"account":{"id":"acme","id":"evil"},"ts":0}"#;
+        assert!(generic.read(nested).is_err());
+        assert_eq!(generic.read_stored(nested).unwrap().tenant, "acme");
     }
 
     #[test]
