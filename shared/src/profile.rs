@@ -796,7 +796,7 @@ mod tests {
         let event = r#"{"organizationId":null,"organizationId":"evil","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
         assert_duplicate(&profile, event, "organizationId", 2);
         // An escaped key is the same key once decoded.
-        let event = r#"{"organizationId":"acme","organizationId":"evil","organizationId":"x","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
+        let event = r#"{"organizationId":"acme","organization\u0049d":"evil","organizationI\u0064":"x","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
         assert_duplicate(&profile, event, "organizationId", 3);
     }
 
