@@ -1,5 +1,6 @@
 //! Configuration: the export bucket, the streams and their profiles, which
-//! queue feeds which stream, and the destinations.
+//! queue feeds which stream, which senders may send for which tenants, and
+//! the destinations.
 //!
 //! Read once at cold start from environment variables and, optionally, a JSON
 //! document given inline (`EXPORT_CONFIG='{...}'`) or as an `s3://bucket/key`
