@@ -566,3 +566,61 @@ async fn dead_lettered_messages_replayed_by_copy_then_succeed_once() {
         "{error}"
     );
 }
+
+/// Replay re-checks each record's own `SenderId` against the mapping now in
+/// force: mapping a sender later lets its refused events through, and the
+/// replaying principal never stands in for the original sender.
+#[tokio::test]
+async fn errors_replayed_after_mapping_a_sender_are_checked_against_their_original_sender() {
+    let moto = MotoServer::start().await.expect("moto_server starts");
+    let s3 = moto.s3_client().await;
+    s3.create_bucket().bucket(EXPORT).send().await.unwrap();
+    let senders = |tenants: &str| {
+        config(Some(&format!(
+            r#"{{"senders": {{"AROAEXAMPLEROLEID": [{tenants}]}}}}"#
+        )))
+    };
+    let event = |tenant: &str| {
+        format!(
+            r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T10:05:00Z","type":"step_enter"}}"#
+        )
+    };
+    let sent_by = |id: &str, body: &str, sender_id: &str| {
+        let mut record = sqs_record(id, body, TEN + 1000, QUEUE_ARN);
+        record
+            .attributes
+            .insert("SenderId".into(), sender_id.to_owned());
+        record
+    };
+    let records = vec![
+        sent_by("eu", &event("acme-eu"), "AROAEXAMPLEROLEID:batch-job"),
+        sent_by("other", &event("acme"), "AIDAOTHERUSER"),
+    ];
+    let batcher = Batcher::new(senders(r#""acme""#), s3.clone());
+    batcher::process(&batcher, &records, TEN, "req-1")
+        .await
+        .unwrap();
+    let reasons: Vec<Value> = error_lines(&s3)
+        .await
+        .iter()
+        .map(|l| l["reason"].clone())
+        .collect();
+    assert_eq!(reasons, ["tenant_not_allowed", "tenant_not_allowed"]);
+
+    let (first, last) =
+        errors_replay::hour_range("2026-11-22T00:00:00Z", "2026-11-23T00:00:00Z").unwrap();
+    let report = errors_replay::replay(&s3, &senders(r#""acme", "acme-eu""#), first, last, false)
+        .await
+        .unwrap();
+    assert_eq!((report.accepted, report.still_rejected), (1, 1));
+    let still = error_lines(&s3).await;
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0]["messageId"], "other");
+    assert_eq!(still[0]["reason"], "tenant_not_allowed");
+    assert_eq!(still[0]["attributes"]["SenderId"], "AIDAOTHERUSER");
+    let staged = s3_export::inspect::read_staged_events(&s3, EXPORT)
+        .await
+        .unwrap();
+    let staged: Vec<&String> = staged.iter().flat_map(|file| &file.lines).collect();
+    assert_eq!(staged, [&event("acme-eu")]);
+}

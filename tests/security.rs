@@ -7,7 +7,9 @@
 //!   configured buckets;
 //! - the logs carry no event bodies, credentials or pre-signed URLs;
 //! - the verify function's writes carry `ExpectedBucketOwner`;
-//! - the template's export bucket refuses requests without TLS.
+//! - the template's export bucket refuses requests without TLS;
+//! - an event whose routing field appears twice is routed nowhere, and with
+//!   a `senders` mapping a sender reaches only its own tenants.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -668,4 +670,203 @@ fn the_tenant_key_of_every_hostile_tenant_is_one_plain_segment() {
             "{tenant:?} -> {segment:?}"
         );
     }
+}
+
+/// The records of every errors/ file in the export bucket.
+async fn errors_records(s3: &aws_sdk_s3::Client) -> Vec<serde_json::Value> {
+    s3_export::inspect::read_gzip_ndjson(s3, EXPORT, "errors/")
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|file| file.lines.iter().map(|l| serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+/// Every staged event in the export bucket, without its provenance.
+async fn staged_events(s3: &aws_sdk_s3::Client) -> Vec<String> {
+    s3_export::inspect::read_staged_events(s3, EXPORT)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|file| file.lines)
+        .collect()
+}
+
+/// Every exported event under `prefix` in the destination bucket.
+async fn exported_events(s3: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
+    s3_export::inspect::read_export_files(s3, DESTINATION, prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|file| file.lines)
+        .collect()
+}
+
+/// The issue's event, byte for byte: this reader used to route it by the
+/// first `organizationId` (acme) while most JSON readers see the last.
+const DUPLICATED_TENANT: &str = r#"{"organizationId":"acme","organizationId":"evil"}"#;
+
+/// The same duplicate in an event that is otherwise valid, so that without
+/// the check it would be exported.
+const DUPLICATED_TENANT_VALID: &str = r#"{"organizationId":"acme","organizationId":"evil","eventTime":"2026-11-22T09:01:00Z","type":"session_start"}"#;
+
+#[tokio::test]
+async fn an_event_with_a_repeated_tenant_reaches_no_staging_and_no_destination() {
+    let (_moto, s3) = moto_with_buckets().await;
+    let document = json!({"destinations": [
+        {"name": "acme", "bucket": DESTINATION, "prefix": "acme/", "tenants": ["acme"]},
+        {"name": "evil", "bucket": DESTINATION, "prefix": "evil/", "tenants": ["evil"]},
+    ]})
+    .to_string();
+    let config = || {
+        Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(&document),
+        )
+        .unwrap()
+    };
+    let good = |tenant: &str| {
+        format!(
+            r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T09:02:00Z","type":"session_start"}}"#
+        )
+    };
+    let mut batch = SqsEvent::default();
+    batch.records = vec![
+        message("dup", DUPLICATED_TENANT, None),
+        message("dup-valid", DUPLICATED_TENANT_VALID, None),
+        message("acme", &good("acme"), None),
+        message("evil", &good("evil"), None),
+    ];
+    let batcher = Batcher::new(config(), s3.clone());
+    let response = batcher::handle(&batcher, LambdaEvent::new(batch, Context::default()))
+        .await
+        .unwrap();
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "refusals are acknowledged"
+    );
+
+    let errors = errors_records(&s3).await;
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for (record, body) in errors
+        .iter()
+        .zip([DUPLICATED_TENANT, DUPLICATED_TENANT_VALID])
+    {
+        assert_eq!(record["reason"], "duplicate_field", "{record}");
+        assert_eq!(record["body"], body, "the original bytes");
+        assert!(
+            record["detail"]
+                .as_str()
+                .unwrap()
+                .contains("field `organizationId` appears 2 times"),
+            "{record}"
+        );
+    }
+    let mut staged = staged_events(&s3).await;
+    staged.sort();
+    assert_eq!(
+        staged,
+        vec![good("acme"), good("evil")],
+        "co-batched events staged"
+    );
+
+    let flusher = Flusher::new(config(), s3.clone());
+    let trigger =
+        Trigger::from_payload(&json!({"flush": {"until": "2026-11-22T10:00:00Z"}})).unwrap();
+    let report = flusher::run(&flusher, &trigger, None).await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(exported_events(&s3, "acme/").await, vec![good("acme")]);
+    assert_eq!(exported_events(&s3, "evil/").await, vec![good("evil")]);
+}
+
+/// The `SenderId` moto gives every message it receives (an IAM user id).
+const MOTO_SENDER_ID: &str = "AIDAIT2UOQQY3AUEKVGXU";
+
+#[tokio::test]
+async fn a_mapped_sender_reaches_only_its_tenants_through_sqs() {
+    use s3_export::esm::{EventSourceMapping, approximate_message_count, create_queue_with_dlq};
+    use std::time::Duration;
+
+    let (moto, s3) = moto_with_buckets().await;
+    let sqs = moto.sqs_client().await;
+    let queues = create_queue_with_dlq(&sqs, "events", 3, 5).await.unwrap();
+    let event = |tenant: &str, n: u32| {
+        format!(
+            r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T09:0{n}:00Z","type":"session_start"}}"#
+        )
+    };
+    let bodies = [
+        event("acme", 1),
+        event("evil", 2),
+        // One message of two events: only the other tenant's is refused.
+        format!("{}\n{}", event("acme-eu", 3), event("evil", 4)),
+    ];
+    for body in &bodies {
+        sqs.send_message()
+            .queue_url(&queues.url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let document = json!({"senders": {MOTO_SENDER_ID: ["acme", "acme-eu"]}}).to_string();
+    let config = Config::from_sources(
+        |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+        Some(&document),
+    )
+    .unwrap();
+    let batcher = Batcher::new(config, s3.clone());
+    let mapping = EventSourceMapping::for_queue(sqs.clone(), &queues.url, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    let handler = |event: SqsEvent| {
+        let batcher = &batcher;
+        async move {
+            batcher::handle(batcher, LambdaEvent::new(event, Context::default()))
+                .await
+                .map_err(lambda_runtime::Error::from)
+        }
+    };
+    let report = mapping
+        .drain(handler, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.received, 3);
+    assert!(report.failed.is_empty(), "refusals are acknowledged");
+    assert_eq!(
+        approximate_message_count(&sqs, &queues.dlq_url)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let errors = errors_records(&s3).await;
+    let mut refused: Vec<(String, String)> = errors
+        .iter()
+        .map(|record| {
+            assert_eq!(record["reason"], "tenant_not_allowed", "{record}");
+            assert_eq!(record["attributes"]["SenderId"], MOTO_SENDER_ID);
+            let detail = record["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(&format!("sender `{MOTO_SENDER_ID}`")) && detail.contains("`evil`"),
+                "{detail}"
+            );
+            (
+                record["body"].as_str().unwrap().to_owned(),
+                record["part"]["index"].to_string(),
+            )
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        vec![
+            (event("evil", 2), "null".to_owned()),
+            (event("evil", 4), "1".to_owned())
+        ]
+    );
+    let mut staged = staged_events(&s3).await;
+    staged.sort();
+    assert_eq!(staged, vec![event("acme", 1), event("acme-eu", 3)]);
 }

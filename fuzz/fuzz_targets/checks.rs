@@ -4,7 +4,8 @@
 //! - `record`: SNS unwrapping, splitting and validation by the app-events,
 //!   audit-logs and a generic profile accept an event only with a tenant that
 //!   makes one plain key segment and a compacted line that means the same
-//!   JSON, or reject it with a reason and a detail;
+//!   JSON, routing fields read as any JSON reader reads them, or reject it
+//!   with a reason and a detail;
 //! - `batch`: the batcher's plan puts every message in a chunk or the errors
 //!   file, every key under its prefix, with the line counts it claims.
 
@@ -57,6 +58,22 @@ pub fn check_record(data: &[u8]) {
                         !fields.tenant.is_empty(),
                         "an accepted event without tenant"
                     );
+                    // One routing field, one value: what routes the event
+                    // is what any JSON reader sees in it (serde_json's
+                    // `Value` keeps a repeated key's last value).
+                    let agrees = |path: &FieldPath, read: Option<&str>| {
+                        if let Some(serde_json::Value::String(seen)) = value.pointer(path.pointer())
+                        {
+                            assert_eq!(read, Some(seen.as_str()), "{} of {event}", path);
+                        }
+                    };
+                    agrees(&profile.tenant, Some(&fields.tenant));
+                    if let Some(path) = &profile.id {
+                        agrees(path, fields.id.as_deref());
+                    }
+                    if let Some(path) = &profile.event_type {
+                        agrees(path, fields.event_type.as_deref());
+                    }
                     let segment = TenantKey::encode(&fields.tenant);
                     let segment = segment.as_str();
                     assert!(

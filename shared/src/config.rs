@@ -1,5 +1,6 @@
 //! Configuration: the export bucket, the streams and their profiles, which
-//! queue feeds which stream, and the destinations.
+//! queue feeds which stream, which senders may send for which tenants, and
+//! the destinations.
 //!
 //! Read once at cold start from environment variables and, optionally, a JSON
 //! document given inline (`EXPORT_CONFIG='{...}'`) or as an `s3://bucket/key`
@@ -17,6 +18,7 @@ use crate::key_layout::KeyLayout;
 use crate::layout;
 use crate::partition::TenantKey;
 use crate::profile::{self, FieldPath, Profile};
+use crate::senders::SenderTenants;
 
 /// Environment variables, in one place (the README's reference lists them).
 pub mod env {
@@ -30,6 +32,10 @@ pub mod env {
     pub const MAX_DECOMPRESSED_BODY_BYTES: &str = "MAX_DECOMPRESSED_BODY_BYTES";
     pub const PUT_CONCURRENCY: &str = "PUT_CONCURRENCY";
     pub const QUEUE_STREAMS: &str = "QUEUE_STREAMS";
+    /// The document's `senders` as comma-separated `sender=tenant` pairs
+    /// (see [`crate::senders::SenderTenants::parse_pairs`]); set it or the
+    /// document's `senders`, not both.
+    pub const SENDER_TENANTS: &str = "SENDER_TENANTS";
     pub const FLUSH_GRACE_MINUTES: &str = "FLUSH_GRACE_MINUTES";
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
@@ -233,6 +239,9 @@ pub struct Config {
     pub queues: HashMap<String, String>,
     /// Stream name → profile; always holds the built-in streams.
     pub streams: HashMap<String, Profile>,
+    /// Which senders may send events for which tenants; `None` (the
+    /// default): any sender, any tenant.
+    pub senders: Option<SenderTenants>,
     pub destinations: Vec<Destination>,
     /// Which destinations select which tenant, built at validation so that
     /// [`Config::destinations_for`] does not scan every destination.
@@ -297,6 +306,8 @@ struct Document {
     queues: BTreeMap<String, String>,
     #[serde(default)]
     streams: BTreeMap<String, StreamDocument>,
+    /// Sender key → the tenants it may send for (see [`crate::senders`]).
+    senders: Option<BTreeMap<String, Vec<String>>>,
     #[serde(default)]
     destinations: Vec<DestinationDocument>,
 }
@@ -614,6 +625,18 @@ impl Config {
             }
         }
 
+        let senders = match (lookup(env::SENDER_TENANTS), document.senders) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    env::SENDER_TENANTS,
+                    "the configuration document sets `senders` too; map senders in one place",
+                ));
+            }
+            (Some(pairs), None) => Some(SenderTenants::parse_pairs(env::SENDER_TENANTS, &pairs)?),
+            (None, Some(lists)) => Some(SenderTenants::new("senders", lists)?),
+            (None, None) => None,
+        };
+
         let mut destination_documents = document.destinations;
         let from_environment = destination_from_env(&lookup)?;
         let environment_index = destination_documents.len();
@@ -647,6 +670,7 @@ impl Config {
             archive_retention_days,
             queues,
             streams,
+            senders,
             destination_index: DestinationIndex::build(&destinations),
             destinations,
         })
@@ -1286,6 +1310,87 @@ mod tests {
         );
         assert_eq!(config.stream_for(Some("x"), Some("audit-q")), "x");
         assert_eq!(config.stream_for(None, Some("other")), "airkit-app-events");
+    }
+
+    #[test]
+    fn senders_are_unset_by_default_and_read_from_the_document_or_the_variable() {
+        let bucket = ("EXPORT_BUCKET", "exports");
+        assert_eq!(config(&[bucket], None).unwrap().senders, None);
+
+        let document =
+            r#"{"senders": {"AROAEXAMPLEROLEID": ["acme", "acme-eu"], "123456789012": ["*"]}}"#;
+        let from_document = config(&[bucket], Some(document)).unwrap().senders.unwrap();
+        assert!(
+            from_document
+                .check(Some("AROAEXAMPLEROLEID:s"), "acme-eu")
+                .is_ok()
+        );
+        assert!(
+            from_document
+                .check(Some("AROAEXAMPLEROLEID:s"), "evil")
+                .is_err()
+        );
+        assert!(from_document.check(Some("123456789012"), "evil").is_ok());
+
+        let variable = (
+            "SENDER_TENANTS",
+            "AROAEXAMPLEROLEID=acme,AROAEXAMPLEROLEID=acme-eu,123456789012=*",
+        );
+        let from_variable = config(&[bucket, variable], None).unwrap().senders.unwrap();
+        assert_eq!(from_variable, from_document);
+    }
+
+    #[test]
+    fn bad_senders_name_their_entry_or_variable() {
+        let bucket = ("EXPORT_BUCKET", "exports");
+        for (document, field) in [
+            (
+                r#"{"senders": {"AROAEXAMPLEROLEID:session": ["acme"]}}"#,
+                "senders.AROAEXAMPLEROLEID:session",
+            ),
+            (r#"{"senders": {"": ["acme"]}}"#, "senders."),
+            (
+                r#"{"senders": {"AROAEXAMPLEROLEID": []}}"#,
+                "senders.AROAEXAMPLEROLEID",
+            ),
+            (
+                r#"{"senders": {"AROAEXAMPLEROLEID": [""]}}"#,
+                "senders.AROAEXAMPLEROLEID[0]",
+            ),
+            (
+                r#"{"senders": {"AROAEXAMPLEROLEID": [42]}}"#,
+                "senders.AROAEXAMPLEROLEID[0]",
+            ),
+            (
+                r#"{"senders": {"AROAEXAMPLEROLEID": "acme"}}"#,
+                "senders.AROAEXAMPLEROLEID",
+            ),
+            (r#"{"senders": ["AROAEXAMPLEROLEID"]}"#, "senders"),
+        ] {
+            let error = config(&[bucket], Some(document)).expect_err(document);
+            assert_eq!(error.field, field, "{document}: {error}");
+        }
+
+        let error = config(&[bucket, ("SENDER_TENANTS", "AROAEXAMPLEROLEID")], None).unwrap_err();
+        assert_eq!(error.field, "SENDER_TENANTS", "{error}");
+        let error = config(
+            &[bucket, ("SENDER_TENANTS", "AROAEXAMPLEROLEID:session=acme")],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "SENDER_TENANTS", "{error}");
+        assert!(
+            error.message.contains("`AROAEXAMPLEROLEID:session`"),
+            "{error}"
+        );
+
+        // One mapping, in one place: both set is refused, not merged.
+        let error = config(
+            &[bucket, ("SENDER_TENANTS", "AROAEXAMPLEROLEID=acme")],
+            Some(r#"{"senders": {"AIDAEXAMPLEUSER": ["acme"]}}"#),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "SENDER_TENANTS", "{error}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod profile;
 pub mod provenance;
 pub mod rejection;
+pub mod senders;
 pub mod telemetry;
 pub mod time;
 

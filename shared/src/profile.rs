@@ -4,6 +4,13 @@
 //! Reading an event parses it once, borrowing: only the top-level fields the
 //! profile names are captured (as raw JSON slices); every other field is
 //! skipped without being built. The event's bytes are never changed here.
+//!
+//! One routing field, one value: JSON readers disagree about an object with
+//! a repeated key (this reader would see the first value, most others the
+//! last), so an event in which a routing field (tenant, time, id, type), or
+//! an object on its pointer path, appears more than once in its object is
+//! refused `duplicate_field`. The keys are counted while they are matched,
+//! so the check costs no second parse. Other repeated keys are accepted.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -80,9 +87,18 @@ pub struct FieldPath {
 impl FieldPath {
     /// A top-level field by name.
     pub fn top(name: &str) -> Self {
+        Self::from_tokens(&[name.to_owned()])
+    }
+
+    /// The path of the given tokens, with its pointer escaped (RFC 6901).
+    fn from_tokens(tokens: &[String]) -> Self {
+        let pointer = tokens
+            .iter()
+            .map(|token| format!("/{}", token.replace('~', "~0").replace('/', "~1")))
+            .collect();
         Self {
-            pointer: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
-            tokens: vec![name.to_owned()],
+            pointer,
+            tokens: tokens.to_vec(),
         }
     }
 
@@ -151,8 +167,12 @@ pub struct Profile {
     pub known_types: &'static [&'static str],
     /// Fields that must be strings (or null) when present.
     pub string_fields: Vec<FieldPath>,
-    /// The distinct first tokens of every path above, captured in one pass.
+    /// The distinct first tokens of every path above, captured in one pass:
+    /// those of the routing fields (tenant, time, id, type) first.
     top_keys: Vec<String>,
+    /// How many of `top_keys` lead to a routing field, and so must appear at
+    /// most once in an event.
+    routing_top_keys: usize,
 }
 
 /// The routing fields read from one event, borrowed from it where possible.
@@ -231,12 +251,19 @@ impl Profile {
         known_types: &'static [&'static str],
         string_fields: Vec<FieldPath>,
     ) -> Self {
-        let mut top_keys: Vec<String> = Vec::new();
-        let paths = [Some(&tenant), Some(&time), id.as_ref(), event_type.as_ref()];
-        for path in paths.into_iter().flatten().chain(string_fields.iter()) {
+        fn add_first_token(top_keys: &mut Vec<String>, path: &FieldPath) {
             if !top_keys.contains(&path.tokens[0]) {
                 top_keys.push(path.tokens[0].clone());
             }
+        }
+        let mut top_keys: Vec<String> = Vec::new();
+        let routing = [Some(&tenant), Some(&time), id.as_ref(), event_type.as_ref()];
+        for path in routing.into_iter().flatten() {
+            add_first_token(&mut top_keys, path);
+        }
+        let routing_top_keys = top_keys.len();
+        for path in &string_fields {
+            add_first_token(&mut top_keys, path);
         }
         Self {
             kind,
@@ -248,24 +275,52 @@ impl Profile {
             known_types,
             string_fields,
             top_keys,
+            routing_top_keys,
         }
     }
 
     /// Reads and checks one event (the text of one JSON object). Returns its
-    /// routing fields, or the rejection naming the field at fault.
+    /// routing fields, or the rejection naming the field at fault. An event
+    /// in which a routing field, or an object on its path, appears more than
+    /// once in its object is refused `duplicate_field`.
     pub fn read<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
-        let top = capture_top_level(event, &self.top_keys)?;
-        let lookup = |path: &FieldPath| -> Result<Option<&'a RawValue>, Rejection> {
+        self.read_checking(event, true)
+    }
+
+    /// Reads an event that was accepted already (a staged or archived line)
+    /// as it was read when it was accepted: a repeated routing field gives
+    /// its first non-null value. Lines staged before repeated fields were
+    /// refused keep their id, time and type; newer lines have no repeats.
+    pub fn read_stored<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
+        self.read_checking(event, false)
+    }
+
+    fn read_checking<'a>(
+        &self,
+        event: &'a str,
+        refuse_duplicates: bool,
+    ) -> Result<EventFields<'a>, Rejection> {
+        let top = capture_object(event, &self.top_keys)?;
+        let mut routing_keys = self.top_keys.iter().zip(&top).take(self.routing_top_keys);
+        if refuse_duplicates
+            && let Some((key, slot)) = routing_keys.find(|(_, slot)| slot.occurrences > 1)
+        {
+            return Err(duplicate_field(&FieldPath::top(key), slot.occurrences));
+        }
+        // `routing`: whether a repeated key on the rest of the path refuses
+        // the event (string fields are only type-checked).
+        let find = |path: &FieldPath, routing: bool| -> Result<Option<&'a RawValue>, Rejection> {
             let index = self
                 .top_keys
                 .iter()
                 .position(|key| *key == path.tokens[0])
                 .expect("every profile path has its first token captured");
-            match top[index] {
-                Some(raw) => descend(raw, &path.tokens[1..], path),
+            match top[index].value {
+                Some(raw) => descend(raw, path, routing && refuse_duplicates),
                 None => Ok(None),
             }
         };
+        let lookup = |path: &FieldPath| find(path, true);
         let required = |path: &FieldPath| -> Result<&'a RawValue, Rejection> {
             lookup(path)?.ok_or_else(|| {
                 Rejection::new(
@@ -326,7 +381,7 @@ impl Profile {
         };
 
         for path in &self.string_fields {
-            if let Some(raw) = lookup(path)?
+            if let Some(raw) = find(path, false)?
                 && as_str(raw).is_none()
             {
                 return Err(wrong_type(path, "a string"));
@@ -350,12 +405,28 @@ fn wrong_type(path: &FieldPath, expected: &str) -> Rejection {
     )
 }
 
-/// Parses `event` once, capturing the raw values of `wanted` top-level keys
-/// (null counts as absent) and skipping everything else.
-fn capture_top_level<'a>(
-    event: &'a str,
-    wanted: &[String],
-) -> Result<Vec<Option<&'a RawValue>>, Rejection> {
+/// The refusal of an event in which `path` (a routing field, or an object
+/// on its path) appears `occurrences` times in its object.
+fn duplicate_field(path: &FieldPath, occurrences: u32) -> Rejection {
+    Rejection::new(
+        RejectReason::DuplicateField,
+        format!(
+            "field `{path}` appears {occurrences} times in the event; refusing to guess which value routes it"
+        ),
+    )
+}
+
+/// One wanted key of an object: its first non-null value (null counts as
+/// absent), and how many times the key appears, null or not.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot<'a> {
+    value: Option<&'a RawValue>,
+    occurrences: u32,
+}
+
+/// Parses the object `event` once, capturing the raw values of its `wanted`
+/// keys and counting them, and skipping everything else.
+fn capture_object<'a>(event: &'a str, wanted: &[String]) -> Result<Vec<Slot<'a>>, Rejection> {
     if !event.trim_start().starts_with('{') {
         return Err(match serde_json::from_str::<IgnoredAny>(event) {
             Ok(_) => Rejection::new(RejectReason::NotAnObject, "the JSON is not an object"),
@@ -370,17 +441,25 @@ fn capture_top_level<'a>(
     Ok(captured)
 }
 
-/// Follows the remaining pointer tokens into nested objects and arrays.
+/// Follows `path` below its top-level value `raw` into nested objects and
+/// arrays. With `routing`, a key of the path that appears more than once in
+/// its object refuses the event, naming the path down to that key.
 fn descend<'a>(
     mut raw: &'a RawValue,
-    tokens: &[String],
     path: &FieldPath,
+    routing: bool,
 ) -> Result<Option<&'a RawValue>, Rejection> {
-    for token in tokens {
+    for (depth, token) in path.tokens.iter().enumerate().skip(1) {
         let text = raw.get().trim_start();
         let next = if text.starts_with('{') {
-            let wanted = [token.clone()];
-            capture_top_level(raw.get(), &wanted)?.pop().flatten()
+            let [slot] = capture_object(raw.get(), std::slice::from_ref(token))?[..] else {
+                unreachable!("one wanted key gives one slot");
+            };
+            if routing && slot.occurrences > 1 {
+                let level = FieldPath::from_tokens(&path.tokens[..=depth]);
+                return Err(duplicate_field(&level, slot.occurrences));
+            }
+            slot.value
         } else if text.starts_with('[') {
             let elements: Vec<&RawValue> = serde_json::from_str(raw.get())
                 .map_err(|error| Rejection::new(RejectReason::NotJson, error.to_string()))?;
@@ -428,7 +507,7 @@ struct CaptureSeed<'w> {
 }
 
 impl<'de> DeserializeSeed<'de> for CaptureSeed<'_> {
-    type Value = Vec<Option<&'de RawValue>>;
+    type Value = Vec<Slot<'de>>;
 
     fn deserialize<D: de::Deserializer<'de>>(
         self,
@@ -439,22 +518,24 @@ impl<'de> DeserializeSeed<'de> for CaptureSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for CaptureSeed<'_> {
-    type Value = Vec<Option<&'de RawValue>>;
+    type Value = Vec<Slot<'de>>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a JSON object")
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let mut captured = vec![None; self.wanted.len()];
-        while let Some(slot) = map.next_key_seed(KeySeed {
+        let mut captured = vec![Slot::default(); self.wanted.len()];
+        while let Some(wanted) = map.next_key_seed(KeySeed {
             wanted: self.wanted,
         })? {
-            match slot {
+            match wanted {
                 Some(index) => {
                     let value: &'de RawValue = map.next_value()?;
-                    if captured[index].is_none() && value.get() != "null" {
-                        captured[index] = Some(value);
+                    let slot = &mut captured[index];
+                    slot.occurrences = slot.occurrences.saturating_add(1);
+                    if slot.value.is_none() && value.get() != "null" {
+                        slot.value = Some(value);
                     }
                 }
                 None => {
@@ -683,6 +764,132 @@ mod tests {
         let event = r#"{"organizationId":"a\"b","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
         let fields = Profile::airkit_app_events().read(event).unwrap();
         assert_eq!(fields.tenant, "a\"b");
+    }
+
+    fn assert_duplicate(profile: &Profile, event: &str, field: &str, times: u32) {
+        let rejection = profile.read(event).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::DuplicateField, "{event}");
+        let expected = format!(
+            "field `{field}` appears {times} times in the event; refusing to guess which value routes it"
+        );
+        assert_eq!(rejection.detail, expected, "{event}");
+    }
+
+    #[test]
+    fn app_event_with_a_repeated_routing_field_is_refused_naming_it() {
+        let profile = Profile::airkit_app_events();
+        // The issue's event: this reader would route by the first value,
+        // most JSON readers see the last.
+        let event = r#"{"organizationId":"acme","organizationId":"evil","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
+        assert_duplicate(&profile, event, "organizationId", 2);
+        for (field, value) in [
+            ("organizationId", r#""acme""#),
+            ("eventTime", r#""2022-11-19T23:23:16Z""#),
+            ("type", r#""x""#),
+        ] {
+            let event = format!(
+                r#"{{"organizationId":"acme","eventTime":"2022-11-19T23:23:16Z","type":"x","{field}":{value}}}"#
+            );
+            assert_duplicate(&profile, &event, field, 2);
+        }
+        // Null is a value some readers keep: it is counted too.
+        let event = r#"{"organizationId":null,"organizationId":"evil","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
+        assert_duplicate(&profile, event, "organizationId", 2);
+        // An escaped key is the same key once decoded.
+        let event = r#"{"organizationId":"acme","organization\u0049d":"evil","organizationI\u0064":"x","eventTime":"2022-11-19T23:23:16Z","type":"x"}"#;
+        assert_duplicate(&profile, event, "organizationId", 3);
+    }
+
+    #[test]
+    fn audit_event_with_a_repeated_routing_field_is_refused_naming_it() {
+        let profile = Profile::airkit_audit_logs();
+        for (field, value) in [
+            ("ORGANIZATION_ID", r#""evil""#),
+            ("EVENT_ID", r#""e-2""#),
+            ("EVENT_TIME", r#""2022-11-19 23:40:03""#),
+            ("EVENT_TYPE", r#""user_login""#),
+        ] {
+            let event = audit(&format!(r#""EVENT_TYPE":"user_login","{field}":{value}"#));
+            assert_duplicate(&profile, &event, field, 2);
+        }
+    }
+
+    #[test]
+    fn generic_repeated_key_anywhere_on_a_routing_path_is_refused_naming_its_level() {
+        let profile = Profile::generic(
+            FieldPath::parse("/account/id").unwrap(),
+            FieldPath::parse("/times/0").unwrap(),
+            Some(FieldPath::parse("/meta/event~1id").unwrap()),
+            Some(FieldPath::parse("/kind").unwrap()),
+        );
+        let good = r#"{"kind":"order","account":{"id":1},"times":["2024-01-02T03:04:05Z"],"meta":{"event/id":"abc"}}"#;
+        assert!(profile.read(good).is_ok());
+        let cases = [
+            // The field itself, inside its object.
+            (
+                r#"{"kind":"order","account":{"id":1,"id":2},"times":["2024-01-02T03:04:05Z"],"meta":{"event/id":"abc"}}"#,
+                "/account/id",
+            ),
+            // An object on the path: each copy could hold another tenant.
+            (
+                r#"{"kind":"order","account":{"id":1},"account":{"id":2},"times":["2024-01-02T03:04:05Z"],"meta":{"event/id":"abc"}}"#,
+                "account",
+            ),
+            (
+                r#"{"kind":"order","account":{"id":1},"times":["2024-01-02T03:04:05Z"],"times":["2025-01-02T03:04:05Z"],"meta":{"event/id":"abc"}}"#,
+                "times",
+            ),
+            (
+                r#"{"kind":"order","account":{"id":1},"times":["2024-01-02T03:04:05Z"],"meta":{"event/id":"abc","event/id":"def"}}"#,
+                "/meta/event~1id",
+            ),
+            (
+                r#"{"kind":"order","kind":"refund","account":{"id":1},"times":["2024-01-02T03:04:05Z"],"meta":{"event/id":"abc"}}"#,
+                "kind",
+            ),
+        ];
+        for (event, field) in cases {
+            assert_duplicate(&profile, event, field, 2);
+        }
+    }
+
+    #[test]
+    fn stored_events_with_repeated_routing_fields_read_as_when_they_were_accepted() {
+        let audit = r#"{"ORGANIZATION_ID":"acme","ORGANIZATION_ID":"evil","EVENT_ID":"e-1","EVENT_ID":"e-2","EVENT_TIME":"2022-11-19 23:40:02","EVENT_TYPE":"user_login","EVENT_TYPE":"app_created"}"#;
+        let profile = Profile::airkit_audit_logs();
+        assert!(profile.read(audit).is_err());
+        let fields = profile.read_stored(audit).unwrap();
+        assert_eq!(fields.tenant, "acme");
+        assert_eq!(fields.id.as_deref(), Some("e-1"));
+        assert_eq!(fields.event_type.as_deref(), Some("user_login"));
+        assert_eq!(fields.time_millis, 1_668_901_202_000);
+
+        let generic = Profile::generic(
+            FieldPath::parse("/account/id").unwrap(),
+            FieldPath::parse("/ts").unwrap(),
+            None,
+            None,
+        );
+        let nested = r#"{"account":{"id":"acme","id":"evil"},"ts":0}"#;
+        assert!(generic.read(nested).is_err());
+        assert_eq!(generic.read_stored(nested).unwrap().tenant, "acme");
+    }
+
+    #[test]
+    fn repeated_keys_off_the_routing_paths_are_accepted() {
+        let app = r#"{"organizationId":"acme","eventTime":"2022-11-19T23:23:16Z","type":"x","appId":"a","appId":"b","extra":1,"extra":2}"#;
+        assert_eq!(
+            Profile::airkit_app_events().read(app).unwrap().tenant,
+            "acme"
+        );
+        let profile = Profile::generic(
+            FieldPath::parse("/account/id").unwrap(),
+            FieldPath::parse("/ts").unwrap(),
+            None,
+            None,
+        );
+        let nested = r#"{"account":{"name":"x","name":"y","id":7},"ts":0,"other":{"id":1},"other":{"id":2}}"#;
+        assert_eq!(profile.read(nested).unwrap().tenant, "7");
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub enum RejectReason {
     /// decoded: an unknown encoding, bad base64, not gzip or zstd data, or
     /// not UTF-8 once decompressed.
     BadEncoding,
+    /// A routing field (tenant, time, id or type), or an object on its
+    /// pointer path, appears more than once in its object: JSON readers
+    /// disagree on which value counts, so the event is not routed by either.
+    DuplicateField,
+    /// The configuration maps senders to tenants (`senders`), and this
+    /// message's sender is not mapped to the event's tenant, or the message
+    /// has no `SenderId` to check.
+    TenantNotAllowed,
 }
 
 impl RejectReason {
@@ -39,6 +47,8 @@ impl RejectReason {
             RejectReason::TooLarge => "too_large",
             RejectReason::UnknownStream => "unknown_stream",
             RejectReason::BadEncoding => "bad_encoding",
+            RejectReason::DuplicateField => "duplicate_field",
+            RejectReason::TenantNotAllowed => "tenant_not_allowed",
         }
     }
 }

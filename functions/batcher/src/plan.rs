@@ -18,6 +18,7 @@ use shared::layout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
 use shared::provenance::Provenance;
 use shared::rejection::{RejectReason, Rejection};
+use shared::senders::SENDER_ID_ATTRIBUTE;
 use shared::time;
 
 /// The message attribute that names a record's stream.
@@ -105,6 +106,14 @@ fn sent_millis(record: &SqsMessage) -> Option<i64> {
         .attributes
         .get("SentTimestamp")
         .and_then(|sent| sent.parse::<i64>().ok())
+}
+
+/// The message's `SenderId` (who sent it, as SQS saw it), if it has one.
+fn sender_id(record: &SqsMessage) -> Option<&str> {
+    record
+        .attributes
+        .get(SENDER_ID_ATTRIBUTE)
+        .map(String::as_str)
 }
 
 /// The record's `content-encoding` message attribute (name in any case).
@@ -236,6 +245,12 @@ pub fn plan_batch(
                     continue;
                 }
             };
+            if let Some(senders) = &config.senders
+                && let Err(rejection) = senders.check(sender_id(record), &fields.tenant)
+            {
+                reject(rejection, part.map_or(original, |_| text), part);
+                continue;
+            }
             let hour_millis = match config.partition_by {
                 PartitionBy::Ingest => sent_millis,
                 PartitionBy::Event => fields.time_millis,

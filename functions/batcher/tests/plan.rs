@@ -390,3 +390,207 @@ fn an_empty_array_is_recorded_in_errors_not_dropped() {
     assert_eq!(record["body"], "[] ");
     assert_eq!(plan.stats.accepted, 1);
 }
+
+/// The record as sent by `sender_id` (SQS's `SenderId` system attribute).
+fn sent_by(mut record: SqsMessage, sender_id: &str) -> SqsMessage {
+    record
+        .attributes
+        .insert("SenderId".into(), sender_id.to_owned());
+    record
+}
+
+/// The errors file's records, parsed.
+fn error_records(plan: &batcher::BatchPlan) -> Vec<Value> {
+    lines(&plan.errors.as_ref().expect("an errors file").body)
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Every staged event, per `stream/tenant`.
+fn staged_by_partition(plan: &batcher::BatchPlan) -> Vec<(String, Vec<String>)> {
+    plan.chunks
+        .iter()
+        .map(|chunk| {
+            let segments: Vec<&str> = chunk.key.split('/').collect();
+            (
+                format!("{}/{}", segments[3], segments[4]),
+                lines(&chunk.body),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_repeated_routing_field_refuses_the_event_in_every_profile_and_keeps_its_bytes() {
+    let config = config(Some(
+        r#"{"streams": {"orders": {"profile": "generic", "tenant": "/account/id", "time": "/ts", "id": "/meta/id"}}}"#,
+    ));
+    // The issue's event, byte for byte (this reader would route it to acme).
+    let app = r#"{"organizationId":"acme","organizationId":"evil","eventTime":"2022-11-19T23:23:16Z","type":"session_start"}"#;
+    let audit = r#"{"ORGANIZATION_ID":"acme","EVENT_ID":"e-1","EVENT_ID":"e-2","EVENT_TIME":"2022-11-19 23:40:02","EVENT_TYPE":"user_login"}"#;
+    let order =
+        r#"{"account":{"id":"acme","id":"evil"},"ts":"2022-11-19T23:00:00Z","meta":{"id":"o-1"}}"#;
+    let good_order = r#"{"account":{"id":"acme"},"ts":"2022-11-19T23:00:00Z","meta":{"id":"o-2"}}"#;
+    // A message of several events: only the refused line goes to errors/.
+    let mixed = format!("{}\n{app}\n{}", app_event("acme", 1), app_event("acme", 2));
+    let records = vec![
+        message("app", app),
+        with_stream(message("audit", audit), "airkit-audit-logs"),
+        with_stream(message("order", order), "orders"),
+        message("mixed", &mixed),
+        with_stream(message("good-order", good_order), "orders"),
+        // Repeated keys off the routing paths stay accepted.
+        message(
+            "extra",
+            r#"{"organizationId":"acme","eventTime":"2022-11-19T23:23:16Z","type":"x","note":1,"note":2}"#,
+        ),
+    ];
+    let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
+
+    let errors = error_records(&plan);
+    let expected = [
+        ("app", app, "organizationId", None),
+        ("audit", audit, "EVENT_ID", None),
+        ("order", order, "/account/id", None),
+        ("mixed", app, "organizationId", Some(1)),
+    ];
+    assert_eq!(errors.len(), expected.len());
+    for (record, (id, body, field, part)) in errors.iter().zip(expected) {
+        assert_eq!(record["reason"], "duplicate_field", "{record}");
+        assert_eq!(record["messageId"], id);
+        assert_eq!(record["body"], body, "original bytes kept");
+        assert_eq!(
+            record["detail"],
+            format!(
+                "field `{field}` appears 2 times in the event; refusing to guess which value routes it"
+            )
+        );
+        assert_eq!(
+            record["part"]["index"],
+            part.map_or(Value::Null, Value::from)
+        );
+    }
+    assert_eq!(plan.stats.reasons["duplicate_field"], 4);
+    assert_eq!(
+        staged_by_partition(&plan),
+        vec![
+            (
+                "airkit-app-events/acme".to_owned(),
+                vec![
+                    app_event("acme", 1),
+                    app_event("acme", 2),
+                    r#"{"organizationId":"acme","eventTime":"2022-11-19T23:23:16Z","type":"x","note":1,"note":2}"#.to_owned(),
+                ]
+            ),
+            ("orders/acme".to_owned(), vec![good_order.to_owned()]),
+        ]
+    );
+}
+
+#[test]
+fn without_a_senders_setting_any_sender_and_none_may_send_for_any_tenant() {
+    let records = vec![
+        message("no-sender", &app_event("acme", 1)),
+        sent_by(
+            message("role", &app_event("evil", 2)),
+            "AROAEXAMPLEROLEID:s",
+        ),
+    ];
+    let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    assert!(plan.errors.is_none());
+    assert_eq!(plan.stats.accepted, 2);
+}
+
+#[test]
+fn senders_may_send_only_for_their_mapped_tenants() {
+    let config = config(Some(
+        r#"{"senders": {"AROAEXAMPLEROLEID": ["acme", "acme-eu"], "123456789012": ["*"]}}"#,
+    ));
+    let role = "AROAEXAMPLEROLEID";
+    let mixed = format!("{}\n{}", app_event("acme-eu", 3), app_event("evil", 4));
+    let records = vec![
+        sent_by(
+            message("allowed", &app_event("acme", 1)),
+            &format!("{role}:any-session"),
+        ),
+        sent_by(
+            message("other-tenant", &app_event("evil", 2)),
+            &format!("{role}:acme"),
+        ),
+        sent_by(message("mixed", &mixed), role),
+        sent_by(message("account", &app_event("globex", 5)), "123456789012"),
+        sent_by(message("unmapped", &app_event("acme", 6)), "AIDAOTHERUSER"),
+        // The session name is the caller's choice: it never names the sender.
+        sent_by(
+            message("session-named-like-role", &app_event("acme", 7)),
+            &format!("AROAOTHERROLE:{role}"),
+        ),
+        message("no-sender", &app_event("acme", 8)),
+    ];
+    let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
+
+    let errors = error_records(&plan);
+    let expected = [
+        (
+            "other-tenant",
+            app_event("evil", 2),
+            "sender `AROAEXAMPLEROLEID` may not send events for tenant `evil`",
+            None,
+        ),
+        (
+            "mixed",
+            app_event("evil", 4),
+            "sender `AROAEXAMPLEROLEID` may not send events for tenant `evil`",
+            Some(1),
+        ),
+        (
+            "unmapped",
+            app_event("acme", 6),
+            "sender `AIDAOTHERUSER` is not in `senders`",
+            None,
+        ),
+        (
+            "session-named-like-role",
+            app_event("acme", 7),
+            "sender `AROAOTHERROLE` is not in `senders`",
+            None,
+        ),
+        (
+            "no-sender",
+            app_event("acme", 8),
+            "no `SenderId` attribute",
+            None,
+        ),
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:?}");
+    for (record, (id, body, detail, part)) in errors.iter().zip(expected) {
+        assert_eq!(record["reason"], "tenant_not_allowed", "{record}");
+        assert_eq!(record["messageId"], id);
+        assert_eq!(record["body"], body, "original bytes kept");
+        let text = record["detail"].as_str().unwrap();
+        assert!(text.contains(detail), "{text}");
+        assert_eq!(
+            record["part"]["index"],
+            part.map_or(Value::Null, Value::from)
+        );
+    }
+    assert_eq!(plan.stats.reasons["tenant_not_allowed"], 5);
+    assert_eq!(
+        staged_by_partition(&plan),
+        vec![
+            (
+                "airkit-app-events/acme".to_owned(),
+                vec![app_event("acme", 1)]
+            ),
+            (
+                "airkit-app-events/acme-eu".to_owned(),
+                vec![app_event("acme-eu", 3)]
+            ),
+            (
+                "airkit-app-events/globex".to_owned(),
+                vec![app_event("globex", 5)]
+            ),
+        ]
+    );
+}

@@ -159,7 +159,9 @@ impl<'a, R: BufRead> NewEvents<'a, R> {
                 )));
             };
             let event = provenance::split_staged_line(text).0;
-            let fields = self.profile.and_then(|profile| profile.read(event).ok());
+            let fields = self
+                .profile
+                .and_then(|profile| profile.read_stored(event).ok());
             let key = match fields.as_ref().and_then(|f| f.id.as_deref()) {
                 Some(id) => self.ids.id_key(id),
                 None => self.ids.line_key(event),
@@ -339,6 +341,28 @@ mod tests {
         );
         let event = events.next_event().unwrap().unwrap();
         assert_eq!(event.time_millis, Some(1_668_901_202_000));
+    }
+
+    #[test]
+    fn a_line_staged_with_a_repeated_routing_field_keeps_its_id_and_time() {
+        // Staged before such events were refused: read as it was then.
+        let legacy = r#"{"ORGANIZATION_ID":"t","EVENT_ID":"1","EVENT_ID":"9","EVENT_TIME":"2022-11-19 23:40:02","EVENT_TYPE":"user_login"}"#;
+        let profile = Profile::airkit_audit_logs();
+        let mut seen = HashSet::new();
+        let staged = chunk(&[legacy, A]);
+        let mut buffer = Vec::new();
+        let mut events = new_events(
+            &staged[..],
+            Some(&profile),
+            IdHash::CURRENT,
+            &mut seen,
+            &mut buffer,
+        );
+        let event = events.next_event().unwrap().unwrap();
+        assert_eq!(event.time_millis, Some(1_668_901_202_000));
+        // EVENT_ID 1, as when it was staged: A is its duplicate.
+        assert!(events.next_event().is_none());
+        assert_eq!(events.duplicates(), 1);
     }
 
     #[test]

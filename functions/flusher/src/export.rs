@@ -118,7 +118,10 @@ pub fn encode_part(
         };
         if options.filters_events() {
             // Archive lines passed the profile when they were batched.
-            let event_type = profile.read(text).ok().and_then(|fields| fields.event_type);
+            let event_type = profile
+                .read_stored(text)
+                .ok()
+                .and_then(|fields| fields.event_type);
             if !options.selects(event_type.as_deref()) {
                 continue;
             }
@@ -427,6 +430,30 @@ mod tests {
                 serde_json::json!({"stream":"s","hour":"1970-01-01T00:00:00.000Z","part":4,
                     "ingestTime":"1970-01-01T00:00:03.000Z","messageId":"m-3"}),
             ]
+        );
+    }
+
+    #[test]
+    fn an_archived_line_with_a_repeated_type_is_selected_by_its_first_type() {
+        // Archived before such events were refused: filtered as it was then.
+        let legacy =
+            r#"{"organizationId":"t","eventTime":"2026-11-22T10:00:00Z","type":"a","type":"b"}"#;
+        let encoded = encode_part(
+            &gzip(&format!("{legacy}\n")),
+            &ContentOptions {
+                format: ExportFormat::Ndjson,
+                include_event_types: Some(vec!["a".to_owned()]),
+                ..ContentOptions::default()
+            },
+            6,
+            &Profile::airkit_app_events(),
+            &ExportMetadata::new(&partition(), 1),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(encoded.bytes).unwrap(),
+            format!("{legacy}\n")
         );
     }
 
