@@ -6,7 +6,10 @@
 //!   configured buckets;
 //! - the logs carry no event bodies, credentials or pre-signed URLs;
 //! - the verify function's writes carry `ExpectedBucketOwner`;
-//! - the template's export bucket refuses requests without TLS.
+//! - the template's export bucket refuses requests without TLS;
+//! - the template's roles grant what each destination option needs, only
+//!   the named principal may change `config/`, and `config/` is versioned
+//!   (the `template` module).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,8 @@ use serde_json::json;
 use shared::Config;
 use shared::key_layout::KeyLayout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
+
+mod template;
 
 const EXPORT: &str = "sec-export";
 const DESTINATION: &str = "sec-destination";
