@@ -6,10 +6,12 @@ Run through scripts/scan-template.sh (which makes .venv-scan). Offline: the
 SAM transform is applied locally (aws-sam-translator), checkov is told not
 to download anything, and nothing here opens a connection.
 
-The template is scanned with every option on (SCAN_PARAMETERS: a single
-destination with tags, a KMS key, an owner and a role, document
-destinations, a config writer), so every conditional statement is there to
-be checked.
+The template is scanned twice, with every option on (SCAN_PARAMETERS: a
+single destination with tags, a KMS key and an owner, document destinations
+and their roles, a config writer), and again with the single destination
+written through a role (DestinationRoleArn, which replaces the writer
+role's own write statements), so every conditional statement is checked;
+the findings of both are one list.
 """
 
 import json
@@ -42,12 +44,15 @@ SCAN_PARAMETERS = {
     "DestinationAccountId": OTHER_ACCOUNT,
     "DestinationEncryption": "aws:kms",
     "DestinationKmsKeyArn": f"arn:aws:kms:us-west-2:{OTHER_ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-    "DestinationRoleArn": f"arn:aws:iam::{OTHER_ACCOUNT}:role/s3-export-writes",
-    "DestinationExternalId": "acme-external-id",
     "ExtraDestinationBucketArns": "arn:aws:s3:::lake-a/events/*,arn:aws:s3:::lake-b/*",
     "ExtraDestinationRoleArns": f"arn:aws:iam::{OTHER_ACCOUNT}:role/lake-writes",
     "AlertEmail": "alerts@example.com",
 }
+THROUGH_A_ROLE = dict(
+    SCAN_PARAMETERS,
+    DestinationRoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/s3-export-writes",
+    DestinationExternalId="acme-external-id",
+)
 
 
 class NoManagedPolicies:
@@ -57,11 +62,11 @@ class NoManagedPolicies:
         return {}
 
 
-def transformed_template():
+def transformed_template(parameters):
     """template.yaml after the SAM transform, its parameters' defaults set to
-    SCAN_PARAMETERS (checkov evaluates conditions with the defaults)."""
+    `parameters` (checkov evaluates conditions with the defaults)."""
     template = yaml_parse(TEMPLATE.read_text())
-    for name, value in SCAN_PARAMETERS.items():
+    for name, value in parameters.items():
         template["Parameters"][name]["Default"] = value
     # The functions' code is built by `sam build`; the transform only needs
     # somewhere it could be.
@@ -69,7 +74,7 @@ def transformed_template():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://placeholder/function.zip"
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
-    return transform(template, dict(SCAN_PARAMETERS), NoManagedPolicies())
+    return transform(template, dict(parameters), NoManagedPolicies())
 
 
 def checkov_findings(template):
@@ -259,13 +264,13 @@ def parliament_findings(template):
 
 def main():
     accepted = yaml.safe_load(EXCEPTIONS.read_text()) or {}
-    template = transformed_template()
+    templates = [transformed_template(parameters) for parameters in (SCAN_PARAMETERS, THROUGH_A_ROLE)]
     problems = []
 
     accepted_checkov = {
         (entry["check"], entry["resource"]): entry for entry in accepted.get("checkov", [])
     }
-    found_checkov = checkov_findings(template)
+    found_checkov = sorted({finding for template in templates for finding in checkov_findings(template)})
     for check, resource, title in found_checkov:
         if (check, resource) not in accepted_checkov:
             problems.append(f"checkov {check} on {resource}: {title}")
@@ -277,7 +282,7 @@ def main():
     accepted_parliament = {
         (entry["issue"], entry["policy"]): entry for entry in accepted.get("parliament", [])
     }
-    found_parliament = parliament_findings(template)
+    found_parliament = sorted({finding for template in templates for finding in parliament_findings(template)})
     for issue, where, detail in found_parliament:
         if (issue, where) not in accepted_parliament:
             problems.append(f"parliament {issue} in {where}: {detail}")

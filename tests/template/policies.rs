@@ -42,8 +42,9 @@ fn destination_option_sets() -> Vec<(&'static str, Vec<(&'static str, &'static s
         ("DestinationRoleArn", ROLE),
         ("DestinationExternalId", "acme-external-id"),
     ];
-    let mut everything = with(&[tags, owner]);
-    everything.extend_from_slice(&kms);
+    let mut all_but_a_role = with(&[tags, owner]);
+    all_but_a_role.extend_from_slice(&kms);
+    let mut everything = all_but_a_role.clone();
     everything.extend_from_slice(&role);
     vec![
         ("bucket", with(&[])),
@@ -52,6 +53,7 @@ fn destination_option_sets() -> Vec<(&'static str, Vec<(&'static str, &'static s
         ("kms in the stack's region", with(&kms[..2])),
         ("owner", with(&[owner])),
         ("role", with(&role)),
+        ("all but a role", all_but_a_role),
         ("everything", everything),
     ]
 }
@@ -73,7 +75,9 @@ fn flusher_destination(stack: &Stack) -> Destination {
 /// exactly the actions `shared::policy::identity_policy` says writing to the
 /// destination needs, on the same resources: `s3:PutObjectTagging` with
 /// tags and not without, the KMS actions on the key through S3 in the
-/// destination's region, the owner condition, `sts:AssumeRole` on the role.
+/// destination's region, the owner condition. With a role to assume, it
+/// grants `sts:AssumeRole` on that role and no write of its own: the role
+/// writes.
 #[test]
 fn template_writer_role_grants_exactly_what_each_destination_option_needs() {
     let template = load();
@@ -85,6 +89,9 @@ fn template_writer_role_grants_exactly_what_each_destination_option_needs() {
         for statement in needed["Statement"].as_array().unwrap() {
             let mut actions = strings(&statement["Action"]);
             actions.sort();
+            if destination.role_arn.is_some() {
+                actions.clear();
+            }
             for resource in strings(&statement["Resource"]) {
                 assert_eq!(
                     allowed_actions(&granted, &resource),
@@ -92,6 +99,19 @@ fn template_writer_role_grants_exactly_what_each_destination_option_needs() {
                     "{name}: actions on {resource}; granted {granted:#?}"
                 );
             }
+        }
+        let assumable = destination
+            .role_arn
+            .as_deref()
+            .map_or(vec![], |role| allowed_actions(&granted, role));
+        let expected: Vec<String> = destination
+            .role_arn
+            .iter()
+            .map(|_| "sts:AssumeRole".to_owned())
+            .collect();
+        assert_eq!(assumable, expected, "{name}");
+        if destination.role_arn.is_some() {
+            continue;
         }
         let object_arn = policy::object_arn("aws", &destination);
         let write = granted
@@ -115,16 +135,6 @@ fn template_writer_role_grants_exactly_what_each_destination_option_needs() {
                 "{name}"
             );
         }
-        let assumable = destination
-            .role_arn
-            .as_deref()
-            .map_or(vec![], |role| allowed_actions(&granted, role));
-        let expected: Vec<String> = destination
-            .role_arn
-            .iter()
-            .map(|_| "sts:AssumeRole".to_owned())
-            .collect();
-        assert_eq!(assumable, expected, "{name}");
     }
 }
 
@@ -135,7 +145,6 @@ fn template_without_destinations_grants_no_destination_writes() {
     let template = load();
     let stack = Stack::new(&template, &[]);
     assert!(stack.resource("DestinationWritePolicy").is_none());
-    assert!(stack.resource("DestinationRolePolicy").is_none());
     for statement in stack.role_statements("DestinationWriterRole") {
         for resource in strings(&statement["Resource"]) {
             assert!(
@@ -148,14 +157,15 @@ fn template_without_destinations_grants_no_destination_writes() {
 
 /// The outputs a destination's owner pastes are the policies
 /// `shared::policy` prints (verify's diagnosis, `s3-export policy`) for the
-/// same destination, so neither asks for less than the writes need.
+/// same destination and the same writing principal (the role to assume,
+/// when there is one), so neither asks for less than the writes need.
 #[test]
 fn template_policy_outputs_are_the_ones_verify_prints() {
     let template = load();
     for (name, parameters) in destination_option_sets() {
         let stack = Stack::new(&template, &parameters);
         let destination = flusher_destination(&stack);
-        let principals = [WRITER.to_owned()];
+        let principals = policy::writers(&destination, &[WRITER.to_owned()]);
         let output: Value = serde_json::from_str(
             stack
                 .output("DestinationBucketPolicy")
