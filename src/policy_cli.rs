@@ -91,8 +91,9 @@ pub fn run(options: &PolicyOptions) -> anyhow::Result<()> {
         .map_or("aws", |p| policy::partition_of(p))
         .to_owned();
     for destination in destinations {
-        let bucket_policy = policy::bucket_policy(destination, &principals);
-        let kms = policy::kms_key_policy_statement(destination, &principals);
+        let writers = policy::writers(destination, &principals);
+        let bucket_policy = policy::bucket_policy(destination, &writers);
+        let kms = policy::kms_key_policy_statement(destination, &writers);
         let identity = policy::identity_policy(destination, &partition);
         if options.json {
             println!(

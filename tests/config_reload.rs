@@ -2,7 +2,9 @@
 //! document (a new ETag) replaces the configuration at the first check a
 //! minute after the last, a check within the minute sends nothing, an
 //! unchanged document costs one conditional GET, and a bad document keeps
-//! the last good configuration and alerts once through SNS. The clock is a
+//! the last good configuration and alerts once through SNS, as does a
+//! document larger than the limit, which is not read past it; the document
+//! in use is known by its ETag and version id. The clock is a
 //! fake one: no test waits a minute. Each test starts its own moto_server;
 //! nothing leaves 127.0.0.1.
 
@@ -13,8 +15,11 @@ use std::time::{Duration, SystemTime};
 use s3_export::inbox::AlertInbox;
 use s3_export::moto::MotoServer;
 use s3_export::recorder::RequestRecorder;
+use shared::ConfigError;
 use shared::alert::Alerter;
-use shared::config_source::{CheckOutcome, ConfigSource, ManualClock};
+use shared::config_source::{
+    CheckOutcome, ConfigSource, DocumentVersion, MAX_DOCUMENT_BYTES, ManualClock,
+};
 
 const EXPORT_BUCKET: &str = "s3-export-test";
 const CONFIG_BUCKET: &str = "s3-export-config";
@@ -48,8 +53,10 @@ impl Harness {
         }
     }
 
-    async fn upload(&self, document: &str) {
-        self.s3
+    /// Uploads `document`; the version S3 stored.
+    async fn upload(&self, document: &str) -> DocumentVersion {
+        let stored = self
+            .s3
             .put_object()
             .bucket(CONFIG_BUCKET)
             .key(KEY)
@@ -57,9 +64,17 @@ impl Harness {
             .send()
             .await
             .unwrap();
+        DocumentVersion {
+            etag: stored.e_tag,
+            version_id: stored.version_id,
+        }
     }
 
     async fn source(&self, alerter: Alerter) -> ConfigSource {
+        self.load(alerter).await.unwrap()
+    }
+
+    async fn load(&self, alerter: Alerter) -> Result<ConfigSource, ConfigError> {
         let vars = HashMap::from([
             ("EXPORT_BUCKET".to_owned(), EXPORT_BUCKET.to_owned()),
             (
@@ -74,7 +89,6 @@ impl Harness {
             Arc::new(self.clock.clone()),
         )
         .await
-        .unwrap()
     }
 
     /// GETs of the configuration document so far.
@@ -243,6 +257,7 @@ async fn an_inline_document_never_reloads() {
     .await
     .unwrap();
     assert!(!source.reloads());
+    assert_eq!(source.document_version(), None);
     harness.clock.advance(Duration::from_secs(3600));
     assert_eq!(source.check().await, CheckOutcome::Fixed);
     assert_eq!(harness.reads(), 0);
@@ -352,4 +367,118 @@ async fn invoke(verifier: &verify::Verifier) -> serde_json::Value {
     let event =
         lambda_runtime::LambdaEvent::new(serde_json::json!({}), lambda_runtime::Context::default());
     verify::handle(verifier, event).await.unwrap()
+}
+
+/// `document` padded with trailing spaces (still the same valid JSON) to
+/// `bytes` bytes.
+fn padded(document: &str, bytes: usize) -> String {
+    format!("{document}{}", " ".repeat(bytes - document.len()))
+}
+
+#[tokio::test]
+async fn a_document_larger_than_the_limit_keeps_the_last_good_one_and_alerts() {
+    let harness = Harness::start().await;
+    let sns = aws_sdk_sns::Client::new(&harness.moto.sdk_config().await);
+    let inbox = AlertInbox::create(&sns, &harness.moto.sqs_client().await, "config-alerts")
+        .await
+        .unwrap();
+    let alerter = Alerter::new(
+        sns,
+        Some(inbox.topic_arn.clone()),
+        "test-deployment",
+        "flusher",
+    );
+    harness.upload(ONE).await;
+    let source = harness.source(alerter).await;
+
+    // One byte past the limit: refused for its size alone (it is valid).
+    let refused = harness.upload(&padded(TWO, MAX_DOCUMENT_BYTES + 1)).await;
+    harness.clock.advance(Duration::from_secs(60));
+    match source.check().await {
+        CheckOutcome::Rejected { error, etag } => {
+            assert_eq!(error.field, "EXPORT_CONFIG");
+            assert!(
+                error.message.contains("larger than 4194304 bytes"),
+                "{error}"
+            );
+            assert_eq!(etag, refused.etag);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        names(&source),
+        vec!["a"],
+        "the last good configuration stays"
+    );
+    let received = inbox.read(1).await.unwrap();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let message = received[0]["Message"].as_str().unwrap();
+    assert!(message.contains("InvalidConfiguration"), "{message}");
+    assert!(message.contains("larger than"), "{message}");
+
+    // Not read or alerted again until it changes.
+    harness.clock.advance(Duration::from_secs(60));
+    assert_eq!(source.check().await, CheckOutcome::Unchanged);
+    assert!(inbox.read(0).await.unwrap().is_empty());
+
+    // Exactly the limit is read.
+    harness.upload(&padded(TWO, MAX_DOCUMENT_BYTES)).await;
+    harness.clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        source.check().await,
+        CheckOutcome::Reloaded { .. }
+    ));
+    assert_eq!(names(&source), vec!["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_first_document_larger_than_the_limit_is_refused_naming_the_variable() {
+    let harness = Harness::start().await;
+    harness.upload(&padded(ONE, MAX_DOCUMENT_BYTES + 1)).await;
+    let error = harness.load(no_alerts()).await.unwrap_err();
+    assert_eq!(error.field, "EXPORT_CONFIG");
+    assert!(error.message.contains("larger than"), "{error}");
+}
+
+/// In a versioned bucket (the template versions the export bucket), the
+/// document in use is known by its ETag and version id; a refused document
+/// never becomes it.
+#[tokio::test]
+async fn the_document_in_use_is_known_by_its_etag_and_version_id() {
+    let harness = Harness::start().await;
+    harness
+        .s3
+        .put_bucket_versioning()
+        .bucket(CONFIG_BUCKET)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let first = harness.upload(ONE).await;
+    assert!(first.version_id.is_some(), "the bucket is versioned");
+    let source = harness.source(no_alerts()).await;
+    assert_eq!(source.document_version(), Some(first.clone()));
+
+    harness.upload(BAD).await;
+    harness.clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        source.check().await,
+        CheckOutcome::Rejected { .. }
+    ));
+    assert_eq!(source.document_version(), Some(first));
+
+    let third = harness.upload(TWO).await;
+    harness.clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        source.check().await,
+        CheckOutcome::Reloaded {
+            etag: third.etag.clone(),
+            version_id: third.version_id.clone(),
+        }
+    );
+    assert_eq!(source.document_version(), Some(third));
 }

@@ -1,5 +1,5 @@
-//! Security properties, each proven here or named in the README's
-//! "Failure modes" section where an older test proves it:
+//! Security properties, each proven here or named in docs/security.md or
+//! the README's "Failure modes" section where another test proves it:
 //! - tenant ids, stream names and key templates cannot make a key leave its
 //!   prefix, and no two tenants' files can share a key (a template is
 //!   accepted only when its keys read back to their tenant);
@@ -10,6 +10,9 @@
 //! - the template's export bucket refuses requests without TLS;
 //! - an event whose routing field appears twice is routed nowhere, and with
 //!   a `senders` mapping a sender reaches only its own tenants.
+//! - the template's roles grant what each destination option needs, only
+//!   the named principal may change `config/`, and `config/` is versioned
+//!   (the `template` module).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,8 @@ use serde_json::json;
 use shared::Config;
 use shared::key_layout::KeyLayout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
+
+mod template;
 
 const EXPORT: &str = "sec-export";
 const DESTINATION: &str = "sec-destination";

@@ -7,7 +7,8 @@
 //! costs one 304 answer and no parsing. A changed document is validated like
 //! at cold start (the same environment variables override it) and replaces
 //! the configuration for the next invocations. Guarantees:
-//! - a bad document (invalid JSON, a field that fails validation, not UTF-8)
+//! - a bad document (invalid JSON, a field that fails validation, not UTF-8,
+//!   larger than [`MAX_DOCUMENT_BYTES`], which is never read past that size)
 //!   never replaces the last good configuration: it is logged and alerted
 //!   once per ETag, under the destination name [`ALERT_NAME`] (`config`),
 //!   and not read again until its ETag changes;
@@ -15,6 +16,9 @@
 //!   the last good configuration too, is retried at the next check and
 //!   alerted once until a read succeeds again;
 //! - an inline document or none at all never changes: [`ConfigSource::fixed`];
+//! - the document in use is logged with its ETag and S3 version id when it
+//!   is loaded or reloaded, and [`ConfigSource::document_version`] tells it,
+//!   so an operator can tell which version of `config/` decides routing;
 //! - the time source is injectable ([`Clock`]), so tests need not wait a
 //!   minute.
 
@@ -33,6 +37,21 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The destination name alerts about the configuration document carry.
 pub const ALERT_NAME: &str = "config";
+
+/// The largest configuration document read from S3 (4 MiB): a document
+/// holds destinations and tenant lists, far below this; a larger object is
+/// refused without reading more of it, so a mistaken or hostile upload
+/// cannot exhaust a function's memory.
+pub const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Which version of the S3 document a configuration was built from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DocumentVersion {
+    /// The object's ETag.
+    pub etag: Option<String>,
+    /// The object's version id, when its bucket is versioned.
+    pub version_id: Option<String>,
+}
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -82,8 +101,12 @@ pub enum CheckOutcome {
     NotDue,
     /// The ETag is the same: nothing read.
     Unchanged,
-    /// A new document with this ETag is now the configuration.
-    Reloaded { etag: Option<String> },
+    /// A new document with this ETag (and S3 version id, in a versioned
+    /// bucket) is now the configuration.
+    Reloaded {
+        etag: Option<String>,
+        version_id: Option<String>,
+    },
     /// The new document (this ETag) is invalid: the last good one stays.
     Rejected {
         etag: Option<String>,
@@ -98,6 +121,8 @@ type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// The current configuration, and how to reload it (see the module).
 pub struct ConfigSource {
     current: RwLock<Arc<Config>>,
+    /// The document `current` was built from (`None` when fixed).
+    in_use: RwLock<Option<DocumentVersion>>,
     reload: Option<Reload>,
 }
 
@@ -130,6 +155,7 @@ impl ConfigSource {
     pub fn fixed(config: Config) -> Self {
         Self {
             current: RwLock::new(Arc::new(config)),
+            in_use: RwLock::new(None),
             reload: None,
         }
     }
@@ -174,8 +200,8 @@ impl ConfigSource {
             }
         };
         let field = config::env::EXPORT_CONFIG;
-        let (text, etag) = match fetch(&s3, &uri, None).await {
-            Ok(Fetched::Document { text, etag }) => (text, etag),
+        let (text, version) = match fetch(&s3, &uri, None).await {
+            Ok(Fetched::Document { text, version }) => (text, version),
             Ok(Fetched::NotModified) => {
                 return Err(ConfigError::new(field, format!("`{uri}`: unexpected 304")));
             }
@@ -185,6 +211,7 @@ impl ConfigSource {
                     format!("`{uri}` is not UTF-8 text"),
                 ));
             }
+            Err(Unread::TooLarge(_)) => return Err(too_large(&uri)),
             Err(Unread::Failed(message)) => {
                 return Err(ConfigError::new(
                     field,
@@ -196,6 +223,12 @@ impl ConfigSource {
             let lookup = lookup.clone();
             Config::from_sources(move |name| lookup(name), Some(&text))?
         };
+        tracing::info!(
+            %uri,
+            etag = version.etag.as_deref().unwrap_or(""),
+            version_id = version.version_id.as_deref().unwrap_or(""),
+            "configuration loaded"
+        );
         let now = clock.now();
         Ok(Self {
             current: RwLock::new(Arc::new(config)),
@@ -207,11 +240,12 @@ impl ConfigSource {
                 alerter,
                 interval: RELOAD_INTERVAL,
                 state: tokio::sync::Mutex::new(ReloadState {
-                    etag,
+                    etag: version.etag.clone(),
                     checked_at: now,
                     unreadable_alerted: false,
                 }),
             }),
+            in_use: RwLock::new(Some(version)),
         })
     }
 
@@ -227,6 +261,16 @@ impl ConfigSource {
     /// True when the configuration is reloaded from S3.
     pub fn reloads(&self) -> bool {
         self.reload.is_some()
+    }
+
+    /// The ETag and version id of the S3 document the configuration now in
+    /// use was built from; `None` for a fixed configuration. A refused
+    /// document never shows here.
+    pub fn document_version(&self) -> Option<DocumentVersion> {
+        self.in_use
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The configuration now, without checking for a new document.
@@ -261,19 +305,20 @@ impl ConfigSource {
         }
         state.checked_at = now;
         let fetched = fetch(&reload.s3, &reload.uri, state.etag.as_deref()).await;
-        let (text, etag) = match fetched {
+        let (text, version) = match fetched {
             Ok(Fetched::NotModified) => {
                 state.unreadable_alerted = false;
                 return CheckOutcome::Unchanged;
             }
-            Ok(Fetched::Document { text, etag }) => (Ok(text), etag),
-            Err(Unread::NotText(etag)) => (
+            Ok(Fetched::Document { text, version }) => (Ok(text), version),
+            Err(Unread::NotText(version)) => (
                 Err(ConfigError::new(
                     config::env::EXPORT_CONFIG,
                     format!("`{}` is not UTF-8 text", reload.uri),
                 )),
-                etag,
+                version,
             ),
+            Err(Unread::TooLarge(version)) => (Err(too_large(&reload.uri)), version),
             Err(Unread::Failed(message)) => {
                 tracing::warn!(uri = %reload.uri, %message, "cannot read the configuration document: the last good one stays");
                 if !state.unreadable_alerted {
@@ -296,7 +341,8 @@ impl ConfigSource {
         };
         state.unreadable_alerted = false;
         // A bad document is not read (nor alerted) again until it changes.
-        state.etag = etag.clone();
+        state.etag = version.etag.clone();
+        let etag = version.etag.clone();
         let built = text.and_then(|text| {
             let lookup = reload.lookup.clone();
             Config::from_sources(move |name| lookup(name), Some(&text))
@@ -304,11 +350,26 @@ impl ConfigSource {
         match built {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-                tracing::info!(uri = %reload.uri, etag = etag.as_deref().unwrap_or(""), "configuration reloaded");
-                CheckOutcome::Reloaded { etag }
+                *self.in_use.write().unwrap_or_else(|p| p.into_inner()) = Some(version.clone());
+                tracing::info!(
+                    uri = %reload.uri,
+                    etag = etag.as_deref().unwrap_or(""),
+                    version_id = version.version_id.as_deref().unwrap_or(""),
+                    "configuration reloaded"
+                );
+                CheckOutcome::Reloaded {
+                    etag,
+                    version_id: version.version_id,
+                }
             }
             Err(error) => {
-                tracing::error!(uri = %reload.uri, etag = etag.as_deref().unwrap_or(""), %error, "new configuration refused: the last good one stays");
+                tracing::error!(
+                    uri = %reload.uri,
+                    etag = etag.as_deref().unwrap_or(""),
+                    version_id = version.version_id.as_deref().unwrap_or(""),
+                    %error,
+                    "new configuration refused: the last good one stays"
+                );
                 let diagnosis = Diagnosis {
                     code: "InvalidConfiguration".to_owned(),
                     problem: Problem::Other,
@@ -337,13 +398,27 @@ async fn alert(alerter: &Alerter, diagnosis: &Diagnosis) {
     }
 }
 
+/// The error of a document larger than [`MAX_DOCUMENT_BYTES`].
+fn too_large(uri: &str) -> ConfigError {
+    ConfigError::new(
+        config::env::EXPORT_CONFIG,
+        format!(
+            "`{uri}` is larger than {MAX_DOCUMENT_BYTES} bytes, the most a configuration document may have"
+        ),
+    )
+}
+
 enum Fetched {
     NotModified,
-    Document { text: String, etag: Option<String> },
+    Document {
+        text: String,
+        version: DocumentVersion,
+    },
 }
 
 enum Unread {
-    NotText(Option<String>),
+    NotText(DocumentVersion),
+    TooLarge(DocumentVersion),
     Failed(String),
 }
 
@@ -368,13 +443,22 @@ async fn fetch(s3: &aws_sdk_s3::Client, uri: &str, etag: Option<&str>) -> Result
             ));
         }
     };
-    let etag = object.e_tag.clone();
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|error| Unread::Failed(error.to_string()))?
-        .into_bytes();
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| Unread::NotText(etag.clone()))?;
-    Ok(Fetched::Document { text, etag })
+    let version = DocumentVersion {
+        etag: object.e_tag.clone(),
+        version_id: object.version_id.clone(),
+    };
+    // Stops at the first chunk past the limit, whatever Content-Length says.
+    let mut body = object.body;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|error| Unread::Failed(error.to_string()))?;
+        if bytes.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(Unread::TooLarge(version));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Fetched::Document { text, version }),
+        Err(_) => Err(Unread::NotText(version)),
+    }
 }

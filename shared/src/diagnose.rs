@@ -192,14 +192,18 @@ impl Serialize for Diagnosis {
 }
 
 /// Diagnoses a failed write of `key` into `destination` by the writer roles
-/// `principals` (the roles whose permissions matter; empty when unknown, and
-/// the generated policies then carry a placeholder to replace).
+/// `principals` (the functions' own roles; empty when unknown, and the
+/// generated policies then carry a placeholder to replace). A destination
+/// with a `roleArn` is written by that role, so the diagnosis and its
+/// policies name it instead ([`policy::writers`]).
 pub fn diagnose(
     destination: &Destination,
     key: &str,
     failure: &WriteFailure,
     principals: &[String],
 ) -> Diagnosis {
+    let writers = policy::writers(destination, principals);
+    let principals = writers.as_slice();
     let target = format!("s3://{}/{}", destination.bucket, key);
     let said = failure
         .message
@@ -788,6 +792,26 @@ mod tests {
         let untagged = configured(r#"{"name":"acme","bucket":"acme-exports"}"#);
         let diagnosis = diagnose(&untagged, KEY_NAME, &failure, &[ROLE.to_owned()]);
         assert!(!diagnosis.remedy.contains(policy::PUT_OBJECT_TAGGING));
+    }
+
+    /// A destination with a `roleArn` is written by that role: the
+    /// diagnosis and the policy to paste name it, not the function's role.
+    #[test]
+    fn access_denied_of_a_destination_with_a_role_names_that_role() {
+        let assumed = "arn:aws:iam::444455556666:role/acme-writes";
+        let destination = configured(&format!(
+            r#"{{"name":"acme","bucket":"acme-exports","roleArn":"{assumed}","externalId":"xid"}}"#
+        ));
+        let failure = WriteFailure::from_response(
+            403,
+            None,
+            "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+        );
+        let diagnosis = diagnose(&destination, KEY_NAME, &failure, &roles());
+        assert!(diagnosis.summary.contains(assumed), "{diagnosis:?}");
+        let pasted: serde_json::Value =
+            serde_json::from_str(&diagnosis.bucket_policy.unwrap()).unwrap();
+        assert_eq!(pasted["Statement"][0]["Principal"]["AWS"], assumed);
     }
 
     #[test]

@@ -75,6 +75,17 @@ pub fn kms_key(destination: &Destination) -> Option<&str> {
     }
 }
 
+/// The principals whose credentials write to `destination`, which its
+/// bucket and key policies must name: its `roleArn` when it has one (the
+/// functions assume that role and write as it; their own roles only assume
+/// it), else `function_roles`, the functions' own roles.
+pub fn writers(destination: &Destination, function_roles: &[String]) -> Vec<String> {
+    match &destination.role_arn {
+        Some(role) => vec![role.clone()],
+        None => function_roles.to_vec(),
+    }
+}
+
 fn principal_value(principals: &[String]) -> Value {
     match principals {
         [] => json!(UNKNOWN_PRINCIPAL),
@@ -341,6 +352,19 @@ mod tests {
         assert!(
             kms_key_policy_statement(&destination("", Encryption::Aes256, None), &[]).is_none()
         );
+    }
+
+    #[test]
+    fn a_destination_with_a_role_is_written_by_that_role() {
+        let own = [ROLE.to_owned()];
+        let plain = configured(r#"{"name":"acme","bucket":"acme-exports"}"#);
+        assert_eq!(writers(&plain, &own), own);
+        let assumed = "arn:aws:iam::444455556666:role/acme-writes";
+        let cross = configured(&format!(
+            r#"{{"name":"acme","bucket":"acme-exports","roleArn":"{assumed}","externalId":"xid"}}"#
+        ));
+        assert_eq!(writers(&cross, &own), [assumed]);
+        assert_eq!(writers(&cross, &[]), [assumed]);
     }
 
     #[test]
