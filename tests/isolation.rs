@@ -1,4 +1,4 @@
-//! Tenant isolation against moto (DESIGN.md, invariant 9): an event is
+//! Tenant isolation against moto (docs/design.md, invariant 9): an event is
 //! written only to destinations that select its stream and tenant at the
 //! moment of writing. Here: pending publishes of a destination edited
 //! between the commit and the publish.

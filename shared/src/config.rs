@@ -97,7 +97,7 @@ pub mod defaults {
     pub const MAX_DECOMPRESSED_BODY_BYTES: usize = 16 * 1024 * 1024;
     pub const PUT_CONCURRENCY: usize = 16;
     /// Hour H closes at H+1h plus this: more than the batching window and
-    /// the usual queue delay (DESIGN.md, Timing).
+    /// the usual queue delay (docs/design.md, Timing).
     pub const FLUSH_GRACE_MINUTES: usize = 10;
     /// Archive parts are what users keep: compress them well.
     pub const ARCHIVE_GZIP_LEVEL: u32 = 6;
@@ -180,7 +180,7 @@ impl Destination {
     /// Whether the destination's `tenants` and `streams` select events of
     /// `stream` and `tenant` (the tenant's key segment, as in partition
     /// keys). Says nothing of `enabled`. Every write to a destination is
-    /// checked against this at the moment of writing (DESIGN.md, invariant 9).
+    /// checked against this at the moment of writing (docs/design.md, invariant 9).
     pub fn selects(&self, stream: &str, tenant: &TenantKey) -> bool {
         self.selects_tenant(tenant) && self.selects_stream(stream)
     }

@@ -6,7 +6,7 @@
 //! key and S3 Bucket Key setting; nothing for the bucket default) and, when
 //! the destination knows its owner's account, `ExpectedBucketOwner`, so a
 //! bucket that changed hands is refused by S3 before anything is stored
-//! (DESIGN.md invariant 6). Only `PutObject` and the multipart upload calls
+//! (docs/design.md invariant 6). Only `PutObject` and the multipart upload calls
 //! are offered: a destination needs nothing else (invariant 5). A failure
 //! becomes a [`WriteFailure`] for [`crate::diagnose`].
 

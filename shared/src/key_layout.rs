@@ -1,6 +1,6 @@
 //! Key layouts of export files in a destination bucket: presets and a token
 //! template, checked at cold start so that no two partitions or parts can
-//! ever be given the same key (DESIGN.md, invariant 9).
+//! ever be given the same key (docs/design.md, invariant 9).
 //!
 //! Tokens: `{stream}`, `{tenant}` (the tenant's safe key segment),
 //! `{date}` (`yyyy-MM-dd`), `{yyyy}`, `{MM}`, `{dd}`, `{HH}` (two digits),

@@ -1,4 +1,4 @@
-//! The manifest: a partition's commit record (DESIGN.md, invariant 4).
+//! The manifest: a partition's commit record (docs/design.md, invariant 4).
 //!
 //! Before a manifest names them, archive parts and id digests are scratch:
 //! redoing the work rewrites them with the same keys and bytes. After it,

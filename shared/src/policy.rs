@@ -3,7 +3,7 @@
 //! the destination encrypts with a key, and the writer role's own identity
 //! policy.
 //!
-//! Upholds DESIGN.md's invariant 5: a destination is asked for `s3:PutObject`
+//! Upholds docs/design.md's invariant 5: a destination is asked for `s3:PutObject`
 //! on its prefix only (plus the KMS actions SSE-KMS needs), never for list,
 //! get or delete. Everything here is a pure function of the destination and
 //! the principals, so the policies the verify function suggests, the ones the

@@ -1,7 +1,7 @@
 //! Event timestamps: every format the stream profiles accept, read as UTC
 //! epoch milliseconds.
 //!
-//! Accepted, as DESIGN.md lists them:
+//! Accepted, as docs/design.md lists them:
 //! - RFC 3339 with any offset and any fraction (`2022-11-19T23:23:16.792323Z`,
 //!   `2022-11-19T15:23:16-08:00`), with `T`, `t` or a space between date and time;
 //! - zone-less timestamps, read as UTC, with `T` or a space

@@ -1,6 +1,6 @@
 //! The batcher: SQS records in, staged gzip NDJSON chunks out.
 //!
-//! Guarantees (DESIGN.md, invariant 1): a message is acknowledged only when
+//! Guarantees (docs/design.md, invariant 1): a message is acknowledged only when
 //! everything it fed is stored, either as events in a staged chunk or as
 //! rejected records in `errors/`. A chunk that cannot be stored fails every
 //! message that fed it; an errors file that cannot be stored fails the

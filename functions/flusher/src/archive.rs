@@ -2,7 +2,7 @@
 //! upload, so memory holds one upload part (8 MiB), not the archive part.
 //! A part that ends up smaller than one upload part is a single PutObject.
 //! The same lines at the same level give the same bytes, so rewriting a part
-//! after a crash is an overwrite, not a copy (DESIGN.md, invariant 3).
+//! after a crash is an overwrite, not a copy (docs/design.md, invariant 3).
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};

@@ -5,7 +5,7 @@
 //! path as a normal run ([`crate::publish::publish_part`]), so a backfilled
 //! hour has the same keys and the same bytes as its normal export: an hour
 //! already exported is overwritten with identical files, and overlapping
-//! backfills never duplicate an event (DESIGN.md, invariant 2). Each
+//! backfills never duplicate an event (docs/design.md, invariant 2). Each
 //! partition's manifest then records the parts as published to the
 //! destination.
 //!

@@ -3,7 +3,7 @@
 //! to its S3 part writer; [`compact_chunks`] writes them to any `Write` as
 //! one archive part's gzip stream, for the benchmark and for tests.
 //!
-//! Guarantees (DESIGN.md, invariants 2 and 3): an event whose identity
+//! Guarantees (docs/design.md, invariants 2 and 3): an event whose identity
 //! (its profile id, else its exact line) is already in `seen` is dropped and
 //! counted; the rest keep their order and bytes, so the same chunks give the
 //! same events and, at the same level, the same part bytes.

@@ -1,7 +1,7 @@
 //! Flushing one partition: compact its new staged chunks into archive parts,
 //! commit the manifest, publish, then delete the consumed chunks.
 //!
-//! Each step is safe to redo if the run stops after it (DESIGN.md,
+//! Each step is safe to redo if the run stops after it (docs/design.md,
 //! invariants 2 to 4): before the commit, parts and the id digest are
 //! rewritten with the same keys and bytes; after it, consumed chunks are
 //! skipped and only deleted, and pending publishes are retried.

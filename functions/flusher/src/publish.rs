@@ -1,7 +1,7 @@
 //! Publishing archive parts to destinations. A destination needs only
 //! `s3:PutObject` (and KMS where it uses a key): parts are read from the
 //! export bucket and written, never listed or read back, in the
-//! destination's bucket (DESIGN.md, invariant 5). Every write carries the
+//! destination's bucket (docs/design.md, invariant 5). Every write carries the
 //! destination's encryption and, when its account is known,
 //! `ExpectedBucketOwner` (invariant 6). A part is published to the same key
 //! with the same bytes however often it is retried.
@@ -18,7 +18,7 @@
 //! is diagnosed (which permission, key or region is at fault) and alerted
 //! once, when it starts, not on every retry.
 //!
-//! Tenants are isolated at the moment of writing (DESIGN.md, invariant 9):
+//! Tenants are isolated at the moment of writing (docs/design.md, invariant 9):
 //! a pending part is published only while its destination still selects
 //! the partition's stream and tenant. A destination removed, or edited to
 //! select others, since the part was assigned has the part dropped from its
