@@ -222,7 +222,7 @@ async fn a_removed_destination_drops_its_pending_parts_and_a_disabled_one_keeps_
     let (_moto, s3) = moto_with(&["t2-bucket"]).await;
     let before = config(
         r#"{"destinations":[
-          {"name":"customer","bucket":"t1-old","tenants":["t1"]},
+          {"name":"customer","bucket":"t1-old","prefix":"customer/","tenants":["t1"]},
           {"name":"paused","bucket":"t1-old","prefix":"paused/","tenants":["t1"]}
         ]}"#,
     );
