@@ -4,9 +4,10 @@
 //!
 //! Guarantees: a body is decoded only up to a configured size, so a
 //! decompression bomb costs at most that much memory and is refused with
-//! its reason; every refusal names what was wrong (the attribute's value,
-//! the base64, the compressed stream, the UTF-8) and affects only its own
-//! message.
+//! its reason; a zstd frame may not make the decoder allocate a window
+//! larger than [`zstd_window_log_max`] allows; every refusal names what was
+//! wrong (the attribute's value, the base64, the compressed stream, the
+//! window, the UTF-8) and affects only its own message.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -59,8 +60,29 @@ impl ContentEncoding {
     }
 }
 
+/// The smallest cap on a zstd frame's window, as a power of two: 8 MiB, the
+/// largest window zstd's levels 1 to 19 choose when the content size is not
+/// stated, so any producer that does not ask for long-distance matching or
+/// the `--ultra` levels is accepted.
+const ZSTD_WINDOW_LOG_FLOOR: u32 = 23;
+
+/// zstd's own largest window (64-bit builds).
+const ZSTD_WINDOW_LOG_CEILING: u32 = 31;
+
+/// The largest window (as a power of two) a zstd body decoded to at most
+/// `max_bytes` may ask for: [`ZSTD_WINDOW_LOG_FLOOR`], or enough to hold
+/// `max_bytes` when that is more (a frame that states its content size has
+/// a window of that size). The decoder allocates the window before it
+/// writes a byte, so without a cap a few bytes declaring a 2 GiB window
+/// would cost 2 GiB whatever the decompressed limit.
+pub fn zstd_window_log_max(max_bytes: usize) -> u32 {
+    let holds_max_bytes = usize::BITS - max_bytes.saturating_sub(1).leading_zeros();
+    holds_max_bytes.clamp(ZSTD_WINDOW_LOG_FLOOR, ZSTD_WINDOW_LOG_CEILING)
+}
+
 /// The payload of a body sent with encoding `encoding` (an attribute value,
-/// `None` when the message has none), decoded to at most `max_bytes`.
+/// `None` when the message has none), decoded to at most `max_bytes`, a
+/// zstd frame with a window of at most 2^[`zstd_window_log_max`] bytes.
 /// An identity body is borrowed unchanged.
 pub fn decode_body<'a>(
     encoding: Option<&str>,
@@ -85,13 +107,35 @@ pub fn decode_body<'a>(
         .decode(compact.as_bytes())
         .map_err(|error| bad(format!("the body is not base64 ({error})")))?;
     let name = encoding.name();
+    let window_log_max = zstd_window_log_max(max_bytes);
     let decoded = match encoding {
         ContentEncoding::Gzip => read_limited(MultiGzDecoder::new(&compressed[..]), max_bytes),
-        ContentEncoding::Zstd => zstd::stream::read::Decoder::new(&compressed[..])
-            .and_then(|decoder| read_limited(decoder, max_bytes)),
+        ContentEncoding::Zstd => {
+            zstd::stream::read::Decoder::new(&compressed[..]).and_then(|mut decoder| {
+                decoder.window_log_max(window_log_max)?;
+                read_limited(decoder, max_bytes)
+            })
+        }
         ContentEncoding::Identity => unreachable!("returned above"),
     }
-    .map_err(|error| bad(format!("the body is not valid {name} data ({error})")))?;
+    .map_err(|error| {
+        // zstd's words for a frame whose window is over the cap
+        // (ZSTD_error_frameParameter_windowTooLarge).
+        if encoding == ContentEncoding::Zstd && error.to_string().contains("too much memory") {
+            Rejection::new(
+                RejectReason::TooLarge,
+                format!(
+                    "the zstd body's frame asks for a window of more than {} bytes \
+                     (window log over {window_log_max}), more than the batcher allocates \
+                     for one message; compress at level 19 or below without \
+                     long-distance matching, or state the content size ({error})",
+                    1u64 << window_log_max
+                ),
+            )
+        } else {
+            bad(format!("the body is not valid {name} data ({error})"))
+        }
+    })?;
     let Some(decoded) = decoded else {
         return Err(Rejection::new(
             RejectReason::TooLarge,
@@ -129,8 +173,11 @@ pub fn encode_body(encoding: ContentEncoding, payload: &[u8], level: i32) -> Str
             encoder.write_all(payload).expect("writing to memory");
             STANDARD.encode(encoder.finish().expect("writing to memory"))
         }
+        // One frame that states its content size, so its window is no larger
+        // than the payload and any level is within the batcher's window cap
+        // (see `zstd_window_log_max`).
         ContentEncoding::Zstd => {
-            STANDARD.encode(zstd::stream::encode_all(payload, level).expect("writing to memory"))
+            STANDARD.encode(zstd::bulk::compress(payload, level).expect("compressing in memory"))
         }
     }
 }
@@ -239,6 +286,51 @@ mod tests {
         assert_eq!(
             decode_body(Some("gzip"), &exact, usize::MAX).unwrap().len(),
             1024
+        );
+    }
+
+    /// A zstd frame of `payload` whose header asks for a 2^`window_log`
+    /// window (long-distance matching, content size not stated).
+    fn zstd_frame_with_window(payload: &[u8], window_log: u32) -> String {
+        use std::io::Write;
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.long_distance_matching(true).unwrap();
+        encoder.window_log(window_log).unwrap();
+        encoder.write_all(payload).unwrap();
+        STANDARD.encode(encoder.finish().unwrap())
+    }
+
+    #[test]
+    fn zstd_window_cap_follows_the_limit_above_eight_mebibytes() {
+        assert_eq!(zstd_window_log_max(1024), 23);
+        assert_eq!(zstd_window_log_max(8 * 1024 * 1024), 23);
+        assert_eq!(zstd_window_log_max(8 * 1024 * 1024 + 1), 24);
+        assert_eq!(zstd_window_log_max(16 * 1024 * 1024), 24);
+        assert_eq!(zstd_window_log_max(256 * 1024 * 1024), 28);
+        assert_eq!(zstd_window_log_max(usize::MAX), 31);
+    }
+
+    #[test]
+    fn zstd_frame_with_a_window_over_the_cap_is_refused_naming_it() {
+        let limit = 16 * 1024 * 1024;
+        let body = zstd_frame_with_window(NDJSON.as_bytes(), 27);
+        let rejection = decode_body(Some("zstd"), &body, limit).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::TooLarge);
+        assert!(rejection.detail.contains("window"), "{}", rejection.detail);
+        assert!(
+            rejection.detail.contains(&(1u64 << 24).to_string()),
+            "{}",
+            rejection.detail
+        );
+        // The same payload at the largest window the cap allows is decoded.
+        let body = zstd_frame_with_window(NDJSON.as_bytes(), 24);
+        assert_eq!(decode_body(Some("zstd"), &body, limit).unwrap(), NDJSON);
+        // So is a frame that states its content size, up to the limit.
+        let payload = "{\"n\":1}\n".repeat(limit / 8);
+        let body = encode_body(ContentEncoding::Zstd, payload.as_bytes(), 3);
+        assert_eq!(
+            decode_body(Some("zstd"), &body, limit).unwrap().len(),
+            payload.len()
         );
     }
 
