@@ -3,8 +3,14 @@
 //! remembers which messages fed each one, so a failed store fails exactly
 //! those messages. No I/O, no clock: the ingest time and request id are
 //! inputs, so the same batch gives the same keys and bytes.
+//!
+//! Memory stays bounded whatever the batch holds: records are planned one
+//! message at a time (decode, split, validate, route, then the decoded body
+//! is dropped), accepted events are held as compact lines, and when they
+//! reach `sub_batch_bytes` they are encoded into one sub-batch of chunks for
+//! the caller to store. At any moment the planner holds at most one
+//! sub-batch of lines, one decoded body, and the chunks not yet taken.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
@@ -12,7 +18,7 @@ use serde::Serialize;
 
 use shared::config::{Config, PartitionBy};
 use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE};
-use shared::decode::{self, Unwrapped};
+use shared::decode;
 use shared::encode::{NdjsonGzWriter, STAGED_STORED_MAX_BYTES};
 use shared::layout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
@@ -59,10 +65,12 @@ pub struct BatchStats {
     pub staged_bytes: usize,
 }
 
-/// Everything one invocation must store.
+/// Everything one invocation must store (or, from [`BatchPlanner::finish`],
+/// everything not yet taken with [`BatchPlanner::take_chunks`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchPlan {
-    /// One gzip NDJSON chunk per partition, in partition order.
+    /// One gzip NDJSON chunk per partition and sub-batch, in sub-batch then
+    /// partition order.
     pub chunks: Vec<PlannedObject>,
     /// The rejected records with their reasons, when there are any.
     pub errors: Option<PlannedObject>,
@@ -95,10 +103,6 @@ struct Part {
     count: usize,
 }
 
-/// A partition's events in batch order, each with the index of the message
-/// it came from, and the set of those indices.
-type PartitionEvents<'a> = (Vec<(Cow<'a, str>, usize)>, BTreeSet<usize>);
-
 /// The message's `SentTimestamp` (when SQS received it), if it has one.
 fn sent_millis(record: &SqsMessage) -> Option<i64> {
     record
@@ -117,39 +121,225 @@ fn content_encoding_of(record: &SqsMessage) -> Option<&str> {
 }
 
 /// Decodes, checks and partitions every record, then encodes one chunk per
-/// partition and one errors file. `ingest_millis` is the invocation's time.
+/// partition and sub-batch and one errors file. `ingest_millis` is the
+/// invocation's time. For tools that store a plan whole (errors replay, the
+/// benchmark); the batcher stores each sub-batch as it is cut.
 pub fn plan_batch(
     config: &Config,
     records: &[SqsMessage],
     ingest_millis: i64,
     request_id: &str,
 ) -> BatchPlan {
-    let mut stats = BatchStats {
-        messages: records.len(),
-        ..BatchStats::default()
-    };
-    let rejected_at = time::format_rfc3339_millis(ingest_millis);
-    // A compressed body is decoded first; one that cannot be is refused alone.
-    let payloads: Vec<Result<Cow<'_, str>, Rejection>> = records
-        .iter()
-        .map(|record| {
-            content_encoding::decode_body(
-                content_encoding_of(record),
-                record.body.as_deref().unwrap_or_default(),
-                config.max_decompressed_body_bytes,
-            )
-        })
-        .collect();
-    let unwrapped: Vec<Result<Unwrapped<'_>, &Rejection>> = payloads
-        .iter()
-        .map(|payload| payload.as_ref().map(|body| decode::unwrap_body(body)))
-        .collect();
+    let mut planner = BatchPlanner::new(config, records, ingest_millis, request_id);
+    for index in 0..records.len() {
+        planner.plan_message(index);
+    }
+    planner.finish()
+}
 
-    let mut partitions: BTreeMap<PartitionKey, PartitionEvents<'_>> = BTreeMap::new();
-    let mut errors = NdjsonGzWriter::new(ERRORS_GZIP_LEVEL);
-    let mut error_messages = BTreeSet::new();
+/// A partition's accepted events in the current sub-batch, in batch order:
+/// their compact text, each line ending in `\n`, and which message each
+/// line came from, as runs of (message index, lines). One buffer a
+/// partition, not a String an event: the held bytes are the events' own.
+#[derive(Default)]
+struct HeldPartition {
+    lines: String,
+    runs: Vec<(usize, usize)>,
+    messages: BTreeSet<usize>,
+}
 
-    for (index, (record, body)) in records.iter().zip(&unwrapped).enumerate() {
+impl HeldPartition {
+    /// Appends one compact event (no newline in it) from message `index`.
+    fn push(&mut self, event: &str, index: usize) {
+        debug_assert!(!event.contains('\n'));
+        self.lines.push_str(event);
+        self.lines.push('\n');
+        match self.runs.last_mut() {
+            Some((last, lines)) if *last == index => *lines += 1,
+            _ => {
+                self.runs.push((index, 1));
+                self.messages.insert(index);
+            }
+        }
+    }
+}
+
+/// The rejected records of a whole invocation: one `errors/` file,
+/// compressed as records arrive, and the messages that fed it.
+struct Rejected {
+    writer: NdjsonGzWriter,
+    messages: BTreeSet<usize>,
+    count: usize,
+    reasons: BTreeMap<&'static str, usize>,
+}
+
+impl Rejected {
+    fn push(&mut self, line: &ErrorRecord<'_>, index: usize) {
+        self.writer
+            .push_line(&serde_json::to_string(line).expect("error records serialize"));
+        self.messages.insert(index);
+        self.count += 1;
+        *self.reasons.entry(line.reason.code()).or_default() += 1;
+    }
+}
+
+/// What does not change while a batch is planned.
+struct Batch<'a> {
+    config: &'a Config,
+    records: &'a [SqsMessage],
+    ingest_millis: i64,
+    request_id: &'a str,
+}
+
+/// The sub-batch being gathered: its partitions, the bytes of lines they
+/// hold, and its number in the invocation (from 0, part of its chunk keys).
+#[derive(Default)]
+struct SubBatch {
+    partitions: BTreeMap<PartitionKey, HeldPartition>,
+    held_bytes: usize,
+    number: u32,
+}
+
+impl SubBatch {
+    /// Encodes one chunk per partition into `chunks` and starts the next
+    /// sub-batch, freeing the lines. One partition at a time, so one
+    /// compressor is in memory however many partitions there are.
+    fn encode(
+        &mut self,
+        batch: &Batch<'_>,
+        stats: &mut BatchStats,
+        chunks: &mut Vec<PlannedObject>,
+    ) {
+        if self.partitions.is_empty() {
+            return;
+        }
+        let mut staged = String::new();
+        let mut provenance_fields = String::new();
+        for (partition, held) in std::mem::take(&mut self.partitions) {
+            let mut writer = NdjsonGzWriter::with_stored_limit(
+                batch.config.staging_gzip_level,
+                STAGED_STORED_MAX_BYTES,
+            );
+            let mut events = held.lines.split_terminator('\n');
+            for &(index, lines) in &held.runs {
+                // `<event>\t<ingest millis>\t<message id>` (see
+                // shared::provenance): the flusher keeps it beside the
+                // archive when a destination asks for `_export` metadata.
+                let record = &batch.records[index];
+                let provenance = Provenance::new(
+                    Some(sent_millis(record).unwrap_or(batch.ingest_millis)),
+                    record.message_id.as_deref(),
+                );
+                provenance_fields.clear();
+                provenance.write_fields(&mut provenance_fields);
+                for event in events.by_ref().take(lines) {
+                    staged.clear();
+                    staged.push_str(event);
+                    staged.push('\t');
+                    staged.push_str(&provenance_fields);
+                    writer.push_line(&staged);
+                }
+            }
+            stats.uncompressed_bytes += writer.uncompressed_bytes();
+            let lines = writer.lines();
+            let body = writer.finish();
+            stats.staged_bytes += body.len();
+            stats.chunks += 1;
+            chunks.push(PlannedObject {
+                key: layout::staging_sub_batch_chunk_key(
+                    &partition,
+                    batch.ingest_millis,
+                    batch.request_id,
+                    self.number,
+                ),
+                body,
+                lines,
+                messages: held.messages,
+            });
+        }
+        self.held_bytes = 0;
+        self.number += 1;
+    }
+}
+
+/// Plans a batch message by message, cutting a sub-batch of chunks each
+/// time the accepted lines it holds reach the configuration's
+/// `sub_batch_bytes`. The caller stores what [`BatchPlanner::take_chunks`]
+/// gives after each message, then what [`BatchPlanner::finish`] gives.
+/// The keys and bytes depend only on the batch, the configuration, the
+/// ingest time and the request id, never on when chunks are taken.
+pub struct BatchPlanner<'a> {
+    batch: Batch<'a>,
+    rejected_at: String,
+    sub_batch: SubBatch,
+    /// Chunks of the sub-batches cut so far, not yet taken.
+    chunks: Vec<PlannedObject>,
+    rejected: Rejected,
+    stats: BatchStats,
+}
+
+impl<'a> BatchPlanner<'a> {
+    /// A planner for `records`, received at `ingest_millis` by invocation
+    /// `request_id`.
+    pub fn new(
+        config: &'a Config,
+        records: &'a [SqsMessage],
+        ingest_millis: i64,
+        request_id: &'a str,
+    ) -> Self {
+        Self {
+            batch: Batch {
+                config,
+                records,
+                ingest_millis,
+                request_id,
+            },
+            rejected_at: time::format_rfc3339_millis(ingest_millis),
+            sub_batch: SubBatch::default(),
+            chunks: Vec::new(),
+            rejected: Rejected {
+                writer: NdjsonGzWriter::new(ERRORS_GZIP_LEVEL),
+                messages: BTreeSet::new(),
+                count: 0,
+                reasons: BTreeMap::new(),
+            },
+            stats: BatchStats {
+                messages: records.len(),
+                ..BatchStats::default()
+            },
+        }
+    }
+
+    /// The chunks of every sub-batch cut since the last call (none while
+    /// the current one is still filling). A message whose events straddle
+    /// two sub-batches is among the `messages` of chunks in both.
+    pub fn take_chunks(&mut self) -> Vec<PlannedObject> {
+        std::mem::take(&mut self.chunks)
+    }
+
+    /// Decodes, checks and routes record `index` (call it for each record,
+    /// in order): its events join the current sub-batch, cut whenever the
+    /// held lines reach `sub_batch_bytes`; what is refused goes to the
+    /// errors file. Its decoded body is dropped before this returns.
+    pub fn plan_message(&mut self, index: usize) {
+        let Self {
+            batch,
+            rejected_at,
+            sub_batch,
+            chunks,
+            rejected,
+            stats,
+        } = self;
+        let config = batch.config;
+        let record = &batch.records[index];
+        // A compressed body is decoded first; one that cannot be is refused alone.
+        let payload = content_encoding::decode_body(
+            content_encoding_of(record),
+            record.body.as_deref().unwrap_or_default(),
+            config.max_decompressed_body_bytes,
+        );
+        let body = payload.as_ref().map(|body| decode::unwrap_body(body));
+
         let queue = record
             .event_source_arn
             .as_deref()
@@ -171,22 +361,19 @@ pub fn plan_batch(
                 stream,
                 queue,
                 part,
-                rejected_at: &rejected_at,
+                rejected_at: rejected_at.as_str(),
                 attributes: &record.attributes,
                 message_attributes: &record.message_attributes,
                 body: text,
             };
-            errors.push_line(&serde_json::to_string(&line).expect("error records serialize"));
-            error_messages.insert(index);
-            stats.rejected += 1;
-            *stats.reasons.entry(rejection.reason.code()).or_default() += 1;
+            rejected.push(&line, index);
         };
         let original = record.body.as_deref().unwrap_or_default();
-        let body = match body {
+        let body = match &body {
             Ok(body) => body,
             Err(rejection) => {
                 reject((*rejection).clone(), original, None);
-                continue;
+                return;
             }
         };
 
@@ -199,16 +386,16 @@ pub fn plan_batch(
                 original,
                 None,
             );
-            continue;
+            return;
         };
         let events = match decode::split_events(&body.payload) {
             Ok(events) => events,
             Err(rejection) => {
                 reject(rejection, original, None);
-                continue;
+                return;
             }
         };
-        let sent_millis = sent_millis(record).unwrap_or(ingest_millis);
+        let sent_millis = sent_millis(record).unwrap_or(batch.ingest_millis);
         let count = events.len();
         for (position, text) in events.into_iter().enumerate() {
             let part = (count > 1).then_some(Part {
@@ -251,61 +438,42 @@ pub fn plan_batch(
                 counts.unknown_types += 1;
             }
             stats.accepted += 1;
-            let (lines, messages) = partitions.entry(key).or_default();
-            lines.push((decode::compact(text), index));
-            messages.insert(index);
+            let event = decode::compact(text);
+            sub_batch.held_bytes += event.len() + 1;
+            sub_batch
+                .partitions
+                .entry(key)
+                .or_default()
+                .push(&event, index);
+            if sub_batch.held_bytes >= config.sub_batch_bytes {
+                sub_batch.encode(batch, stats, chunks);
+            }
         }
     }
 
-    // Encoding one partition at a time keeps one compressor in memory,
-    // however many partitions the batch touches.
-    let chunks = partitions
-        .into_iter()
-        .map(|(partition, (lines, messages))| {
-            let mut writer = NdjsonGzWriter::with_stored_limit(
-                config.staging_gzip_level,
-                STAGED_STORED_MAX_BYTES,
-            );
-            let mut staged = String::new();
-            for (event, index) in &lines {
-                // `<event>\t<ingest millis>\t<message id>` (see
-                // shared::provenance): the flusher keeps it beside the
-                // archive when a destination asks for `_export` metadata.
-                let record = &records[*index];
-                let provenance = Provenance::new(
-                    Some(sent_millis(record).unwrap_or(ingest_millis)),
-                    record.message_id.as_deref(),
-                );
-                staged.clear();
-                staged.push_str(event);
-                staged.push('\t');
-                provenance.write_fields(&mut staged);
-                writer.push_line(&staged);
-            }
-            stats.uncompressed_bytes += writer.uncompressed_bytes();
-            let lines = writer.lines();
-            let body = writer.finish();
-            stats.staged_bytes += body.len();
-            PlannedObject {
-                key: layout::staging_chunk_key(&partition, ingest_millis, request_id),
-                body,
-                lines,
-                messages,
-            }
-        })
-        .collect::<Vec<_>>();
-    stats.chunks = chunks.len();
-
-    let errors = (errors.lines() > 0).then(|| PlannedObject {
-        key: layout::errors_key(Hour::containing(ingest_millis), ingest_millis, request_id),
-        lines: errors.lines(),
-        body: errors.finish(),
-        messages: error_messages,
-    });
-
-    BatchPlan {
-        chunks,
-        errors,
-        stats,
+    /// Encodes the last sub-batch and the errors file: everything not yet
+    /// taken, and the counts of the whole batch.
+    pub fn finish(mut self) -> BatchPlan {
+        self.sub_batch
+            .encode(&self.batch, &mut self.stats, &mut self.chunks);
+        let rejected = self.rejected;
+        self.stats.rejected = rejected.count;
+        self.stats.reasons = rejected.reasons;
+        let ingest_millis = self.batch.ingest_millis;
+        let errors = (rejected.writer.lines() > 0).then(|| PlannedObject {
+            key: layout::errors_key(
+                Hour::containing(ingest_millis),
+                ingest_millis,
+                self.batch.request_id,
+            ),
+            lines: rejected.writer.lines(),
+            body: rejected.writer.finish(),
+            messages: rejected.messages,
+        });
+        BatchPlan {
+            chunks: self.chunks,
+            errors,
+            stats: self.stats,
+        }
     }
 }
