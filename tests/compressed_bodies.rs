@@ -1,8 +1,9 @@
 //! Compressed message bodies through the real batcher handler against moto:
 //! base64 of gzip or zstd NDJSON marked `content-encoding` is staged event
 //! by event; a body that cannot be decoded (unknown encoding, bad base64,
-//! not gzip, a decompression bomb, not UTF-8) goes to `errors/` with its
-//! reason and original text, and nothing else in the batch is affected.
+//! not gzip, a decompression bomb, a zstd window over the cap, not UTF-8)
+//! goes to `errors/` with its reason and original text, and nothing else in
+//! the batch is affected.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +88,18 @@ fn compressed(id: &str, encoding: ContentEncoding, events: &[String]) -> SqsMess
     )
 }
 
+/// Base64 of a zstd frame of `payload` whose header asks for a window of
+/// 2^`window_log` bytes (long-distance matching, no content size stated).
+fn zstd_with_window(payload: &[u8], window_log: u32) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    encoder.long_distance_matching(true).unwrap();
+    encoder.window_log(window_log).unwrap();
+    encoder.write_all(payload).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap())
+}
+
 /// Staged lines by `stream/tenant`.
 async fn staged(s3: &aws_sdk_s3::Client) -> BTreeMap<String, Vec<String>> {
     let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -155,6 +168,7 @@ async fn undecodable_bodies_go_to_errors_with_their_reason_and_nothing_else_is_a
     let bomb = encode_body(ContentEncoding::Gzip, &bomb_bytes, 9);
     let not_gzip = encode_body(ContentEncoding::Zstd, ndjson(&good).as_bytes(), 3);
     let not_utf8 = encode_body(ContentEncoding::Gzip, &[0xc3, 0x28, b'\n'], 6);
+    let wide_window = zstd_with_window(ndjson(&good).as_bytes(), 27);
     let cases = [
         ("m-brotli", "br", "abc".to_owned(), "bad_encoding", "`br`"),
         (
@@ -173,6 +187,9 @@ async fn undecodable_bodies_go_to_errors_with_their_reason_and_nothing_else_is_a
         ),
         ("m-bomb", "gzip", bomb, "too_large", "decompression bomb"),
         ("m-not-utf8", "gzip", not_utf8, "bad_encoding", "UTF-8"),
+        // Its header asks the decoder for a 128 MiB window, whatever the
+        // body decompresses to: refused before the window is allocated.
+        ("m-wide-window", "zstd", wide_window, "too_large", "window"),
     ];
     let mut records = vec![compressed("m-good", ContentEncoding::Gzip, &good)];
     for (id, encoding, body, _, _) in &cases {
