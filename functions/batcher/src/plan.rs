@@ -213,7 +213,6 @@ impl SubBatch {
         if self.partitions.is_empty() {
             return;
         }
-        let mut staged = String::new();
         let mut provenance_fields = String::new();
         for (partition, held) in std::mem::take(&mut self.partitions) {
             let mut writer = NdjsonGzWriter::with_stored_limit(
@@ -233,11 +232,11 @@ impl SubBatch {
                 provenance_fields.clear();
                 provenance.write_fields(&mut provenance_fields);
                 for event in events.by_ref().take(lines) {
-                    staged.clear();
-                    staged.push_str(event);
-                    staged.push('\t');
-                    staged.push_str(&provenance_fields);
-                    writer.push_line(&staged);
+                    writer.push_line_parts(&[
+                        event.as_bytes(),
+                        b"\t",
+                        provenance_fields.as_bytes(),
+                    ]);
                 }
             }
             stats.uncompressed_bytes += writer.uncompressed_bytes();
