@@ -3,7 +3,9 @@
 //! batch of small zstd bodies that each expand to a few MiB. Held all at
 //! once they would be the sum of the bodies; decoded one message at a time
 //! and stored in sub-batches they stay under a bound set by the sub-batch
-//! size and one body, and every event is still staged exactly once.
+//! size and one body, and every event is still staged exactly once. With
+//! tiny events for many tenants, the partitions' bookkeeping is counted
+//! against the sub-batch size too, and the peak stays under the same bound.
 //!
 //! One test in this binary: the allocator counts the whole process, so a
 //! second test running beside it would count too.
@@ -202,4 +204,58 @@ async fn a_batch_of_large_zstd_bodies_is_staged_within_a_bounded_peak() {
         "every event once"
     );
     drop(moto);
+
+    // Tiny events, each for a tenant of its own: what a sub-batch holds is
+    // mostly its partitions' bookkeeping, which counts against the budget
+    // too. Planned without S3 (tens of thousands of one-line chunks), each
+    // cut sub-batch dropped as `process` drops it once stored.
+    let config = batcher.config();
+    let records: Vec<SqsMessage> = (0..TENANT_MESSAGES)
+        .map(one_tenant_an_event_message)
+        .collect();
+    let before = reset_peak();
+    let mut planner = batcher::BatchPlanner::new(&config, &records, INGEST_MILLIS, "req-tenants");
+    let mut chunks = 0;
+    for index in 0..records.len() {
+        planner.plan_message(index);
+        chunks += planner.take_chunks().len();
+    }
+    let rest = planner.finish();
+    chunks += rest.chunks.len();
+    let peak = PEAK_BYTES.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "many tenants: peak {:.1} MiB, {chunks} chunks",
+        peak as f64 / MIB as f64
+    );
+    assert_eq!(rest.stats.accepted, TENANT_MESSAGES * TENANTS_PER_MESSAGE);
+    assert_eq!(
+        chunks,
+        TENANT_MESSAGES * TENANTS_PER_MESSAGE,
+        "one chunk a tenant"
+    );
+    assert!(
+        peak < PEAK_BOUND,
+        "peak {} MiB over the bound of {} MiB with many tenants",
+        peak / MIB,
+        PEAK_BOUND / MIB
+    );
+}
+
+const TENANT_MESSAGES: usize = 6;
+const TENANTS_PER_MESSAGE: usize = 20_000;
+
+/// A zstd body of small events, each for a tenant no other event has.
+fn one_tenant_an_event_message(index: usize) -> SqsMessage {
+    let mut payload = String::new();
+    for n in 0..TENANTS_PER_MESSAGE {
+        payload.push_str(&format!(
+            r#"{{"organizationId":"tenant-{index}-{n}","eventTime":"2022-11-19T23:10:00Z","type":"x"}}"#
+        ));
+        payload.push('\n');
+    }
+    let body = encode_body(ContentEncoding::Zstd, payload.as_bytes(), 3);
+    with_content_encoding(
+        sqs_record(&format!("tenants-{index}"), &body, SENT_MILLIS, QUEUE_ARN),
+        "zstd",
+    )
 }

@@ -11,6 +11,7 @@
 //! the caller to store. At any moment the planner holds at most one
 //! sub-batch of lines, one decoded body, and the chunks not yet taken.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
@@ -137,6 +138,13 @@ pub fn plan_batch(
     planner.finish()
 }
 
+/// What a partition costs a sub-batch beside its lines: its key, its
+/// buffers (grown past what they hold), its message runs and its place in
+/// the map; about 350 bytes measured (tests/batcher_memory.rs). Counted
+/// against `sub_batch_bytes` when the partition is opened, so a batch of
+/// tiny events for many tenants cannot hold several times the budget.
+const PARTITION_HELD_BYTES: usize = 384;
+
 /// A partition's accepted events in the current sub-batch, in batch order:
 /// their compact text, each line ending in `\n`, and which message each
 /// line came from, as runs of (message index, lines). One buffer a
@@ -145,7 +153,6 @@ pub fn plan_batch(
 struct HeldPartition {
     lines: String,
     runs: Vec<(usize, usize)>,
-    messages: BTreeSet<usize>,
 }
 
 impl HeldPartition {
@@ -156,11 +163,13 @@ impl HeldPartition {
         self.lines.push('\n');
         match self.runs.last_mut() {
             Some((last, lines)) if *last == index => *lines += 1,
-            _ => {
-                self.runs.push((index, 1));
-                self.messages.insert(index);
-            }
+            _ => self.runs.push((index, 1)),
         }
+    }
+
+    /// The messages that fed the partition.
+    fn messages(&self) -> BTreeSet<usize> {
+        self.runs.iter().map(|&(index, _)| index).collect()
     }
 }
 
@@ -253,7 +262,7 @@ impl SubBatch {
                 ),
                 body,
                 lines,
-                messages: held.messages,
+                messages: held.messages(),
             });
         }
         self.held_bytes = 0;
@@ -438,12 +447,15 @@ impl<'a> BatchPlanner<'a> {
             }
             stats.accepted += 1;
             let event = decode::compact(text);
+            let held = match sub_batch.partitions.entry(key) {
+                Entry::Occupied(held) => held.into_mut(),
+                Entry::Vacant(new) => {
+                    sub_batch.held_bytes += PARTITION_HELD_BYTES;
+                    new.insert(HeldPartition::default())
+                }
+            };
+            held.push(&event, index);
             sub_batch.held_bytes += event.len() + 1;
-            sub_batch
-                .partitions
-                .entry(key)
-                .or_default()
-                .push(&event, index);
             if sub_batch.held_bytes >= config.sub_batch_bytes {
                 sub_batch.encode(batch, stats, chunks);
             }
