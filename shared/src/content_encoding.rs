@@ -108,12 +108,15 @@ pub fn decode_body<'a>(
         .map_err(|error| bad(format!("the body is not base64 ({error})")))?;
     let name = encoding.name();
     let window_log_max = zstd_window_log_max(max_bytes);
+    let reserve = decoded_size_hint(encoding, &compressed).min(max_bytes);
     let decoded = match encoding {
-        ContentEncoding::Gzip => read_limited(MultiGzDecoder::new(&compressed[..]), max_bytes),
+        ContentEncoding::Gzip => {
+            read_limited(MultiGzDecoder::new(&compressed[..]), max_bytes, reserve)
+        }
         ContentEncoding::Zstd => {
             zstd::stream::read::Decoder::new(&compressed[..]).and_then(|mut decoder| {
                 decoder.window_log_max(window_log_max)?;
-                read_limited(decoder, max_bytes)
+                read_limited(decoder, max_bytes, reserve)
             })
         }
         ContentEncoding::Identity => unreachable!("returned above"),
@@ -152,9 +155,35 @@ pub fn decode_body<'a>(
     })
 }
 
-/// All of `reader`, or `None` when it holds more than `max_bytes`.
-fn read_limited(reader: impl Read, max_bytes: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut decoded = Vec::new();
+/// The decoded size a compressed body states, 0 when it states none: a
+/// zstd frame's content size, a gzip member's trailing size (modulo 4 GiB;
+/// of the last member only). Only a hint for the buffer: a wrong one costs
+/// a reallocation, never a byte, and the caller caps it at the limit.
+fn decoded_size_hint(encoding: ContentEncoding, compressed: &[u8]) -> usize {
+    match encoding {
+        ContentEncoding::Zstd => zstd::zstd_safe::get_frame_content_size(compressed)
+            .ok()
+            .flatten()
+            .map_or(0, |size| usize::try_from(size).unwrap_or(usize::MAX)),
+        ContentEncoding::Gzip if compressed.len() >= 18 => {
+            let trailer: [u8; 4] = compressed[compressed.len() - 4..]
+                .try_into()
+                .expect("four bytes");
+            u32::from_le_bytes(trailer) as usize
+        }
+        _ => 0,
+    }
+}
+
+/// All of `reader`, or `None` when it holds more than `max_bytes`. The
+/// buffer starts at `reserve` bytes: when that is the decoded size, it is
+/// allocated once, not grown by doubling to up to twice the body.
+fn read_limited(
+    reader: impl Read,
+    max_bytes: usize,
+    reserve: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut decoded = Vec::with_capacity(reserve);
     reader
         .take((max_bytes as u64).saturating_add(1))
         .read_to_end(&mut decoded)?;
@@ -287,6 +316,24 @@ mod tests {
             decode_body(Some("gzip"), &exact, usize::MAX).unwrap().len(),
             1024
         );
+    }
+
+    #[test]
+    fn a_body_that_states_its_size_is_decoded_into_one_allocation_of_that_size() {
+        let payload = "{\"n\":12345}\n".repeat(100_003);
+        for encoding in [ContentEncoding::Gzip, ContentEncoding::Zstd] {
+            let body = encode_body(encoding, payload.as_bytes(), 3);
+            let Cow::Owned(decoded) = decode_body(Some(encoding.name()), &body, 4 << 20).unwrap()
+            else {
+                panic!("a decoded body is owned");
+            };
+            assert_eq!(decoded, payload, "{encoding:?}");
+            assert_eq!(decoded.capacity(), payload.len(), "{encoding:?}");
+        }
+        // A size stated over the limit reserves no more than the limit.
+        let body = encode_body(ContentEncoding::Zstd, payload.as_bytes(), 3);
+        let rejection = decode_body(Some("zstd"), &body, 1 << 20).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::TooLarge);
     }
 
     /// A zstd frame of `payload` whose header asks for a 2^`window_log`
