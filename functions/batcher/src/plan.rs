@@ -6,10 +6,10 @@
 //!
 //! Memory stays bounded whatever the batch holds: records are planned one
 //! message at a time (decode, split, validate, route, then the decoded body
-//! is dropped), accepted events are held as compact lines, and when they
+//! is dropped), accepted events are held as compact text, and when they
 //! reach `sub_batch_bytes` they are encoded into one sub-batch of chunks for
 //! the caller to store. At any moment the planner holds at most one
-//! sub-batch of lines, one decoded body, and the chunks not yet taken.
+//! sub-batch of events, one decoded body, and the chunks not yet taken.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -138,31 +138,43 @@ pub fn plan_batch(
     planner.finish()
 }
 
-/// What a partition costs a sub-batch beside its lines: its key, its
-/// buffers (grown past what they hold), its message runs and its place in
-/// the map; about 350 bytes measured (tests/batcher_memory.rs). Counted
-/// against `sub_batch_bytes` when the partition is opened, so a batch of
-/// tiny events for many tenants cannot hold several times the budget.
+/// What a partition costs a sub-batch beside its events: its key, its
+/// vectors (grown past what they hold) and its place in the map; a few
+/// hundred bytes (tests/batcher_memory.rs). Counted against
+/// `sub_batch_bytes` when the partition is opened, so a batch of tiny
+/// events for many tenants cannot hold several times the budget.
 const PARTITION_HELD_BYTES: usize = 384;
 
-/// A partition's accepted events in the current sub-batch, in batch order:
-/// their compact text, each line ending in `\n`, and which message each
-/// line came from, as runs of (message index, lines). One buffer a
-/// partition, not a String an event: the held bytes are the events' own.
+/// What an event costs a sub-batch beside its text: its place in its
+/// partition's list.
+const EVENT_HELD_BYTES: usize = std::mem::size_of::<HeldEvent<'static>>();
+
+/// Where a held event's compact text is.
+#[derive(Clone, Copy)]
+enum HeldEvent<'a> {
+    /// In the batch itself: a plain body lives as long as the invocation,
+    /// so its events are not copied.
+    Batch(&'a str),
+    /// At `start..end` of the sub-batch's text: copied from a decoded
+    /// body (or an SNS envelope, or compacted), which is dropped after its
+    /// message.
+    Text(u32, u32),
+}
+
+/// A partition's accepted events in the current sub-batch, in batch order,
+/// and which message each came from, as runs of (message index, events).
 #[derive(Default)]
-struct HeldPartition {
-    lines: String,
+struct HeldPartition<'a> {
+    events: Vec<HeldEvent<'a>>,
     runs: Vec<(usize, usize)>,
 }
 
-impl HeldPartition {
-    /// Appends one compact event (no newline in it) from message `index`.
-    fn push(&mut self, event: &str, index: usize) {
-        debug_assert!(!event.contains('\n'));
-        self.lines.push_str(event);
-        self.lines.push('\n');
+impl<'a> HeldPartition<'a> {
+    /// Appends an event of message `index`.
+    fn push(&mut self, event: HeldEvent<'a>, index: usize) {
+        self.events.push(event);
         match self.runs.last_mut() {
-            Some((last, lines)) if *last == index => *lines += 1,
+            Some((last, events)) if *last == index => *events += 1,
             _ => self.runs.push((index, 1)),
         }
     }
@@ -171,6 +183,14 @@ impl HeldPartition {
     fn messages(&self) -> BTreeSet<usize> {
         self.runs.iter().map(|&(index, _)| index).collect()
     }
+}
+
+/// `event` as a slice of `body` when it is one (a plain body's event, not
+/// compacted), so it can be held for the whole invocation without a copy.
+fn within<'a>(body: &'a str, event: &str) -> Option<&'a str> {
+    let offset = (event.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    body.get(offset..offset.checked_add(event.len())?)
+        .filter(|slice| slice.as_ptr() == event.as_ptr())
 }
 
 /// The rejected records of a whole invocation: one `errors/` file,
@@ -200,19 +220,26 @@ struct Batch<'a> {
     request_id: &'a str,
 }
 
-/// The sub-batch being gathered: its partitions, the bytes of lines they
-/// hold, and its number in the invocation (from 0, part of its chunk keys).
+/// The sub-batch being gathered: the compact text of its events, its
+/// partitions, the bytes they hold, and its number in the invocation (from
+/// 0, part of its chunk keys).
 #[derive(Default)]
-struct SubBatch {
-    partitions: BTreeMap<PartitionKey, HeldPartition>,
+struct SubBatch<'a> {
+    /// Every held event's text, back to back in the order accepted: one
+    /// buffer appended to in sequence. A growing buffer a partition instead
+    /// scatters thousands of reallocations over the heap (with 1,000
+    /// tenants the benchmark's RSS was seven times its heap).
+    text: String,
+    partitions: BTreeMap<PartitionKey, HeldPartition<'a>>,
     held_bytes: usize,
     number: u32,
 }
 
-impl SubBatch {
+impl SubBatch<'_> {
     /// Encodes one chunk per partition into `chunks` and starts the next
-    /// sub-batch, freeing the lines. One partition at a time, so one
-    /// compressor is in memory however many partitions there are.
+    /// sub-batch (the text's buffer is kept for it). One partition at a
+    /// time, so one compressor is in memory however many partitions there
+    /// are.
     fn encode(
         &mut self,
         batch: &Batch<'_>,
@@ -228,8 +255,8 @@ impl SubBatch {
                 batch.config.staging_gzip_level,
                 STAGED_STORED_MAX_BYTES,
             );
-            let mut events = held.lines.split_terminator('\n');
-            for &(index, lines) in &held.runs {
+            let mut events = held.events.iter();
+            for &(index, count) in &held.runs {
                 // `<event>\t<ingest millis>\t<message id>` (see
                 // shared::provenance): the flusher keeps it beside the
                 // archive when a destination asks for `_export` metadata.
@@ -240,12 +267,14 @@ impl SubBatch {
                 );
                 provenance_fields.clear();
                 provenance.write_fields(&mut provenance_fields);
-                for event in events.by_ref().take(lines) {
-                    writer.push_line_parts(&[
-                        event.as_bytes(),
-                        b"\t",
-                        provenance_fields.as_bytes(),
-                    ]);
+                for &event in events.by_ref().take(count) {
+                    let event = match event {
+                        HeldEvent::Batch(text) => text.as_bytes(),
+                        HeldEvent::Text(start, end) => {
+                            &self.text.as_bytes()[start as usize..end as usize]
+                        }
+                    };
+                    writer.push_line_parts(&[event, b"\t", provenance_fields.as_bytes()]);
                 }
             }
             stats.uncompressed_bytes += writer.uncompressed_bytes();
@@ -265,13 +294,14 @@ impl SubBatch {
                 messages: held.messages(),
             });
         }
+        self.text.clear();
         self.held_bytes = 0;
         self.number += 1;
     }
 }
 
 /// Plans a batch message by message, cutting a sub-batch of chunks each
-/// time the accepted lines it holds reach the configuration's
+/// time the accepted events it holds reach the configuration's
 /// `sub_batch_bytes`. The caller stores what [`BatchPlanner::take_chunks`]
 /// gives after each message, then what [`BatchPlanner::finish`] gives.
 /// The keys and bytes depend only on the batch, the configuration, the
@@ -279,7 +309,7 @@ impl SubBatch {
 pub struct BatchPlanner<'a> {
     batch: Batch<'a>,
     rejected_at: String,
-    sub_batch: SubBatch,
+    sub_batch: SubBatch<'a>,
     /// Chunks of the sub-batches cut so far, not yet taken.
     chunks: Vec<PlannedObject>,
     rejected: Rejected,
@@ -327,7 +357,7 @@ impl<'a> BatchPlanner<'a> {
 
     /// Decodes, checks and routes record `index` (call it for each record,
     /// in order): its events join the current sub-batch, cut whenever the
-    /// held lines reach `sub_batch_bytes`; what is refused goes to the
+    /// held events reach `sub_batch_bytes`; what is refused goes to the
     /// errors file. Its decoded body is dropped before this returns.
     pub fn plan_message(&mut self, index: usize) {
         let Self {
@@ -454,8 +484,23 @@ impl<'a> BatchPlanner<'a> {
                     new.insert(HeldPartition::default())
                 }
             };
-            held.push(&event, index);
-            sub_batch.held_bytes += event.len() + 1;
+            let text_len = event.len();
+            let event = match within(original, &event) {
+                Some(in_batch) => HeldEvent::Batch(in_batch),
+                None => {
+                    let start = sub_batch.text.len();
+                    sub_batch.text.push_str(&event);
+                    // The text holds less than SUB_BATCH_BYTES_LIMIT plus
+                    // one event.
+                    let offset =
+                        |at: usize| u32::try_from(at).expect("a sub-batch holds less than 4 GiB");
+                    HeldEvent::Text(offset(start), offset(sub_batch.text.len()))
+                }
+            };
+            // A plain body's event counts too, though it is not copied: a
+            // sub-batch is cut at the same events whatever their bodies.
+            sub_batch.held_bytes += text_len + EVENT_HELD_BYTES;
+            held.push(event, index);
             if sub_batch.held_bytes >= config.sub_batch_bytes {
                 sub_batch.encode(batch, stats, chunks);
             }

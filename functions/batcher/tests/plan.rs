@@ -4,11 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use batcher::records::{sqs_record, with_stream};
+use batcher::records::{sqs_record, with_content_encoding, with_stream};
 use batcher::{BatchPlanner, plan_batch};
 use flate2::read::GzDecoder;
 use serde_json::Value;
 use shared::Config;
+use shared::content_encoding::{ContentEncoding, encode_body};
 
 const SENT_MILLIS: i64 = 1_668_900_197_000; // 2022-11-19T23:23:17Z
 const INGEST_MILLIS: i64 = 1_668_900_200_000;
@@ -394,6 +395,8 @@ fn an_empty_array_is_recorded_in_errors_not_dropped() {
 
 /// Thirty messages of twenty events each over two tenants; every message
 /// but the last is a bad line then its events, so each feeds errors/ too.
+/// Two in three are gzip: their events are copied into the sub-batch; a
+/// plain body's are held where they are. Both count against its size.
 fn sub_batch_records() -> Vec<SqsMessage> {
     (0..30)
         .map(|m| {
@@ -401,7 +404,12 @@ fn sub_batch_records() -> Vec<SqsMessage> {
                 .map(|n| app_event(&format!("t{}", n % 2), m * 100 + n))
                 .collect();
             let bad = if m == 29 { "" } else { "{\"noTenant\":true}\n" };
-            message(&format!("m{m}"), &format!("{bad}{}", events.join("\n")))
+            let payload = format!("{bad}{}", events.join("\n"));
+            if m % 3 == 0 {
+                return message(&format!("m{m}"), &payload);
+            }
+            let body = encode_body(ContentEncoding::Gzip, payload.as_bytes(), 6);
+            with_content_encoding(message(&format!("m{m}"), &body), "gzip")
         })
         .collect()
 }
@@ -433,7 +441,7 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
     // 600 events of about 140 bytes: 84 KB, cut at 8 KiB.
     let small = config(Some(r#"{"subBatchBytes":8192}"#));
     let cut = plan_batch(&small, &records, INGEST_MILLIS, "req-1");
-    assert!(cut.chunks.len() >= 20, "{} chunks", cut.chunks.len());
+    assert!(cut.chunks.len() >= 16, "{} chunks", cut.chunks.len());
 
     // The same events in the same order per partition, none lost or repeated.
     assert_eq!(
