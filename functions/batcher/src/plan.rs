@@ -6,9 +6,10 @@
 //!
 //! Memory stays bounded whatever the batch holds: records are planned one
 //! message at a time (decode, split, validate, route, then the decoded body
-//! is dropped), accepted events are held as compact text, and when they
-//! reach `sub_batch_bytes` they are encoded into one sub-batch of chunks for
-//! the caller to store. At any moment the planner holds at most one
+//! is dropped), accepted events are held as compact text (a plain body's
+//! where it is in the batch, a decoded body's copied), and when they reach
+//! `sub_batch_bytes` they are encoded into one sub-batch of chunks for the
+//! caller to store. At any moment the planner holds at most one
 //! sub-batch of events, one decoded body, and the chunks not yet taken.
 
 use std::collections::btree_map::Entry;
