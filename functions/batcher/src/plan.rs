@@ -19,7 +19,7 @@ use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use serde::Serialize;
 
 use shared::config::{Config, PartitionBy};
-use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE};
+use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE, Decoded};
 use shared::decode;
 use shared::encode::{NdjsonGzWriter, STAGED_STORED_MAX_BYTES};
 use shared::layout;
@@ -311,6 +311,11 @@ pub struct BatchPlanner<'a> {
     batch: Batch<'a>,
     rejected_at: String,
     sub_batch: SubBatch<'a>,
+    /// The decoded body of the message being planned: one buffer for the
+    /// whole batch, grown to its largest body, so that decoding message
+    /// after message does not allocate and free a body each time (which
+    /// fragments the heap: the process then holds far more than it uses).
+    decoded: Vec<u8>,
     /// Chunks of the sub-batches cut so far, not yet taken.
     chunks: Vec<PlannedObject>,
     rejected: Rejected,
@@ -334,7 +339,14 @@ impl<'a> BatchPlanner<'a> {
                 request_id,
             },
             rejected_at: time::format_rfc3339_millis(ingest_millis),
-            sub_batch: SubBatch::default(),
+            sub_batch: SubBatch {
+                // Reserved once for the sub-batch (it passes its size by
+                // at most one event), not grown by doubling:
+                // address space, paged in only as events are copied.
+                text: String::with_capacity(config.sub_batch_bytes + config.max_event_bytes),
+                ..SubBatch::default()
+            },
+            decoded: Vec::new(),
             chunks: Vec::new(),
             rejected: Rejected {
                 writer: NdjsonGzWriter::new(ERRORS_GZIP_LEVEL),
@@ -365,6 +377,7 @@ impl<'a> BatchPlanner<'a> {
             batch,
             rejected_at,
             sub_batch,
+            decoded,
             chunks,
             rejected,
             stats,
@@ -372,11 +385,18 @@ impl<'a> BatchPlanner<'a> {
         let config = batch.config;
         let record = &batch.records[index];
         // A compressed body is decoded first; one that cannot be is refused alone.
-        let payload = content_encoding::decode_body(
+        let payload = content_encoding::decode_body_into(
             content_encoding_of(record),
             record.body.as_deref().unwrap_or_default(),
             config.max_decompressed_body_bytes,
-        );
+            decoded,
+        )
+        .map(|payload| match payload {
+            Decoded::Identity(body) => body,
+            Decoded::InBuffer => {
+                std::str::from_utf8(decoded).expect("decode_body_into checked it is UTF-8")
+            }
+        });
         let body = payload.as_ref().map(|body| decode::unwrap_body(body));
 
         let queue = record
