@@ -1,7 +1,7 @@
 //! The batcher against moto's S3: real PUTs, real gzip read back, event by
 //! event. Each test starts its own moto_server on a free loopback port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use batcher::records::{sqs_record, with_stream};
@@ -358,6 +358,90 @@ async fn failed_chunk_put_fails_exactly_the_messages_that_fed_it() {
         ]
     );
     assert_eq!(harness.errors().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_sub_batch_fails_exactly_its_messages_including_one_cut_across_two() {
+    let harness = Harness::start().await;
+    // 1 KiB sub-batches; messages of three events (about 420 bytes) for one
+    // tenant, so cuts fall inside messages.
+    let document = Some(r#"{"subBatchBytes":1024}"#);
+    let fault = FailRequestsTo::new("-req-cut.0001.ndjson.gz");
+    let faulty = harness.batcher_with(fault.wrap(&harness.s3), document);
+    let records: Vec<SqsMessage> = (0..8)
+        .map(|m| {
+            let events: Vec<String> = (0..3).map(|n| app_event("t1", m * 10 + n)).collect();
+            message(&format!("m{m}"), &events.join("\n"))
+        })
+        .collect();
+    // Which messages fed which sub-batch, from the same planning.
+    let plan = batcher::plan_batch(&faulty.config(), &records, 0, "req-cut");
+    let fed = |suffix: &str| -> BTreeSet<String> {
+        plan.chunks
+            .iter()
+            .filter(|chunk| chunk.key.ends_with(suffix))
+            .flat_map(|chunk| chunk.messages.iter().map(|&i| format!("m{i}")))
+            .collect()
+    };
+    let first = fed("-req-cut.ndjson.gz");
+    let second = fed("-req-cut.0001.ndjson.gz");
+    assert!(
+        first.intersection(&second).count() == 1,
+        "one message is cut across the first two sub-batches: {first:?} {second:?}"
+    );
+    assert!(
+        plan.chunks
+            .iter()
+            .any(|chunk| chunk.key.ends_with(".0002.ndjson.gz"))
+    );
+
+    let response = invoke(&faulty, records.clone(), "req-cut").await.unwrap();
+    assert!(fault.failed() >= 1);
+    let failed: BTreeSet<String> = failed_ids(&response).into_iter().collect();
+    assert_eq!(
+        failed, second,
+        "the messages of the failed sub-batch, no others"
+    );
+    // The sub-batches before and after it were stored.
+    let keys = list_keys(&harness.s3, BUCKET, "staging/").await.unwrap();
+    assert!(
+        keys.iter().any(|key| key.ends_with("-req-cut.ndjson.gz")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|key| key.ends_with("-req-cut.0002.ndjson.gz")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|key| key.contains("-req-cut.0001")),
+        "{keys:?}"
+    );
+
+    // SQS redelivers the failed ones; stored, every event is staged (the
+    // cut message's first events twice, which the flusher drops).
+    let redelivered: Vec<SqsMessage> = records
+        .iter()
+        .filter(|m| failed.contains(m.message_id.as_ref().unwrap()))
+        .cloned()
+        .collect();
+    let retry = invoke(
+        &harness.batcher_with(harness.s3.clone(), document),
+        redelivered,
+        "req-again",
+    )
+    .await
+    .unwrap();
+    assert!(retry.batch_item_failures.is_empty());
+    let staged: BTreeSet<String> =
+        lines_by_partition(&harness.staged().await)["airkit-app-events/t1"]
+            .iter()
+            .cloned()
+            .collect();
+    let every: BTreeSet<String> = (0..8)
+        .flat_map(|m| (0..3).map(move |n| app_event("t1", m * 10 + n)))
+        .collect();
+    assert_eq!(staged, every);
 }
 
 #[tokio::test]

@@ -311,6 +311,57 @@ async fn two_hours_with_redeliveries_and_resends_export_each_event_once() {
     assert_eq!(harness.snapshot().await, before);
 }
 
+#[tokio::test]
+async fn an_invocation_stored_in_many_sub_batches_exports_each_event_once() {
+    // 1 KiB sub-batches: an invocation of 60 messages of three events (about
+    // 20 KB) is stored in many, some messages cut across two.
+    let harness = Harness::start(
+        r#"{"subBatchBytes": 1024, "destinations":[{"name":"everyone","bucket":"dest-all","shared":true}]}"#,
+    )
+    .await;
+    let events: Vec<String> = (0..180)
+        .map(|n| app_event(if n % 2 == 0 { "t1" } else { "t2" }, n))
+        .collect();
+    let records: Vec<SqsMessage> = events
+        .chunks(3)
+        .enumerate()
+        .map(|(m, three)| record(&format!("m{m}"), &three.join("\n"), TEN + 1000))
+        .collect();
+    harness.stage(records.clone(), "req-cut").await;
+    // SQS redelivers a third of the batch to another invocation.
+    harness.stage(records[20..40].to_vec(), "req-again").await;
+
+    let staged = list_keys(&harness.s3, EXPORT, "staging/").await.unwrap();
+    let first_invocation: Vec<&String> = staged
+        .iter()
+        .filter(|key| key.contains("-req-cut"))
+        .collect();
+    assert!(first_invocation.len() > 10, "{staged:?}");
+    assert!(
+        staged
+            .iter()
+            .any(|key| key.ends_with("/1795341600000-req-cut.0001.ndjson.gz")),
+        "{staged:?}"
+    );
+
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.events, 180);
+    assert_eq!(report.duplicates, 60, "the redelivered events are dropped");
+    assert_eq!(
+        lines(&harness.files(EXPORT, "archive/").await),
+        sorted(events.clone())
+    );
+    assert_eq!(lines(&harness.files("dest-all", "").await), sorted(events));
+    assert!(
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "every sub-batch's chunks consumed"
+    );
+}
+
 /// `exports/<stream>/<date>/<tenant>_<date>_<H>#<n>.json.gz` → its archive key.
 fn archive_key_for(key: &str) -> String {
     let file = key.rsplit('/').next().unwrap();

@@ -30,6 +30,8 @@ pub mod env {
     pub const STAGING_GZIP_LEVEL: &str = "STAGING_GZIP_LEVEL";
     /// The most a compressed message body may decompress to.
     pub const MAX_DECOMPRESSED_BODY_BYTES: &str = "MAX_DECOMPRESSED_BODY_BYTES";
+    /// Accepted event bytes the batcher gathers before it stores them.
+    pub const SUB_BATCH_BYTES: &str = "SUB_BATCH_BYTES";
     pub const PUT_CONCURRENCY: &str = "PUT_CONCURRENCY";
     pub const QUEUE_STREAMS: &str = "QUEUE_STREAMS";
     /// The document's `senders` as comma-separated `sender=tenant` pairs
@@ -95,6 +97,11 @@ pub mod defaults {
     /// MiB leaves room for very repetitive events while bounding what a
     /// decompression bomb can make the batcher hold.
     pub const MAX_DECOMPRESSED_BODY_BYTES: usize = 16 * 1024 * 1024;
+    /// What the batcher holds of accepted events before it stores them: well
+    /// under its 512 MB, beside one decoded body (at most
+    /// MAX_DECOMPRESSED_BODY_BYTES) and the compressed chunks in flight, and
+    /// more than most batches hold, so most invocations store once.
+    pub const SUB_BATCH_BYTES: usize = 64 * 1024 * 1024;
     pub const PUT_CONCURRENCY: usize = 16;
     /// Hour H closes at H+1h plus this: more than the batching window and
     /// the usual queue delay (docs/design.md, Timing).
@@ -114,6 +121,9 @@ pub const MAX_EVENT_BYTES_LIMIT: usize = 6 * 1024 * 1024;
 
 /// The largest decompressed body size that can be configured.
 pub const MAX_DECOMPRESSED_BODY_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The largest sub-batch that can be configured: it is held in memory.
+pub const SUB_BATCH_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 
 /// A configuration error naming the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,6 +234,10 @@ pub struct Config {
     /// A compressed message body (`content-encoding` attribute) that
     /// decompresses to more than this is refused `too_large`.
     pub max_decompressed_body_bytes: usize,
+    /// The batcher stores what it has accepted (one sub-batch of chunks)
+    /// each time the accepted events it holds reach this many bytes, so its
+    /// memory does not grow with the batch.
+    pub sub_batch_bytes: usize,
     pub put_concurrency: usize,
     /// Minutes after an hour's end before the flusher closes it.
     pub flush_grace_minutes: usize,
@@ -296,6 +310,7 @@ struct Document {
     max_event_bytes: Option<usize>,
     staging_gzip_level: Option<u32>,
     max_decompressed_body_bytes: Option<usize>,
+    sub_batch_bytes: Option<usize>,
     put_concurrency: Option<usize>,
     flush_grace_minutes: Option<usize>,
     archive_gzip_level: Option<u32>,
@@ -555,6 +570,14 @@ impl Config {
             defaults::MAX_DECOMPRESSED_BODY_BYTES,
             1024..=MAX_DECOMPRESSED_BODY_BYTES_LIMIT,
         )?;
+        let sub_batch_bytes = number_setting(
+            &lookup,
+            env::SUB_BATCH_BYTES,
+            "subBatchBytes",
+            document.sub_batch_bytes,
+            defaults::SUB_BATCH_BYTES,
+            1024..=SUB_BATCH_BYTES_LIMIT,
+        )?;
         let put_concurrency = number_setting(
             &lookup,
             env::PUT_CONCURRENCY,
@@ -662,6 +685,7 @@ impl Config {
             max_event_bytes,
             staging_gzip_level,
             max_decompressed_body_bytes,
+            sub_batch_bytes,
             put_concurrency,
             flush_grace_minutes,
             archive_gzip_level,
@@ -1452,6 +1476,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.field.contains("maxDecompressedBodyBytes"), "{error}");
+    }
+
+    #[test]
+    fn sub_batch_size_has_a_default_and_is_validated_and_named() {
+        let unset = config(&[("EXPORT_BUCKET", "exports")], None).unwrap();
+        assert_eq!(unset.sub_batch_bytes, 64 * 1024 * 1024);
+        let set = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"subBatchBytes":65536}"#),
+        )
+        .unwrap();
+        assert_eq!(set.sub_batch_bytes, 65_536);
+        let error = config(
+            &[("EXPORT_BUCKET", "exports"), ("SUB_BATCH_BYTES", "10")],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "SUB_BATCH_BYTES");
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"subBatchBytes":1073741824}"#),
+        )
+        .unwrap_err();
+        assert!(error.field.contains("subBatchBytes"), "{error}");
     }
 
     #[test]

@@ -89,12 +89,45 @@ pub fn decode_body<'a>(
     body: &'a str,
     max_bytes: usize,
 ) -> Result<Cow<'a, str>, Rejection> {
+    let mut buffer = Vec::new();
+    Ok(
+        match decode_body_into(encoding, body, max_bytes, &mut buffer)? {
+            Decoded::Identity(body) => Cow::Borrowed(body),
+            Decoded::InBuffer => {
+                Cow::Owned(String::from_utf8(buffer).expect("decode_body_into checked it is UTF-8"))
+            }
+        },
+    )
+}
+
+/// Where [`decode_body_into`] left a body's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// The body itself (no content encoding).
+    Identity(&'a str),
+    /// In the caller's buffer, checked to be UTF-8.
+    InBuffer,
+}
+
+/// [`decode_body`] into `buffer`, which is cleared first and keeps its
+/// capacity: a caller decoding message after message (the batcher) reuses
+/// one buffer, sized by the largest body, instead of allocating and freeing
+/// one a message, which fragments the heap (a process's memory grows well
+/// past what it holds). An identity body is borrowed and `buffer` left
+/// empty; a decoded one is left in `buffer`, checked to be UTF-8.
+pub fn decode_body_into<'a>(
+    encoding: Option<&str>,
+    body: &'a str,
+    max_bytes: usize,
+    buffer: &mut Vec<u8>,
+) -> Result<Decoded<'a>, Rejection> {
+    buffer.clear();
     let encoding = match encoding {
         None => ContentEncoding::Identity,
         Some(value) => ContentEncoding::parse(value)?,
     };
     if encoding == ContentEncoding::Identity {
-        return Ok(Cow::Borrowed(body));
+        return Ok(Decoded::Identity(body));
     }
     let bad = |detail: String| Rejection::new(RejectReason::BadEncoding, detail);
     // Producers may wrap base64 at 76 columns (MIME style).
@@ -108,12 +141,18 @@ pub fn decode_body<'a>(
         .map_err(|error| bad(format!("the body is not base64 ({error})")))?;
     let name = encoding.name();
     let window_log_max = zstd_window_log_max(max_bytes);
-    let decoded = match encoding {
-        ContentEncoding::Gzip => read_limited(MultiGzDecoder::new(&compressed[..]), max_bytes),
+    let reserve = decoded_size_hint(encoding, &compressed).min(max_bytes);
+    let within_limit = match encoding {
+        ContentEncoding::Gzip => read_limited(
+            MultiGzDecoder::new(&compressed[..]),
+            max_bytes,
+            reserve,
+            buffer,
+        ),
         ContentEncoding::Zstd => {
             zstd::stream::read::Decoder::new(&compressed[..]).and_then(|mut decoder| {
                 decoder.window_log_max(window_log_max)?;
-                read_limited(decoder, max_bytes)
+                read_limited(decoder, max_bytes, reserve, buffer)
             })
         }
         ContentEncoding::Identity => unreachable!("returned above"),
@@ -136,7 +175,7 @@ pub fn decode_body<'a>(
             bad(format!("the body is not valid {name} data ({error})"))
         }
     })?;
-    let Some(decoded) = decoded else {
+    if !within_limit {
         return Err(Rejection::new(
             RejectReason::TooLarge,
             format!(
@@ -145,20 +184,49 @@ pub fn decode_body<'a>(
             ),
         ));
     };
-    String::from_utf8(decoded).map(Cow::Owned).map_err(|error| {
-        bad(format!(
-            "the decompressed {name} body is not UTF-8 ({error})"
-        ))
-    })
+    std::str::from_utf8(buffer)
+        .map(|_| Decoded::InBuffer)
+        .map_err(|error| {
+            bad(format!(
+                "the decompressed {name} body is not UTF-8 ({error})"
+            ))
+        })
 }
 
-/// All of `reader`, or `None` when it holds more than `max_bytes`.
-fn read_limited(reader: impl Read, max_bytes: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut decoded = Vec::new();
+/// The decoded size a compressed body states, 0 when it states none: a
+/// zstd frame's content size, a gzip member's trailing size (modulo 4 GiB;
+/// of the last member only). Only a hint for the buffer: a wrong one costs
+/// a reallocation, never a byte, and the caller caps it at the limit.
+fn decoded_size_hint(encoding: ContentEncoding, compressed: &[u8]) -> usize {
+    match encoding {
+        ContentEncoding::Zstd => zstd::zstd_safe::get_frame_content_size(compressed)
+            .ok()
+            .flatten()
+            .map_or(0, |size| usize::try_from(size).unwrap_or(usize::MAX)),
+        ContentEncoding::Gzip if compressed.len() >= 18 => {
+            let trailer: [u8; 4] = compressed[compressed.len() - 4..]
+                .try_into()
+                .expect("four bytes");
+            u32::from_le_bytes(trailer) as usize
+        }
+        _ => 0,
+    }
+}
+
+/// All of `reader`, or `None` when it holds more than `max_bytes`. The
+/// buffer starts at `reserve` bytes: when that is the decoded size, it is
+/// allocated once, not grown by doubling to up to twice the body.
+fn read_limited(
+    reader: impl Read,
+    max_bytes: usize,
+    reserve: usize,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    buffer.reserve(reserve);
     reader
         .take((max_bytes as u64).saturating_add(1))
-        .read_to_end(&mut decoded)?;
-    Ok((decoded.len() <= max_bytes).then_some(decoded))
+        .read_to_end(buffer)?;
+    Ok(buffer.len() <= max_bytes)
 }
 
 /// The body of a message encoded for sending: base64 of `payload`
@@ -287,6 +355,24 @@ mod tests {
             decode_body(Some("gzip"), &exact, usize::MAX).unwrap().len(),
             1024
         );
+    }
+
+    #[test]
+    fn a_body_that_states_its_size_is_decoded_into_one_allocation_of_that_size() {
+        let payload = "{\"n\":12345}\n".repeat(100_003);
+        for encoding in [ContentEncoding::Gzip, ContentEncoding::Zstd] {
+            let body = encode_body(encoding, payload.as_bytes(), 3);
+            let Cow::Owned(decoded) = decode_body(Some(encoding.name()), &body, 4 << 20).unwrap()
+            else {
+                panic!("a decoded body is owned");
+            };
+            assert_eq!(decoded, payload, "{encoding:?}");
+            assert_eq!(decoded.capacity(), payload.len(), "{encoding:?}");
+        }
+        // A size stated over the limit reserves no more than the limit.
+        let body = encode_body(ContentEncoding::Zstd, payload.as_bytes(), 3);
+        let rejection = decode_body(Some("zstd"), &body, 1 << 20).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::TooLarge);
     }
 
     /// A zstd frame of `payload` whose header asks for a 2^`window_log`

@@ -42,11 +42,21 @@ impl<W: Write> LineGzEncoder<W> {
 
     /// Appends `line` and a newline; `line` must not contain a newline.
     pub fn push_line(&mut self, line: &[u8]) -> io::Result<()> {
-        debug_assert!(!line.contains(&b'\n'));
-        if self.block.len() + line.len() + 1 > LINE_BLOCK_BYTES {
+        self.push_line_parts(&[line])
+    }
+
+    /// Appends one line made of `parts` in order, and a newline: the same
+    /// bytes as [`LineGzEncoder::push_line`] of the parts joined, without
+    /// joining them first. No part may contain a newline.
+    pub fn push_line_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        debug_assert!(parts.iter().all(|part| !part.contains(&b'\n')));
+        let length: usize = parts.iter().map(|part| part.len()).sum();
+        if self.block.len() + length + 1 > LINE_BLOCK_BYTES {
             self.compress_block()?;
         }
-        self.block.extend_from_slice(line);
+        for part in parts {
+            self.block.extend_from_slice(part);
+        }
         self.block.push(b'\n');
         Ok(())
     }
@@ -119,10 +129,21 @@ impl NdjsonGzWriter {
 
     /// Appends one line; `line` must not contain a newline.
     pub fn push_line(&mut self, line: &str) {
+        self.push_line_parts(&[line.as_bytes()]);
+    }
+
+    /// Appends one line made of `parts` in order (for example an event, a
+    /// tab and its provenance): the same bytes as [`NdjsonGzWriter::push_line`]
+    /// of the parts joined, without a copy to join them. No part may
+    /// contain a newline.
+    pub fn push_line_parts(&mut self, parts: &[&[u8]]) {
+        let length: usize = parts.iter().map(|part| part.len()).sum();
         self.lines += 1;
-        self.uncompressed_bytes += line.len() + 1;
+        self.uncompressed_bytes += length + 1;
         if self.encoder.is_none() && self.uncompressed_bytes <= self.stored_up_to {
-            self.small.extend_from_slice(line.as_bytes());
+            for part in parts {
+                self.small.extend_from_slice(part);
+            }
             self.small.push(b'\n');
             return;
         }
@@ -131,9 +152,7 @@ impl NdjsonGzWriter {
             .encoder
             .get_or_insert_with(|| LineGzEncoder::with_first_block(Vec::new(), level, small));
         // Writing into a Vec cannot fail.
-        encoder
-            .push_line(line.as_bytes())
-            .expect("writing to memory");
+        encoder.push_line_parts(parts).expect("writing to memory");
     }
 
     /// Lines written so far.
@@ -234,6 +253,28 @@ mod tests {
             .unwrap();
         assert_eq!(text.len(), 200 * 1001);
         assert!(text.lines().all(|l| l == line));
+    }
+
+    #[test]
+    fn a_line_pushed_in_parts_gives_the_bytes_of_the_joined_line() {
+        let event = "x".repeat(700);
+        let build = |in_parts: bool, stored_up_to: usize| {
+            let mut writer = NdjsonGzWriter::with_stored_limit(1, stored_up_to);
+            for n in 0..300 {
+                let provenance = format!("{n}\tm-{n}");
+                if in_parts {
+                    writer.push_line_parts(&[event.as_bytes(), b"\t", provenance.as_bytes()]);
+                } else {
+                    writer.push_line(&format!("{event}\t{provenance}"));
+                }
+            }
+            (writer.lines(), writer.uncompressed_bytes(), writer.finish())
+        };
+        assert_eq!(build(true, 0), build(false, 0));
+        assert_eq!(
+            build(true, STAGED_STORED_MAX_BYTES),
+            build(false, STAGED_STORED_MAX_BYTES)
+        );
     }
 
     fn gunzip(bytes: &[u8]) -> Vec<u8> {

@@ -2,7 +2,9 @@
 //! pending work by listing `staging/<yyyy-mm-dd>/<HH>/`, at a cost that
 //! follows pending work, not history.
 //!
-//! - staged chunk: `staging/<yyyy-mm-dd>/<HH>/<stream>/<tenant>/<ingest-ms>-<request-id>.ndjson.gz`
+//! - staged chunk: `staging/<yyyy-mm-dd>/<HH>/<stream>/<tenant>/<ingest-ms>-<request-id>.ndjson.gz`,
+//!   or `…/<ingest-ms>-<request-id>.<sub-batch>.ndjson.gz` for the second and
+//!   later sub-batches of an invocation (`<sub-batch>` four digits or more, from 0001)
 //! - rejected records: `errors/<yyyy-mm-dd>/<HH>/<ingest-ms>-<request-id>.ndjson.gz`
 //! - archive part: `archive/<stream>/<tenant>/<yyyy-mm-dd>/<HH>/part-NNNNN.ndjson.gz`
 //! - manifest (the commit record): `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
@@ -45,10 +47,31 @@ pub const PIPELINE_PREFIXES: [&str; 7] = [
     CONFIG_PREFIX,
 ];
 
-/// The key of the chunk one invocation stages for one partition.
+/// The key of the chunk one invocation stages for one partition (its first
+/// sub-batch: the key every batcher wrote before sub-batches).
 pub fn staging_chunk_key(partition: &PartitionKey, ingest_millis: i64, request_id: &str) -> String {
+    staging_sub_batch_chunk_key(partition, ingest_millis, request_id, 0)
+}
+
+/// The key of the chunk sub-batch `sub_batch` (from 0) of one invocation
+/// stages for one partition. Sub-batch 0 has the key of
+/// [`staging_chunk_key`]; later ones add `.<sub-batch>` before the suffix.
+/// A request id holds only `A-Z a-z 0-9 -`, so the `.` cannot be part of
+/// it: two (request, sub-batch) pairs never share a key, and the same
+/// batch always gives the same keys. Every reader that took the old keys
+/// takes these (same folders, same `.ndjson.gz` suffix).
+pub fn staging_sub_batch_chunk_key(
+    partition: &PartitionKey,
+    ingest_millis: i64,
+    request_id: &str,
+    sub_batch: u32,
+) -> String {
+    let sequence = match sub_batch {
+        0 => String::new(),
+        n => format!(".{n:04}"),
+    };
     format!(
-        "{STAGING_PREFIX}{}/{}/{}/{:013}-{}.ndjson.gz",
+        "{STAGING_PREFIX}{}/{}/{}/{:013}-{}{sequence}.ndjson.gz",
         partition.hour.date_path(),
         partition.stream,
         partition.tenant,
@@ -264,6 +287,41 @@ mod tests {
                 &partition.tenant
             ))
         );
+    }
+
+    #[test]
+    fn sub_batch_chunk_keys_are_distinct_and_parse_like_the_first() {
+        let partition = PartitionKey {
+            hour: Hour::containing(1_668_900_196_792),
+            stream: "airkit-app-events".into(),
+            tenant: TenantKey::encode("org-1"),
+        };
+        let first = staging_sub_batch_chunk_key(&partition, 1_668_900_200_000, "c0ffee-01", 0);
+        assert_eq!(
+            first,
+            staging_chunk_key(&partition, 1_668_900_200_000, "c0ffee-01")
+        );
+        assert_eq!(
+            staging_sub_batch_chunk_key(&partition, 1_668_900_200_000, "c0ffee-01", 2),
+            "staging/2022-11-19/23/airkit-app-events/org-1/1668900200000-c0ffee-01.0002.ndjson.gz"
+        );
+        // A request id that looks like a sequence number cannot reach the
+        // key of another request's sub-batch: its `.` is dropped.
+        assert_ne!(
+            staging_sub_batch_chunk_key(&partition, 1_668_900_200_000, "c0ffee-01.0002", 0),
+            staging_sub_batch_chunk_key(&partition, 1_668_900_200_000, "c0ffee-01", 2),
+        );
+        let keys: std::collections::BTreeSet<String> = (0..20_000)
+            .map(|n| staging_sub_batch_chunk_key(&partition, 1_668_900_200_000, "r", n))
+            .collect();
+        assert_eq!(keys.len(), 20_000);
+        for key in &keys {
+            assert_eq!(
+                parse_staging_chunk_key(key),
+                Some(partition.clone()),
+                "{key}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! everything it fed is stored, either as events in a staged chunk or as
 //! rejected records in `errors/`. A chunk that cannot be stored fails every
 //! message that fed it; an errors file that cannot be stored fails the
-//! messages it held. Nothing is dropped silently.
+//! messages it held. Nothing is dropped silently. Memory is bounded by the
+//! sub-batch size, one decoded body and the chunks in flight, never by the
+//! batch: no message is failed to stay within it.
 
 pub mod plan;
 pub mod records;
@@ -23,7 +25,7 @@ use lambda_runtime::LambdaEvent;
 use shared::Config;
 use shared::config_source::ConfigSource;
 
-pub use plan::{BatchPlan, BatchStats, PlannedObject, plan_batch};
+pub use plan::{BatchPlan, BatchPlanner, BatchStats, PlannedObject, plan_batch};
 
 /// How the batcher signs its alerts.
 pub const SOURCE: &str = "batcher";
@@ -86,6 +88,11 @@ pub async fn handle(
 }
 
 /// [`handle`] with the time and request id given, for tests and tools.
+///
+/// Messages are planned one at a time; each sub-batch of chunks the planner
+/// cuts (at `sub_batch_bytes` of accepted lines) is stored before the next
+/// message is decoded, so memory stays bounded whatever the batch holds. A
+/// message fails only if an object it fed was not stored, in any sub-batch.
 pub async fn process(
     batcher: &Batcher,
     records: &[SqsMessage],
@@ -93,8 +100,19 @@ pub async fn process(
     request_id: &str,
 ) -> Result<SqsBatchResponse, BatcherError> {
     let config = batcher.source.current().await;
-    let plan = plan_batch(&config, records, ingest_millis, request_id);
-    let failed = store(batcher, &config, &plan).await?;
+    let mut planner = BatchPlanner::new(&config, records, ingest_millis, request_id);
+    let mut failed = BTreeSet::new();
+    for index in 0..records.len() {
+        planner.plan_message(index);
+        let cut = planner.take_chunks();
+        if !cut.is_empty() {
+            failed.extend(store(batcher, &config, cut).await?);
+        }
+    }
+    let plan = planner.finish();
+    let stats = plan.stats;
+    let last = plan.chunks.into_iter().chain(plan.errors);
+    failed.extend(store(batcher, &config, last).await?);
 
     let mut response = SqsBatchResponse::default();
     for &index in &failed {
@@ -106,42 +124,51 @@ pub async fn process(
         response.add_failure(id);
     }
     tracing::info!(
-        messages = plan.stats.messages,
-        accepted = plan.stats.accepted,
-        rejected = plan.stats.rejected,
-        chunks = plan.stats.chunks,
-        staged_bytes = plan.stats.staged_bytes,
-        streams = %serde_json::to_string(&plan.stats.streams).unwrap_or_default(),
-        reasons = %serde_json::to_string(&plan.stats.reasons).unwrap_or_default(),
+        messages = stats.messages,
+        accepted = stats.accepted,
+        rejected = stats.rejected,
+        chunks = stats.chunks,
+        staged_bytes = stats.staged_bytes,
+        streams = %serde_json::to_string(&stats.streams).unwrap_or_default(),
+        reasons = %serde_json::to_string(&stats.reasons).unwrap_or_default(),
         failed_messages = failed.len(),
         "batch stored"
     );
     Ok(response)
 }
 
-/// PUTs every planned object with bounded concurrency; returns the indices of
-/// the messages whose data is not stored.
+/// PUTs `objects` with bounded concurrency, each body handed to its request
+/// without a copy; returns the indices of the messages whose data is not
+/// stored.
 async fn store(
     batcher: &Batcher,
     config: &Config,
-    plan: &BatchPlan,
+    objects: impl IntoIterator<Item = PlannedObject>,
 ) -> Result<BTreeSet<usize>, BatcherError> {
-    let objects = plan.chunks.iter().chain(plan.errors.iter());
     let bucket = config.export_bucket.as_str();
-    let results: Vec<(&PlannedObject, Result<(), PutError>)> = stream::iter(objects)
-        .map(|object| async move { (object, put(&batcher.s3, bucket, object).await) })
+    let results: Vec<(String, BTreeSet<usize>, Result<(), PutError>)> = stream::iter(objects)
+        .map(|object| async move {
+            let PlannedObject {
+                key,
+                body,
+                messages,
+                ..
+            } = object;
+            let result = put(&batcher.s3, bucket, &key, body).await;
+            (key, messages, result)
+        })
         .buffer_unordered(config.put_concurrency)
         .collect()
         .await;
 
     let mut failed = BTreeSet::new();
-    for (object, result) in results {
+    for (key, messages, result) in results {
         match result {
             Ok(()) => {}
             Err(PutError::Credentials(error)) => return Err(BatcherError::Credentials(error)),
             Err(PutError::Other(error)) => {
-                tracing::error!(key = %object.key, messages = object.messages.len(), %error, "put failed");
-                failed.extend(object.messages.iter().copied());
+                tracing::error!(%key, messages = messages.len(), %error, "put failed");
+                failed.extend(messages);
             }
         }
     }
@@ -156,13 +183,14 @@ enum PutError {
 async fn put(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
-    object: &PlannedObject,
+    key: &str,
+    body: Vec<u8>,
 ) -> Result<(), PutError> {
     s3.put_object()
         .bucket(bucket)
-        .key(&object.key)
+        .key(key)
         .content_type("application/gzip")
-        .body(ByteStream::from(object.body.clone()))
+        .body(ByteStream::from(body))
         .send()
         .await
         .map(|_| ())

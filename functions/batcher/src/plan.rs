@@ -3,16 +3,24 @@
 //! remembers which messages fed each one, so a failed store fails exactly
 //! those messages. No I/O, no clock: the ingest time and request id are
 //! inputs, so the same batch gives the same keys and bytes.
+//!
+//! Memory stays bounded whatever the batch holds: records are planned one
+//! message at a time (decode, split, validate, route, then the decoded body
+//! is dropped), accepted events are held as compact text (a plain body's
+//! where it is in the batch, a decoded body's copied), and when they reach
+//! `sub_batch_bytes` they are encoded into one sub-batch of chunks for the
+//! caller to store. At any moment the planner holds at most one
+//! sub-batch of events, one decoded body, and the chunks not yet taken.
 
-use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use serde::Serialize;
 
 use shared::config::{Config, PartitionBy};
-use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE};
-use shared::decode::{self, Unwrapped};
+use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE, Decoded};
+use shared::decode;
 use shared::encode::{NdjsonGzWriter, STAGED_STORED_MAX_BYTES};
 use shared::layout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
@@ -60,10 +68,12 @@ pub struct BatchStats {
     pub staged_bytes: usize,
 }
 
-/// Everything one invocation must store.
+/// Everything one invocation must store (or, from [`BatchPlanner::finish`],
+/// everything not yet taken with [`BatchPlanner::take_chunks`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchPlan {
-    /// One gzip NDJSON chunk per partition, in partition order.
+    /// One gzip NDJSON chunk per partition and sub-batch, in sub-batch then
+    /// partition order.
     pub chunks: Vec<PlannedObject>,
     /// The rejected records with their reasons, when there are any.
     pub errors: Option<PlannedObject>,
@@ -96,10 +106,6 @@ struct Part {
     count: usize,
 }
 
-/// A partition's events in batch order, each with the index of the message
-/// it came from, and the set of those indices.
-type PartitionEvents<'a> = (Vec<(Cow<'a, str>, usize)>, BTreeSet<usize>);
-
 /// The message's `SentTimestamp` (when SQS received it), if it has one.
 fn sent_millis(record: &SqsMessage) -> Option<i64> {
     record
@@ -126,39 +132,289 @@ fn content_encoding_of(record: &SqsMessage) -> Option<&str> {
 }
 
 /// Decodes, checks and partitions every record, then encodes one chunk per
-/// partition and one errors file. `ingest_millis` is the invocation's time.
+/// partition and sub-batch and one errors file. `ingest_millis` is the
+/// invocation's time. For tools that store a plan whole (errors replay, the
+/// benchmark); the batcher stores each sub-batch as it is cut.
 pub fn plan_batch(
     config: &Config,
     records: &[SqsMessage],
     ingest_millis: i64,
     request_id: &str,
 ) -> BatchPlan {
-    let mut stats = BatchStats {
-        messages: records.len(),
-        ..BatchStats::default()
-    };
-    let rejected_at = time::format_rfc3339_millis(ingest_millis);
-    // A compressed body is decoded first; one that cannot be is refused alone.
-    let payloads: Vec<Result<Cow<'_, str>, Rejection>> = records
-        .iter()
-        .map(|record| {
-            content_encoding::decode_body(
-                content_encoding_of(record),
-                record.body.as_deref().unwrap_or_default(),
-                config.max_decompressed_body_bytes,
-            )
-        })
-        .collect();
-    let unwrapped: Vec<Result<Unwrapped<'_>, &Rejection>> = payloads
-        .iter()
-        .map(|payload| payload.as_ref().map(|body| decode::unwrap_body(body)))
-        .collect();
+    let mut planner = BatchPlanner::new(config, records, ingest_millis, request_id);
+    for index in 0..records.len() {
+        planner.plan_message(index);
+    }
+    planner.finish()
+}
 
-    let mut partitions: BTreeMap<PartitionKey, PartitionEvents<'_>> = BTreeMap::new();
-    let mut errors = NdjsonGzWriter::new(ERRORS_GZIP_LEVEL);
-    let mut error_messages = BTreeSet::new();
+/// What a partition costs a sub-batch beside its events: its key, its
+/// vectors (grown past what they hold) and its place in the map; a few
+/// hundred bytes (tests/batcher_memory.rs). Counted against
+/// `sub_batch_bytes` when the partition is opened, so a batch of tiny
+/// events for many tenants cannot hold several times the budget.
+const PARTITION_HELD_BYTES: usize = 384;
 
-    for (index, (record, body)) in records.iter().zip(&unwrapped).enumerate() {
+/// What an event costs a sub-batch beside its text: its place in its
+/// partition's list.
+const EVENT_HELD_BYTES: usize = std::mem::size_of::<HeldEvent<'static>>();
+
+/// Where a held event's compact text is.
+#[derive(Clone, Copy)]
+enum HeldEvent<'a> {
+    /// In the batch itself: a plain body lives as long as the invocation,
+    /// so its events are not copied.
+    Batch(&'a str),
+    /// At `start..end` of the sub-batch's text: copied from a decoded
+    /// body (or an SNS envelope, or compacted), which is dropped after its
+    /// message.
+    Text(u32, u32),
+}
+
+/// A partition's accepted events in the current sub-batch, in batch order,
+/// which message each came from (as runs of (message index, events)), and
+/// the set of those messages.
+///
+/// The set is built here, while planning, and moved into the chunk whole:
+/// building it while encoding would put its small, long-lived nodes in the
+/// heap between one partition's compressor and the next, so that each
+/// compressor (some 380 KB) no longer fits where the last one was freed
+/// and glibc's heap grows by one compressor a partition (the benchmark's
+/// batcher went from 38 MB resident to 270 MB).
+#[derive(Default)]
+struct HeldPartition<'a> {
+    events: Vec<HeldEvent<'a>>,
+    runs: Vec<(usize, usize)>,
+    messages: BTreeSet<usize>,
+}
+
+impl<'a> HeldPartition<'a> {
+    /// Appends an event of message `index`.
+    fn push(&mut self, event: HeldEvent<'a>, index: usize) {
+        self.events.push(event);
+        match self.runs.last_mut() {
+            Some((last, events)) if *last == index => *events += 1,
+            _ => {
+                self.runs.push((index, 1));
+                self.messages.insert(index);
+            }
+        }
+    }
+}
+
+/// `event` as a slice of `body` when it is one (a plain body's event, not
+/// compacted), so it can be held for the whole invocation without a copy.
+fn within<'a>(body: &'a str, event: &str) -> Option<&'a str> {
+    let offset = (event.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    body.get(offset..offset.checked_add(event.len())?)
+        .filter(|slice| slice.as_ptr() == event.as_ptr())
+}
+
+/// The rejected records of a whole invocation: one `errors/` file,
+/// compressed as records arrive, and the messages that fed it.
+struct Rejected {
+    writer: NdjsonGzWriter,
+    messages: BTreeSet<usize>,
+    count: usize,
+    reasons: BTreeMap<&'static str, usize>,
+}
+
+impl Rejected {
+    fn push(&mut self, line: &ErrorRecord<'_>, index: usize) {
+        self.writer
+            .push_line(&serde_json::to_string(line).expect("error records serialize"));
+        self.messages.insert(index);
+        self.count += 1;
+        *self.reasons.entry(line.reason.code()).or_default() += 1;
+    }
+}
+
+/// What does not change while a batch is planned.
+struct Batch<'a> {
+    config: &'a Config,
+    records: &'a [SqsMessage],
+    ingest_millis: i64,
+    request_id: &'a str,
+}
+
+/// The sub-batch being gathered: the compact text of its events, its
+/// partitions, the bytes they hold, and its number in the invocation (from
+/// 0, part of its chunk keys).
+#[derive(Default)]
+struct SubBatch<'a> {
+    /// Every held event's text, back to back in the order accepted: one
+    /// buffer appended to in sequence. A growing buffer a partition instead
+    /// scatters thousands of reallocations over the heap (with 1,000
+    /// tenants the benchmark's RSS was seven times its heap).
+    text: String,
+    partitions: BTreeMap<PartitionKey, HeldPartition<'a>>,
+    held_bytes: usize,
+    number: u32,
+}
+
+impl SubBatch<'_> {
+    /// Encodes one chunk per partition into `chunks` and starts the next
+    /// sub-batch (the text's buffer is kept for it). One partition at a
+    /// time, so one compressor is in memory however many partitions there
+    /// are.
+    fn encode(
+        &mut self,
+        batch: &Batch<'_>,
+        stats: &mut BatchStats,
+        chunks: &mut Vec<PlannedObject>,
+    ) {
+        if self.partitions.is_empty() {
+            return;
+        }
+        let mut provenance_fields = String::new();
+        for (partition, held) in std::mem::take(&mut self.partitions) {
+            let mut writer = NdjsonGzWriter::with_stored_limit(
+                batch.config.staging_gzip_level,
+                STAGED_STORED_MAX_BYTES,
+            );
+            let mut events = held.events.iter();
+            for &(index, count) in &held.runs {
+                // `<event>\t<ingest millis>\t<message id>` (see
+                // shared::provenance): the flusher keeps it beside the
+                // archive when a destination asks for `_export` metadata.
+                let record = &batch.records[index];
+                let provenance = Provenance::new(
+                    Some(sent_millis(record).unwrap_or(batch.ingest_millis)),
+                    record.message_id.as_deref(),
+                );
+                provenance_fields.clear();
+                provenance.write_fields(&mut provenance_fields);
+                for &event in events.by_ref().take(count) {
+                    let event = match event {
+                        HeldEvent::Batch(text) => text.as_bytes(),
+                        HeldEvent::Text(start, end) => {
+                            &self.text.as_bytes()[start as usize..end as usize]
+                        }
+                    };
+                    writer.push_line_parts(&[event, b"\t", provenance_fields.as_bytes()]);
+                }
+            }
+            stats.uncompressed_bytes += writer.uncompressed_bytes();
+            let lines = writer.lines();
+            let body = writer.finish();
+            stats.staged_bytes += body.len();
+            stats.chunks += 1;
+            chunks.push(PlannedObject {
+                key: layout::staging_sub_batch_chunk_key(
+                    &partition,
+                    batch.ingest_millis,
+                    batch.request_id,
+                    self.number,
+                ),
+                body,
+                lines,
+                messages: held.messages,
+            });
+        }
+        self.text.clear();
+        self.held_bytes = 0;
+        self.number += 1;
+    }
+}
+
+/// Plans a batch message by message, cutting a sub-batch of chunks each
+/// time the accepted events it holds reach the configuration's
+/// `sub_batch_bytes`. The caller stores what [`BatchPlanner::take_chunks`]
+/// gives after each message, then what [`BatchPlanner::finish`] gives.
+/// The keys and bytes depend only on the batch, the configuration, the
+/// ingest time and the request id, never on when chunks are taken.
+pub struct BatchPlanner<'a> {
+    batch: Batch<'a>,
+    rejected_at: String,
+    sub_batch: SubBatch<'a>,
+    /// The decoded body of the message being planned: one buffer for the
+    /// whole batch, grown to its largest body, so that decoding message
+    /// after message does not allocate and free a body each time (which
+    /// fragments the heap: the process then holds far more than it uses).
+    decoded: Vec<u8>,
+    /// Chunks of the sub-batches cut so far, not yet taken.
+    chunks: Vec<PlannedObject>,
+    rejected: Rejected,
+    stats: BatchStats,
+}
+
+impl<'a> BatchPlanner<'a> {
+    /// A planner for `records`, received at `ingest_millis` by invocation
+    /// `request_id`.
+    pub fn new(
+        config: &'a Config,
+        records: &'a [SqsMessage],
+        ingest_millis: i64,
+        request_id: &'a str,
+    ) -> Self {
+        Self {
+            batch: Batch {
+                config,
+                records,
+                ingest_millis,
+                request_id,
+            },
+            rejected_at: time::format_rfc3339_millis(ingest_millis),
+            sub_batch: SubBatch {
+                // Reserved once for the sub-batch (it passes its size by
+                // at most one event), not grown by doubling:
+                // address space, paged in only as events are copied.
+                text: String::with_capacity(config.sub_batch_bytes + config.max_event_bytes),
+                ..SubBatch::default()
+            },
+            decoded: Vec::new(),
+            chunks: Vec::new(),
+            rejected: Rejected {
+                writer: NdjsonGzWriter::new(ERRORS_GZIP_LEVEL),
+                messages: BTreeSet::new(),
+                count: 0,
+                reasons: BTreeMap::new(),
+            },
+            stats: BatchStats {
+                messages: records.len(),
+                ..BatchStats::default()
+            },
+        }
+    }
+
+    /// The chunks of every sub-batch cut since the last call (none while
+    /// the current one is still filling). A message whose events straddle
+    /// two sub-batches is among the `messages` of chunks in both.
+    pub fn take_chunks(&mut self) -> Vec<PlannedObject> {
+        std::mem::take(&mut self.chunks)
+    }
+
+    /// Decodes, checks and routes record `index` (call it for each record,
+    /// in order): its events join the current sub-batch, cut whenever the
+    /// held events reach `sub_batch_bytes`; what is refused goes to the
+    /// errors file. Its decoded body is dropped before this returns.
+    pub fn plan_message(&mut self, index: usize) {
+        let Self {
+            batch,
+            rejected_at,
+            sub_batch,
+            decoded,
+            chunks,
+            rejected,
+            stats,
+        } = self;
+        let config = batch.config;
+        let record = &batch.records[index];
+        // A compressed body is decoded first; one that cannot be is refused alone.
+        let payload = content_encoding::decode_body_into(
+            content_encoding_of(record),
+            record.body.as_deref().unwrap_or_default(),
+            config.max_decompressed_body_bytes,
+            decoded,
+        )
+        .map(|payload| match payload {
+            Decoded::Identity(body) => body,
+            Decoded::InBuffer => {
+                std::str::from_utf8(decoded).expect("decode_body_into checked it is UTF-8")
+            }
+        });
+        let body = payload.as_ref().map(|body| decode::unwrap_body(body));
+
         let queue = record
             .event_source_arn
             .as_deref()
@@ -180,22 +436,19 @@ pub fn plan_batch(
                 stream,
                 queue,
                 part,
-                rejected_at: &rejected_at,
+                rejected_at: rejected_at.as_str(),
                 attributes: &record.attributes,
                 message_attributes: &record.message_attributes,
                 body: text,
             };
-            errors.push_line(&serde_json::to_string(&line).expect("error records serialize"));
-            error_messages.insert(index);
-            stats.rejected += 1;
-            *stats.reasons.entry(rejection.reason.code()).or_default() += 1;
+            rejected.push(&line, index);
         };
         let original = record.body.as_deref().unwrap_or_default();
-        let body = match body {
+        let body = match &body {
             Ok(body) => body,
             Err(rejection) => {
                 reject((*rejection).clone(), original, None);
-                continue;
+                return;
             }
         };
 
@@ -208,16 +461,16 @@ pub fn plan_batch(
                 original,
                 None,
             );
-            continue;
+            return;
         };
         let events = match decode::split_events(&body.payload) {
             Ok(events) => events,
             Err(rejection) => {
                 reject(rejection, original, None);
-                continue;
+                return;
             }
         };
-        let sent_millis = sent_millis(record).unwrap_or(ingest_millis);
+        let sent_millis = sent_millis(record).unwrap_or(batch.ingest_millis);
         let count = events.len();
         for (position, text) in events.into_iter().enumerate() {
             let part = (count > 1).then_some(Part {
@@ -266,61 +519,60 @@ pub fn plan_batch(
                 counts.unknown_types += 1;
             }
             stats.accepted += 1;
-            let (lines, messages) = partitions.entry(key).or_default();
-            lines.push((decode::compact(text), index));
-            messages.insert(index);
+            let event = decode::compact(text);
+            let held = match sub_batch.partitions.entry(key) {
+                Entry::Occupied(held) => held.into_mut(),
+                Entry::Vacant(new) => {
+                    sub_batch.held_bytes += PARTITION_HELD_BYTES;
+                    new.insert(HeldPartition::default())
+                }
+            };
+            let text_len = event.len();
+            let event = match within(original, &event) {
+                Some(in_batch) => HeldEvent::Batch(in_batch),
+                None => {
+                    let start = sub_batch.text.len();
+                    sub_batch.text.push_str(&event);
+                    // The text holds less than SUB_BATCH_BYTES_LIMIT plus
+                    // one event.
+                    let offset =
+                        |at: usize| u32::try_from(at).expect("a sub-batch holds less than 4 GiB");
+                    HeldEvent::Text(offset(start), offset(sub_batch.text.len()))
+                }
+            };
+            // A plain body's event counts too, though it is not copied: a
+            // sub-batch is cut at the same events whatever their bodies.
+            sub_batch.held_bytes += text_len + EVENT_HELD_BYTES;
+            held.push(event, index);
+            if sub_batch.held_bytes >= config.sub_batch_bytes {
+                sub_batch.encode(batch, stats, chunks);
+            }
         }
     }
 
-    // Encoding one partition at a time keeps one compressor in memory,
-    // however many partitions the batch touches.
-    let chunks = partitions
-        .into_iter()
-        .map(|(partition, (lines, messages))| {
-            let mut writer = NdjsonGzWriter::with_stored_limit(
-                config.staging_gzip_level,
-                STAGED_STORED_MAX_BYTES,
-            );
-            let mut staged = String::new();
-            for (event, index) in &lines {
-                // `<event>\t<ingest millis>\t<message id>` (see
-                // shared::provenance): the flusher keeps it beside the
-                // archive when a destination asks for `_export` metadata.
-                let record = &records[*index];
-                let provenance = Provenance::new(
-                    Some(sent_millis(record).unwrap_or(ingest_millis)),
-                    record.message_id.as_deref(),
-                );
-                staged.clear();
-                staged.push_str(event);
-                staged.push('\t');
-                provenance.write_fields(&mut staged);
-                writer.push_line(&staged);
-            }
-            stats.uncompressed_bytes += writer.uncompressed_bytes();
-            let lines = writer.lines();
-            let body = writer.finish();
-            stats.staged_bytes += body.len();
-            PlannedObject {
-                key: layout::staging_chunk_key(&partition, ingest_millis, request_id),
-                body,
-                lines,
-                messages,
-            }
-        })
-        .collect::<Vec<_>>();
-    stats.chunks = chunks.len();
-
-    let errors = (errors.lines() > 0).then(|| PlannedObject {
-        key: layout::errors_key(Hour::containing(ingest_millis), ingest_millis, request_id),
-        lines: errors.lines(),
-        body: errors.finish(),
-        messages: error_messages,
-    });
-
-    BatchPlan {
-        chunks,
-        errors,
-        stats,
+    /// Encodes the last sub-batch and the errors file: everything not yet
+    /// taken, and the counts of the whole batch.
+    pub fn finish(mut self) -> BatchPlan {
+        self.sub_batch
+            .encode(&self.batch, &mut self.stats, &mut self.chunks);
+        let rejected = self.rejected;
+        self.stats.rejected = rejected.count;
+        self.stats.reasons = rejected.reasons;
+        let ingest_millis = self.batch.ingest_millis;
+        let errors = (rejected.writer.lines() > 0).then(|| PlannedObject {
+            key: layout::errors_key(
+                Hour::containing(ingest_millis),
+                ingest_millis,
+                self.batch.request_id,
+            ),
+            lines: rejected.writer.lines(),
+            body: rejected.writer.finish(),
+            messages: rejected.messages,
+        });
+        BatchPlan {
+            chunks: self.chunks,
+            errors,
+            stats: self.stats,
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! The batcher's planning, without AWS: what each batch turns into.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use batcher::plan_batch;
-use batcher::records::{sqs_record, with_stream};
+use batcher::records::{sqs_record, with_content_encoding, with_stream};
+use batcher::{BatchPlanner, plan_batch};
 use flate2::read::GzDecoder;
 use serde_json::Value;
 use shared::Config;
+use shared::content_encoding::{ContentEncoding, encode_body};
 
 const SENT_MILLIS: i64 = 1_668_900_197_000; // 2022-11-19T23:23:17Z
 const INGEST_MILLIS: i64 = 1_668_900_200_000;
@@ -421,6 +423,27 @@ fn staged_by_partition(plan: &batcher::BatchPlan) -> Vec<(String, Vec<String>)> 
         .collect()
 }
 
+/// Thirty messages of twenty events each over two tenants; every message
+/// but the last is a bad line then its events, so each feeds errors/ too.
+/// Two in three are gzip: their events are copied into the sub-batch; a
+/// plain body's are held where they are. Both count against its size.
+fn sub_batch_records() -> Vec<SqsMessage> {
+    (0..30)
+        .map(|m| {
+            let events: Vec<String> = (0..20)
+                .map(|n| app_event(&format!("t{}", n % 2), m * 100 + n))
+                .collect();
+            let bad = if m == 29 { "" } else { "{\"noTenant\":true}\n" };
+            let payload = format!("{bad}{}", events.join("\n"));
+            if m % 3 == 0 {
+                return message(&format!("m{m}"), &payload);
+            }
+            let body = encode_body(ContentEncoding::Gzip, payload.as_bytes(), 6);
+            with_content_encoding(message(&format!("m{m}"), &body), "gzip")
+        })
+        .collect()
+}
+
 #[test]
 fn a_repeated_routing_field_refuses_the_event_in_every_profile_and_keeps_its_bytes() {
     let config = config(Some(
@@ -593,4 +616,99 @@ fn senders_may_send_only_for_their_mapped_tenants() {
             ),
         ]
     );
+}
+
+/// Each partition's events (without provenance), in order, across chunks.
+fn events_by_partition(chunks: &[batcher::PlannedObject]) -> BTreeMap<String, Vec<String>> {
+    let mut events: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for chunk in chunks {
+        let partition = chunk
+            .key
+            .split('/')
+            .skip(1)
+            .take(4)
+            .collect::<Vec<_>>()
+            .join("/");
+        events
+            .entry(partition)
+            .or_default()
+            .extend(lines(&chunk.body));
+    }
+    events
+}
+
+#[test]
+fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events() {
+    let records = sub_batch_records();
+    let whole = plan_batch(&config(None), &records, INGEST_MILLIS, "req-1");
+    assert_eq!(whole.chunks.len(), 2, "one sub-batch at the default size");
+    // 600 events of about 140 bytes: 84 KB, cut at 8 KiB.
+    let small = config(Some(r#"{"subBatchBytes":8192}"#));
+    let cut = plan_batch(&small, &records, INGEST_MILLIS, "req-1");
+    assert!(cut.chunks.len() >= 16, "{} chunks", cut.chunks.len());
+
+    // The same events in the same order per partition, none lost or repeated.
+    assert_eq!(
+        events_by_partition(&cut.chunks),
+        events_by_partition(&whole.chunks)
+    );
+    assert_eq!(cut.stats.accepted, 600);
+    assert_eq!(cut.stats.chunks, cut.chunks.len());
+    assert_eq!(
+        cut.errors, whole.errors,
+        "one errors file for the invocation"
+    );
+
+    // Unique keys: the first sub-batch's are the keys of an uncut batch,
+    // the next ones number their sub-batch.
+    let keys: BTreeSet<&str> = cut.chunks.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys.len(), cut.chunks.len());
+    assert_eq!(cut.chunks[0].key, whole.chunks[0].key);
+    assert!(
+        cut.chunks[2]
+            .key
+            .ends_with("/1668900200000-req-1.0001.ndjson.gz"),
+        "{}",
+        cut.chunks[2].key
+    );
+    for chunk in &cut.chunks {
+        assert!(
+            shared::layout::parse_staging_chunk_key(&chunk.key).is_some(),
+            "{}",
+            chunk.key
+        );
+    }
+
+    // A message whose events straddle a cut fed chunks of both sub-batches,
+    // so a failed store of either fails it.
+    let sub_batch_of = |key: &str| {
+        let file = key.rsplit('/').next().unwrap();
+        file.trim_end_matches(".ndjson.gz")
+            .rsplit_once('.')
+            .map_or(0, |(_, n)| n.parse::<u32>().unwrap())
+    };
+    let straddling = (0..records.len()).any(|index| {
+        let sub_batches: BTreeSet<u32> = cut
+            .chunks
+            .iter()
+            .filter(|chunk| chunk.messages.contains(&index))
+            .map(|chunk| sub_batch_of(&chunk.key))
+            .collect();
+        sub_batches.len() > 1
+    });
+    assert!(straddling, "some message is cut in two");
+
+    // Taking each sub-batch as it is cut gives the same keys and bytes.
+    let mut planner = BatchPlanner::new(&small, &records, INGEST_MILLIS, "req-1");
+    let mut taken = Vec::new();
+    for index in 0..records.len() {
+        planner.plan_message(index);
+        taken.extend(planner.take_chunks());
+    }
+    let rest = planner.finish();
+    assert!(!taken.is_empty(), "sub-batches are cut before the end");
+    taken.extend(rest.chunks);
+    assert_eq!(taken, cut.chunks);
+    assert_eq!(rest.errors, cut.errors);
+    assert_eq!(rest.stats, cut.stats);
 }
