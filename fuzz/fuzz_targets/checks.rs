@@ -14,10 +14,10 @@ use std::io::Read;
 use std::sync::OnceLock;
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
-use shared::Config;
-use shared::decode::{compact, split_events, unwrap_body};
-use shared::partition::TenantKey;
-use shared::profile::{FieldPath, Profile};
+use batcher::shared::Config;
+use batcher::shared::decode::{compact, split_events, unwrap_body};
+use batcher::shared::partition::TenantKey;
+use batcher::shared::profile::{FieldPath, Profile};
 
 /// Checks one record body (arbitrary bytes, read as SQS reads text).
 pub fn check_record(data: &[u8]) {
@@ -106,7 +106,7 @@ fn config() -> &'static Config {
         let document =
             r#"{"streams": {"custom": {"profile": "generic", "tenant": "/t", "time": "/ts", "id": "/id"}}}"#;
         Config::from_sources(
-            |name| (name == shared::config::env::EXPORT_BUCKET).then(|| "fuzz-export".to_owned()),
+            |name| (name == batcher::shared::config::env::EXPORT_BUCKET).then(|| "fuzz-export".to_owned()),
             Some(document),
         )
         .expect("a valid configuration")

@@ -26,6 +26,9 @@ use shared::Config;
 use shared::config_source::ConfigSource;
 
 pub use plan::{BatchPlan, BatchPlanner, BatchStats, PlannedObject, plan_batch};
+/// The library the batcher is built on, re-exported so that a crate outside
+/// the workspace (the fuzz targets) tests both through one dependency.
+pub use shared;
 
 /// How the batcher signs its alerts.
 pub const SOURCE: &str = "batcher";
