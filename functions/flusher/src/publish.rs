@@ -247,7 +247,7 @@ pub async fn publish_part(
 /// Moves every pending part of a destination that no longer selects the
 /// partition to its `dropped` list, clears its failure, and returns how
 /// many parts were dropped.
-pub fn drop_pending(state: &mut DestinationState) -> usize {
+fn drop_pending(state: &mut DestinationState) -> usize {
     let pending = std::mem::take(&mut state.pending);
     let count = pending.len();
     state.dropped.extend(pending);
