@@ -2,7 +2,12 @@
 //! pending work by listing `staging/<yyyy-mm-dd>/<HH>/`, at a cost that
 //! follows pending work, not history.
 //!
-//! - staged chunk: `staging/<yyyy-mm-dd>/<HH>/<stream>/<tenant>/<ingest-ms>-<request-id>.ndjson.gz`,
+//! - staged object (one per invocation, sub-batch and hour, every stream and
+//!   tenant in it, see `staged`):
+//!   `staging/<yyyy-mm-dd>/<HH>/<ingest-ms>-<request-id>[.<sub-batch>].staged`
+//! - staged chunk (the format before staged objects, still read so that an
+//!   upgrade flushes what was staged before it):
+//!   `staging/<yyyy-mm-dd>/<HH>/<stream>/<tenant>/<ingest-ms>-<request-id>.ndjson.gz`,
 //!   or `…/<ingest-ms>-<request-id>.<sub-batch>.ndjson.gz` for the second and
 //!   later sub-batches of an invocation (`<sub-batch>` four digits or more, from 0001)
 //! - rejected records: `errors/<yyyy-mm-dd>/<HH>/<ingest-ms>-<request-id>.ndjson.gz`
@@ -78,6 +83,79 @@ pub fn staging_sub_batch_chunk_key(
         ingest_millis,
         safe_request_id(request_id)
     )
+}
+
+/// The suffix of staged objects (see `staged`).
+pub const STAGED_OBJECT_SUFFIX: &str = ".staged";
+
+/// The key of the staged object holding sub-batch `sub_batch` (from 0) of
+/// invocation `request_id` for `hour`: directly in the hour's folder, so
+/// it sorts by hour first and never parses as a staged chunk (those are
+/// two folders deeper). Sub-batch 0 has no sequence number.
+pub fn staged_object_key(
+    hour: Hour,
+    ingest_millis: i64,
+    request_id: &str,
+    sub_batch: u32,
+) -> String {
+    let sequence = match sub_batch {
+        0 => String::new(),
+        n => format!(".{n:04}"),
+    };
+    format!(
+        "{STAGING_PREFIX}{}/{:013}-{}{sequence}{STAGED_OBJECT_SUFFIX}",
+        hour.date_path(),
+        ingest_millis,
+        safe_request_id(request_id)
+    )
+}
+
+/// What a staged object's key says: its hour, ingest time, request id and
+/// sub-batch; `None` for any other key.
+pub fn parse_staged_object_key(key: &str) -> Option<(Hour, i64, String, u32)> {
+    let rest = key.strip_prefix(STAGING_PREFIX)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [date, hour, file] = segments.as_slice() else {
+        return None;
+    };
+    let hour = Hour::parse_date_path(&format!("{date}/{hour}"))?;
+    let name = file.strip_suffix(STAGED_OBJECT_SUFFIX)?;
+    let (millis, rest) = name.split_once('-')?;
+    if millis.len() != 13 || !millis.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (request_id, sub_batch) = match rest.split_once('.') {
+        Some((request_id, sequence))
+            if sequence.len() >= 4 && sequence.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (request_id, sequence.parse().ok()?)
+        }
+        Some(_) => return None,
+        None => (rest, 0),
+    };
+    if request_id.is_empty() {
+        return None;
+    }
+    Some((hour, millis.parse().ok()?, request_id.to_owned(), sub_batch))
+}
+
+/// The order staged data is compacted in, for staged objects and staged
+/// chunks alike: by ingest time, then request id, then sub-batch, so an
+/// hour holding both formats (across an upgrade) compacts in the order its
+/// events were staged, and the same staged data always in the same order.
+/// `None` for a key of neither kind.
+pub fn staged_order(key: &str) -> Option<(i64, String, u32)> {
+    if let Some((_, millis, request_id, sub_batch)) = parse_staged_object_key(key) {
+        return Some((millis, request_id, sub_batch));
+    }
+    parse_staging_chunk_key(key)?;
+    let file = key.rsplit('/').next()?.strip_suffix(".ndjson.gz")?;
+    let (millis, rest) = file.split_once('-')?;
+    let (request_id, sub_batch) = match rest.split_once('.') {
+        Some((request_id, sequence)) => (request_id, sequence.parse().ok()?),
+        None => (rest, 0),
+    };
+    Some((millis.parse().ok()?, request_id.to_owned(), sub_batch))
 }
 
 /// The key of the file holding one invocation's rejected records.
@@ -229,6 +307,74 @@ fn safe_request_id(request_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_object_keys_are_hour_first_and_parse_back() {
+        let hour = Hour::containing(1_668_900_196_792);
+        let first = staged_object_key(hour, 1_668_900_200_000, "c0ffee-01", 0);
+        assert_eq!(
+            first,
+            "staging/2022-11-19/23/1668900200000-c0ffee-01.staged"
+        );
+        let later = staged_object_key(hour, 1_668_900_200_000, "c0ffee-01", 12);
+        assert_eq!(
+            later,
+            "staging/2022-11-19/23/1668900200000-c0ffee-01.0012.staged"
+        );
+        assert_eq!(
+            parse_staged_object_key(&later),
+            Some((hour, 1_668_900_200_000, "c0ffee-01".into(), 12))
+        );
+        assert_eq!(
+            parse_staged_object_key(&first),
+            Some((hour, 1_668_900_200_000, "c0ffee-01".into(), 0))
+        );
+        // Never a chunk, and chunks are never staged objects.
+        assert_eq!(parse_staging_chunk_key(&first), None);
+        let partition = PartitionKey {
+            hour,
+            stream: "s".into(),
+            tenant: TenantKey::encode("t"),
+        };
+        let chunk = staging_chunk_key(&partition, 1_668_900_200_000, "r");
+        assert_eq!(parse_staged_object_key(&chunk), None);
+        for bad in [
+            "staging/2022-11-19/23/1668900200000-.staged",
+            "staging/2022-11-19/23/166890020000-r.staged",
+            "staging/2022-11-19/23/1668900200000-r.1.staged",
+            "staging/2022-11-19/23/1668900200000-r.ndjson.gz",
+            "errors/2022-11-19/23/1668900200000-r.staged",
+        ] {
+            assert_eq!(parse_staged_object_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn both_formats_order_by_ingest_time_then_request() {
+        let hour = Hour::containing(1_668_900_196_792);
+        let partition = PartitionKey {
+            hour,
+            stream: "s".into(),
+            tenant: TenantKey::encode("t"),
+        };
+        let mut keys = vec![
+            staged_object_key(hour, 3, "a", 0),
+            staging_sub_batch_chunk_key(&partition, 2, "b", 1),
+            staging_chunk_key(&partition, 2, "b"),
+            staged_object_key(hour, 1, "z", 0),
+        ];
+        keys.sort_by_key(|key| staged_order(key).expect("staged keys"));
+        assert_eq!(
+            keys,
+            vec![
+                staged_object_key(hour, 1, "z", 0),
+                staging_chunk_key(&partition, 2, "b"),
+                staging_sub_batch_chunk_key(&partition, 2, "b", 1),
+                staged_object_key(hour, 3, "a", 0),
+            ]
+        );
+        assert_eq!(staged_order("staging/x"), None);
+    }
 
     #[test]
     fn chunk_key_is_hour_first() {

@@ -24,6 +24,7 @@ pub mod profile;
 pub mod provenance;
 pub mod rejection;
 pub mod senders;
+pub mod staged;
 pub mod telemetry;
 pub mod time;
 
