@@ -1,4 +1,5 @@
-//! Compaction, the pure part of a flush: staged chunks (gzip NDJSON) in,
+//! Compaction, the pure part of a flush: staged data in (segments of staged
+//! objects, zstd, or staged chunks of the format before them, gzip NDJSON),
 //! the events not seen before out, in order. The flusher feeds these events
 //! to its S3 part writer; [`compact_chunks`] writes them to any `Write` as
 //! one archive part's gzip stream, for the benchmark and for tests.
@@ -49,12 +50,13 @@ impl<'a> NewEvent<'a> {
 /// How much decompressed text one read asks for.
 const READ_BYTES: usize = 64 * 1024;
 
-/// The events of one staged chunk that are not in `seen` (each is added to
-/// it), in order, read with [`NewEvents::next_event`]; an item is an error
-/// when the chunk is not valid gzip or UTF-8. Blank lines are skipped.
-/// Memory holds the caller's buffer: one read, or the longest line.
-pub struct NewEvents<'a, R: BufRead> {
-    decoder: MultiGzDecoder<R>,
+/// The events of staged lines that are not in `seen` (each is added to
+/// it), in order, read with [`NewEvents::next_event`], from `decoder`, the
+/// decompressed text of one staged chunk or segment; an item is an error
+/// when its bytes cannot be decoded or are not UTF-8. Blank lines are
+/// skipped. Memory holds the caller's buffer: one read, or the longest line.
+pub struct NewEvents<'a, D: Read> {
+    decoder: D,
     buffer: &'a mut Vec<u8>,
     /// The next line starts here in `buffer`.
     start: usize,
@@ -80,9 +82,22 @@ pub fn new_events<'a, R: BufRead>(
     ids: IdHash,
     seen: &'a mut HashSet<u128>,
     buffer: &'a mut Vec<u8>,
-) -> NewEvents<'a, R> {
+) -> NewEvents<'a, MultiGzDecoder<R>> {
+    new_events_from(MultiGzDecoder::new(chunk), profile, ids, seen, buffer)
+}
+
+/// The new events of the decompressed staged lines `decoder` reads (for a
+/// segment of a staged object, `shared::staged::segment_reader` of its
+/// bytes); otherwise as [`new_events`].
+pub fn new_events_from<'a, D: Read>(
+    decoder: D,
+    profile: Option<&'a Profile>,
+    ids: IdHash,
+    seen: &'a mut HashSet<u128>,
+    buffer: &'a mut Vec<u8>,
+) -> NewEvents<'a, D> {
     NewEvents {
-        decoder: MultiGzDecoder::new(chunk),
+        decoder,
         buffer,
         start: 0,
         scanned: 0,
@@ -95,7 +110,7 @@ pub fn new_events<'a, R: BufRead>(
     }
 }
 
-impl<'a, R: BufRead> NewEvents<'a, R> {
+impl<'a, D: Read> NewEvents<'a, D> {
     /// Events dropped so far because they were already in `seen`.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
@@ -212,11 +227,31 @@ pub fn compact_chunks<R: BufRead, W: Write>(
     level: u32,
     part: W,
 ) -> io::Result<(Compacted, W)> {
+    compact_staged(
+        chunks.into_iter().map(MultiGzDecoder::new),
+        profile,
+        ids,
+        seen,
+        level,
+        part,
+    )
+}
+
+/// [`compact_chunks`] from decompressed staged lines: each item reads one
+/// staged chunk or segment (for segments, `shared::staged::segment_reader`).
+pub fn compact_staged<D: Read, W: Write>(
+    staged: impl IntoIterator<Item = D>,
+    profile: Option<&Profile>,
+    ids: IdHash,
+    seen: &mut HashSet<u128>,
+    level: u32,
+    part: W,
+) -> io::Result<(Compacted, W)> {
     let mut encoder = LineGzEncoder::new(part, level);
     let mut compacted = Compacted::default();
     let mut buffer = Vec::new();
-    for chunk in chunks {
-        let mut events = new_events(chunk, profile, ids, seen, &mut buffer);
+    for decoder in staged {
+        let mut events = new_events_from(decoder, profile, ids, seen, &mut buffer);
         while let Some(event) = events.next_event() {
             let event = event?;
             encoder.push_line(event.event().as_bytes())?;
@@ -273,6 +308,54 @@ mod tests {
         assert_eq!(compacted.duplicates, 2);
         assert_eq!(compacted.uncompressed_bytes, (A.len() + B.len() + 2) as u64);
         assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn segments_of_staged_objects_compact_like_chunks_of_the_same_lines() {
+        use shared::partition::{Hour, TenantKey};
+        use shared::staged::{self, StagedWriter};
+        let profile = Profile::airkit_audit_logs();
+        let object = |lines: &[&str]| {
+            let mut writer = StagedWriter::new(1);
+            writer.begin_segment("s", &TenantKey::encode("t"), 0, 1);
+            for line in lines {
+                writer.push_line_parts(&[line.as_bytes()]);
+            }
+            writer.finish(Hour::containing(0))
+        };
+        let objects = [object(&[A, B]), object(&[A_AGAIN, B])];
+        let segments: Vec<&[u8]> = objects
+            .iter()
+            .map(|bytes| {
+                let index = staged::read_index(bytes).unwrap();
+                &bytes[..index.data_end() as usize]
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        let (compacted, part) = compact_staged(
+            segments
+                .iter()
+                .map(|segment| staged::segment_reader(segment).unwrap()),
+            Some(&profile),
+            IdHash::CURRENT,
+            &mut seen,
+            6,
+            Vec::new(),
+        )
+        .unwrap();
+        let chunks = [chunk(&[A, B]), chunk(&[A_AGAIN, B])];
+        let (from_chunks, chunk_part) = compact_chunks(
+            chunks.iter().map(|c| &c[..]),
+            Some(&profile),
+            IdHash::CURRENT,
+            &mut HashSet::new(),
+            6,
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(part, chunk_part, "the same lines give the same part");
+        assert_eq!(compacted, from_chunks);
+        assert_eq!(compacted.duplicates, 2);
     }
 
     #[test]
