@@ -42,6 +42,12 @@ pub mod env {
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
     pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
+    /// The most compressed staged bytes the flusher spools to disk at once
+    /// (one window of partitions, see the flusher's `staged_read`).
+    pub const SPOOL_BYTES: &str = "SPOOL_BYTES";
+    /// Where the flusher spools staged bytes (default: the system's
+    /// temporary directory, Lambda's ephemeral storage `/tmp`).
+    pub const SPOOL_DIR: &str = "SPOOL_DIR";
     /// Days the archive and its manifests are kept (the export bucket's
     /// lifecycle, the template's `ArchiveRetentionDays`); 0: forever.
     pub const ARCHIVE_RETENTION_DAYS: &str = "ARCHIVE_RETENTION_DAYS";
@@ -110,6 +116,11 @@ pub mod defaults {
     pub const ARCHIVE_GZIP_LEVEL: u32 = 6;
     pub const ARCHIVE_PART_MAX_BYTES: usize = 128 * 1024 * 1024;
     pub const FLUSH_CONCURRENCY: usize = 4;
+    /// Under the flusher's 2048 MB of ephemeral storage (the template's
+    /// `EphemeralStorage`), with room for the range around a window's
+    /// segments; a typical hour's staged objects fit, so each is read with
+    /// one GET of its tail and one of its data.
+    pub const SPOOL_BYTES: usize = 1536 * 1024 * 1024;
     /// The archive is kept forever unless the lifecycle says otherwise.
     pub const ARCHIVE_RETENTION_DAYS: usize = 0;
     /// The Amplitude-style key layout.
@@ -246,6 +257,11 @@ pub struct Config {
     pub archive_part_max_bytes: usize,
     /// Partitions flushed at once.
     pub flush_concurrency: usize,
+    /// The compressed staged bytes one window of partitions spools to disk
+    /// (a single larger partition is a window of its own).
+    pub spool_bytes: usize,
+    /// Where spool files go.
+    pub spool_dir: std::path::PathBuf,
     /// Days the archive is kept (0: forever): a backfill cannot reach
     /// hours older than this.
     pub archive_retention_days: usize,
@@ -316,6 +332,7 @@ struct Document {
     archive_gzip_level: Option<u32>,
     archive_part_max_bytes: Option<usize>,
     flush_concurrency: Option<usize>,
+    spool_bytes: Option<usize>,
     archive_retention_days: Option<usize>,
     #[serde(default)]
     queues: BTreeMap<String, String>,
@@ -621,6 +638,18 @@ impl Config {
             defaults::FLUSH_CONCURRENCY,
             1..=64,
         )?;
+        // Lambda's ephemeral storage is at most 10,240 MB.
+        let spool_bytes = number_setting(
+            &lookup,
+            env::SPOOL_BYTES,
+            "spoolBytes",
+            document.spool_bytes,
+            defaults::SPOOL_BYTES,
+            1024..=10 * 1024 * 1024 * 1024,
+        )?;
+        let spool_dir = lookup(env::SPOOL_DIR)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         let archive_retention_days = number_setting(
             &lookup,
             env::ARCHIVE_RETENTION_DAYS,
@@ -691,6 +720,8 @@ impl Config {
             archive_gzip_level,
             archive_part_max_bytes,
             flush_concurrency,
+            spool_bytes,
+            spool_dir,
             archive_retention_days,
             queues,
             streams,
@@ -1928,6 +1959,28 @@ mod tests {
             ("ARCHIVE_PART_MAX_BYTES", "1000"),
         ]);
         assert_eq!(error.field, "ARCHIVE_PART_MAX_BYTES");
+        assert_eq!(config.spool_bytes, 1536 * 1024 * 1024);
+        assert_eq!(config.spool_dir, std::env::temp_dir());
+        let error = config_error(&[("EXPORT_BUCKET", "exports"), ("SPOOL_BYTES", "10")]);
+        assert_eq!(error.field, "SPOOL_BYTES");
+        assert!(error.message.contains("outside"), "{}", error.message);
+        let error = self::config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"spoolBytes": 99999999999}"#),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "spoolBytes");
+        let set = self::config(
+            &[
+                ("EXPORT_BUCKET", "exports"),
+                ("SPOOL_BYTES", "4096"),
+                ("SPOOL_DIR", "spool"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(set.spool_bytes, 4096);
+        assert_eq!(set.spool_dir, std::path::PathBuf::from("spool"));
     }
 
     #[test]

@@ -40,9 +40,13 @@ pub const BACKFILLS_PREFIX: &str = "backfills/";
 /// The folder under the export bucket holding the configuration document
 /// (`EXPORT_CONFIG=s3://<export bucket>/config/…`).
 pub const CONFIG_PREFIX: &str = "config/";
+/// The folder under the export bucket holding copies of staged objects the
+/// flusher refused as corrupt or truncated, each at
+/// `quarantine/<its staging key>`, for inspection.
+pub const QUARANTINE_PREFIX: &str = "quarantine/";
 /// Every folder of the export bucket the pipeline reads back: no
 /// destination may write into one (see `Config`'s destination checks).
-pub const PIPELINE_PREFIXES: [&str; 7] = [
+pub const PIPELINE_PREFIXES: [&str; 8] = [
     STAGING_PREFIX,
     ERRORS_PREFIX,
     ARCHIVE_PREFIX,
@@ -50,6 +54,7 @@ pub const PIPELINE_PREFIXES: [&str; 7] = [
     PENDING_PREFIX,
     BACKFILLS_PREFIX,
     CONFIG_PREFIX,
+    QUARANTINE_PREFIX,
 ];
 
 /// The key of the chunk one invocation stages for one partition (its first
@@ -156,6 +161,12 @@ pub fn staged_order(key: &str) -> Option<(i64, String, u32)> {
         None => (rest, 0),
     };
     Some((millis.parse().ok()?, request_id.to_owned(), sub_batch))
+}
+
+/// Where the quarantine copy of the staged object `staged_key` goes: the
+/// same key under [`QUARANTINE_PREFIX`], so it names the object it copies.
+pub fn quarantine_key(staged_key: &str) -> String {
+    format!("{QUARANTINE_PREFIX}{staged_key}")
 }
 
 /// The key of the file holding one invocation's rejected records.

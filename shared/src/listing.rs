@@ -33,6 +33,40 @@ pub async fn keys(
     Ok(keys)
 }
 
+/// An object a listing found: its key and size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Every object under `prefix` with its size (ListObjectsV2's `Size`, so a
+/// reader can ask for an object's tail without asking its length first),
+/// sorted by key.
+pub async fn objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<ListedObject>, ListError> {
+    let mut objects = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        objects.extend(page?.contents().iter().filter_map(|o| {
+            Some(ListedObject {
+                key: o.key()?.to_owned(),
+                size: o.size().unwrap_or(0).max(0) as u64,
+            })
+        }));
+    }
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(objects)
+}
+
 /// The folders one level below `prefix` (common prefixes ending in `/`),
 /// sorted.
 pub async fn folders(

@@ -25,8 +25,15 @@ pub struct Manifest {
     /// Counts commits, starting at 1; names the id digest written with it.
     pub generation: u64,
     pub parts: Vec<ArchivePart>,
-    /// Every staged chunk whose events are in `parts`.
+    /// Every staged chunk whose events are in `parts`, and every staged
+    /// object whose segments of this partition are.
     pub consumed_chunks: Vec<String>,
+    /// Staged objects whose segments of this partition were refused as
+    /// corrupt (copied to `quarantine/` and alerted): none of their events
+    /// are in `parts`, and they are not read again. Absent in manifests
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined_chunks: Vec<String>,
     /// The key of the digest of every event id in `parts`.
     pub id_digest: Option<String>,
     /// How the digest's ids are hashed (`dedup::IdHash::version`); every
@@ -103,9 +110,14 @@ impl Manifest {
         self.parts.iter().map(|p| p.number).max().unwrap_or(0) + 1
     }
 
-    /// The chunks this manifest has consumed, for quick lookup.
+    /// The chunks and staged objects this manifest is done with (consumed
+    /// or quarantined), for quick lookup.
     pub fn consumed(&self) -> HashSet<&str> {
-        self.consumed_chunks.iter().map(String::as_str).collect()
+        self.consumed_chunks
+            .iter()
+            .chain(&self.quarantined_chunks)
+            .map(String::as_str)
+            .collect()
     }
 
     /// Whether any destination still waits for parts.
@@ -179,6 +191,28 @@ mod tests {
         assert!(text.contains("\"consumedChunks\""));
         assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), manifest);
         assert!(manifest.has_pending());
+    }
+
+    #[test]
+    fn quarantined_objects_count_as_consumed_and_are_absent_from_older_manifests() {
+        let manifest = Manifest {
+            consumed_chunks: vec!["staging/a".into()],
+            quarantined_chunks: vec!["staging/b".into()],
+            ..Default::default()
+        };
+        let consumed = manifest.consumed();
+        assert!(consumed.contains("staging/a") && consumed.contains("staging/b"));
+        let text = serde_json::to_string(&manifest).unwrap();
+        assert!(
+            text.contains("\"quarantinedChunks\":[\"staging/b\"]"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), manifest);
+        // Written before the field existed, or with nothing quarantined.
+        let none = Manifest::default();
+        let text = serde_json::to_string(&none).unwrap();
+        assert!(!text.contains("quarantined"), "{text}");
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), none);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The flusher: closes hours. For every partition of a closed hour it
-//! compacts the staged chunks into canonical archive parts without
+//! compacts the staged data (segments of staged objects, and staged chunks
+//! of the format before them) into canonical archive parts without
 //! duplicates, commits the partition's manifest with a conditional write,
 //! publishes the new parts to every destination that selects them, and
-//! deletes the consumed chunks (see `partition` for why each step is safe to
-//! redo). Work that does not fit in one invocation resumes in the next.
+//! deletes what every partition has consumed (see `partition` for why each
+//! step is safe to redo; `staged_read` for how staged objects are read
+//! with a bounded number of requests). Work that does not fit in one
+//! invocation resumes in the next.
 //! It also backfills archived hours into a destination (see `backfill`).
 
 pub mod archive;
@@ -15,10 +18,11 @@ pub mod metrics;
 pub mod partition;
 pub mod publish;
 pub mod scan;
+pub mod staged_read;
 pub mod store;
 pub mod trigger;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -187,9 +191,13 @@ pub struct FlushReport {
     pub events: u64,
     pub duplicates: u64,
     pub failed: usize,
-    /// Staged chunks of closed hours still there after the run (deferred or
-    /// failed partitions).
+    /// Staged objects and staged chunks (of the format before them) of
+    /// closed hours still there after the run: those of deferred or failed
+    /// partitions, and objects holding partitions this run did not select.
     pub pending_chunks: usize,
+    /// Staged objects refused as corrupt or truncated this run: copied to
+    /// `quarantine/` and alerted; none of their damaged data is exported.
+    pub quarantined: usize,
     /// Partitions with parts still to publish to a destination.
     pub pending_publishes: usize,
     /// Pending parts dropped because their destination was edited to no
@@ -259,57 +267,106 @@ pub async fn handle(
 }
 
 /// Runs one flush: finds the work, then flushes partitions concurrently
-/// (at most `flush_concurrency` at once) until the deadline nears. A
-/// scheduled run then continues unfinished backfills with the time left.
+/// (at most `flush_concurrency` at once) until the deadline nears, in
+/// windows whose staged bytes fit in `spoolBytes` (see `staged_read`), and
+/// deletes the staged objects every partition of which has consumed them.
+/// A scheduled run then continues unfinished backfills with the time left.
 pub async fn run(
     flusher: &Flusher,
     trigger: &Trigger,
     deadline: Option<Instant>,
 ) -> Result<FlushReport, FlushError> {
-    let work = scan::find_work(flusher, trigger).await?;
     let alerts = flusher.alerter.invocation();
     let alerts = &alerts;
+    let work = scan::find_work(flusher, trigger, alerts).await?;
     let partitions: Vec<PartitionKey> = work.partitions().into_iter().collect();
-    let empty = Vec::new();
-    let outcomes: Vec<(usize, Option<PartitionSummary>)> = stream::iter(&partitions)
-        .map(|partition| {
-            let staged = work.chunks.get(partition).unwrap_or(&empty);
-            async move {
-                if deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline) {
-                    return (staged.len(), None);
+    let sizes: Vec<u64> = partitions.iter().map(|p| work.spooled_bytes(p)).collect();
+    let windows = staged_read::plan_windows(&sizes, flusher.config.spool_bytes as u64);
+    let near_deadline =
+        || deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline);
+    let no_sources = Vec::new();
+    let mut outcomes: Vec<(&PartitionKey, Option<Result<_, FlushError>>)> = Vec::new();
+    for window in windows {
+        let members = &partitions[window];
+        if near_deadline() {
+            outcomes.extend(members.iter().map(|partition| (partition, None)));
+            continue;
+        }
+        let spools = staged_read::fetch_window(flusher, &work, members).await;
+        let spools = &spools;
+        let flushed: Vec<_> = stream::iter(members)
+            .map(|partition| {
+                let sources = work.sources.get(partition).unwrap_or(&no_sources);
+                async move {
+                    if near_deadline() {
+                        return (partition, None);
+                    }
+                    let result = partition::flush_partition(
+                        flusher, alerts, trigger, partition, sources, spools,
+                    )
+                    .await;
+                    (partition, Some(result))
                 }
-                let result =
-                    partition::flush_partition(flusher, alerts, trigger, partition, staged).await;
-                (staged.len(), Some(summarize(partition, result)))
-            }
-        })
-        .buffered(flusher.config.flush_concurrency)
-        .collect()
-        .await;
+            })
+            .buffered(flusher.config.flush_concurrency)
+            .collect()
+            .await;
+        outcomes.extend(flushed);
+        // The window's spool files are freed here.
+    }
 
     let mut report = FlushReport {
         now: shared::time::format_rfc3339_millis(trigger.now_millis),
         ..FlushReport::default()
     };
-    for (staged, outcome) in outcomes {
-        match outcome {
-            None => {
-                report.deferred += 1;
-                report.pending_chunks += staged;
-            }
-            Some(summary) => {
-                report.events += summary.events;
-                report.duplicates += summary.duplicates;
-                if summary.error.is_some() {
-                    report.failed += 1;
-                    report.pending_chunks += staged;
+    let mut done: HashSet<(&str, &PartitionKey)> = HashSet::new();
+    let mut quarantined: HashSet<String> = work.quarantined.iter().cloned().collect();
+    for (partition, outcome) in outcomes {
+        let chunks = work.chunk_count(partition);
+        let Some(result) = outcome else {
+            report.deferred += 1;
+            report.pending_chunks += chunks;
+            continue;
+        };
+        if let Ok(flushed) = &result {
+            for object in &flushed.objects_done {
+                if let Some((key, _)) = work.objects.get_key_value(object) {
+                    done.insert((key.as_str(), partition));
                 }
-                report.pending_publishes += usize::from(!summary.pending.is_empty());
-                report.dropped_publishes += summary.dropped;
-                report.partitions.push(summary);
             }
+            quarantined.extend(flushed.quarantined.iter().cloned());
+        }
+        let summary = summarize(partition, result);
+        report.events += summary.events;
+        report.duplicates += summary.duplicates;
+        if summary.error.is_some() {
+            report.failed += 1;
+            report.pending_chunks += chunks;
+        }
+        report.pending_publishes += usize::from(!summary.pending.is_empty());
+        report.dropped_publishes += summary.dropped;
+        report.partitions.push(summary);
+    }
+    report.quarantined = quarantined.len();
+
+    // A staged object goes once every partition in its index is known, this
+    // run, to be done with it; otherwise a later run deletes it.
+    let mut consumed = Vec::new();
+    for (key, partitions) in &work.objects {
+        if partitions.iter().all(|p| done.contains(&(key.as_str(), p))) {
+            consumed.push(key.clone());
+        } else {
+            report.pending_chunks += 1;
         }
     }
+    if let Err(error) =
+        store::delete_keys(&flusher.s3, &flusher.config.export_bucket, &consumed).await
+    {
+        // Consumed all the same: the next run deletes them.
+        tracing::error!(%error, "consumed staged objects not deleted");
+        report.pending_chunks += consumed.len();
+    }
+
     if trigger.apply_grace {
         match backfill::continue_unfinished(flusher, trigger.now_millis, deadline).await {
             Ok(backfills) => report.backfills = backfills,

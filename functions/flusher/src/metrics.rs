@@ -19,6 +19,7 @@ pub fn embedded_metrics(deployment: &str, report: &FlushReport, timestamp_millis
         ("FailedPartitions", report.failed as u64),
         ("EventsFlushed", report.events),
         ("DuplicatesDropped", report.duplicates),
+        ("QuarantinedObjects", report.quarantined as u64),
     ];
     let mut document = json!({
         "_aws": {
@@ -48,6 +49,7 @@ mod tests {
             pending_chunks: 3,
             pending_publishes: 1,
             events: 10,
+            quarantined: 2,
             ..FlushReport::default()
         };
         let line: Value =
@@ -63,5 +65,6 @@ mod tests {
         }
         assert_eq!(line["PendingChunks"], 3);
         assert_eq!(line["PendingPublishes"], 1);
+        assert_eq!(line["QuarantinedObjects"], 2);
     }
 }

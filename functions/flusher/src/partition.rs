@@ -1,10 +1,13 @@
-//! Flushing one partition: compact its new staged chunks into archive parts,
-//! commit the manifest, publish, then delete the consumed chunks.
+//! Flushing one partition: compact its new staged data (segments of staged
+//! objects, staged chunks of the format before them) into archive parts,
+//! commit the manifest, publish, then delete the consumed chunks (a staged
+//! object holds other partitions too: the run deletes it once all of them
+//! have consumed it, see `run`).
 //!
 //! Each step is safe to redo if the run stops after it (docs/design.md,
 //! invariants 2 to 4): before the commit, parts and the id digest are
-//! rewritten with the same keys and bytes; after it, consumed chunks are
-//! skipped and only deleted, and pending publishes are retried.
+//! rewritten with the same keys and bytes; after it, consumed chunks and
+//! objects are skipped and only deleted, and pending publishes are retried.
 
 use std::collections::HashSet;
 
@@ -20,6 +23,8 @@ use crate::archive::PartWriter;
 use crate::compaction;
 use crate::error::FlushError;
 use crate::publish::{self, PublishOutcome};
+use crate::scan::Source;
+use crate::staged_read::{self, Spools};
 use crate::store;
 use crate::trigger::Trigger;
 use crate::{Flusher, Step};
@@ -30,17 +35,27 @@ pub struct PartitionReport {
     pub events: u64,
     pub duplicates: u64,
     pub parts: Vec<u32>,
+    /// Chunks and staged objects consumed by this run's commit.
     pub chunks_consumed: usize,
     pub publish: PublishOutcome,
+    /// The staged objects among this partition's sources that its committed
+    /// manifest lists (consumed or quarantined): this partition no longer
+    /// needs them.
+    pub objects_done: Vec<String>,
+    /// Staged objects this run refused for a damaged segment of this
+    /// partition and recorded as quarantined.
+    pub quarantined: Vec<String>,
 }
 
-/// Flushes `partition`, whose staged chunks (in key order) are `staged`.
+/// Flushes `partition`, whose staged data is `sources` (in staged order),
+/// the segments of staged objects read from `spools`.
 pub async fn flush_partition(
     flusher: &Flusher,
     alerts: &InvocationAlerts<'_>,
     trigger: &Trigger,
     partition: &PartitionKey,
-    staged: &[String],
+    sources: &[Source],
+    spools: &Spools,
 ) -> Result<PartitionReport, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
@@ -51,14 +66,13 @@ pub async fn flush_partition(
     };
     let had_pending = manifest.has_pending();
     let consumed = manifest.consumed();
-    let new_chunks: Vec<String> = staged
+    let new_sources: Vec<&Source> = sources
         .iter()
-        .filter(|key| !consumed.contains(key.as_str()))
-        .cloned()
+        .filter(|source| !consumed.contains(source.key()))
         .collect();
     let mut report = PartitionReport::default();
 
-    if !new_chunks.is_empty() {
+    if !new_sources.is_empty() {
         let ids = id_hash(&manifest).ok_or_else(|| FlushError::Corrupt {
             what: format!(
                 "id digest s3://{bucket}/{}",
@@ -87,9 +101,11 @@ pub async fn flush_partition(
         };
         let parts = compact(
             flusher,
+            alerts,
             partition,
             &manifest,
-            &new_chunks,
+            &new_sources,
+            spools,
             ids,
             &mut seen,
             &mut report,
@@ -115,7 +131,17 @@ pub async fn flush_partition(
         manifest.events += report.events;
         manifest.duplicates_dropped += report.duplicates;
         manifest.parts.extend(parts);
-        manifest.consumed_chunks.extend(new_chunks.iter().cloned());
+        let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
+        manifest.consumed_chunks.extend(
+            new_sources
+                .iter()
+                .map(|source| source.key())
+                .filter(|key| !quarantined.contains(key))
+                .map(str::to_owned),
+        );
+        manifest
+            .quarantined_chunks
+            .extend(report.quarantined.iter().cloned());
         manifest.id_digest = Some(digest_key);
         manifest.id_digest_version = ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
@@ -128,7 +154,7 @@ pub async fn flush_partition(
             store::delete_keys(s3, bucket, &[previous]).await?;
         }
         report.parts = numbers;
-        report.chunks_consumed = new_chunks.len();
+        report.chunks_consumed = new_sources.len() - report.quarantined.len();
         if flusher.stop_after == Some(Step::ManifestCommitted) {
             return Err(FlushError::Injected("manifest committed"));
         }
@@ -164,13 +190,16 @@ pub async fn flush_partition(
         return Err(FlushError::Injected("before deleting chunks"));
     }
     // Every staged chunk this manifest has consumed: the new ones, and any
-    // left by a run that stopped after its commit.
+    // left by a run that stopped after its commit. Staged objects are the
+    // run's to delete, once every partition in them is done.
     let consumed = manifest.consumed();
-    let done: Vec<String> = staged
-        .iter()
-        .filter(|key| consumed.contains(key.as_str()))
-        .cloned()
-        .collect();
+    let mut done = Vec::new();
+    for source in sources.iter().filter(|s| consumed.contains(s.key())) {
+        match source {
+            Source::Chunk(key) => done.push(key.clone()),
+            Source::Segments { object, .. } => report.objects_done.push(object.clone()),
+        }
+    }
     store::delete_keys(s3, bucket, &done).await?;
     Ok(report)
 }
@@ -281,67 +310,159 @@ impl OpenPart {
     }
 }
 
-/// Streams the new chunks in key order into archive parts numbered after
+/// Streams the new staged data in order into archive parts numbered after
 /// the manifest's, dropping every event already in `seen` (identities
 /// hashed with `ids`, the partition's id digest hash). A staged line's
 /// provenance goes to the part's sidecar (when a destination asks for
 /// `_export` metadata), never into the part.
+///
+/// A staged object's segments of this partition are decoded whole and
+/// checked before any of their events is used; when one is damaged, none
+/// of them is used: the object is quarantined (`report.quarantined`).
+#[allow(clippy::too_many_arguments)]
 async fn compact(
     flusher: &Flusher,
+    alerts: &InvocationAlerts<'_>,
     partition: &PartitionKey,
     manifest: &Manifest,
-    chunks: &[String],
+    sources: &[&Source],
+    spools: &Spools,
     ids: IdHash,
     seen: &mut HashSet<u128>,
     report: &mut PartitionReport,
 ) -> Result<Vec<ArchivePart>, FlushError> {
     let config = &flusher.config;
-    let profile = config.streams.get(&partition.stream);
-    let mut parts = Vec::new();
-    let mut number = manifest.next_part_number();
-    let mut writer: Option<OpenPart> = None;
-    let mut fields = String::new();
+    let bucket = &config.export_bucket;
+    let mut out = PartsOut {
+        flusher,
+        partition,
+        parts: Vec::new(),
+        number: manifest.next_part_number(),
+        writer: None,
+        fields: String::new(),
+        keep_provenance: config.records_provenance(),
+    };
     let mut buffer = Vec::new();
-    let keep_provenance = config.records_provenance();
-    for chunk in chunks {
-        let Some((bytes, _)) = store::get(&flusher.s3, &config.export_bucket, chunk).await? else {
-            // Listed a moment ago, gone now: another flusher consumed it.
-            return Err(FlushError::LostRace { key: chunk.clone() });
-        };
-        let corrupt = |message: String| FlushError::Corrupt {
-            what: format!("staged chunk s3://{}/{chunk}", config.export_bucket),
-            message,
-        };
-        let mut events = compaction::new_events(&bytes[..], profile, ids, seen, &mut buffer);
+    let mut text = Vec::new();
+    for source in sources {
+        match source {
+            Source::Chunk(chunk) => {
+                let Some((bytes, _)) = store::get(&flusher.s3, bucket, chunk).await? else {
+                    // Listed a moment ago, gone now: another flusher consumed it.
+                    return Err(FlushError::LostRace { key: chunk.clone() });
+                };
+                let what = format!("staged chunk s3://{bucket}/{chunk}");
+                let events = compaction::new_events(
+                    &bytes[..],
+                    profile(flusher, partition),
+                    ids,
+                    seen,
+                    &mut buffer,
+                );
+                out.write(events, &what, report).await?;
+            }
+            Source::Segments { object, segments } => {
+                let mut compressed = Vec::with_capacity(segments.len());
+                for segment in segments {
+                    let Some(bytes) = spools.segment_bytes(bucket, object, segment)? else {
+                        // Gone: every partition in it had consumed it, this
+                        // one too (its manifest has changed since read).
+                        return Err(FlushError::LostRace {
+                            key: object.clone(),
+                        });
+                    };
+                    compressed.push((segment, bytes));
+                }
+                if let Err(error) = staged_read::decode_segments(&compressed, &mut text) {
+                    let reason = format!("s3://{bucket}/{object}: {error}");
+                    staged_read::quarantine(flusher, alerts, object, &reason).await?;
+                    report.quarantined.push(object.clone());
+                    continue;
+                }
+                let what = format!("staged object s3://{bucket}/{object}");
+                let events = compaction::new_events_from(
+                    &text[..],
+                    profile(flusher, partition),
+                    ids,
+                    seen,
+                    &mut buffer,
+                );
+                out.write(events, &what, report).await?;
+            }
+        }
+    }
+    out.finish().await
+}
+
+fn profile<'a>(
+    flusher: &'a Flusher,
+    partition: &PartitionKey,
+) -> Option<&'a shared::profile::Profile> {
+    flusher.config.streams.get(&partition.stream)
+}
+
+/// The archive parts being written from a partition's new events.
+struct PartsOut<'a> {
+    flusher: &'a Flusher,
+    partition: &'a PartitionKey,
+    parts: Vec<ArchivePart>,
+    /// The number of the part being written (or the next).
+    number: u32,
+    writer: Option<OpenPart>,
+    fields: String,
+    keep_provenance: bool,
+}
+
+impl PartsOut<'_> {
+    /// Writes every event of `events` (staged data named `what` in errors),
+    /// rolling parts over at the configured size.
+    async fn write<D: std::io::Read>(
+        &mut self,
+        mut events: compaction::NewEvents<'_, D>,
+        what: &str,
+        report: &mut PartitionReport,
+    ) -> Result<(), FlushError> {
+        let max_bytes = self.flusher.config.archive_part_max_bytes as u64;
         while let Some(event) = events.next_event() {
-            let event = event.map_err(|error| corrupt(error.to_string()))?;
-            let current = writer
-                .get_or_insert_with(|| OpenPart::new(flusher, partition, number, keep_provenance));
+            let event = event.map_err(|error| FlushError::Corrupt {
+                what: what.to_owned(),
+                message: error.to_string(),
+            })?;
+            let (flusher, partition, number, keep) = (
+                self.flusher,
+                self.partition,
+                self.number,
+                self.keep_provenance,
+            );
+            let current = self
+                .writer
+                .get_or_insert_with(|| OpenPart::new(flusher, partition, number, keep));
             current
                 .push(
                     event.event(),
                     event.time_millis,
                     // Parsed only when a destination asks for it.
-                    if keep_provenance {
-                        event.provenance()
-                    } else {
-                        None
-                    },
-                    &mut fields,
+                    if keep { event.provenance() } else { None },
+                    &mut self.fields,
                 )
                 .await?;
             report.events += 1;
-            if current.events.compressed_len() >= config.archive_part_max_bytes as u64 {
-                parts.push(writer.take().expect("just used").finish().await?);
-                number += 1;
+            if current.events.compressed_len() >= max_bytes {
+                self.parts
+                    .push(self.writer.take().expect("just used").finish().await?);
+                self.number += 1;
             }
         }
         report.duplicates += events.duplicates();
+        Ok(())
     }
-    if let Some(writer) = writer {
-        parts.push(writer.finish().await?);
+
+    async fn finish(mut self) -> Result<Vec<ArchivePart>, FlushError> {
+        if let Some(writer) = self.writer.take() {
+            self.parts.push(writer.finish().await?);
+        }
+        Ok(self.parts)
     }
-    Ok(parts)
 }
 
 #[cfg(test)]

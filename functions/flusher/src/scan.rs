@@ -1,40 +1,119 @@
-//! Finding work: partitions with staged chunks in closed hours, found by
+//! Finding work: partitions with staged data in closed hours, found by
 //! listing `staging/` date and hour folders (hour first, so a run costs in
 //! proportion to pending work, not history), and partitions with pending
 //! publishes, found by listing `pending/`.
+//!
+//! An hour folder holds staged objects (one per batcher invocation and
+//! hour, every partition in it, see `shared::staged`) and, across an
+//! upgrade, staged chunks of the format before them (one per partition).
+//! Each staged object's index is read with one ranged GET of its tail
+//! (`staged_read::read_index`); an object whose index cannot be read is
+//! quarantined here, since no partition can claim it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::stream::{self, StreamExt};
+
+use shared::alert::InvocationAlerts;
 use shared::layout::{self, PENDING_PREFIX, STAGING_PREFIX};
 use shared::partition::{Hour, PartitionKey, TenantKey};
+use shared::staged::Segment;
 
 use crate::Flusher;
 use crate::error::FlushError;
+use crate::staged_read;
 use crate::store;
 use crate::trigger::Trigger;
+
+/// Staged objects whose tails are read at once.
+const TAIL_READS_AT_ONCE: usize = 16;
+
+/// Staged data of one partition, in one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A staged chunk of the format before staged objects (gzip NDJSON, the
+    /// partition's only), read whole.
+    Chunk(String),
+    /// The partition's segments (one a shard) in the staged object `object`.
+    Segments {
+        object: String,
+        segments: Vec<Segment>,
+    },
+}
+
+impl Source {
+    /// The key of the object the data is in: what a manifest records as
+    /// consumed.
+    pub fn key(&self) -> &str {
+        match self {
+            Source::Chunk(key) => key,
+            Source::Segments { object, .. } => object,
+        }
+    }
+
+    /// The compressed bytes a window spools for it (chunks are read whole,
+    /// not spooled).
+    pub fn spooled_bytes(&self) -> u64 {
+        match self {
+            Source::Chunk(_) => 0,
+            Source::Segments { segments, .. } => segments.iter().map(|s| s.length).sum(),
+        }
+    }
+}
 
 /// What a run has to do.
 #[derive(Debug, Default)]
 pub struct Work {
-    /// Staged chunk keys of closed hours, per partition, in key order.
-    pub chunks: BTreeMap<PartitionKey, Vec<String>>,
+    /// The staged data of closed hours, per selected partition, in the
+    /// order it was staged (`layout::staged_order`: both formats
+    /// interleaved, always in the same order).
+    pub sources: BTreeMap<PartitionKey, Vec<Source>>,
+    /// The staged objects of closed hours, each with every partition in
+    /// its index (selected by the trigger or not): an object is deleted
+    /// once all of them have consumed it.
+    pub objects: BTreeMap<String, BTreeSet<PartitionKey>>,
     /// Partitions whose manifests list parts still to publish.
     pub publishes: BTreeSet<PartitionKey>,
+    /// Staged objects whose index could not be read, quarantined while
+    /// listing (a copy made now).
+    pub quarantined: Vec<String>,
 }
 
 impl Work {
     /// Every partition to visit, in order.
     pub fn partitions(&self) -> BTreeSet<PartitionKey> {
-        self.chunks
+        self.sources
             .keys()
             .cloned()
             .chain(self.publishes.iter().cloned())
             .collect()
     }
+
+    /// The compressed staged bytes `partition` spools.
+    pub fn spooled_bytes(&self, partition: &PartitionKey) -> u64 {
+        self.sources
+            .get(partition)
+            .map_or(0, |sources| sources.iter().map(Source::spooled_bytes).sum())
+    }
+
+    /// Staged chunks (of the format before staged objects) of `partition`.
+    pub fn chunk_count(&self, partition: &PartitionKey) -> usize {
+        self.sources.get(partition).map_or(0, |sources| {
+            sources
+                .iter()
+                .filter(|s| matches!(s, Source::Chunk(_)))
+                .count()
+        })
+    }
 }
 
-/// Lists the work of a run.
-pub async fn find_work(flusher: &Flusher, trigger: &Trigger) -> Result<Work, FlushError> {
+/// Lists the work of a run; staged objects whose index cannot be read are
+/// quarantined on the way (alerted through `alerts`).
+pub async fn find_work(
+    flusher: &Flusher,
+    trigger: &Trigger,
+    alerts: &InvocationAlerts<'_>,
+) -> Result<Work, FlushError> {
     let bucket = &flusher.config.export_bucket;
     let grace = flusher.config.flush_grace_minutes;
     let selected = |partition: &PartitionKey| selects(trigger, partition);
@@ -59,14 +138,72 @@ pub async fn find_work(flusher: &Flusher, trigger: &Trigger) -> Result<Work, Flu
             if !trigger.closes(hour, grace) {
                 break;
             }
-            for key in store::list_keys(&flusher.s3, bucket, &hour_folder).await? {
-                if let Some(partition) = layout::parse_staging_chunk_key(&key)
-                    && selected(&partition)
+            let mut objects = Vec::new();
+            for listed in store::list_objects(&flusher.s3, bucket, &hour_folder).await? {
+                if let Some(partition) = layout::parse_staging_chunk_key(&listed.key) {
+                    if selected(&partition) {
+                        let chunk = Source::Chunk(listed.key);
+                        work.sources.entry(partition).or_default().push(chunk);
+                    }
+                } else if layout::parse_staged_object_key(&listed.key)
+                    .is_some_and(|(of, ..)| of == hour)
                 {
-                    work.chunks.entry(partition).or_default().push(key);
+                    objects.push(listed);
+                }
+            }
+            let indexes: Vec<_> = stream::iter(objects)
+                .map(|listed| async move {
+                    let index =
+                        staged_read::read_index(&flusher.s3, bucket, &listed.key, listed.size)
+                            .await;
+                    (listed.key, index)
+                })
+                .buffered(TAIL_READS_AT_ONCE)
+                .collect()
+                .await;
+            for (key, index) in indexes {
+                match index? {
+                    // Gone since the listing: consumed by every partition.
+                    None => {}
+                    Some(Ok(index)) => {
+                        let partitions = work.objects.entry(key.clone()).or_default();
+                        for segment in index.segments {
+                            let partition = PartitionKey {
+                                hour,
+                                stream: segment.stream.clone(),
+                                tenant: segment.tenant_key(),
+                            };
+                            partitions.insert(partition.clone());
+                            if !selected(&partition) {
+                                continue;
+                            }
+                            let sources = work.sources.entry(partition).or_default();
+                            match sources.last_mut() {
+                                Some(Source::Segments { object, segments }) if *object == key => {
+                                    segments.push(segment);
+                                }
+                                _ => sources.push(Source::Segments {
+                                    object: key.clone(),
+                                    segments: vec![segment],
+                                }),
+                            }
+                        }
+                    }
+                    Some(Err(error)) => {
+                        let reason = format!("s3://{bucket}/{key}: {error}");
+                        if staged_read::quarantine(flusher, alerts, &key, &reason).await? {
+                            work.quarantined.push(key.clone());
+                        }
+                        // No partition can claim it: the copy is all that
+                        // is kept.
+                        store::delete_keys(&flusher.s3, bucket, &[key]).await?;
+                    }
                 }
             }
         }
+    }
+    for sources in work.sources.values_mut() {
+        sources.sort_by_cached_key(|source| layout::staged_order(source.key()));
     }
     for key in store::list_keys(&flusher.s3, bucket, PENDING_PREFIX).await? {
         if let Some(partition) = layout::parse_pending_publish_key(&key)

@@ -1,5 +1,9 @@
-//! The flusher's S3 calls on the export bucket: listing, reading, the
-//! manifest's conditional commit, and batch deletes.
+//! The flusher's S3 calls on the export bucket: listing, reading (whole,
+//! or a byte range into memory or a spool file), copying, the manifest's
+//! conditional commit, and batch deletes.
+
+use std::io::Write;
+use std::ops::Range;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
@@ -33,6 +37,108 @@ pub async fn list_keys(
     shared::listing::keys(s3, bucket, prefix)
         .await
         .map_err(|e| FlushError::s3("ListObjectsV2", bucket, prefix, e))
+}
+
+/// Every object under `prefix` with its size, in key order.
+pub async fn list_objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<shared::listing::ListedObject>, FlushError> {
+    shared::listing::objects(s3, bucket, prefix)
+        .await
+        .map_err(|e| FlushError::s3("ListObjectsV2", bucket, prefix, e))
+}
+
+/// Streams bytes `range` of an object (one ranged GET) into `out`,
+/// returning how many were written; `None` when the object does not exist.
+/// Fewer bytes than asked for is an error (the transfer was cut short),
+/// never a short read.
+pub async fn get_range_into(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: Range<u64>,
+    out: &mut impl Write,
+) -> Result<Option<u64>, FlushError> {
+    if range.is_empty() {
+        return Ok(Some(0));
+    }
+    let object = match s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes={}-{}", range.start, range.end - 1))
+        .send()
+        .await
+    {
+        Ok(object) => object,
+        Err(error) if error.code() == Some("NoSuchKey") => return Ok(None),
+        Err(error) => return Err(FlushError::s3("GetObject", bucket, key, error)),
+    };
+    let failed = |message: String| FlushError::S3 {
+        operation: "GetObject",
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        code: None,
+        message,
+    };
+    let mut body = object.body;
+    let mut written = 0u64;
+    while let Some(bytes) = body
+        .try_next()
+        .await
+        .map_err(|error| failed(format!("reading bytes {range:?}: {error}")))?
+    {
+        out.write_all(&bytes)
+            .map_err(|error| failed(format!("spooling bytes {range:?}: {error}")))?;
+        written += bytes.len() as u64;
+    }
+    if written != range.end - range.start {
+        return Err(failed(format!(
+            "asked for bytes {range:?} ({} bytes), received {written}",
+            range.end - range.start
+        )));
+    }
+    Ok(Some(written))
+}
+
+/// Whether an object exists (HeadObject).
+pub async fn exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<bool, FlushError> {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(error) if matches!(error.code(), Some("NotFound" | "NoSuchKey")) => Ok(false),
+        Err(error)
+            if error
+                .raw_response()
+                .is_some_and(|r| r.status().as_u16() == 404) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(FlushError::s3("HeadObject", bucket, key, error)),
+    }
+}
+
+/// Copies `from` to `to` within `bucket` (CopyObject: the bytes never pass
+/// through the flusher); `false` when `from` no longer exists.
+pub async fn copy(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    from: &str,
+    to: &str,
+) -> Result<bool, FlushError> {
+    match s3
+        .copy_object()
+        .bucket(bucket)
+        .key(to)
+        .copy_source(format!("{bucket}/{from}"))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(error) if error.code() == Some("NoSuchKey") => Ok(false),
+        Err(error) => Err(FlushError::s3("CopyObject", bucket, from, error)),
+    }
 }
 
 /// An object's bytes and ETag; `None` when it does not exist.

@@ -1,0 +1,479 @@
+//! Reading staged objects (see `shared::staged`) with a bounded number of
+//! requests, and refusing damaged ones.
+//!
+//! - An object's index comes from one ranged GET of its tail (a second
+//!   only when the index is larger than the tail): [`read_index`].
+//! - A run flushes its partitions in *windows* ([`plan_windows`]):
+//!   consecutive partitions (sorted, as segments are) whose segment bytes
+//!   fit in `spoolBytes`. Per window and object, one ranged GET covers the
+//!   window's segments of it (they are adjacent), streamed into a spool
+//!   file, never whole in memory ([`fetch_window`]); each partition then
+//!   reads its segments from the file by offset. A typical hour is one
+//!   window: an object costs one GET for its index and one for its data,
+//!   whatever the number of partitions in it.
+//! - A segment is decoded whole and checked against its index (zstd's
+//!   checksum, its bytes and lines) before any of its events is used
+//!   ([`decode_segments`]); an object whose index or segment is damaged is
+//!   copied to `quarantine/<its key>` and alerted once ([`quarantine`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::stream::{self, StreamExt};
+
+use shared::alert::InvocationAlerts;
+use shared::diagnose::{Diagnosis, Problem};
+use shared::layout;
+use shared::partition::PartitionKey;
+use shared::staged::{self, Segment, StagedError, StagedIndex, Tail};
+
+use crate::Flusher;
+use crate::error::FlushError;
+use crate::scan::{Source, Work};
+use crate::store;
+
+/// The index of the staged object `key` of `size` bytes: one ranged GET of
+/// its tail, and a second when the index starts before it. The outer error
+/// is S3's (retried next run); the inner one says why the object cannot be
+/// read (it is quarantined). `None`: the object is gone.
+pub async fn read_index(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    size: u64,
+) -> Result<Option<Result<StagedIndex, StagedError>>, FlushError> {
+    let mut range = staged::tail_range(size);
+    // The first answer names the whole index; a second can only repeat it.
+    for _ in 0..2 {
+        let mut tail = Vec::with_capacity((range.end - range.start) as usize);
+        if store::get_range_into(s3, bucket, key, range.clone(), &mut tail)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        match staged::read_tail(&tail, size) {
+            Ok(Tail::Index(index)) => return Ok(Some(check_partitions(key, index))),
+            Ok(Tail::Fetch(rest)) => range = rest,
+            Err(error) => return Ok(Some(Err(error))),
+        }
+    }
+    Ok(Some(Err(StagedError::IndexInconsistent(
+        "its index is not where its trailer says".into(),
+    ))))
+}
+
+/// What `shared::staged` does not check, because it depends on the key: the
+/// index is of the key's hour, and each segment names a stream and tenant
+/// that can be a partition's key segments.
+fn check_partitions(key: &str, index: StagedIndex) -> Result<StagedIndex, StagedError> {
+    let key_hour = layout::parse_staged_object_key(key).map(|(hour, ..)| hour);
+    if index.hour() != key_hour {
+        return Err(StagedError::IndexInconsistent(format!(
+            "its index is of hour `{}`, its key of another",
+            index.hour
+        )));
+    }
+    let segment_name = |name: &str| !(name.is_empty() || name.contains('/') || name == "..");
+    if let Some(bad) = index
+        .segments
+        .iter()
+        .find(|s| !segment_name(&s.stream) || !segment_name(&s.tenant))
+    {
+        return Err(StagedError::IndexInconsistent(format!(
+            "segment `{}`/`{}` does not name a stream and tenant",
+            bad.stream, bad.tenant
+        )));
+    }
+    Ok(index)
+}
+
+/// Splits partitions whose staged bytes are `sizes` (in order) into
+/// windows of consecutive partitions whose bytes sum to at most `budget`;
+/// a partition larger than the budget is a window of its own. Every
+/// partition is in exactly one window, in order.
+pub fn plan_windows(sizes: &[u64], budget: u64) -> Vec<Range<usize>> {
+    let mut windows = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (at, &size) in sizes.iter().enumerate() {
+        if at > start && bytes.saturating_add(size) > budget {
+            windows.push(start..at);
+            start = at;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < sizes.len() {
+        windows.push(start..sizes.len());
+    }
+    windows
+}
+
+/// The byte range of each staged object that holds the segments of
+/// `partitions`: from the first such segment's start to the last one's end
+/// (segments are sorted by partition, so in a window they are adjacent;
+/// segments of unselected partitions between them are read too, unused).
+pub fn window_ranges<'a>(
+    work: &'a Work,
+    partitions: &[PartitionKey],
+) -> BTreeMap<&'a str, Range<u64>> {
+    let mut ranges: BTreeMap<&str, Range<u64>> = BTreeMap::new();
+    for partition in partitions {
+        for source in work.sources.get(partition).into_iter().flatten() {
+            let Source::Segments { object, segments } = source else {
+                continue;
+            };
+            for segment in segments {
+                let range = segment.range();
+                ranges
+                    .entry(object.as_str())
+                    .and_modify(|r| *r = r.start.min(range.start)..r.end.max(range.end))
+                    .or_insert(range);
+            }
+        }
+    }
+    ranges
+}
+
+/// Distinguishes the spool files of one process.
+static SPOOL_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes `start..start + len` of one staged object, in a file. The file is
+/// unlinked as soon as it is created, so it is freed when this is dropped,
+/// or when the process ends however it ends: a crash leaves nothing in the
+/// function's ephemeral storage.
+#[derive(Debug)]
+pub struct Spool {
+    file: File,
+    start: u64,
+    len: u64,
+}
+
+impl Spool {
+    /// A new empty spool file in `dir` for bytes from `start` of an object.
+    fn create(dir: &Path, start: u64) -> io::Result<Self> {
+        let path = dir.join(format!(
+            "s3-export-spool-{}-{}",
+            std::process::id(),
+            SPOOL_FILES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(Self {
+            file,
+            start,
+            len: 0,
+        })
+    }
+
+    /// Bytes `range` of the object (within what was spooled).
+    pub fn read(&self, range: Range<u64>) -> io::Result<Vec<u8>> {
+        if range.start < self.start || range.end > self.start + self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "bytes {range:?} are not in the spooled {:?}",
+                    self.start..self.start + self.len
+                ),
+            ));
+        }
+        let mut bytes = vec![0; (range.end - range.start) as usize];
+        self.file
+            .read_exact_at(&mut bytes, range.start - self.start)?;
+        Ok(bytes)
+    }
+}
+
+/// What a window fetched of one staged object.
+#[derive(Debug)]
+pub enum Fetched {
+    Spooled(Spool),
+    /// The object is gone: every partition in it has consumed it (another
+    /// flusher deleted it).
+    Gone,
+    /// The GET failed: the partitions that need it fail (retried next run).
+    Failed {
+        code: Option<String>,
+        message: String,
+    },
+}
+
+/// A window's staged bytes, by object key.
+#[derive(Debug, Default)]
+pub struct Spools {
+    objects: HashMap<String, Fetched>,
+}
+
+impl Spools {
+    /// No staged bytes: for partitions that read only chunks.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The compressed bytes of `segment` of `object` (in `bucket`, for
+    /// errors). `Ok(None)`: the object is gone.
+    pub fn segment_bytes(
+        &self,
+        bucket: &str,
+        object: &str,
+        segment: &Segment,
+    ) -> Result<Option<Vec<u8>>, FlushError> {
+        let failed = |code: Option<String>, message: String| FlushError::S3 {
+            operation: "GetObject",
+            bucket: bucket.to_owned(),
+            key: object.to_owned(),
+            code,
+            message,
+        };
+        match self.objects.get(object) {
+            Some(Fetched::Spooled(spool)) => spool
+                .read(segment.range())
+                .map(Some)
+                .map_err(|error| failed(None, format!("reading its spool file: {error}"))),
+            Some(Fetched::Gone) => Ok(None),
+            Some(Fetched::Failed { code, message }) => Err(failed(code.clone(), message.clone())),
+            None => Err(failed(None, "not fetched for this window (a bug)".into())),
+        }
+    }
+}
+
+/// Fetches the staged bytes of a window's `partitions`: one ranged GET per
+/// object, at most `flush_concurrency` at once, each streamed into its own
+/// spool file in `spool_dir`.
+pub async fn fetch_window(flusher: &Flusher, work: &Work, partitions: &[PartitionKey]) -> Spools {
+    let config = &flusher.config;
+    let bucket = &config.export_bucket;
+    let ranges = window_ranges(work, partitions);
+    let fetched: Vec<(String, Fetched)> = stream::iter(ranges)
+        .map(|(key, range)| async move {
+            let spooled = async {
+                let mut spool = Spool::create(&config.spool_dir, range.start).map_err(|error| {
+                    FlushError::Corrupt {
+                        what: format!("spool directory {}", config.spool_dir.display()),
+                        message: error.to_string(),
+                    }
+                })?;
+                let mut writer = io::BufWriter::with_capacity(1 << 20, &spool.file);
+                let written =
+                    store::get_range_into(&flusher.s3, bucket, key, range.clone(), &mut writer)
+                        .await?;
+                io::Write::flush(&mut writer).map_err(|error| FlushError::Corrupt {
+                    what: format!("spool directory {}", config.spool_dir.display()),
+                    message: error.to_string(),
+                })?;
+                drop(writer);
+                Ok::<_, FlushError>(written.map(|len| {
+                    spool.len = len;
+                    spool
+                }))
+            };
+            let fetched = match spooled.await {
+                Ok(Some(spool)) => Fetched::Spooled(spool),
+                Ok(None) => Fetched::Gone,
+                Err(error) => {
+                    tracing::error!(%key, %error, "staged object not fetched");
+                    Fetched::Failed {
+                        code: error.code().map(str::to_owned),
+                        message: error.to_string(),
+                    }
+                }
+            };
+            (key.to_owned(), fetched)
+        })
+        .buffer_unordered(config.flush_concurrency)
+        .collect()
+        .await;
+    Spools {
+        objects: fetched.into_iter().collect(),
+    }
+}
+
+/// Decodes `segments` (one partition's, of one object; `bytes` gives each
+/// one's compressed bytes) into `text`, whole, each checked against its
+/// index entry: its zstd checksum, its byte and line counts. On error
+/// `text` holds nothing usable, and no event of these segments may be
+/// used. Memory: the partition's share of one staged object, which the
+/// batcher bounds (one sub-batch).
+pub fn decode_segments(
+    segments: &[(&Segment, Vec<u8>)],
+    text: &mut Vec<u8>,
+) -> Result<(), StagedError> {
+    text.clear();
+    for (segment, bytes) in segments {
+        let error = |message: String| StagedError::Segment {
+            stream: segment.stream.clone(),
+            tenant: segment.tenant.clone(),
+            shard: segment.shard,
+            message,
+        };
+        let start = text.len();
+        // A damaged frame cannot make more text than its index says (and
+        // one byte to tell it did).
+        staged::segment_reader(bytes)
+            .and_then(|reader| reader.take(segment.bytes + 1).read_to_end(text))
+            .map_err(|e| error(e.to_string()))?;
+        let decoded = &text[start..];
+        if decoded.len() as u64 != segment.bytes {
+            return Err(error(format!(
+                "{}{} bytes decoded, the index says {}",
+                decoded.len().min(segment.bytes as usize),
+                if decoded.len() as u64 > segment.bytes {
+                    " or more"
+                } else {
+                    ""
+                },
+                segment.bytes
+            )));
+        }
+        let lines = memchr::memchr_iter(b'\n', decoded).count() as u64;
+        if lines != segment.events || decoded.last().is_some_and(|&b| b != b'\n') {
+            return Err(error(format!(
+                "{lines} lines decoded, the index says {}",
+                segment.events
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the staged object `key` as damaged (`reason` says how): copies
+/// it byte for byte to `quarantine/<key>` and alerts, unless a copy is
+/// already there (then it was alerted when the copy was made: a run that
+/// stopped before recording it does not alert again). The caller then
+/// treats it as consumed; it is deleted from staging like a consumed
+/// object. Returns whether the copy was made now.
+pub async fn quarantine(
+    flusher: &Flusher,
+    alerts: &InvocationAlerts<'_>,
+    key: &str,
+    reason: &str,
+) -> Result<bool, FlushError> {
+    let bucket = &flusher.config.export_bucket;
+    let copy_key = layout::quarantine_key(key);
+    tracing::error!(object = %format!("s3://{bucket}/{key}"), %reason, "staged object refused");
+    if store::exists(&flusher.s3, bucket, &copy_key).await?
+        || !store::copy(&flusher.s3, bucket, key, &copy_key).await?
+    {
+        return Ok(false);
+    }
+    let diagnosis = Diagnosis {
+        code: "CorruptStagedObject".into(),
+        problem: Problem::Other,
+        summary: format!(
+            "The staged object s3://{bucket}/{key} is refused: {reason}. None of the refused \
+             data is exported; the rest of the hour is."
+        ),
+        remedy: format!(
+            "A byte-identical copy is kept at s3://{bucket}/{copy_key} for inspection \
+             (`s3-export inspect`); the staged object itself is deleted once every \
+             partition in it is flushed. Nothing else needs doing for the pipeline to go on."
+        ),
+        bucket_policy: None,
+        kms_key_policy_statement: None,
+    };
+    if let Err(error) = alerts.alert(key, &diagnosis).await {
+        tracing::error!(%error, "quarantine alert not sent");
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::partition::{Hour, TenantKey};
+    use shared::staged::StagedWriter;
+
+    #[test]
+    fn windows_hold_consecutive_partitions_within_the_budget() {
+        assert_eq!(plan_windows(&[], 10), Vec::<Range<usize>>::new());
+        assert_eq!(plan_windows(&[3, 3, 3], 10), vec![0..3]);
+        assert_eq!(plan_windows(&[4, 4, 4, 4], 10), vec![0..2, 2..4]);
+        // A partition over the budget is its own window.
+        assert_eq!(plan_windows(&[2, 50, 2, 2], 10), vec![0..1, 1..2, 2..4]);
+        assert_eq!(plan_windows(&[0, 0, 10, 0], 10), vec![0..4]);
+    }
+
+    fn object(lines: &[(&str, &[&str])]) -> Vec<u8> {
+        let mut writer = StagedWriter::new(1);
+        for (tenant, lines) in lines {
+            writer.begin_segment("s", &TenantKey::encode(tenant), 0, 1);
+            for line in *lines {
+                writer.push_line_parts(&[line.as_bytes()]);
+            }
+        }
+        writer.finish(Hour::containing(0))
+    }
+
+    #[test]
+    fn segments_decode_whole_and_must_agree_with_their_index() {
+        let bytes = object(&[("a", &["{\"n\":1}", "{\"n\":2}"]), ("b", &["{\"n\":3}"])]);
+        let index = staged::read_index(&bytes).unwrap();
+        let slice = |s: &Segment| bytes[s.offset as usize..(s.offset + s.length) as usize].to_vec();
+        let both: Vec<_> = index.segments.iter().map(|s| (s, slice(s))).collect();
+        let mut text = Vec::new();
+        decode_segments(&both, &mut text).unwrap();
+        assert_eq!(text, b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+
+        // A flipped bit: the frame's checksum (or its decoding) fails.
+        let mut damaged = both.clone();
+        damaged[0].1[12] ^= 0x10;
+        let error = decode_segments(&damaged, &mut text).unwrap_err();
+        assert!(error.to_string().contains("segment s/a shard 0"), "{error}");
+
+        // An index that disagrees with its segment's bytes or lines.
+        let mut wrong = index.segments[1].clone();
+        wrong.events = 2;
+        let error = decode_segments(&[(&wrong, slice(&wrong))], &mut text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("1 lines decoded, the index says 2"),
+            "{error}"
+        );
+        wrong.events = 1;
+        wrong.bytes = 3;
+        let error = decode_segments(&[(&wrong, slice(&wrong))], &mut text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("3 or more bytes decoded, the index says 3"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_index_of_another_hour_or_with_a_path_in_a_name_is_refused() {
+        let hour = Hour::containing(0);
+        let key = layout::staged_object_key(hour, 1, "r", 0);
+        let index = staged::read_index(&object(&[("a", &["{}"])])).unwrap();
+        assert!(check_partitions(&key, index.clone()).is_ok());
+        let later = layout::staged_object_key(Hour::containing(3_600_000), 1, "r", 0);
+        let error = check_partitions(&later, index.clone()).unwrap_err();
+        assert!(error.to_string().contains("hour"), "{error}");
+        let mut climbing = index;
+        climbing.segments[0].stream = "../archive".into();
+        let error = check_partitions(&key, climbing).unwrap_err();
+        assert!(error.to_string().contains("../archive"), "{error}");
+    }
+
+    #[test]
+    fn a_spool_reads_back_only_what_it_holds() {
+        let dir = std::env::temp_dir();
+        let mut spool = Spool::create(&dir, 100).unwrap();
+        spool.file.write_all_at(b"0123456789", 0).unwrap();
+        spool.len = 10;
+        assert_eq!(spool.read(102..105).unwrap(), b"234");
+        assert!(spool.read(99..101).is_err());
+        assert!(spool.read(105..111).is_err());
+    }
+}
