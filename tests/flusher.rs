@@ -1139,3 +1139,625 @@ async fn a_bucket_that_changed_hands_is_refused_and_receives_nothing() {
     assert_eq!(manifest.destinations["sold"].pending, vec![1]);
     assert!(refusal.replaced() >= 1);
 }
+
+// Staged objects (one per batcher invocation and hour, every partition in
+// it), written here by `StagedWriter` as the batcher writes them, and staged
+// chunks of the format before them.
+
+mod staged {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+    use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+    use aws_sdk_s3::error::BoxError;
+    use s3_export::inbox::AlertInbox;
+    use shared::encode::NdjsonGzWriter;
+    use shared::layout;
+    use shared::partition::{Hour, PartitionKey, TenantKey};
+    use shared::staged::{self, StagedWriter};
+
+    pub const APP: &str = "airkit-app-events";
+    pub const AUDIT: &str = "airkit-audit-logs";
+    /// When hour 10 is closed.
+    pub const CLOSED: i64 = TEN + HOUR + 15 * 60_000;
+
+    /// The lines of one partition in a staged object or chunk.
+    pub struct Staged<'a> {
+        pub stream: &'a str,
+        pub tenant: &'a str,
+        pub events: Vec<String>,
+        /// Segments: the events cut into this many shards by their line.
+        pub shards: u32,
+    }
+
+    pub fn app(tenant: &str, events: std::ops::Range<usize>) -> Staged<'_> {
+        Staged {
+            stream: APP,
+            tenant,
+            events: events.map(|n| app_event(tenant, n)).collect(),
+            shards: 1,
+        }
+    }
+
+    /// The bytes of a staged object of hour 10 holding `partitions`, as the
+    /// batcher writes them (lines with provenance, segments sorted).
+    pub fn staged_object(partitions: &[Staged<'_>], ingest: i64) -> Vec<u8> {
+        let mut sorted: Vec<&Staged<'_>> = partitions.iter().collect();
+        sorted.sort_by_key(|p| (p.stream, TenantKey::encode(p.tenant)));
+        let mut writer = StagedWriter::new(1);
+        for partition in sorted {
+            let tenant = TenantKey::encode(partition.tenant);
+            for shard in 0..partition.shards {
+                let lines: Vec<&String> = partition
+                    .events
+                    .iter()
+                    .filter(|e| staged::shard_of(e, false, partition.shards) == shard)
+                    .collect();
+                if lines.is_empty() {
+                    continue;
+                }
+                writer.begin_segment(partition.stream, &tenant, shard, partition.shards);
+                for (n, line) in lines.into_iter().enumerate() {
+                    let provenance = format!("\t{ingest}\tm{n}");
+                    writer.push_line_parts(&[line.as_bytes(), provenance.as_bytes()]);
+                }
+            }
+        }
+        writer.finish(Hour::containing(TEN))
+    }
+
+    pub async fn put(harness: &Harness, key: &str, bytes: Vec<u8>) {
+        harness
+            .s3
+            .put_object()
+            .bucket(EXPORT)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Stores a staged object of hour 10 for `partitions`; its key.
+    pub async fn put_staged(
+        harness: &Harness,
+        ingest: i64,
+        request_id: &str,
+        partitions: &[Staged<'_>],
+    ) -> String {
+        let key = layout::staged_object_key(Hour::containing(TEN), ingest, request_id, 0);
+        put(harness, &key, staged_object(partitions, ingest)).await;
+        key
+    }
+
+    /// Stores a staged chunk of the format before staged objects (gzip
+    /// NDJSON, one per partition), as an old batcher did; its key.
+    pub async fn put_chunk(
+        harness: &Harness,
+        ingest: i64,
+        request_id: &str,
+        partition: &Staged<'_>,
+    ) -> String {
+        let key = layout::staging_chunk_key(
+            &PartitionKey {
+                hour: Hour::containing(TEN),
+                stream: partition.stream.to_owned(),
+                tenant: TenantKey::encode(partition.tenant),
+            },
+            ingest,
+            request_id,
+        );
+        let mut chunk = NdjsonGzWriter::new(1);
+        for event in &partition.events {
+            chunk.push_line(&format!("{event}\t{ingest}\told"));
+        }
+        put(harness, &key, chunk.finish()).await;
+        key
+    }
+
+    pub async fn staging(harness: &Harness) -> Vec<String> {
+        list_keys(&harness.s3, EXPORT, "staging/").await.unwrap()
+    }
+
+    /// Every event of the archive and of the destination that takes every
+    /// tenant (`dest-all`): both must be `expected`, each event once.
+    pub async fn assert_exported_once(harness: &Harness, expected: &[String]) {
+        let expected = sorted(expected.to_vec());
+        let archive = harness.files(EXPORT, "archive/").await;
+        assert_eq!(lines(&archive), expected, "the archive: each event once");
+        let everyone = harness.files("dest-all", "").await;
+        assert_eq!(
+            lines(&everyone),
+            expected,
+            "the destination: each event once"
+        );
+    }
+
+    /// GetObject requests per key, with their ranges, as sent by a client.
+    #[derive(Debug, Clone, Default)]
+    pub struct GetLog(Arc<Mutex<HashMap<String, Vec<Option<String>>>>>);
+
+    impl Intercept for GetLog {
+        fn name(&self) -> &'static str {
+            "GetLog"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &BeforeTransmitInterceptorContextRef<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let request = context.request();
+            let uri = request.uri();
+            let path = uri.split('?').next().unwrap_or_default();
+            if request.method() == "GET" && !uri.contains("list-type") {
+                let key = path
+                    .split_once(&format!("/{EXPORT}/"))
+                    .map_or(path, |(_, key)| key);
+                self.0
+                    .lock()
+                    .unwrap()
+                    .entry(key.to_owned())
+                    .or_default()
+                    .push(request.headers().get("range").map(str::to_owned));
+            }
+            Ok(())
+        }
+    }
+
+    impl GetLog {
+        /// A flusher whose S3 requests are logged here.
+        pub fn flusher(&self, harness: &Harness, config: Config) -> Flusher {
+            let s3 = aws_sdk_s3::Client::from_conf(
+                harness
+                    .s3
+                    .config()
+                    .to_builder()
+                    .interceptor(self.clone())
+                    .build(),
+            );
+            Flusher::new(config, s3)
+        }
+
+        /// The GETs of staged objects, by key, each with its range.
+        pub fn staged(&self) -> BTreeMap<String, Vec<Option<String>>> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(key, _)| key.ends_with(".staged"))
+                .map(|(key, ranges)| (key.clone(), ranges.clone()))
+                .collect()
+        }
+    }
+
+    pub const EVERYONE: &str = r#"{"destinations":[{"name":"everyone","bucket":"dest-all","prefix":"exports/","shared":true}]}"#;
+
+    pub async fn alerting(harness: &Harness) -> (Flusher, AlertInbox) {
+        let sdk = harness.moto.sdk_config().await;
+        let inbox = AlertInbox::create(
+            &aws_sdk_sns::Client::new(&sdk),
+            &harness.moto.sqs_client().await,
+            "alerts",
+        )
+        .await
+        .unwrap();
+        let mut flusher = harness.flusher();
+        flusher.alerter = shared::alert::Alerter::new(
+            aws_sdk_sns::Client::new(&sdk),
+            Some(inbox.topic_arn.clone()),
+            "test-stack",
+            flusher::SOURCE,
+        );
+        (flusher, inbox)
+    }
+}
+
+use staged::{
+    AUDIT, CLOSED, EVERYONE, GetLog, Staged, app, assert_exported_once, put_chunk, put_staged,
+    staging,
+};
+
+#[tokio::test]
+async fn moto_honours_ranged_gets() {
+    let harness = Harness::start(EVERYONE).await;
+    staged::put(&harness, "some/object", b"0123456789".to_vec()).await;
+    let mut out = Vec::new();
+    let read = flusher::store::get_range_into(&harness.s3, EXPORT, "some/object", 3..7, &mut out)
+        .await
+        .unwrap();
+    assert_eq!((read, out.as_slice()), (Some(4), &b"3456"[..]));
+    let mut out = Vec::new();
+    let gone = flusher::store::get_range_into(&harness.s3, EXPORT, "no/object", 0..4, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+}
+
+#[tokio::test]
+async fn old_chunks_and_staged_objects_in_one_hour_export_each_event_once() {
+    let harness = Harness::start(EVERYONE).await;
+    // An upgrade in the middle of hour 10: chunks of the old format before
+    // it and after it (a batcher not yet replaced), staged objects between,
+    // the same events redelivered across both formats.
+    let audit = |id: &str, user: &str| audit_event("t1", id, user);
+    let chunk_t1 = put_chunk(&harness, TEN + 1000, "old-1", &app("t1", 0..10)).await;
+    let chunk_t2 = put_chunk(&harness, TEN + 1000, "old-1", &app("t2", 0..5)).await;
+    let chunk_audit = put_chunk(
+        &harness,
+        TEN + 1000,
+        "old-1",
+        &Staged {
+            stream: AUDIT,
+            tenant: "t1",
+            events: vec![audit("E-1", "first")],
+            shards: 1,
+        },
+    )
+    .await;
+    let object = put_staged(
+        &harness,
+        TEN + 2000,
+        "new-1",
+        &[
+            Staged {
+                shards: 4,
+                ..app("t1", 5..20)
+            },
+            app("t2", 3..8),
+            Staged {
+                stream: AUDIT,
+                tenant: "t1",
+                // E-1 again with other bytes: the one staged first is kept.
+                events: vec![audit("E-1", "again"), audit("E-2", "u")],
+                shards: 2,
+            },
+        ],
+    )
+    .await;
+    let late_chunk = put_chunk(&harness, TEN + 3000, "old-2", &app("t2", 6..12)).await;
+    assert_eq!(staging(&harness).await.len(), 5);
+
+    let report = harness.flush(CLOSED).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    let mut expected: Vec<String> = (0..20).map(|n| app_event("t1", n)).collect();
+    expected.extend((0..12).map(|n| app_event("t2", n)));
+    expected.push(audit("E-1", "first"));
+    expected.push(audit("E-2", "u"));
+    assert_eq!(report.events, expected.len() as u64);
+    assert_eq!(report.duplicates, 5 + 2 + 2 + 1);
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty(), "both kinds deleted");
+    assert_eq!(report.pending_chunks, 0);
+
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t2/2026-11-22/10.json")
+        .await;
+    assert_eq!(
+        manifest.consumed_chunks,
+        vec![chunk_t2, object.clone(), late_chunk],
+        "in staged order"
+    );
+    let audit_manifest = harness
+        .manifest("manifests/airkit-audit-logs/t1/2026-11-22/10.json")
+        .await;
+    assert_eq!(audit_manifest.consumed_chunks, vec![chunk_audit, object]);
+    let t1 = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    assert_eq!(t1.consumed_chunks[0], chunk_t1);
+
+    // Nothing left to do: a second run changes nothing.
+    let before = harness.snapshot().await;
+    let again = harness.flush(CLOSED + HOUR).await;
+    assert_eq!((again.events, again.failed), (0, 0));
+    assert_eq!(harness.snapshot().await, before);
+}
+
+/// Stages `objects` staged objects of `tenants` tenants each, 3 events a
+/// partition; the events.
+async fn stage_many_tenants(harness: &Harness, objects: usize, tenants: usize) -> Vec<String> {
+    let names: Vec<String> = (0..tenants).map(|t| format!("tenant-{t:03}")).collect();
+    let mut expected = Vec::new();
+    for object in 0..objects {
+        let partitions: Vec<Staged<'_>> = names
+            .iter()
+            .map(|tenant| app(tenant, object * 3..object * 3 + 3))
+            .collect();
+        expected.extend(partitions.iter().flat_map(|p| p.events.clone()));
+        put_staged(
+            harness,
+            TEN + 1000 * object as i64,
+            &format!("r{object}"),
+            &partitions,
+        )
+        .await;
+    }
+    expected
+}
+
+#[tokio::test]
+async fn a_flush_of_every_partition_reads_each_staged_object_with_two_gets() {
+    let harness = Harness::start(EVERYONE).await;
+    let expected = stage_many_tenants(&harness, 3, 60).await;
+    let log = GetLog::default();
+    let flusher = log.flusher(&harness, harness.config.clone());
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.partitions.len()), (0, 60));
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty());
+
+    let gets = log.staged();
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    for (key, ranges) in gets {
+        // The tail (index), then every partition's segments in one range.
+        assert_eq!(ranges.len(), 2, "{key}: {ranges:?}");
+        assert!(ranges.iter().all(Option::is_some), "{key}: {ranges:?}");
+        assert!(
+            ranges[1].as_deref().unwrap().starts_with("bytes=0-"),
+            "{ranges:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_spool_budget_smaller_than_the_hour_flushes_in_windows_each_event_once() {
+    let harness = Harness::start(EVERYONE).await;
+    let expected = stage_many_tenants(&harness, 2, 40).await;
+    let mut config = harness.config.clone();
+    // A few partitions' segments a window.
+    config.spool_bytes = 1024;
+    // The windows the run plans: partitions in order, their segments'
+    // bytes over both objects.
+    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
+    for key in staging(&harness).await {
+        let index = shared::staged::read_index(&harness.bytes(EXPORT, &key).await).unwrap();
+        for segment in index.segments {
+            *sizes.entry(segment.tenant).or_default() += segment.length;
+        }
+    }
+    let sizes: Vec<u64> = sizes.into_values().collect();
+    let windows = flusher::staged_read::plan_windows(&sizes, 1024).len();
+    assert!(windows > 2, "{windows} windows");
+    let log = GetLog::default();
+    let report = flush_with(&log.flusher(&harness, config), CLOSED).await;
+    assert_eq!((report.failed, report.partitions.len()), (0, 40));
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty());
+    for (key, ranges) in log.staged() {
+        assert_eq!(
+            ranges.len(),
+            windows + 1,
+            "{key}: the tail, then one GET a window"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_staged_object_stays_until_every_partition_in_it_has_consumed_it() {
+    let harness = Harness::start(EVERYONE).await;
+    let object = put_staged(
+        &harness,
+        TEN + 1000,
+        "r1",
+        &[app("t1", 0..3), app("t2", 0..2)],
+    )
+    .await;
+    // A manual flush of one tenant: the object holds another's events.
+    let trigger = Trigger::from_payload(
+        &serde_json::json!({"flush": {"until": "2026-11-22T11:00:00Z", "tenants": ["t1"]}}),
+    )
+    .unwrap();
+    let report = flusher::run(&harness.flusher(), &trigger, None)
+        .await
+        .unwrap();
+    assert_eq!((report.partitions.len(), report.events), (1, 3));
+    assert_eq!(staging(&harness).await, vec![object.clone()]);
+    assert_eq!(report.pending_chunks, 1, "the backlog metric counts it");
+
+    // The scheduled run flushes t2 only: t1 has consumed it already.
+    let report = harness.flush(CLOSED).await;
+    assert_eq!(report.events, 2);
+    let t1 = report.partitions.iter().find(|p| p.tenant == "t1").unwrap();
+    assert_eq!(t1.events, 0);
+    assert!(staging(&harness).await.is_empty());
+    let mut expected: Vec<String> = (0..3).map(|n| app_event("t1", n)).collect();
+    expected.extend((0..2).map(|n| app_event("t2", n)));
+    assert_exported_once(&harness, &expected).await;
+}
+
+#[tokio::test]
+async fn a_late_or_redelivered_staged_object_becomes_the_next_part_without_duplicates() {
+    let harness = Harness::start(EVERYONE).await;
+    put_staged(&harness, TEN + 1000, "r1", &[app("t1", 0..5)]).await;
+    harness.flush(CLOSED).await;
+    // Late: a batch of hour 10 staged after the hour was flushed, holding a
+    // redelivery of events 3 and 4, and a redelivered copy of the first
+    // object under another request id.
+    put_staged(&harness, CLOSED + 1000, "r2", &[app("t1", 3..8)]).await;
+    put_staged(&harness, CLOSED + 2000, "r1-again", &[app("t1", 0..5)]).await;
+    let report = harness.flush(CLOSED + HOUR).await;
+    assert_eq!((report.events, report.duplicates), (3, 7));
+    assert_eq!(report.partitions[0].parts, vec![2]);
+    assert_exported_once(
+        &harness,
+        &(0..8).map(|n| app_event("t1", n)).collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(staging(&harness).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_run_stopped_after_any_step_on_staged_objects_converges() {
+    for step in [
+        Step::PartsWritten,
+        Step::ManifestCommitted,
+        Step::SomePublished,
+        Step::BeforeDeletingChunks,
+    ] {
+        let harness = Harness::start(EVERYONE).await;
+        put_staged(
+            &harness,
+            TEN + 1000,
+            "r1",
+            &[app("t1", 0..4), app("t2", 0..4)],
+        )
+        .await;
+        put_chunk(&harness, TEN + 500, "old", &app("t2", 2..6)).await;
+        let mut crashing = harness.flusher();
+        crashing.stop_after = Some(step);
+        let report = flush_with(&crashing, CLOSED).await;
+        assert_eq!(report.failed, 2, "{step:?}");
+        assert!(
+            !staging(&harness).await.is_empty(),
+            "{step:?}: nothing deleted yet"
+        );
+        let report = harness.flush(CLOSED).await;
+        assert_eq!(report.failed, 0, "{step:?}: {report:?}");
+        let mut expected: Vec<String> = (0..4).map(|n| app_event("t1", n)).collect();
+        expected.extend((0..6).map(|n| app_event("t2", n)));
+        assert_exported_once(&harness, &expected).await;
+        assert!(staging(&harness).await.is_empty(), "{step:?}");
+    }
+}
+
+/// Which part of a staged object a test damages.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Truncated,
+    SegmentBit,
+    IndexBit,
+}
+
+/// Stages three objects of hour 10 (t1 and t2 in each); the middle one is
+/// damaged as `damage` says (for a segment, t1's). Returns the damaged
+/// object's key, its stored bytes, and the events that must be exported.
+async fn stage_with_damage(harness: &Harness, damage: Damage) -> (String, Vec<u8>, Vec<String>) {
+    put_staged(
+        harness,
+        TEN + 1000,
+        "r1",
+        &[app("t1", 0..3), app("t2", 0..3)],
+    )
+    .await;
+    let partitions = [app("t1", 10..13), app("t2", 10..13)];
+    let mut bytes = staged::staged_object(&partitions, TEN + 2000);
+    let index = shared::staged::read_index(&bytes).unwrap();
+    match damage {
+        Damage::Truncated => bytes.truncate(bytes.len() - 100),
+        Damage::SegmentBit => {
+            let t1 = &index.segments[0];
+            assert_eq!(t1.tenant, "t1");
+            let at = (t1.offset + t1.length / 2) as usize;
+            bytes[at] ^= 0x04;
+        }
+        Damage::IndexBit => {
+            let at = bytes.len() - shared::staged::TRAILER_BYTES - 5;
+            bytes[at] ^= 0x04;
+        }
+    }
+    let key = layout::staged_object_key(Hour::containing(TEN), TEN + 2000, "r2", 0);
+    staged::put(harness, &key, bytes.clone()).await;
+    put_staged(
+        harness,
+        TEN + 3000,
+        "r3",
+        &[app("t1", 20..23), app("t2", 20..23)],
+    )
+    .await;
+    let mut expected = Vec::new();
+    for tenant in ["t1", "t2"] {
+        for range in [0..3, 20..23] {
+            expected.extend(range.map(|n| app_event(tenant, n)));
+        }
+    }
+    if matches!(damage, Damage::SegmentBit) {
+        // Only t1's segment is damaged: t2's events of the object are good.
+        expected.extend((10..13).map(|n| app_event("t2", n)));
+    }
+    (key, bytes, expected)
+}
+
+use shared::layout;
+use shared::partition::Hour;
+
+async fn damaged_object_is_quarantined_and_alerted_once(damage: Damage) {
+    let harness = Harness::start(EVERYONE).await;
+    let (key, bytes, expected) = stage_with_damage(&harness, damage).await;
+    let (flusher, inbox) = staged::alerting(&harness).await;
+
+    // A first run that flushes t1 only, then a scheduled one: the damaged
+    // object is refused once, alerted once.
+    let trigger = Trigger::from_payload(
+        &serde_json::json!({"flush": {"until": "2026-11-22T11:00:00Z", "tenants": ["t1"]}}),
+    )
+    .unwrap();
+    let first = flusher::run(&flusher, &trigger, None).await.unwrap();
+    assert_eq!(first.failed, 0, "{damage:?}: {first:?}");
+    assert_eq!(first.quarantined, 1, "{damage:?}");
+    let second = flush_with(&flusher, CLOSED).await;
+    assert_eq!(second.failed, 0, "{damage:?}: {second:?}");
+    assert_eq!(second.quarantined, 0, "{damage:?}: already quarantined");
+    let third = flush_with(&flusher, CLOSED + HOUR).await;
+    assert_eq!((third.events, third.quarantined), (0, 0));
+
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty(), "{damage:?}");
+    assert_eq!(
+        harness.bytes(EXPORT, &layout::quarantine_key(&key)).await,
+        bytes,
+        "{damage:?}: the quarantine copy is byte-identical"
+    );
+    let alerts = inbox.read(1).await.unwrap();
+    assert_eq!(alerts.len(), 1, "{damage:?}: {alerts:#?}");
+    let message = alerts[0]["Message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("s3://{EXPORT}/{key}"))
+            && message.contains(&format!("quarantine/{key}")),
+        "{message}"
+    );
+    if matches!(damage, Damage::SegmentBit) {
+        assert!(
+            message.contains("segment airkit-app-events/t1 shard 0"),
+            "{message}"
+        );
+        let manifest = harness
+            .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+            .await;
+        assert_eq!(manifest.quarantined_chunks, vec![key.clone()]);
+        assert!(!manifest.consumed_chunks.contains(&key));
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_staged_object_is_quarantined_and_alerted_once() {
+    damaged_object_is_quarantined_and_alerted_once(Damage::Truncated).await;
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_a_segment_quarantines_its_object_for_that_partition_only() {
+    damaged_object_is_quarantined_and_alerted_once(Damage::SegmentBit).await;
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_the_index_quarantines_the_whole_object() {
+    damaged_object_is_quarantined_and_alerted_once(Damage::IndexBit).await;
+}
+
+#[tokio::test]
+async fn an_object_left_after_its_quarantine_copy_is_not_alerted_again() {
+    let harness = Harness::start(EVERYONE).await;
+    let (key, bytes, expected) = stage_with_damage(&harness, Damage::IndexBit).await;
+    let (flusher, inbox) = staged::alerting(&harness).await;
+    assert_eq!(flush_with(&flusher, CLOSED).await.quarantined, 1);
+    // As if the run had stopped after the copy, before deleting it.
+    staged::put(&harness, &key, bytes).await;
+    let again = flush_with(&flusher, CLOSED + HOUR).await;
+    assert_eq!((again.quarantined, again.failed), (0, 0));
+    assert!(staging(&harness).await.is_empty());
+    assert_eq!(inbox.read(1).await.unwrap().len(), 1);
+    assert_exported_once(&harness, &expected).await;
+}
