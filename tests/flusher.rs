@@ -1275,9 +1275,14 @@ mod staged {
         );
     }
 
-    /// GetObject requests per key, with their ranges, as sent by a client.
+    /// GetObject requests per key, with their ranges, as sent by a client;
+    /// those `fail` accepts (key, how many GETs of it came before) fail
+    /// before they are sent.
     #[derive(Debug, Clone, Default)]
-    pub struct GetLog(Arc<Mutex<HashMap<String, Vec<Option<String>>>>>);
+    pub struct GetLog(
+        Arc<Mutex<HashMap<String, Vec<Option<String>>>>>,
+        Arc<Mutex<Option<fn(&str, usize) -> bool>>>,
+    );
 
     impl Intercept for GetLog {
         fn name(&self) -> &'static str {
@@ -1297,18 +1302,29 @@ mod staged {
                 let key = path
                     .split_once(&format!("/{EXPORT}/"))
                     .map_or(path, |(_, key)| key);
-                self.0
-                    .lock()
-                    .unwrap()
-                    .entry(key.to_owned())
-                    .or_default()
-                    .push(request.headers().get("range").map(str::to_owned));
+                let range = request.headers().get("range").map(str::to_owned);
+                let before = {
+                    let mut log = self.0.lock().unwrap();
+                    let gets = log.entry(key.to_owned()).or_default();
+                    gets.push(range);
+                    gets.len() - 1
+                };
+                if let Some(fail) = *self.1.lock().unwrap()
+                    && fail(key, before)
+                {
+                    return Err("injected: the connection was reset".into());
+                }
             }
             Ok(())
         }
     }
 
     impl GetLog {
+        /// From now on, GETs that `fail` accepts fail.
+        pub fn fail(&self, fail: Option<fn(&str, usize) -> bool>) {
+            *self.1.lock().unwrap() = fail;
+        }
+
         /// A flusher whose S3 requests are logged here.
         pub fn flusher(&self, harness: &Harness, config: Config) -> Flusher {
             let s3 = aws_sdk_s3::Client::from_conf(
@@ -1760,4 +1776,123 @@ async fn an_object_left_after_its_quarantine_copy_is_not_alerted_again() {
     assert!(staging(&harness).await.is_empty());
     assert_eq!(inbox.read(1).await.unwrap().len(), 1);
     assert_exported_once(&harness, &expected).await;
+}
+
+#[tokio::test]
+async fn a_staged_object_whose_data_cannot_be_fetched_fails_its_partitions_until_it_can() {
+    let harness = Harness::start(EVERYONE).await;
+    let object = put_staged(
+        &harness,
+        TEN + 1000,
+        "r1",
+        &[app("t1", 0..3), app("t2", 0..3)],
+    )
+    .await;
+    put_chunk(&harness, TEN, "old", &app("t3", 0..2)).await;
+    let log = GetLog::default();
+    let flusher = log.flusher(&harness, harness.config.clone());
+    // An object's first GET reads its tail; the next its data.
+    log.fail(Some(|key, before| key.ends_with(".staged") && before > 0));
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.events), (2, 2), "{report:?}");
+    for partition in report.partitions.iter().filter(|p| p.tenant != "t3") {
+        let error = partition.error.as_deref().unwrap();
+        assert!(
+            error.contains(&format!("GetObject s3://{EXPORT}/{object}"))
+                && error.contains("injected"),
+            "{error}"
+        );
+    }
+    assert_eq!(staging(&harness).await, vec![object]);
+    assert_eq!(report.pending_chunks, 1);
+
+    log.fail(None);
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.events), (0, 6));
+    let mut expected: Vec<String> = ["t1", "t2"]
+        .iter()
+        .flat_map(|t| (0..3).map(|n| app_event(t, n)))
+        .collect();
+    expected.extend((0..2).map(|n| app_event("t3", n)));
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_staged_object_whose_tail_cannot_be_fetched_waits_for_the_next_run() {
+    let harness = Harness::start(EVERYONE).await;
+    put_staged(&harness, TEN + 1000, "r1", &[app("t1", 0..3)]).await;
+    let late = put_staged(&harness, TEN + 2000, "r2", &[app("t1", 2..6)]).await;
+    let log = GetLog::default();
+    let flusher = log.flusher(&harness, harness.config.clone());
+    log.fail(Some(|key, _| key.contains("-r2.staged")));
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!(
+        (report.failed, report.events, report.pending_chunks),
+        (0, 3, 1)
+    );
+    assert_eq!(staging(&harness).await, vec![late]);
+
+    // Read next run as a late object of the hour: its next part.
+    log.fail(None);
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.events, report.duplicates), (3, 1));
+    assert_exported_once(
+        &harness,
+        &(0..6).map(|n| app_event("t1", n)).collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(staging(&harness).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_spool_directory_that_cannot_be_written_fails_the_partitions_naming_it() {
+    let harness = Harness::start(EVERYONE).await;
+    put_staged(&harness, TEN + 1000, "r1", &[app("t1", 0..3)]).await;
+    let mut config = harness.config.clone();
+    config.spool_dir = std::env::temp_dir().join("no-such-spool-directory");
+    let report = flush_with(&Flusher::new(config, harness.s3.clone()), CLOSED).await;
+    assert_eq!(report.failed, 1);
+    let error = report.partitions[0].error.as_deref().unwrap();
+    assert!(
+        error.starts_with("spool directory ") && error.contains("no-such-spool-directory"),
+        "{error}"
+    );
+    assert_eq!(staging(&harness).await.len(), 1);
+    let report = harness.flush(CLOSED).await;
+    assert_eq!((report.failed, report.events), (0, 3));
+    assert!(staging(&harness).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_index_larger_than_the_first_tail_read_takes_a_second_get() {
+    let harness = Harness::start(EVERYONE).await;
+    // Tenant names that do not compress: an index of some 200 KiB.
+    let mut state = 7u64;
+    let mut random = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 16
+    };
+    let names: Vec<String> = (0..4_000)
+        .map(|_| format!("{:012x}{:012x}", random(), random()))
+        .collect();
+    let partitions: Vec<Staged<'_>> = names.iter().map(|t| app(t, 0..1)).collect();
+    let bytes = staged::staged_object(&partitions, TEN);
+    let index = shared::staged::read_index(&bytes).unwrap();
+    let key = layout::staged_object_key(Hour::containing(TEN), TEN, "big", 0);
+    staged::put(&harness, &key, bytes.clone()).await;
+    let log = GetLog::default();
+    let flusher = log.flusher(&harness, harness.config.clone());
+    let read = flusher::staged_read::read_index(&flusher.s3, EXPORT, &key, bytes.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(read, Some(Ok(index.clone())));
+    let gets = log.staged();
+    assert_eq!(gets[&key].len(), 2, "{gets:?}");
+    assert_eq!(
+        gets[&key][1].as_deref(),
+        Some(format!("bytes={}-{}", index.data_end(), bytes.len() - 1).as_str())
+    );
 }

@@ -4,7 +4,7 @@
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// Why a partition, or the run, failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FlushError {
     #[error("{operation} s3://{bucket}/{key}: {message}")]
     S3 {
@@ -19,6 +19,8 @@ pub enum FlushError {
     LostRace { key: String },
     #[error("{what}: {message}")]
     Corrupt { what: String, message: String },
+    #[error("spool directory {dir}: {message}")]
+    Spool { dir: String, message: String },
     #[error("stopped after step `{0}` (injected failure)")]
     Injected(&'static str),
 }

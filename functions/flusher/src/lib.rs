@@ -348,6 +348,7 @@ pub async fn run(
         report.partitions.push(summary);
     }
     report.quarantined = quarantined.len();
+    report.pending_chunks += work.unread;
 
     // A staged object goes once every partition in its index is known, this
     // run, to be done with it; otherwise a later run deletes it.

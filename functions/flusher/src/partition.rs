@@ -364,7 +364,7 @@ async fn compact(
             Source::Segments { object, segments } => {
                 let mut compressed = Vec::with_capacity(segments.len());
                 for segment in segments {
-                    let Some(bytes) = spools.segment_bytes(bucket, object, segment)? else {
+                    let Some(bytes) = spools.segment_bytes(config, object, segment)? else {
                         // Gone: every partition in it had consumed it, this
                         // one too (its manifest has changed since read).
                         return Err(FlushError::LostRace {

@@ -77,6 +77,9 @@ pub struct Work {
     /// Staged objects whose index could not be read, quarantined while
     /// listing (a copy made now).
     pub quarantined: Vec<String>,
+    /// Staged objects whose tail could not be fetched (S3 failed): left
+    /// for the next run, which reads them as late objects of their hour.
+    pub unread: usize,
 }
 
 impl Work {
@@ -162,7 +165,15 @@ pub async fn find_work(
                 .collect()
                 .await;
             for (key, index) in indexes {
-                match index? {
+                let index = match index {
+                    Ok(index) => index,
+                    Err(error) => {
+                        tracing::error!(%error, "staged object's index not read; next run");
+                        work.unread += 1;
+                        continue;
+                    }
+                };
+                match index {
                     // Gone since the listing: consumed by every partition.
                     None => {}
                     Some(Ok(index)) => {

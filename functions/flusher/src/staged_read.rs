@@ -201,11 +201,9 @@ pub enum Fetched {
     /// The object is gone: every partition in it has consumed it (another
     /// flusher deleted it).
     Gone,
-    /// The GET failed: the partitions that need it fail (retried next run).
-    Failed {
-        code: Option<String>,
-        message: String,
-    },
+    /// The GET (or the spooling) failed: the partitions that need it fail
+    /// with this error (retried next run).
+    Failed(FlushError),
 }
 
 /// A window's staged bytes, by object key.
@@ -220,29 +218,33 @@ impl Spools {
         Self::default()
     }
 
-    /// The compressed bytes of `segment` of `object` (in `bucket`, for
-    /// errors). `Ok(None)`: the object is gone.
+    /// The compressed bytes of `segment` of `object`. `Ok(None)`: the
+    /// object is gone.
     pub fn segment_bytes(
         &self,
-        bucket: &str,
+        config: &shared::Config,
         object: &str,
         segment: &Segment,
     ) -> Result<Option<Vec<u8>>, FlushError> {
-        let failed = |code: Option<String>, message: String| FlushError::S3 {
-            operation: "GetObject",
-            bucket: bucket.to_owned(),
-            key: object.to_owned(),
-            code,
-            message,
-        };
         match self.objects.get(object) {
-            Some(Fetched::Spooled(spool)) => spool
-                .read(segment.range())
-                .map(Some)
-                .map_err(|error| failed(None, format!("reading its spool file: {error}"))),
+            Some(Fetched::Spooled(spool)) => {
+                spool
+                    .read(segment.range())
+                    .map(Some)
+                    .map_err(|error| FlushError::Spool {
+                        dir: config.spool_dir.display().to_string(),
+                        message: format!(
+                            "reading s3://{}/{object} back: {error}",
+                            config.export_bucket
+                        ),
+                    })
+            }
             Some(Fetched::Gone) => Ok(None),
-            Some(Fetched::Failed { code, message }) => Err(failed(code.clone(), message.clone())),
-            None => Err(failed(None, "not fetched for this window (a bug)".into())),
+            Some(Fetched::Failed(error)) => Err(error.clone()),
+            None => Err(FlushError::Corrupt {
+                what: format!("staged object s3://{}/{object}", config.export_bucket),
+                message: "its segments were not fetched for this window (a bug)".into(),
+            }),
         }
     }
 }
@@ -257,20 +259,17 @@ pub async fn fetch_window(flusher: &Flusher, work: &Work, partitions: &[Partitio
     let fetched: Vec<(String, Fetched)> = stream::iter(ranges)
         .map(|(key, range)| async move {
             let spooled = async {
-                let mut spool = Spool::create(&config.spool_dir, range.start).map_err(|error| {
-                    FlushError::Corrupt {
-                        what: format!("spool directory {}", config.spool_dir.display()),
-                        message: error.to_string(),
-                    }
-                })?;
+                let spool_error = |error: io::Error| FlushError::Spool {
+                    dir: config.spool_dir.display().to_string(),
+                    message: error.to_string(),
+                };
+                let mut spool =
+                    Spool::create(&config.spool_dir, range.start).map_err(spool_error)?;
                 let mut writer = io::BufWriter::with_capacity(1 << 20, &spool.file);
                 let written =
                     store::get_range_into(&flusher.s3, bucket, key, range.clone(), &mut writer)
                         .await?;
-                io::Write::flush(&mut writer).map_err(|error| FlushError::Corrupt {
-                    what: format!("spool directory {}", config.spool_dir.display()),
-                    message: error.to_string(),
-                })?;
+                io::Write::flush(&mut writer).map_err(spool_error)?;
                 drop(writer);
                 Ok::<_, FlushError>(written.map(|len| {
                     spool.len = len;
@@ -282,10 +281,7 @@ pub async fn fetch_window(flusher: &Flusher, work: &Work, partitions: &[Partitio
                 Ok(None) => Fetched::Gone,
                 Err(error) => {
                     tracing::error!(%key, %error, "staged object not fetched");
-                    Fetched::Failed {
-                        code: error.code().map(str::to_owned),
-                        message: error.to_string(),
-                    }
+                    Fetched::Failed(error)
                 }
             };
             (key.to_owned(), fetched)
