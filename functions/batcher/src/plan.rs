@@ -393,14 +393,20 @@ impl SubBatch<'_> {
         for (hour, messages) in std::mem::take(&mut self.hours) {
             let mut writer = StagedWriter::new(batch.config.staging_zstd_level);
             while let Some((partition, held)) = partitions.next_if(|(p, _)| p.hour == hour) {
-                write_partition(batch, &self.text, &mut writer, &partition, &held, &mut order);
+                write_partition(
+                    batch,
+                    &self.text,
+                    &mut writer,
+                    &partition,
+                    &held,
+                    &mut order,
+                );
             }
             // The last segment counts once it is ended.
             writer.end_segment();
-            let (lines, bytes) = writer
-                .segments()
-                .iter()
-                .fold((0, 0), |(lines, bytes), s| (lines + s.events, bytes + s.bytes));
+            let (lines, bytes) = writer.segments().iter().fold((0, 0), |(lines, bytes), s| {
+                (lines + s.events, bytes + s.bytes)
+            });
             let body = writer.finish(hour);
             stats.uncompressed_bytes += bytes as usize;
             stats.staged_bytes += body.len();
@@ -418,7 +424,10 @@ impl SubBatch<'_> {
                 messages,
             });
         }
-        debug_assert!(partitions.next().is_none(), "every partition's hour has messages");
+        debug_assert!(
+            partitions.next().is_none(),
+            "every partition's hour has messages"
+        );
         self.text.clear();
         self.held_bytes = 0;
         self.number += 1;

@@ -127,7 +127,10 @@ fn seed_session_start_is_one_compact_line_with_fields_unchanged() {
     );
     assert_eq!(plan.chunks.len(), 1);
     let object = &plan.chunks[0];
-    assert_eq!(object.key, "staging/2022-11-19/23/1668900200000-req-1.staged");
+    assert_eq!(
+        object.key,
+        "staging/2022-11-19/23/1668900200000-req-1.staged"
+    );
     let read = segments(object);
     assert_eq!(read.len(), 1);
     assert_eq!(
@@ -784,7 +787,10 @@ fn events_land_in_the_shard_their_identity_names_and_copies_share_it() {
     }
     // Redelivered copies of orders 7 and 123 (same id, another message).
     records.push(with_stream(
-        message("acme-again", &format!("{}\n{}", order("acme", 7), order("acme", 123))),
+        message(
+            "acme-again",
+            &format!("{}\n{}", order("acme", 7), order("acme", 123)),
+        ),
         "orders",
     ));
     // App events: their identity is the compacted line, so the same event
@@ -796,7 +802,11 @@ fn events_land_in_the_shard_their_identity_names_and_copies_share_it() {
     }
     let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
     assert!(plan.errors.is_none());
-    assert_eq!(plan.chunks.len(), 1, "one object for the hour, shards and all");
+    assert_eq!(
+        plan.chunks.len(),
+        1,
+        "one object for the hour, shards and all"
+    );
     let read = segments(&plan.chunks[0]);
 
     let mut events_seen = 0;
@@ -842,7 +852,11 @@ fn events_land_in_the_shard_their_identity_names_and_copies_share_it() {
             events_seen += 1;
         }
     }
-    assert_eq!(events_seen, 3 * 200 + 2 + 41, "every event once, copies kept");
+    assert_eq!(
+        events_seen,
+        3 * 200 + 2 + 41,
+        "every event once, copies kept"
+    );
     // Shards in order, as many as hold events.
     let order_of: Vec<(String, u32)> = read
         .iter()
@@ -882,7 +896,11 @@ fn events_land_in_the_shard_their_identity_names_and_copies_share_it() {
                 .map(|_| s.shard)
         })
         .collect();
-    assert_eq!(app_shards.len(), 2, "the pretty copy compacts to the same line");
+    assert_eq!(
+        app_shards.len(),
+        2,
+        "the pretty copy compacts to the same line"
+    );
     assert_eq!(app_shards[0], app_shards[1]);
 
     // The same batch, the same bytes, shards and all.
@@ -913,7 +931,12 @@ fn partition_by_event_stages_one_object_for_each_hour_with_the_messages_that_fed
         .map(|object| {
             let segments = segments(object)
                 .into_iter()
-                .map(|(s, staged)| (partition_of(&s), staged.iter().map(|l| event_of(l)).collect()))
+                .map(|(s, staged)| {
+                    (
+                        partition_of(&s),
+                        staged.iter().map(|l| event_of(l)).collect(),
+                    )
+                })
                 .collect();
             (
                 object.key.as_str(),
@@ -934,20 +957,32 @@ fn partition_by_event_stages_one_object_for_each_hour_with_the_messages_that_fed
                         "airkit-app-events/t1".to_owned(),
                         events(&[at("t1", 21, 0), at("t1", 21, 4)])
                     ),
-                    ("airkit-app-events/t2".to_owned(), events(&[at("t2", 21, 5)])),
+                    (
+                        "airkit-app-events/t2".to_owned(),
+                        events(&[at("t2", 21, 5)])
+                    ),
                 ]
             ),
             (
                 "staging/2022-11-19/22/1668900200000-r.staged",
                 vec![0],
-                vec![("airkit-app-events/t2".to_owned(), events(&[at("t2", 22, 1)]))]
+                vec![(
+                    "airkit-app-events/t2".to_owned(),
+                    events(&[at("t2", 22, 1)])
+                )]
             ),
             (
                 "staging/2022-11-19/23/1668900200000-r.staged",
                 vec![0, 1],
                 vec![
-                    ("airkit-app-events/t1".to_owned(), events(&[at("t1", 23, 2)])),
-                    ("airkit-app-events/t2".to_owned(), events(&[at("t2", 23, 3)])),
+                    (
+                        "airkit-app-events/t1".to_owned(),
+                        events(&[at("t1", 23, 2)])
+                    ),
+                    (
+                        "airkit-app-events/t2".to_owned(),
+                        events(&[at("t2", 23, 3)])
+                    ),
                 ]
             ),
         ]
@@ -984,5 +1019,10 @@ fn the_staging_zstd_level_is_honoured_and_any_level_decodes() {
     }
     // The level reaches the compressor: the frames differ, 19 the smallest.
     assert_ne!(bodies[0], bodies[2]);
-    assert!(bodies[2].len() < bodies[0].len(), "{} {}", bodies[2].len(), bodies[0].len());
+    assert!(
+        bodies[2].len() < bodies[0].len(),
+        "{} {}",
+        bodies[2].len(),
+        bodies[0].len()
+    );
 }
