@@ -1,7 +1,7 @@
 //! The flusher against moto: events staged by the real batcher, flushed into
 //! the archive and destinations, read back and checked event by event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use batcher::Batcher;
@@ -340,7 +340,7 @@ async fn an_invocation_stored_in_many_sub_batches_exports_each_event_once() {
     assert!(
         staged
             .iter()
-            .any(|key| key.ends_with("/1795341600000-req-cut.0001.ndjson.gz")),
+            .any(|key| key.ends_with("/1795341600000-req-cut.0001.staged")),
         "{staged:?}"
     );
 
@@ -358,7 +358,7 @@ async fn an_invocation_stored_in_many_sub_batches_exports_each_event_once() {
             .await
             .unwrap()
             .is_empty(),
-        "every sub-batch's chunks consumed"
+        "every sub-batch's staged object consumed"
     );
 }
 
@@ -709,18 +709,18 @@ async fn manual_flush_closes_only_the_chosen_streams_up_to_until() {
         .unwrap();
     assert_eq!(report.partitions.len(), 1);
     assert_eq!(report.partitions[0].stream, "airkit-audit-logs");
-    let staged: BTreeSet<String> = list_keys(&harness.s3, EXPORT, "staging/")
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(staged.len(), 1);
+    // The app events' staged object is left for a run that selects them;
+    // the audit one is consumed and deleted.
+    let staged = list_keys(&harness.s3, EXPORT, "staging/").await.unwrap();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    assert!(staged[0].ends_with("-r1.staged"), "{staged:?}");
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    assert_eq!((report.partitions.len(), report.events), (1, 1));
     assert!(
-        staged
-            .iter()
-            .next()
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
             .unwrap()
-            .contains("/airkit-app-events/")
+            .is_empty()
     );
 }
 
@@ -865,13 +865,14 @@ async fn no_partition_is_started_past_the_deadline_and_the_next_run_does_it() {
         .await
         .unwrap();
     assert_eq!((report.deferred, report.partitions.len()), (3, 0));
-    assert_eq!(report.pending_chunks, 3, "the backlog metric counts them");
+    // The three partitions are in one staged object.
+    assert_eq!(report.pending_chunks, 1, "the backlog metric counts it");
     assert_eq!(
         list_keys(&harness.s3, EXPORT, "staging/")
             .await
             .unwrap()
             .len(),
-        3
+        1
     );
     let report = flusher::run(&harness.flusher(), &trigger, None)
         .await
