@@ -1,12 +1,13 @@
 //! The pure compaction the benchmark measures is the flusher's own: the
 //! archive part the real flusher writes to moto is byte for byte what
-//! `flusher::compaction::compact_chunks` makes of the same staged chunks.
+//! `flusher::compaction::compact_staged` makes of the segments of the same
+//! staged objects.
 
 use std::collections::HashSet;
 
 use batcher::Batcher;
 use batcher::records::{sqs_record, with_stream};
-use flusher::compaction::compact_chunks;
+use flusher::compaction::compact_staged;
 use flusher::{Flusher, Trigger};
 use s3_export::inspect::list_keys;
 use s3_export::moto::MotoServer;
@@ -78,8 +79,20 @@ async fn archive_part_is_what_the_pure_compaction_writes() {
     let archived = bytes(&s3, &parts[0]).await;
 
     let profile = &config.streams["airkit-audit-logs"];
-    let (compacted, part) = compact_chunks(
-        staged.iter().map(|chunk| &chunk[..]),
+    // Every segment of each object, objects in key (staged) order.
+    let mut segments = Vec::new();
+    for object in &staged {
+        let index = shared::staged::read_index(object).unwrap();
+        for segment in index.segments {
+            let range = segment.range();
+            segments.push(&object[range.start as usize..range.end as usize]);
+        }
+    }
+    assert_eq!(segments.len(), 2);
+    let (compacted, part) = compact_staged(
+        segments
+            .into_iter()
+            .map(|bytes| shared::staged::segment_reader(bytes).unwrap()),
         Some(profile),
         IdHash::CURRENT,
         &mut HashSet::new(),
