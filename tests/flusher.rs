@@ -1897,3 +1897,27 @@ async fn an_index_larger_than_the_first_tail_read_takes_a_second_get() {
         Some(format!("bytes={}-{}", index.data_end(), bytes.len() - 1).as_str())
     );
 }
+
+#[tokio::test]
+async fn a_pending_marker_left_after_the_last_publish_was_committed_is_deleted() {
+    let harness = Harness::start(EVERYONE).await;
+    put_staged(&harness, TEN + 1000, "r1", &[app("t1", 0..2)]).await;
+    harness.flush(CLOSED).await;
+    // As if a run had committed its last publish and stopped before
+    // deleting the marker.
+    let marker = "pending/airkit-app-events/t1/2026-11-22/10.json";
+    staged::put(&harness, marker, b"{}".to_vec()).await;
+    let report = harness.flush(CLOSED + HOUR).await;
+    assert_eq!((report.failed, report.pending_publishes), (0, 0));
+    assert!(
+        list_keys(&harness.s3, EXPORT, "pending/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_exported_once(
+        &harness,
+        &(0..2).map(|n| app_event("t1", n)).collect::<Vec<_>>(),
+    )
+    .await;
+}

@@ -297,12 +297,13 @@ pub async fn run(
         let flushed: Vec<_> = stream::iter(members)
             .map(|partition| {
                 let sources = work.sources.get(partition).unwrap_or(&no_sources);
+                let marked = work.publishes.contains(partition);
                 async move {
                     if near_deadline() {
                         return (partition, None);
                     }
                     let result = partition::flush_partition(
-                        flusher, alerts, trigger, partition, sources, spools,
+                        flusher, alerts, trigger, partition, sources, spools, marked,
                     )
                     .await;
                     (partition, Some(result))

@@ -48,7 +48,8 @@ pub struct PartitionReport {
 }
 
 /// Flushes `partition`, whose staged data is `sources` (in staged order),
-/// the segments of staged objects read from `spools`.
+/// the segments of staged objects read from `spools`; `marked` says whether
+/// its pending-publish marker was listed.
 pub async fn flush_partition(
     flusher: &Flusher,
     alerts: &InvocationAlerts<'_>,
@@ -56,6 +57,7 @@ pub async fn flush_partition(
     partition: &PartitionKey,
     sources: &[Source],
     spools: &Spools,
+    marked: bool,
 ) -> Result<PartitionReport, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
@@ -182,7 +184,9 @@ pub async fn flush_partition(
     let pending_key = layout::pending_publish_key(partition);
     if manifest.has_pending() {
         store::put(s3, bucket, &pending_key, b"{}".to_vec(), "application/json").await?;
-    } else if had_pending {
+    } else if had_pending || marked {
+        // A marker left by a run that stopped after its last publish was
+        // committed, before deleting it, is deleted now.
         store::delete_keys(s3, bucket, &[pending_key]).await?;
     }
 
