@@ -1282,8 +1282,11 @@ mod staged {
     #[derive(Debug, Clone, Default)]
     pub struct GetLog(
         Arc<Mutex<HashMap<String, Vec<Option<String>>>>>,
-        Arc<Mutex<Option<fn(&str, usize) -> bool>>>,
+        Arc<Mutex<Option<FailWhen>>>,
     );
+
+    /// Which GETs fail: given the key and how many GETs of it came before.
+    pub type FailWhen = fn(&str, usize) -> bool;
 
     impl Intercept for GetLog {
         fn name(&self) -> &'static str {
@@ -1322,7 +1325,7 @@ mod staged {
 
     impl GetLog {
         /// From now on, GETs that `fail` accepts fail.
-        pub fn fail(&self, fail: Option<fn(&str, usize) -> bool>) {
+        pub fn fail(&self, fail: Option<FailWhen>) {
             *self.1.lock().unwrap() = fail;
         }
 
