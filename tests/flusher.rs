@@ -1153,6 +1153,7 @@ mod staged {
     use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
     use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
     use aws_sdk_s3::error::BoxError;
+    use s3_export::fault_proxy::{FaultPlan, FaultProxy};
     use s3_export::inbox::AlertInbox;
     use shared::encode::NdjsonGzWriter;
     use shared::layout;
@@ -1276,9 +1277,8 @@ mod staged {
         );
     }
 
-    /// GetObject requests per key, with their ranges, as sent by a client;
-    /// those `fail` accepts (key, how many GETs of it came before) fail
-    /// before they are sent.
+    /// Fails the GetObject requests a client sends that `fail` accepts
+    /// (key, how many GETs of it came before), before they are sent.
     #[derive(Debug, Clone, Default)]
     pub struct GetLog(
         Arc<Mutex<HashMap<String, Vec<Option<String>>>>>,
@@ -1341,17 +1341,35 @@ mod staged {
             );
             Flusher::new(config, s3)
         }
+    }
 
-        /// The GETs of staged objects, by key, each with its range.
-        pub fn staged(&self) -> BTreeMap<String, Vec<Option<String>>> {
-            self.0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(key, _)| key.ends_with(".staged"))
-                .map(|(key, ranges)| (key.clone(), ranges.clone()))
-                .collect()
+    /// A flusher whose S3 requests go through a fault proxy injecting
+    /// nothing, whose request log counts what reached S3.
+    pub async fn through_proxy(harness: &Harness, config: Config) -> (Flusher, FaultProxy) {
+        let proxy = FaultProxy::start(&harness.moto.endpoint(), FaultPlan::none())
+            .await
+            .unwrap();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            harness
+                .s3
+                .config()
+                .to_builder()
+                .endpoint_url(proxy.endpoint())
+                .build(),
+        );
+        (Flusher::new(config, s3), proxy)
+    }
+
+    /// The GetObject requests of staged objects S3 received, by key, each
+    /// with its Range header.
+    pub fn staged_gets(proxy: &FaultProxy) -> BTreeMap<String, Vec<Option<String>>> {
+        let mut gets: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+        for request in proxy.request_log() {
+            if request.reads_object(EXPORT) && request.key().ends_with(".staged") {
+                gets.entry(request.key()).or_default().push(request.range);
+            }
         }
+        gets
     }
 
     pub const EVERYONE: &str = r#"{"destinations":[{"name":"everyone","bucket":"dest-all","prefix":"exports/","shared":true}]}"#;
@@ -1503,14 +1521,13 @@ async fn stage_many_tenants(harness: &Harness, objects: usize, tenants: usize) -
 async fn a_flush_of_every_partition_reads_each_staged_object_with_two_gets() {
     let harness = Harness::start(EVERYONE).await;
     let expected = stage_many_tenants(&harness, 3, 60).await;
-    let log = GetLog::default();
-    let flusher = log.flusher(&harness, harness.config.clone());
+    let (flusher, proxy) = staged::through_proxy(&harness, harness.config.clone()).await;
     let report = flush_with(&flusher, CLOSED).await;
     assert_eq!((report.failed, report.partitions.len()), (0, 60));
     assert_exported_once(&harness, &expected).await;
     assert!(staging(&harness).await.is_empty());
 
-    let gets = log.staged();
+    let gets = staged::staged_gets(&proxy);
     assert_eq!(gets.len(), 3, "{gets:?}");
     for (key, ranges) in gets {
         // The tail (index), then every partition's segments in one range.
@@ -1542,12 +1559,12 @@ async fn a_spool_budget_smaller_than_the_hour_flushes_in_windows_each_event_once
     let sizes: Vec<u64> = sizes.into_values().collect();
     let windows = flusher::staged_read::plan_windows(&sizes, 1024).len();
     assert!(windows > 2, "{windows} windows");
-    let log = GetLog::default();
-    let report = flush_with(&log.flusher(&harness, config), CLOSED).await;
+    let (flusher, proxy) = staged::through_proxy(&harness, config).await;
+    let report = flush_with(&flusher, CLOSED).await;
     assert_eq!((report.failed, report.partitions.len()), (0, 40));
     assert_exported_once(&harness, &expected).await;
     assert!(staging(&harness).await.is_empty());
-    for (key, ranges) in log.staged() {
+    for (key, ranges) in staged::staged_gets(&proxy) {
         assert_eq!(
             ranges.len(),
             windows + 1,
@@ -1887,13 +1904,12 @@ async fn an_index_larger_than_the_first_tail_read_takes_a_second_get() {
     let index = shared::staged::read_index(&bytes).unwrap();
     let key = layout::staged_object_key(Hour::containing(TEN), TEN, "big", 0);
     staged::put(&harness, &key, bytes.clone()).await;
-    let log = GetLog::default();
-    let flusher = log.flusher(&harness, harness.config.clone());
+    let (flusher, proxy) = staged::through_proxy(&harness, harness.config.clone()).await;
     let read = flusher::staged_read::read_index(&flusher.s3, EXPORT, &key, bytes.len() as u64)
         .await
         .unwrap();
     assert_eq!(read, Some(Ok(index.clone())));
-    let gets = log.staged();
+    let gets = staged::staged_gets(&proxy);
     assert_eq!(gets[&key].len(), 2, "{gets:?}");
     assert_eq!(
         gets[&key][1].as_deref(),
