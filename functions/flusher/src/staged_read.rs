@@ -79,7 +79,8 @@ fn check_partitions(key: &str, index: StagedIndex) -> Result<StagedIndex, Staged
             index.hour
         )));
     }
-    let segment_name = |name: &str| !(name.is_empty() || name.contains('/') || name == "..");
+    let segment_name =
+        |name: &str| !(name.is_empty() || name.contains('/') || name == "." || name == "..");
     if let Some(bad) = index
         .segments
         .iter()
@@ -456,10 +457,12 @@ mod tests {
         let later = layout::staged_object_key(Hour::containing(3_600_000), 1, "r", 0);
         let error = check_partitions(&later, index.clone()).unwrap_err();
         assert!(error.to_string().contains("hour"), "{error}");
-        let mut climbing = index;
-        climbing.segments[0].stream = "../archive".into();
-        let error = check_partitions(&key, climbing).unwrap_err();
-        assert!(error.to_string().contains("../archive"), "{error}");
+        for bad in ["../archive", "..", ".", ""] {
+            let mut climbing = index.clone();
+            climbing.segments[0].stream = bad.into();
+            let error = check_partitions(&key, climbing).unwrap_err();
+            assert!(error.to_string().contains(&format!("`{bad}`")), "{error}");
+        }
     }
 
     #[test]
