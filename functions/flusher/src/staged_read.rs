@@ -6,9 +6,10 @@
 //! - A run flushes its partitions in *windows* ([`plan_windows`]):
 //!   consecutive partitions (sorted, as segments are) whose segment bytes
 //!   fit in `spoolBytes`. Per window and object, one ranged GET covers the
-//!   window's segments of it (they are adjacent), streamed into a spool
-//!   file, never whole in memory ([`fetch_window`]); each partition then
-//!   reads its segments from the file by offset. A typical hour is one
+//!   window's segments of it (they are adjacent), streamed to its place in
+//!   the window's one spool file, never whole in memory ([`fetch_window`]);
+//!   each partition then reads its segments from the file by offset. A
+//!   typical hour is one
 //!   window: an object costs one GET for its index and one for its data,
 //!   whatever the number of partitions in it.
 //! - A segment is decoded whole and checked against its index (zstd's
@@ -145,20 +146,19 @@ pub fn window_ranges<'a>(
 /// Distinguishes the spool files of one process.
 static SPOOL_FILES: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes `start..start + len` of one staged object, in a file. The file is
-/// unlinked as soon as it is created, so it is freed when this is dropped,
-/// or when the process ends however it ends: a crash leaves nothing in the
-/// function's ephemeral storage.
+/// One window's spool file: each object's range at its own offset, so a
+/// window holds one file open whatever the number of objects (an hour may
+/// have thousands). The file is unlinked as soon as it is created, so it is
+/// freed when this is dropped, or when the process ends however it ends: a
+/// crash leaves nothing in the function's ephemeral storage.
 #[derive(Debug)]
-pub struct Spool {
+pub struct SpoolFile {
     file: File,
-    start: u64,
-    len: u64,
 }
 
-impl Spool {
-    /// A new empty spool file in `dir` for bytes from `start` of an object.
-    fn create(dir: &Path, start: u64) -> io::Result<Self> {
+impl SpoolFile {
+    /// A new empty spool file in `dir`.
+    fn create(dir: &Path) -> io::Result<Self> {
         let path = dir.join(format!(
             "s3-export-spool-{}-{}",
             std::process::id(),
@@ -170,35 +170,63 @@ impl Spool {
             .create_new(true)
             .open(&path)?;
         std::fs::remove_file(&path)?;
-        Ok(Self {
-            file,
-            start,
-            len: 0,
-        })
+        Ok(Self { file })
     }
 
-    /// Bytes `range` of the object (within what was spooled).
-    pub fn read(&self, range: Range<u64>) -> io::Result<Vec<u8>> {
-        if range.start < self.start || range.end > self.start + self.len {
+    /// A writer of bytes from `offset` in the file: concurrent writers of
+    /// disjoint ranges need no lock (positioned writes).
+    fn writer_at(&self, offset: u64) -> WriterAt<'_> {
+        WriterAt {
+            file: &self.file,
+            offset,
+        }
+    }
+}
+
+/// Writes to a file from an offset on, without moving a shared cursor.
+struct WriterAt<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl io::Write for WriterAt<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.file.write_all_at(bytes, self.offset)?;
+        self.offset += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where one object's spooled range is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    /// The bytes of the object spooled.
+    pub range: Range<u64>,
+    /// Where they start in the spool file.
+    pub at: u64,
+}
+
+impl Spooled {
+    /// Where bytes `range` of the object are in the spool file.
+    fn place(&self, range: Range<u64>) -> io::Result<u64> {
+        if range.start < self.range.start || range.end > self.range.end {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "bytes {range:?} are not in the spooled {:?}",
-                    self.start..self.start + self.len
-                ),
+                format!("bytes {range:?} are not in the spooled {:?}", self.range),
             ));
         }
-        let mut bytes = vec![0; (range.end - range.start) as usize];
-        self.file
-            .read_exact_at(&mut bytes, range.start - self.start)?;
-        Ok(bytes)
+        Ok(self.at + range.start - self.range.start)
     }
 }
 
 /// What a window fetched of one staged object.
 #[derive(Debug)]
 pub enum Fetched {
-    Spooled(Spool),
+    Spooled(Spooled),
     /// The object is gone: every partition in it has consumed it (another
     /// flusher deleted it).
     Gone,
@@ -207,9 +235,11 @@ pub enum Fetched {
     Failed(FlushError),
 }
 
-/// A window's staged bytes, by object key.
+/// A window's staged bytes: its spool file, and where each object's range
+/// is in it.
 #[derive(Debug, Default)]
 pub struct Spools {
+    file: Option<SpoolFile>,
     objects: HashMap<String, Fetched>,
 }
 
@@ -227,22 +257,26 @@ impl Spools {
         object: &str,
         segment: &Segment,
     ) -> Result<Option<Vec<u8>>, FlushError> {
-        match self.objects.get(object) {
-            Some(Fetched::Spooled(spool)) => {
+        let spool_error = |error: io::Error| FlushError::Spool {
+            dir: config.spool_dir.display().to_string(),
+            message: format!(
+                "reading s3://{}/{object} back: {error}",
+                config.export_bucket
+            ),
+        };
+        match (self.objects.get(object), &self.file) {
+            (Some(Fetched::Spooled(spooled)), Some(spool)) => {
+                let at = spooled.place(segment.range()).map_err(spool_error)?;
+                let mut bytes = vec![0; segment.length as usize];
                 spool
-                    .read(segment.range())
-                    .map(Some)
-                    .map_err(|error| FlushError::Spool {
-                        dir: config.spool_dir.display().to_string(),
-                        message: format!(
-                            "reading s3://{}/{object} back: {error}",
-                            config.export_bucket
-                        ),
-                    })
+                    .file
+                    .read_exact_at(&mut bytes, at)
+                    .map_err(spool_error)?;
+                Ok(Some(bytes))
             }
-            Some(Fetched::Gone) => Ok(None),
-            Some(Fetched::Failed(error)) => Err(error.clone()),
-            None => Err(FlushError::Corrupt {
+            (Some(Fetched::Gone), _) => Ok(None),
+            (Some(Fetched::Failed(error)), _) => Err(error.clone()),
+            _ => Err(FlushError::Corrupt {
                 what: format!("staged object s3://{}/{object}", config.export_bucket),
                 message: "its segments were not fetched for this window (a bug)".into(),
             }),
@@ -250,35 +284,55 @@ impl Spools {
     }
 }
 
-/// Fetches the staged bytes of a window's `partitions`: one ranged GET per
-/// object, at most `flush_concurrency` at once, each streamed into its own
-/// spool file in `spool_dir`.
+/// Fetches the staged bytes of a window's `partitions` into one spool file
+/// in `spool_dir`: one ranged GET per object, at most `flush_concurrency`
+/// at once, each streamed to its own place in the file.
 pub async fn fetch_window(flusher: &Flusher, work: &Work, partitions: &[PartitionKey]) -> Spools {
     let config = &flusher.config;
     let bucket = &config.export_bucket;
     let ranges = window_ranges(work, partitions);
-    let fetched: Vec<(String, Fetched)> = stream::iter(ranges)
-        .map(|(key, range)| async move {
-            let spooled = async {
-                let spool_error = |error: io::Error| FlushError::Spool {
-                    dir: config.spool_dir.display().to_string(),
-                    message: error.to_string(),
-                };
-                let mut spool =
-                    Spool::create(&config.spool_dir, range.start).map_err(spool_error)?;
-                let mut writer = io::BufWriter::with_capacity(1 << 20, &spool.file);
-                let written =
-                    store::get_range_into(&flusher.s3, bucket, key, range.clone(), &mut writer)
-                        .await?;
-                io::Write::flush(&mut writer).map_err(spool_error)?;
-                drop(writer);
-                Ok::<_, FlushError>(written.map(|len| {
-                    spool.len = len;
-                    spool
-                }))
+    if ranges.is_empty() {
+        return Spools::none();
+    }
+    let spool_file = match SpoolFile::create(&config.spool_dir) {
+        Ok(file) => file,
+        Err(error) => {
+            let error = FlushError::Spool {
+                dir: config.spool_dir.display().to_string(),
+                message: error.to_string(),
             };
-            let fetched = match spooled.await {
-                Ok(Some(spool)) => Fetched::Spooled(spool),
+            tracing::error!(%error, "no spool file");
+            let objects = ranges
+                .into_keys()
+                .map(|key| (key.to_owned(), Fetched::Failed(error.clone())))
+                .collect();
+            return Spools {
+                file: None,
+                objects,
+            };
+        }
+    };
+    let mut at = 0;
+    let places: Vec<(&str, Spooled)> = ranges
+        .into_iter()
+        .map(|(key, range)| {
+            let spooled = Spooled {
+                at,
+                range: range.clone(),
+            };
+            at += range.end - range.start;
+            (key, spooled)
+        })
+        .collect();
+    let file = &spool_file;
+    let fetched: Vec<(String, Fetched)> = stream::iter(places)
+        .map(|(key, spooled)| async move {
+            let mut writer = file.writer_at(spooled.at);
+            let got =
+                store::get_range_into(&flusher.s3, bucket, key, spooled.range.clone(), &mut writer)
+                    .await;
+            let fetched = match got {
+                Ok(Some(_)) => Fetched::Spooled(spooled),
                 Ok(None) => Fetched::Gone,
                 Err(error) => {
                     tracing::error!(%key, %error, "staged object not fetched");
@@ -292,6 +346,7 @@ pub async fn fetch_window(flusher: &Flusher, work: &Work, partitions: &[Partitio
         .await;
     Spools {
         objects: fetched.into_iter().collect(),
+        file: Some(spool_file),
     }
 }
 
@@ -466,13 +521,29 @@ mod tests {
     }
 
     #[test]
-    fn a_spool_reads_back_only_what_it_holds() {
-        let dir = std::env::temp_dir();
-        let mut spool = Spool::create(&dir, 100).unwrap();
-        spool.file.write_all_at(b"0123456789", 0).unwrap();
-        spool.len = 10;
-        assert_eq!(spool.read(102..105).unwrap(), b"234");
-        assert!(spool.read(99..101).is_err());
-        assert!(spool.read(105..111).is_err());
+    fn a_spool_file_holds_each_objects_range_at_its_place() {
+        let spool = SpoolFile::create(&std::env::temp_dir()).unwrap();
+        // Two objects' ranges, written in any order.
+        let second = Spooled {
+            range: 50..54,
+            at: 10,
+        };
+        let first = Spooled {
+            range: 100..110,
+            at: 0,
+        };
+        io::Write::write_all(&mut spool.writer_at(second.at), b"wxyz").unwrap();
+        io::Write::write_all(&mut spool.writer_at(first.at), b"0123").unwrap();
+        io::Write::write_all(&mut spool.writer_at(first.at + 4), b"456789").unwrap();
+        let read = |spooled: &Spooled, range: Range<u64>| {
+            let mut bytes = vec![0; (range.end - range.start) as usize];
+            let at = spooled.place(range)?;
+            spool.file.read_exact_at(&mut bytes, at)?;
+            Ok::<_, io::Error>(bytes)
+        };
+        assert_eq!(read(&first, 102..105).unwrap(), b"234");
+        assert_eq!(read(&second, 51..54).unwrap(), b"xyz");
+        assert!(read(&first, 99..101).is_err());
+        assert!(read(&second, 52..55).is_err());
     }
 }
