@@ -1277,20 +1277,21 @@ mod staged {
         );
     }
 
-    /// Fails the GetObject requests a client sends that `fail` accepts
-    /// (key, how many GETs of it came before), before they are sent.
+    /// Fails the object requests a client sends that `fail` accepts, before
+    /// they are sent.
     #[derive(Debug, Clone, Default)]
-    pub struct GetLog(
-        Arc<Mutex<HashMap<String, Vec<Option<String>>>>>,
+    pub struct FailingRequests(
+        Arc<Mutex<HashMap<(String, String), usize>>>,
         Arc<Mutex<Option<FailWhen>>>,
     );
 
-    /// Which GETs fail: given the key and how many GETs of it came before.
-    pub type FailWhen = fn(&str, usize) -> bool;
+    /// Which requests fail: given the method, the key and how many requests
+    /// of that method and key came before.
+    pub type FailWhen = fn(&str, &str, usize) -> bool;
 
-    impl Intercept for GetLog {
+    impl Intercept for FailingRequests {
         fn name(&self) -> &'static str {
-            "GetLog"
+            "FailingRequests"
         }
 
         fn read_before_transmit(
@@ -1302,19 +1303,16 @@ mod staged {
             let request = context.request();
             let uri = request.uri();
             let path = uri.split('?').next().unwrap_or_default();
-            if request.method() == "GET" && !uri.contains("list-type") {
-                let key = path
-                    .split_once(&format!("/{EXPORT}/"))
-                    .map_or(path, |(_, key)| key);
-                let range = request.headers().get("range").map(str::to_owned);
+            if let Some((_, key)) = path.split_once(&format!("/{EXPORT}/")) {
+                let method = request.method().to_owned();
                 let before = {
                     let mut log = self.0.lock().unwrap();
-                    let gets = log.entry(key.to_owned()).or_default();
-                    gets.push(range);
-                    gets.len() - 1
+                    let count = log.entry((method.clone(), key.to_owned())).or_default();
+                    *count += 1;
+                    *count - 1
                 };
                 if let Some(fail) = *self.1.lock().unwrap()
-                    && fail(key, before)
+                    && fail(&method, key, before)
                 {
                     return Err("injected: the connection was reset".into());
                 }
@@ -1323,13 +1321,13 @@ mod staged {
         }
     }
 
-    impl GetLog {
-        /// From now on, GETs that `fail` accepts fail.
+    impl FailingRequests {
+        /// From now on, requests that `fail` accepts fail.
         pub fn fail(&self, fail: Option<FailWhen>) {
             *self.1.lock().unwrap() = fail;
         }
 
-        /// A flusher whose S3 requests are logged here.
+        /// A flusher whose S3 requests may fail here.
         pub fn flusher(&self, harness: &Harness, config: Config) -> Flusher {
             let s3 = aws_sdk_s3::Client::from_conf(
                 harness
@@ -1395,8 +1393,8 @@ mod staged {
 }
 
 use staged::{
-    AUDIT, CLOSED, EVERYONE, GetLog, Staged, app, assert_exported_once, put_chunk, put_staged,
-    staging,
+    AUDIT, CLOSED, EVERYONE, FailingRequests, Staged, app, assert_exported_once, put_chunk,
+    put_staged, staging,
 };
 
 #[tokio::test]
@@ -1810,10 +1808,12 @@ async fn a_staged_object_whose_data_cannot_be_fetched_fails_its_partitions_until
     )
     .await;
     put_chunk(&harness, TEN, "old", &app("t3", 0..2)).await;
-    let log = GetLog::default();
+    let log = FailingRequests::default();
     let flusher = log.flusher(&harness, harness.config.clone());
     // An object's first GET reads its tail; the next its data.
-    log.fail(Some(|key, before| key.ends_with(".staged") && before > 0));
+    log.fail(Some(|method, key, before| {
+        method == "GET" && key.ends_with(".staged") && before > 0
+    }));
     let report = flush_with(&flusher, CLOSED).await;
     assert_eq!((report.failed, report.events), (2, 2), "{report:?}");
     for partition in report.partitions.iter().filter(|p| p.tenant != "t3") {
@@ -1844,9 +1844,11 @@ async fn a_staged_object_whose_tail_cannot_be_fetched_waits_for_the_next_run() {
     let harness = Harness::start(EVERYONE).await;
     put_staged(&harness, TEN + 1000, "r1", &[app("t1", 0..3)]).await;
     let late = put_staged(&harness, TEN + 2000, "r2", &[app("t1", 2..6)]).await;
-    let log = GetLog::default();
+    let log = FailingRequests::default();
     let flusher = log.flusher(&harness, harness.config.clone());
-    log.fail(Some(|key, _| key.contains("-r2.staged")));
+    log.fail(Some(|method, key, _| {
+        method == "GET" && key.contains("-r2.staged")
+    }));
     let report = flush_with(&flusher, CLOSED).await;
     assert_eq!(
         (report.failed, report.events, report.pending_chunks),
@@ -1939,4 +1941,61 @@ async fn a_pending_marker_left_after_the_last_publish_was_committed_is_deleted()
         &(0..2).map(|n| app_event("t1", n)).collect::<Vec<_>>(),
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_damaged_object_whose_quarantine_copy_fails_stays_for_the_next_run() {
+    let harness = Harness::start(EVERYONE).await;
+    let (key, bytes, expected) = stage_with_damage(&harness, Damage::IndexBit).await;
+    let log = FailingRequests::default();
+    let flusher = log.flusher(&harness, harness.config.clone());
+    // CopyObject is a PUT of the copy's key.
+    log.fail(Some(|method, key, _| {
+        method == "PUT" && key.starts_with("quarantine/")
+    }));
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.quarantined), (0, 0), "{report:?}");
+    assert_eq!(report.pending_chunks, 1, "the damaged object, left");
+    assert_eq!(staging(&harness).await, vec![key.clone()]);
+
+    log.fail(None);
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.quarantined), (0, 1), "{report:?}");
+    assert!(staging(&harness).await.is_empty());
+    assert_eq!(
+        harness.bytes(EXPORT, &layout::quarantine_key(&key)).await,
+        bytes
+    );
+    assert_exported_once(&harness, &expected).await;
+}
+
+#[tokio::test]
+async fn a_damaged_segment_whose_quarantine_copy_fails_fails_its_partition_until_it_can() {
+    let harness = Harness::start(EVERYONE).await;
+    let (key, bytes, expected) = stage_with_damage(&harness, Damage::SegmentBit).await;
+    let log = FailingRequests::default();
+    let flusher = log.flusher(&harness, harness.config.clone());
+    log.fail(Some(|method, key, _| {
+        method == "PUT" && key.starts_with("quarantine/")
+    }));
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let t1 = report.partitions.iter().find(|p| p.tenant == "t1").unwrap();
+    let error = t1.error.as_deref().unwrap();
+    assert!(
+        error.contains("CopyObject") && error.contains(&key),
+        "{error}"
+    );
+    // t1 failed: every object holding t1 stays for the next run.
+    assert_eq!(staging(&harness).await.len(), 3);
+
+    log.fail(None);
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.quarantined), (0, 1), "{report:?}");
+    assert!(staging(&harness).await.is_empty());
+    assert_eq!(
+        harness.bytes(EXPORT, &layout::quarantine_key(&key)).await,
+        bytes
+    );
+    assert_exported_once(&harness, &expected).await;
 }

@@ -77,8 +77,9 @@ pub struct Work {
     /// Staged objects whose index could not be read, quarantined while
     /// listing (a copy made now).
     pub quarantined: Vec<String>,
-    /// Staged objects whose tail could not be fetched (S3 failed): left
-    /// for the next run, which reads them as late objects of their hour.
+    /// Staged objects whose tail could not be fetched, or whose quarantine
+    /// copy could not be made (S3 failed): left for the next run, which
+    /// reads them as late objects of their hour.
     pub unread: usize,
 }
 
@@ -202,12 +203,21 @@ pub async fn find_work(
                     }
                     Some(Err(error)) => {
                         let reason = format!("s3://{bucket}/{key}: {error}");
-                        if staged_read::quarantine(flusher, alerts, &key, &reason).await? {
-                            work.quarantined.push(key.clone());
+                        match staged_read::quarantine(flusher, alerts, &key, &reason).await {
+                            Ok(copied_now) => {
+                                if copied_now {
+                                    work.quarantined.push(key.clone());
+                                }
+                                // No partition can claim it: the copy is
+                                // all that is kept.
+                                store::delete_keys(&flusher.s3, bucket, &[key]).await?;
+                            }
+                            // Left for the next run, which tries again.
+                            Err(error) => {
+                                tracing::error!(%error, "damaged staged object not quarantined");
+                                work.unread += 1;
+                            }
                         }
-                        // No partition can claim it: the copy is all that
-                        // is kept.
-                        store::delete_keys(&flusher.s3, bucket, &[key]).await?;
                     }
                 }
             }
