@@ -8,7 +8,7 @@ use batcher::records::{sqs_record, with_stream};
 use batcher::{Batcher, BatcherError};
 use lambda_runtime::{Context, LambdaEvent};
 use s3_export::faults::FailRequestsTo;
-use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson, read_staged_events};
+use s3_export::inspect::{StagedSource, list_keys, read_gzip_ndjson, read_staged_events};
 use s3_export::moto::MotoServer;
 use s3_export::workload::{SESSION_START, compact_json};
 use serde_json::Value;
@@ -49,7 +49,7 @@ impl Harness {
         Batcher::new(config, s3)
     }
 
-    async fn staged(&self) -> Vec<StoredFile> {
+    async fn staged(&self) -> Vec<StagedSource> {
         read_staged_events(&self.s3, BUCKET).await.unwrap()
     }
 
@@ -103,11 +103,14 @@ fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
 }
 
 /// Every staged line, per `stream/tenant` folder.
-fn lines_by_partition(files: &[StoredFile]) -> BTreeMap<String, Vec<String>> {
+fn lines_by_partition(files: &[StagedSource]) -> BTreeMap<String, Vec<String>> {
     let mut partitions: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in files {
-        let segments: Vec<&str> = file.key.split('/').collect();
-        let folder = format!("{}/{}", segments[3], segments[4]);
+        let folder = format!(
+            "{}/{}",
+            file.partition.stream,
+            file.partition.tenant.as_str()
+        );
         partitions
             .entry(folder)
             .or_default()

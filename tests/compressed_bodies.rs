@@ -104,9 +104,12 @@ fn zstd_with_window(payload: &[u8], window_log: u32) -> String {
 async fn staged(s3: &aws_sdk_s3::Client) -> BTreeMap<String, Vec<String>> {
     let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in read_staged_events(s3, BUCKET).await.unwrap() {
-        let segments: Vec<&str> = file.key.split('/').collect();
         lines
-            .entry(format!("{}/{}", segments[3], segments[4]))
+            .entry(format!(
+                "{}/{}",
+                file.partition.stream,
+                file.partition.tenant.as_str()
+            ))
             .or_default()
             .extend(file.lines);
     }

@@ -87,8 +87,10 @@ impl Harness {
     async fn staged(&self) -> BTreeMap<String, Vec<String>> {
         let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for file in read_staged_events(&self.s3, BUCKET).await.unwrap() {
-            let stream = file.key.split('/').nth(3).unwrap().to_owned();
-            lines.entry(stream).or_default().extend(file.lines);
+            lines
+                .entry(file.partition.stream)
+                .or_default()
+                .extend(file.lines);
         }
         for stream_lines in lines.values_mut() {
             stream_lines.sort();
