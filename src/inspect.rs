@@ -12,7 +12,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use shared::layout;
-use shared::partition::PartitionKey;
+use shared::partition::{Hour, PartitionKey};
 use shared::staged;
 
 /// One stored object and its decompressed lines.
@@ -97,8 +97,9 @@ impl StagingObject {
     /// it, so a damaged one is an error here, as it is for the flusher), a
     /// chunk by gunzipping it.
     pub fn read(key: &str, bytes: &[u8]) -> Self {
-        if layout::parse_staged_object_key(key).is_some() {
-            return Self::read_staged(key, bytes);
+        if let Some((hour, ..)) = layout::parse_staged_object_key(key) {
+            let read = staged_sources(key, bytes, Some(hour));
+            return Self::with(key, bytes, StagingFormat::Staged, read);
         }
         let (format, read) = match layout::parse_staging_chunk_key(key) {
             Some(partition) => (StagingFormat::Chunk, chunk_source(key, partition, bytes)),
@@ -116,9 +117,9 @@ impl StagingObject {
 
     /// Reads `bytes` as a staged object whatever `key` is (a downloaded
     /// object's file name, say): every segment decoded and checked against
-    /// the index.
+    /// the index, the hour taken from the index.
     pub fn read_staged(key: &str, bytes: &[u8]) -> Self {
-        let read = staged_sources(key, bytes);
+        let read = staged_sources(key, bytes, None);
         Self::with(key, bytes, StagingFormat::Staged, read)
     }
 
@@ -147,12 +148,23 @@ impl StagingObject {
     }
 }
 
-/// The sources of a staged object, its hour from its index.
-fn staged_sources(key: &str, bytes: &[u8]) -> Result<Vec<StagedSource>, String> {
+/// The sources of a staged object, its hour from its index, which must be
+/// `key_hour` when its key names one (the flusher refuses it otherwise).
+fn staged_sources(
+    key: &str,
+    bytes: &[u8],
+    key_hour: Option<Hour>,
+) -> Result<Vec<StagedSource>, String> {
     let index = staged::read_index(bytes).map_err(|error| error.to_string())?;
     let hour = index
         .hour()
         .ok_or_else(|| format!("its index's hour `{}` is not an hour", index.hour))?;
+    if key_hour.is_some_and(|key_hour| key_hour != hour) {
+        return Err(format!(
+            "its index is of hour `{}`, its key of another",
+            index.hour
+        ));
+    }
     let segments = staged::read_object(bytes).map_err(|error| error.to_string())?;
     Ok(segments
         .into_iter()
@@ -427,7 +439,7 @@ pub fn unzstd(bytes: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::partition::{Hour, TenantKey};
+    use shared::partition::TenantKey;
     use shared::staged::StagedWriter;
 
     /// 2026-11-22T10:00:00Z
@@ -541,6 +553,17 @@ mod tests {
             b"plain",
         );
         assert!(not_gzip.error.as_deref().unwrap().contains("gzip"));
+        let elsewhere =
+            StagingObject::read("staging/2026-11-22/11/1795341600001-req-1.staged", &bytes);
+        assert_eq!(
+            elsewhere.error.as_deref(),
+            Some("its index is of hour `2026-11-22/10`, its key of another")
+        );
+        assert_eq!(
+            StagingObject::read_staged("download.staged", &bytes).events(),
+            50,
+            "a file's hour is its index's"
+        );
         let foreign = StagingObject::read("staging/notes.txt", b"hello");
         assert_eq!(foreign.format, StagingFormat::Other);
         assert!(
@@ -550,6 +573,6 @@ mod tests {
                 .unwrap()
                 .contains("the flusher does not read it")
         );
-        assert!(staged_partitions(&[truncated, damaged, not_gzip, foreign]).is_empty());
+        assert!(staged_partitions(&[truncated, damaged, elsewhere, not_gzip, foreign]).is_empty());
     }
 }
