@@ -547,3 +547,51 @@ async fn status_staging_reads_an_index_longer_than_the_tail_with_a_second_get() 
         )]
     );
 }
+
+#[tokio::test]
+async fn inspect_reads_what_the_batcher_staged_event_by_event() {
+    let moto = MotoServer::start().await.expect("moto_server starts");
+    let s3 = moto.s3_client().await;
+    s3.create_bucket().bucket(EXPORT).send().await.unwrap();
+    let batcher = Batcher::new(config(FLUSHED_WITH), s3.clone());
+    let mut sent: Vec<(String, String)> = Vec::new();
+    let records: Vec<SqsMessage> = (0..30)
+        .map(|n| {
+            let tenant = format!("t{}", n % 3);
+            let body = format!(
+                r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T10:{:02}:00Z","type":"step_enter","n":{n}}}"#,
+                n % 60
+            );
+            sent.push((tenant, body.clone()));
+            sqs_record(&format!("m-{n}"), &body, TEN + 1000, QUEUE_ARN)
+        })
+        .collect();
+    batcher::process(&batcher, &records, TEN, "r-1")
+        .await
+        .unwrap();
+
+    let objects = inspect::read_staging(&s3, EXPORT, "staging/")
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 1, "one invocation, one hour: one object");
+    assert_eq!(
+        (objects[0].format, objects[0].error.as_deref()),
+        (StagingFormat::Staged, None)
+    );
+    let tenants: Vec<&str> = objects[0]
+        .sources
+        .iter()
+        .map(|s| s.partition.tenant.as_str())
+        .collect();
+    assert_eq!(tenants, ["t0", "t1", "t2"]);
+    let events = inspect::read_staged_events(&s3, EXPORT).await.unwrap();
+    for source in &events {
+        let want: Vec<&String> = sent
+            .iter()
+            .filter(|(tenant, _)| tenant == source.partition.tenant.as_str())
+            .map(|(_, body)| body)
+            .collect();
+        let got: Vec<&String> = source.lines.iter().collect();
+        assert_eq!(got, want, "{:?}", source.partition);
+    }
+}
