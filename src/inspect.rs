@@ -201,22 +201,31 @@ fn chunk_source(
     }])
 }
 
-/// Reads every object under `prefix` (within `staging/`) in key order,
-/// staged objects and chunks alike. An object that cannot be read is
-/// returned with its error, and the others are still read; listing or
-/// reading failures of S3 itself fail the call.
-pub async fn read_staging(
+/// Every key under `prefix`, which must be within `staging/`, in key order.
+pub async fn staging_keys(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
-) -> Result<Vec<StagingObject>> {
+) -> Result<Vec<String>> {
     anyhow::ensure!(
         prefix.starts_with(layout::STAGING_PREFIX),
         "`{prefix}` is not under `{}`",
         layout::STAGING_PREFIX
     );
+    list_keys(s3, bucket, prefix).await
+}
+
+/// Reads every object under `prefix` (within `staging/`) in key order,
+/// staged objects and chunks alike, all in memory. An object that cannot
+/// be read is returned with its error, and the others are still read;
+/// listing or reading failures of S3 itself fail the call.
+pub async fn read_staging(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<StagingObject>> {
     let mut objects = Vec::new();
-    for key in list_keys(s3, bucket, prefix).await? {
+    for key in staging_keys(s3, bucket, prefix).await? {
         let bytes = read_object(s3, bucket, &key).await?;
         objects.push(StagingObject::read(&key, &bytes));
     }
@@ -235,22 +244,31 @@ pub struct StagedPartition {
 /// The staged events per partition (by hour, stream, tenant) of `objects`;
 /// unreadable objects count nowhere.
 pub fn staged_partitions(objects: &[StagingObject]) -> BTreeMap<PartitionKey, StagedPartition> {
-    let mut partitions: BTreeMap<PartitionKey, StagedPartition> = BTreeMap::new();
+    let mut partitions = BTreeMap::new();
     for object in objects {
-        let mut seen: BTreeSet<&PartitionKey> = BTreeSet::new();
-        for source in &object.sources {
-            let partition = partitions.entry(source.partition.clone()).or_default();
-            partition.events += source.lines.len();
-            // Shards of one partition are several segments of one object.
-            if seen.insert(&source.partition) {
-                match object.format {
-                    StagingFormat::Chunk => partition.chunks += 1,
-                    _ => partition.objects += 1,
-                }
+        add_partitions(&mut partitions, object);
+    }
+    partitions
+}
+
+/// Adds what `object` holds to `partitions`, so that a reader can count
+/// one object at a time.
+pub fn add_partitions(
+    partitions: &mut BTreeMap<PartitionKey, StagedPartition>,
+    object: &StagingObject,
+) {
+    let mut seen: BTreeSet<&PartitionKey> = BTreeSet::new();
+    for source in &object.sources {
+        let partition = partitions.entry(source.partition.clone()).or_default();
+        partition.events += source.lines.len();
+        // Shards of one partition are several segments of one object.
+        if seen.insert(&source.partition) {
+            match object.format {
+                StagingFormat::Chunk => partition.chunks += 1,
+                _ => partition.objects += 1,
             }
         }
     }
-    partitions
 }
 
 /// Reads every staged event in `bucket`, staged objects and chunks alike,

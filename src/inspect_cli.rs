@@ -3,6 +3,7 @@
 //! events waiting per partition (stream, tenant, hour); an object that
 //! cannot be read is listed with its error beside the others, and makes the
 //! command exit 1. `--file` reads a downloaded staged object instead.
+//! Objects are read, printed and dropped one at a time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,7 +37,7 @@ pub struct InspectOptions {
     #[arg(long, conflicts_with_all = ["bucket", "prefix"])]
     pub file: Option<PathBuf>,
     /// Also print every staged line (`<event>\t<provenance>`) of each
-    /// segment or chunk.
+    /// segment or chunk (in JSON, as each source's `lines`).
     #[arg(long)]
     pub lines: bool,
     /// Print the objects and partitions as JSON.
@@ -44,16 +45,28 @@ pub struct InspectOptions {
     pub json: bool,
 }
 
-/// Runs the command: `Ok(false)` when an object could not be read.
+/// Runs the command: `Ok(false)` when an object could not be read. Objects
+/// are read, printed and dropped one at a time, so memory holds one object
+/// whatever the hour's size.
 pub async fn run(options: &InspectOptions) -> anyhow::Result<bool> {
-    let objects = match &options.file {
+    let mut tally = Tally::default();
+    let mut objects_json = Vec::new();
+    let mut show = |object: StagingObject| {
+        if options.json {
+            objects_json.push(object_json(&object, options.lines));
+        } else {
+            print!("{}", render_object(&object, options.lines));
+        }
+        tally.add(&object);
+    };
+    match &options.file {
         Some(path) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            vec![StagingObject::read_staged(
+            show(StagingObject::read_staged(
                 &path.display().to_string(),
                 &bytes,
-            )]
+            ));
         }
         None => {
             let s3 = cli_config::s3_client().await;
@@ -61,141 +74,172 @@ pub async fn run(options: &InspectOptions) -> anyhow::Result<bool> {
                 cli_config::load(&s3, options.config.as_deref(), options.bucket.as_deref())
                     .await
                     .context("the pipeline's configuration")?;
-            inspect::read_staging(&s3, &config.export_bucket, &options.prefix).await?
+            let bucket = &config.export_bucket;
+            for key in inspect::staging_keys(&s3, bucket, &options.prefix).await? {
+                let bytes = inspect::read_object(&s3, bucket, &key).await?;
+                show(StagingObject::read(&key, &bytes));
+            }
         }
-    };
-    if options.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&objects))?);
-    } else {
-        print!("{}", render(&objects, options.lines));
     }
-    Ok(objects.iter().all(|object| object.error.is_none()))
+    if options.json {
+        let document = json!({ "objects": objects_json, "partitions": tally.partitions_json() });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        print!("{}", tally.render());
+    }
+    Ok(tally.unreadable == 0)
 }
 
-/// The objects as text: one line per object, one per segment below a
-/// staged object (and its lines when `lines`), the events per partition,
-/// then a summary.
-pub fn render(objects: &[StagingObject], lines: bool) -> String {
-    let mut out = String::new();
-    for object in objects {
-        let format = format_name(object.format);
-        match &object.error {
-            Some(error) => {
-                let _ = writeln!(
-                    out,
-                    "{}  {format}  {} B  UNREADABLE: {error}",
-                    object.key, object.size
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "{}  {format}  {} B  {} event(s)",
-                    object.key,
-                    object.size,
-                    object.events()
-                );
-            }
+/// What the objects read so far hold: per partition, and by format.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub partitions: BTreeMap<PartitionKey, StagedPartition>,
+    pub staged: usize,
+    pub chunks: usize,
+    pub other: usize,
+    pub unreadable: usize,
+}
+
+impl Tally {
+    /// Counts `object`.
+    pub fn add(&mut self, object: &StagingObject) {
+        inspect::add_partitions(&mut self.partitions, object);
+        match object.format {
+            StagingFormat::Staged => self.staged += 1,
+            StagingFormat::Chunk => self.chunks += 1,
+            StagingFormat::Other => self.other += 1,
         }
-        for source in &object.sources {
-            if let Some((shard, shards)) = source.shard {
-                let _ = writeln!(
-                    out,
-                    "  segment {}/{} shard {shard} of {shards}: {} event(s), {} B",
-                    source.partition.stream,
-                    source.partition.tenant.as_str(),
-                    source.lines.len(),
-                    source.compressed_bytes
-                );
-            }
-            if lines {
-                for line in &source.lines {
-                    let _ = writeln!(out, "    {line}");
-                }
-            }
-        }
+        self.unreadable += usize::from(object.error.is_some());
     }
-    let partitions = inspect::staged_partitions(objects);
-    if !partitions.is_empty() {
-        out.push('\n');
-        let rows: Vec<[String; 6]> = partitions
+
+    /// The events per partition as a table, then a summary line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if !self.partitions.is_empty() {
+            out.push('\n');
+            let rows: Vec<[String; 6]> = self
+                .partitions
+                .iter()
+                .map(|(partition, staged)| {
+                    [
+                        hour_text(partition),
+                        partition.stream.clone(),
+                        partition.tenant.as_str().to_owned(),
+                        staged.events.to_string(),
+                        staged.objects.to_string(),
+                        staged.chunks.to_string(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                ["HOUR", "STREAM", "TENANT", "EVENTS", "OBJECTS", "CHUNKS"],
+                &rows,
+            ));
+        }
+        let events: usize = self.partitions.values().map(|p| p.events).sum();
+        let _ = writeln!(
+            out,
+            "{} staged object(s), {} chunk(s), {} other; {} unreadable; {events} event(s) in {} partition(s)",
+            self.staged,
+            self.chunks,
+            self.other,
+            self.unreadable,
+            self.partitions.len()
+        );
+        out
+    }
+
+    fn partitions_json(&self) -> Vec<Value> {
+        self.partitions
             .iter()
             .map(|(partition, staged)| {
-                [
-                    hour_text(partition),
-                    partition.stream.clone(),
-                    partition.tenant.as_str().to_owned(),
-                    staged.events.to_string(),
-                    staged.objects.to_string(),
-                    staged.chunks.to_string(),
-                ]
+                json!({
+                    "hour": hour_text(partition),
+                    "stream": partition.stream,
+                    "tenant": partition.tenant.as_str(),
+                    "events": staged.events,
+                    "objects": staged.objects,
+                    "chunks": staged.chunks,
+                })
             })
-            .collect();
-        out.push_str(&table(
-            ["HOUR", "STREAM", "TENANT", "EVENTS", "OBJECTS", "CHUNKS"],
-            &rows,
-        ));
+            .collect()
     }
-    let count = |format: StagingFormat| objects.iter().filter(|o| o.format == format).count();
-    let unreadable = objects.iter().filter(|o| o.error.is_some()).count();
-    let events: usize = partitions.values().map(|p| p.events).sum();
-    let _ = writeln!(
-        out,
-        "{} staged object(s), {} chunk(s), {} other; {unreadable} unreadable; {events} event(s) in {} partition(s)",
-        count(StagingFormat::Staged),
-        count(StagingFormat::Chunk),
-        count(StagingFormat::Other),
-        partitions.len()
-    );
+}
+
+/// One object as text: its line (format, size, events or error), then a
+/// line per segment of a staged object, and every staged line when
+/// `lines`.
+pub fn render_object(object: &StagingObject, lines: bool) -> String {
+    let mut out = String::new();
+    let format = format_name(object.format);
+    match &object.error {
+        Some(error) => {
+            let _ = writeln!(
+                out,
+                "{}  {format}  {} B  UNREADABLE: {error}",
+                object.key, object.size
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{}  {format}  {} B  {} event(s)",
+                object.key,
+                object.size,
+                object.events()
+            );
+        }
+    }
+    for source in &object.sources {
+        if let Some((shard, shards)) = source.shard {
+            let _ = writeln!(
+                out,
+                "  segment {}/{} shard {shard} of {shards}: {} event(s), {} B",
+                source.partition.stream,
+                source.partition.tenant.as_str(),
+                source.lines.len(),
+                source.compressed_bytes
+            );
+        }
+        if lines {
+            for line in &source.lines {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
     out
 }
 
-/// The objects (each with its segments or its error) and the partitions,
-/// as one JSON document.
-pub fn to_json(objects: &[StagingObject]) -> Value {
-    let objects_json: Vec<Value> = objects
+/// One object (with its segments, or its error) as JSON; with `lines`,
+/// each segment's or chunk's staged lines too.
+pub fn object_json(object: &StagingObject, lines: bool) -> Value {
+    let sources: Vec<Value> = object
+        .sources
         .iter()
-        .map(|object| {
-            let sources: Vec<Value> = object
-                .sources
-                .iter()
-                .map(|source| {
-                    json!({
-                        "stream": source.partition.stream,
-                        "tenant": source.partition.tenant.as_str(),
-                        "hour": hour_text(&source.partition),
-                        "shard": source.shard.map(|(shard, _)| shard),
-                        "shards": source.shard.map(|(_, shards)| shards),
-                        "compressedBytes": source.compressed_bytes,
-                        "events": source.lines.len(),
-                    })
-                })
-                .collect();
-            json!({
-                "key": object.key,
-                "size": object.size,
-                "format": object.format,
-                "events": object.events(),
-                "sources": sources,
-                "error": object.error,
-            })
+        .map(|source| {
+            let mut source_json = json!({
+                "stream": source.partition.stream,
+                "tenant": source.partition.tenant.as_str(),
+                "hour": hour_text(&source.partition),
+                "shard": source.shard.map(|(shard, _)| shard),
+                "shards": source.shard.map(|(_, shards)| shards),
+                "compressedBytes": source.compressed_bytes,
+                "events": source.lines.len(),
+            });
+            if lines {
+                source_json["lines"] = json!(source.lines);
+            }
+            source_json
         })
         .collect();
-    let partitions: BTreeMap<PartitionKey, StagedPartition> = inspect::staged_partitions(objects);
-    let partitions_json: Vec<Value> = partitions
-        .iter()
-        .map(|(partition, staged)| {
-            json!({
-                "hour": hour_text(partition),
-                "stream": partition.stream,
-                "tenant": partition.tenant.as_str(),
-                "events": staged.events,
-                "objects": staged.objects,
-                "chunks": staged.chunks,
-            })
-        })
-        .collect();
-    json!({ "objects": objects_json, "partitions": partitions_json })
+    json!({
+        "key": object.key,
+        "size": object.size,
+        "format": object.format,
+        "events": object.events(),
+        "sources": sources,
+        "error": object.error,
+    })
 }
 
 fn format_name(format: StagingFormat) -> &'static str {

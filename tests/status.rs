@@ -429,6 +429,13 @@ async fn inspect_reads_staged_objects_and_chunks_of_one_hour_and_names_a_damaged
     let read: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(read["objects"][0]["events"], 10);
     assert_eq!(read["objects"][0]["sources"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        read["objects"][0]["sources"][1]["lines"],
+        json!([
+            staged_line(r#"{"app":"t1","n":0}"#, 0),
+            staged_line(r#"{"app":"t1","n":1}"#, 1)
+        ])
+    );
     assert_eq!(read["partitions"][0]["tenant"], "t1");
 }
 
