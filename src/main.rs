@@ -42,7 +42,8 @@ enum Command {
     /// them.
     DlqReplay(DlqReplayOptions),
     /// List the exports per destination and hour from the manifests:
-    /// events, bytes, parts and publish status.
+    /// events, bytes, parts and publish status; --staging lists the hours
+    /// still staged instead.
     Status(StatusOptions),
     /// List what staging/ holds, read back whole: each staged object with
     /// its segments (or older chunk), the events waiting per partition, and
