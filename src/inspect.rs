@@ -209,7 +209,7 @@ pub async fn staging_keys(
 ) -> Result<Vec<String>> {
     anyhow::ensure!(
         prefix.starts_with(layout::STAGING_PREFIX),
-        "`{prefix}` is not under `{}`",
+        "the prefix `{prefix}` is not under `{}`",
         layout::STAGING_PREFIX
     );
     list_keys(s3, bucket, prefix).await

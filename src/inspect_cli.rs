@@ -75,7 +75,10 @@ pub async fn run(options: &InspectOptions) -> anyhow::Result<bool> {
                     .await
                     .context("the pipeline's configuration")?;
             let bucket = &config.export_bucket;
-            for key in inspect::staging_keys(&s3, bucket, &options.prefix).await? {
+            let keys = inspect::staging_keys(&s3, bucket, &options.prefix)
+                .await
+                .context("`--prefix`")?;
+            for key in keys {
                 let bytes = inspect::read_object(&s3, bucket, &key).await?;
                 show(StagingObject::read(&key, &bytes));
             }

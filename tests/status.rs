@@ -396,6 +396,26 @@ async fn inspect_reads_staged_objects_and_chunks_of_one_hour_and_names_a_damaged
         "{text}"
     );
 
+    let output = command(
+        &moto,
+        &["inspect", "--bucket", EXPORT, "--prefix", "errors/"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("`--prefix`: the prefix `errors/` is not under `staging/`"),
+        "{error}"
+    );
+
+    let missing = std::env::temp_dir().join("no-such-object.staged");
+    let output = command(&moto, &["inspect", "--file", missing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains(&format!("reading {}", missing.display())),
+        "{error}"
+    );
+
     // Without the damaged object, every event once, provenance cut.
     s3.delete_object()
         .bucket(EXPORT)
