@@ -9,6 +9,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use batcher::records::{sqs_record, with_stream};
 use batcher::{Batcher, BatcherError};
 use lambda_runtime::{Context, LambdaEvent};
+use s3_export::fault_proxy::{FaultPlan, FaultProxy};
 use s3_export::faults::FailRequestsTo;
 use s3_export::inspect::{list_keys, read_gzip_ndjson, read_object};
 use s3_export::moto::MotoServer;
@@ -763,7 +764,8 @@ async fn failed_messages_come_back_through_sqs_and_are_stored() {
 
 /// The shape: a thousand tenants over two streams in one batch cost
 /// one staged object (one PUT for the hour), plus one errors file for the
-/// rejected record, whatever the tenant count; each event is in its
+/// rejected record, whatever the tenant count, counted from the requests
+/// that reached S3 through the fault proxy; each event is in its
 /// partition's segment exactly once.
 #[tokio::test]
 async fn a_thousand_tenants_over_two_streams_are_one_staged_object_and_one_errors_file() {
@@ -806,10 +808,31 @@ async fn a_thousand_tenants_over_two_streams_are_one_staged_object_and_one_error
         }
     }
     records.push(message("rejected", "not json"));
-    let response = invoke(&harness.batcher(), records, "req-wide")
+    let proxy = FaultProxy::start(&harness._moto.endpoint(), FaultPlan::none())
         .await
         .unwrap();
+    let through_proxy = aws_sdk_s3::Client::from_conf(
+        harness
+            .s3
+            .config()
+            .to_builder()
+            .endpoint_url(proxy.endpoint())
+            .build(),
+    );
+    let batcher = harness.batcher_with(through_proxy, None);
+    let response = invoke(&batcher, records, "req-wide").await.unwrap();
     assert!(response.batch_item_failures.is_empty());
+    let puts: Vec<String> = proxy
+        .request_log()
+        .iter()
+        .filter(|request| request.puts_object(BUCKET))
+        .map(|request| request.key())
+        .collect();
+    assert_eq!(
+        puts.len(),
+        2,
+        "one PUT for the hour, one for errors/: {puts:?}"
+    );
 
     let keys = list_keys(&harness.s3, BUCKET, "").await.unwrap();
     assert_eq!(

@@ -274,8 +274,8 @@ pub struct Config {
     pub streams: HashMap<String, Profile>,
     /// Stream name → how its partitions are sharded, for the streams whose
     /// document sets `shards` or `tenantShards`; read through
-    /// [`Config::shards_for`].
-    pub shards: HashMap<String, StreamShards>,
+    /// [`Config::shards_for`], which alone decides a partition's count.
+    shards: HashMap<String, StreamShards>,
     /// Which senders may send events for which tenants; `None` (the
     /// default): any sender, any tenant.
     pub senders: Option<SenderTenants>,
@@ -288,12 +288,12 @@ pub struct Config {
 /// How many shards (independent de-duplication domains, see
 /// `staged::shard_of`) the partitions of one stream are cut into.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamShards {
+struct StreamShards {
     /// Every tenant's shard count, unless `tenants` overrides it.
-    pub shards: u32,
+    shards: u32,
     /// Tenant key segment (`TenantKey::encode` of the tenant id) → its own
     /// shard count.
-    pub tenants: HashMap<String, u32>,
+    tenants: HashMap<String, u32>,
 }
 
 /// The enabled destinations by tenant key (in configuration order), and

@@ -907,6 +907,9 @@ fn events_land_in_the_shard_their_identity_names_and_copies_share_it() {
     assert_eq!(plan_batch(&config, &records, INGEST_MILLIS, "r"), plan);
 }
 
+/// A segment's `stream/tenant` and its events.
+type PartitionEvents = (String, Vec<String>);
+
 #[test]
 fn partition_by_event_stages_one_object_for_each_hour_with_the_messages_that_fed_it() {
     let config = config(Some(r#"{"partitionBy":"event"}"#));
@@ -925,7 +928,7 @@ fn partition_by_event_stages_one_object_for_each_hour_with_the_messages_that_fed
         message("m2", &[at("t1", 21, 4), at("t2", 21, 5)].join("\n")),
     ];
     let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
-    let summary: Vec<(&str, Vec<usize>, Vec<(String, Vec<String>)>)> = plan
+    let summary: Vec<(&str, Vec<usize>, Vec<PartitionEvents>)> = plan
         .chunks
         .iter()
         .map(|object| {
