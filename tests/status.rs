@@ -10,6 +10,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use batcher::Batcher;
 use batcher::records::sqs_record;
 use flusher::{Flusher, Trigger};
+use s3_export::fault_proxy::{FaultPlan, FaultProxy};
 use s3_export::inspect::{self, StagedPartition, StagingFormat};
 use s3_export::moto::MotoServer;
 use s3_export::status::{self, StagedHour, StatusOptions, StatusRow};
@@ -538,8 +539,9 @@ async fn status_staging_reads_an_index_longer_than_the_tail_with_a_second_get() 
         writer.push_line_parts(&[staged_line(&format!(r#"{{"t":{tenant}}}"#), 0).as_bytes()]);
     }
     let bytes = writer.finish(Hour::containing(TEN));
-    let index_bytes = shared::staged::read_index(&bytes).unwrap();
-    assert!(bytes.len() as u64 - index_bytes.data_end() > shared::staged::TAIL_READ_BYTES);
+    let object_len = bytes.len() as u64;
+    let expected_index = shared::staged::read_index(&bytes).unwrap();
+    assert!(bytes.len() as u64 - expected_index.data_end() > shared::staged::TAIL_READ_BYTES);
     let key = layout::staged_object_key(Hour::containing(TEN), TEN + 5, "wide", 0);
     s3.put_object()
         .bucket(EXPORT)
@@ -552,7 +554,7 @@ async fn status_staging_reads_an_index_longer_than_the_tail_with_a_second_get() 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(index, index_bytes);
+    assert_eq!(index, expected_index);
     // An empty object has no tail to read: it is unreadable, not an error
     // of the whole listing.
     let empty = layout::staged_object_key(Hour::containing(TEN), TEN + 6, "empty", 0);
@@ -563,15 +565,53 @@ async fn status_staging_reads_an_index_longer_than_the_tail_with_a_second_get() 
         .send()
         .await
         .unwrap();
-    let hours = status::staged_hours(&s3, EXPORT, &StatusOptions::default())
+    // An older chunk is counted from its key, never read.
+    let chunk = layout::staging_chunk_key(&partition(TEN, "app", "t1"), TEN + 7, "old");
+    s3.put_object()
+        .bucket(EXPORT)
+        .key(&chunk)
+        .body(shared::encode::stored_gzip(b"{}\n").into())
+        .send()
         .await
         .unwrap();
-    assert_eq!((hours[0].objects, hours[0].events), (1, 10_000));
+    // Through the fault proxy, whose log is what reached S3.
+    let proxy = FaultProxy::start(&moto.endpoint(), FaultPlan::none())
+        .await
+        .unwrap();
+    let through_proxy = aws_sdk_s3::Client::from_conf(
+        s3.config()
+            .to_builder()
+            .endpoint_url(proxy.endpoint())
+            .build(),
+    );
+    let hours = status::staged_hours(&through_proxy, EXPORT, &StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (hours[0].objects, hours[0].events, hours[0].chunks),
+        (1, 10_000, 1)
+    );
     assert_eq!(
         hours[0].unreadable,
         [format!(
             "s3://{EXPORT}/{empty}: the object is 0 bytes, shorter than a staged object's trailer (24)"
         )]
+    );
+    let gets: Vec<(String, Option<String>)> = proxy
+        .request_log()
+        .into_iter()
+        .filter(|request| request.reads_object(EXPORT))
+        .map(|request| (request.key(), request.range))
+        .collect();
+    let index_start = expected_index.data_end();
+    assert_eq!(
+        gets,
+        [
+            (key.clone(), Some("bytes=-65536".to_owned())),
+            (key, Some(format!("bytes={index_start}-{}", object_len - 1))),
+            (empty, Some("bytes=-65536".to_owned())),
+        ],
+        "the tail, then the index; the empty object's tail; no GET of the chunk"
     );
 }
 
