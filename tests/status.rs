@@ -541,7 +541,7 @@ async fn status_staging_reads_an_index_longer_than_the_tail_with_a_second_get() 
     let bytes = writer.finish(Hour::containing(TEN));
     let object_len = bytes.len() as u64;
     let expected_index = shared::staged::read_index(&bytes).unwrap();
-    assert!(bytes.len() as u64 - expected_index.data_end() > shared::staged::TAIL_READ_BYTES);
+    assert!(object_len - expected_index.data_end() > shared::staged::TAIL_READ_BYTES);
     let key = layout::staged_object_key(Hour::containing(TEN), TEN + 5, "wide", 0);
     s3.put_object()
         .bucket(EXPORT)
