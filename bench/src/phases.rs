@@ -569,3 +569,149 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
         "rss_mb": peak_rss_mb(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::HOUR_START;
+    use shared::partition::TenantKey;
+
+    fn setup(events: usize, tenants: usize) -> Setup {
+        Setup {
+            events,
+            tenants,
+            seed: 3,
+            config: Config::from_sources(
+                |name| (name == "EXPORT_BUCKET").then(|| "bench".to_owned()),
+                None,
+            )
+            .unwrap(),
+        }
+    }
+
+    /// A staged object of `hour` holding `lines` per (stream, tenant).
+    fn staged_object(hour: Hour, partitions: &[(&str, &str, &[&str])]) -> Vec<u8> {
+        let mut writer = staged::StagedWriter::new(staged::DEFAULT_STAGING_ZSTD_LEVEL);
+        for (stream, tenant, lines) in partitions {
+            writer.begin_segment(stream, &TenantKey::encode(tenant), 0, 1);
+            for line in *lines {
+                writer.push_line_parts(&[line.as_bytes(), b"\n"]);
+            }
+            writer.end_segment();
+        }
+        writer.finish(hour)
+    }
+
+    fn planned(key: String, body: Vec<u8>) -> batcher::PlannedObject {
+        batcher::PlannedObject {
+            key,
+            body,
+            lines: 1,
+            messages: BTreeSet::new(),
+        }
+    }
+
+    /// A scratch folder of this test's own, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "s3-export-bench-test-{name}-{}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn staged_objects_put_once_an_hour_and_chunks_once_a_partition() {
+        let hour = Hour::containing(HOUR_START);
+        let line = r#"{"id":"1"}"#;
+        let object = staged_object(
+            hour,
+            &[
+                ("app", "t1", &[line]),
+                ("app", "t2", &[line]),
+                ("audit", "t1", &[line]),
+            ],
+        );
+        let mut objects = Staged::default();
+        let key = |n| layout::staged_object_key(hour, HOUR_START, "r1", n);
+        // Two invocations: one object and an errors file; two sub-batches.
+        objects.add_invocation(&[planned(key(0), object.clone())], true, None);
+        objects.add_invocation(
+            &[planned(key(0), object.clone()), planned(key(1), object)],
+            false,
+            None,
+        );
+        let figures = objects.to_json(2);
+        assert_eq!(figures["format"], "objects");
+        assert_eq!(figures["objects"], 3);
+        assert_eq!(figures["errors_files"], 1);
+        assert_eq!(figures["partitions"], 3);
+        assert_eq!(figures["puts_per_invocation"], 2.0);
+        assert_eq!(figures["puts_per_invocation_max"], 2);
+        assert_eq!(figures["hours_per_invocation"], 1.0);
+        // Two sub-batches of one hour: over the target.
+        assert_eq!(figures["invocations_over_target"], 1);
+
+        let mut chunks = Staged::default();
+        let chunk = |stream: &str, tenant: &str| {
+            planned(
+                format!(
+                    "staging/{}/{stream}/{}/{HOUR_START}-r1.ndjson.gz",
+                    hour.date_path(),
+                    TenantKey::encode(tenant)
+                ),
+                Vec::new(),
+            )
+        };
+        chunks.add_invocation(&[chunk("app", "t1"), chunk("app", "t2")], false, None);
+        let figures = chunks.to_json(1);
+        assert_eq!(figures["format"], "chunks");
+        assert_eq!(figures["partitions"], 2);
+        assert_eq!(figures["puts_per_invocation"], 2.0);
+        assert_eq!(figures["invocations_over_target"], 1);
+    }
+
+    #[test]
+    fn the_flusher_phase_compacts_staged_objects_by_partition_across_objects() {
+        let scratch = Scratch::new("objects");
+        let folder = scratch.0.join(OBJECTS_FOLDER);
+        fs::create_dir_all(&folder).unwrap();
+        let hour = Hour::containing(HOUR_START);
+        let (a, b, c) = (r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#);
+        // t1's app events in both objects, one of them twice.
+        let first = staged_object(hour, &[("app", "t1", &[a, b]), ("app", "t2", &[c])]);
+        let second = staged_object(hour, &[("app", "t1", &[b, c])]);
+        fs::write(folder.join("o00000000.staged"), first).unwrap();
+        fs::write(folder.join("o00000001.staged"), second).unwrap();
+        let figures = flusher(&setup(10, 1), &scratch.0);
+        assert_eq!(figures["partitions"], 2);
+        assert_eq!(figures["staged_files"], 2);
+        assert_eq!(figures["staged_pieces"], 3);
+        // t1: a, b, c (b once); t2: c.
+        assert_eq!(figures["events"], 4);
+        assert_eq!(figures["duplicates"], 1);
+    }
+
+    #[test]
+    fn the_flusher_phase_compacts_every_event_the_batcher_phase_staged() {
+        let scratch = Scratch::new("round-trip");
+        let setup = setup(3_000, 7);
+        let staged = batcher(&setup, Style::Ndjson, Some(&scratch.0));
+        let compacted = flusher(&setup, &scratch.0);
+        assert_eq!(compacted["events"], staged["events"]);
+        assert_eq!(compacted["partitions"], staged["staged"]["partitions"]);
+        assert_eq!(compacted["staged_files"], staged["staged"]["objects"]);
+    }
+}
