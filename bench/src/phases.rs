@@ -180,22 +180,16 @@ impl Staged {
 
     /// Counts an invocation's planned objects; with `dir`, writes them for
     /// the flusher's phase. Reading the keys and indexes is not timed.
-    fn add_invocation(
-        &mut self,
-        objects: &[batcher::PlannedObject],
-        errors: bool,
-        dir: Option<&Path>,
-    ) {
+    fn add_invocation(&mut self, objects: &[(&str, &[u8])], errors: bool, dir: Option<&Path>) {
         let mut hours = BTreeSet::new();
-        for object in objects {
+        for &(key, body) in objects {
             let number = self.objects;
             self.objects += 1;
-            if let Some((hour, ..)) = layout::parse_staged_object_key(&object.key) {
+            if let Some((hour, ..)) = layout::parse_staged_object_key(key) {
                 self.format(StagedFormat::Objects);
                 hours.insert(hour);
-                let index = staged::read_index(&object.body).unwrap_or_else(|error| {
-                    panic!("staged object {} is readable: {error}", object.key)
-                });
+                let index = staged::read_index(body)
+                    .unwrap_or_else(|error| panic!("staged object {key} is readable: {error}"));
                 for segment in &index.segments {
                     let next = self.partitions.len();
                     self.partitions
@@ -205,12 +199,12 @@ impl Staged {
                 if let Some(dir) = dir {
                     let folder = dir.join(OBJECTS_FOLDER);
                     fs::create_dir_all(&folder).expect("objects folder");
-                    fs::write(folder.join(format!("o{number:08}.staged")), &object.body)
+                    fs::write(folder.join(format!("o{number:08}.staged")), body)
                         .expect("staged object written");
                 }
             } else {
-                let partition = layout::parse_staging_chunk_key(&object.key)
-                    .unwrap_or_else(|| panic!("the batcher's key {} parses", object.key));
+                let partition = layout::parse_staging_chunk_key(key)
+                    .unwrap_or_else(|| panic!("the batcher's key {key} parses"));
                 self.format(StagedFormat::Chunks);
                 hours.insert(partition.hour);
                 let next = self.partitions.len();
@@ -225,7 +219,7 @@ impl Staged {
                 if let Some(dir) = dir {
                     let folder = dir.join(format!("p{folder:06}"));
                     fs::create_dir_all(&folder).expect("chunk folder");
-                    fs::write(folder.join(format!("c{number:08}.ndjson.gz")), &object.body)
+                    fs::write(folder.join(format!("c{number:08}.ndjson.gz")), body)
                         .expect("chunk written");
                 }
             }
@@ -305,7 +299,12 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
             plan.stats.rejected,
             plan.stats.staged_bytes,
         );
-        staged.add_invocation(&plan.chunks, errors, chunks_dir);
+        let objects: Vec<(&str, &[u8])> = plan
+            .chunks
+            .iter()
+            .map(|object| (object.key.as_str(), &object.body[..]))
+            .collect();
+        staged.add_invocation(&objects, errors, chunks_dir);
         puts += plan.chunks.len() + usize::from(errors);
         drop(plan);
         // The limit on the same events, measured right after the batch so
@@ -602,15 +601,6 @@ mod tests {
         writer.finish(hour)
     }
 
-    fn planned(key: String, body: Vec<u8>) -> batcher::PlannedObject {
-        batcher::PlannedObject {
-            key,
-            body,
-            lines: 1,
-            messages: BTreeSet::new(),
-        }
-    }
-
     /// A scratch folder of this test's own, removed when dropped.
     struct Scratch(PathBuf);
 
@@ -647,12 +637,9 @@ mod tests {
         let mut objects = Staged::default();
         let key = |n| layout::staged_object_key(hour, HOUR_START, "r1", n);
         // Two invocations: one object and an errors file; two sub-batches.
-        objects.add_invocation(&[planned(key(0), object.clone())], true, None);
-        objects.add_invocation(
-            &[planned(key(0), object.clone()), planned(key(1), object)],
-            false,
-            None,
-        );
+        let (first, second) = (key(0), key(1));
+        objects.add_invocation(&[(&first, &object)], true, None);
+        objects.add_invocation(&[(&first, &object), (&second, &object)], false, None);
         let figures = objects.to_json(2);
         assert_eq!(figures["format"], "objects");
         assert_eq!(figures["objects"], 3);
@@ -666,16 +653,14 @@ mod tests {
 
         let mut chunks = Staged::default();
         let chunk = |stream: &str, tenant: &str| {
-            planned(
-                format!(
-                    "staging/{}/{stream}/{}/{HOUR_START}-r1.ndjson.gz",
-                    hour.date_path(),
-                    TenantKey::encode(tenant)
-                ),
-                Vec::new(),
+            format!(
+                "staging/{}/{stream}/{}/{HOUR_START}-r1.ndjson.gz",
+                hour.date_path(),
+                TenantKey::encode(tenant)
             )
         };
-        chunks.add_invocation(&[chunk("app", "t1"), chunk("app", "t2")], false, None);
+        let (t1, t2) = (chunk("app", "t1"), chunk("app", "t2"));
+        chunks.add_invocation(&[(&t1, b""), (&t2, b"")], false, None);
         let figures = chunks.to_json(1);
         assert_eq!(figures["format"], "chunks");
         assert_eq!(figures["partitions"], 2);
