@@ -508,7 +508,14 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
 
     println!();
     println!(
-        "batcher S3 PUTs per invocation (staged objects or chunks, and errors files; target: <= hours touched, +1 with rejects):"
+        "batcher S3 PUTs per invocation (staged objects or chunks, and errors files; target: <= hours touched, +1 with rejects),"
+    );
+    println!(
+        "at {} and {} tenants ({:.0} and {:.0} per million events):",
+        cli.tenants(),
+        cli.few_tenants(),
+        cli.tenants() as f64 * 1e6 / cli.events as f64,
+        cli.few_tenants() as f64 * 1e6 / cli.events as f64,
     );
     println!(
         "{:<10} {:>8} {:>12} {:>12} {:>10} {:>12} {:>12}",
