@@ -143,7 +143,7 @@ impl FirehoseRecords {
         self.partitioned_billed_bytes += firehose_billed(event_bytes);
     }
 
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({
             "records": self.records,
             "sent_billed_bytes": self.sent_billed_bytes,
