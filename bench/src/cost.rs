@@ -61,6 +61,10 @@ pub const FIREHOSE_BUFFER_BYTES: f64 = 128.0 * 1024.0 * 1024.0;
 pub const FIREHOSE_MIN_OBJECTS_PER_PARTITION_HOUR: f64 = 4.0;
 /// Firehose bills each record's size rounded up to a multiple of 5 KB.
 pub const FIREHOSE_RECORD_ROUNDING: usize = 5 * 1000;
+/// Firehose's largest record (1,000 KiB, before base64): a message's
+/// uncompressed events that exceed it are sent as several records.
+/// Source: <https://docs.aws.amazon.com/firehose/latest/dev/limits.html>.
+pub const FIREHOSE_MAX_RECORD_BYTES: usize = 1000 * 1024;
 /// The destinations a partition's parts are published to, as quoted.
 pub const QUOTED_DESTINATIONS: f64 = 1.0;
 
@@ -123,10 +127,14 @@ impl StagedFormat {
 /// dynamic partitioning needs), each record rounded up to 5 KB.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FirehoseRecords {
+    /// Records as sent: one a message.
     pub records: usize,
     /// Billed bytes of the records as sent (compressed ones compressed).
     pub sent_billed_bytes: usize,
-    /// Billed bytes of the same records' events as uncompressed NDJSON.
+    /// Records of the same events uncompressed: a message's events in
+    /// records of at most [`FIREHOSE_MAX_RECORD_BYTES`].
+    pub partitioned_records: usize,
+    /// Their billed bytes.
     pub partitioned_billed_bytes: usize,
 }
 
@@ -135,18 +143,23 @@ fn firehose_billed(bytes: usize) -> usize {
 }
 
 impl FirehoseRecords {
-    /// Counts one message of `size` bytes as sent, carrying `event_bytes`
-    /// of NDJSON events: one record each.
+    /// Counts one message of `size` bytes as sent (one record), carrying
+    /// `event_bytes` of NDJSON events (as many records as they need).
     pub fn add_message(&mut self, size: usize, event_bytes: usize) {
         self.records += 1;
         self.sent_billed_bytes += firehose_billed(size);
-        self.partitioned_billed_bytes += firehose_billed(event_bytes);
+        let records = event_bytes.div_ceil(FIREHOSE_MAX_RECORD_BYTES).max(1);
+        let full = records - 1;
+        self.partitioned_records += records;
+        self.partitioned_billed_bytes += full * firehose_billed(FIREHOSE_MAX_RECORD_BYTES)
+            + firehose_billed(event_bytes - full * FIREHOSE_MAX_RECORD_BYTES);
     }
 
     pub fn to_json(self) -> Value {
         json!({
             "records": self.records,
             "sent_billed_bytes": self.sent_billed_bytes,
+            "partitioned_records": self.partitioned_records,
             "partitioned_billed_bytes": self.partitioned_billed_bytes,
         })
     }
@@ -291,6 +304,7 @@ impl Measured {
             firehose: FirehoseRecords {
                 records: count("/firehose/records"),
                 sent_billed_bytes: count("/firehose/sent_billed_bytes"),
+                partitioned_records: count("/firehose/partitioned_records"),
                 partitioned_billed_bytes: count("/firehose/partitioned_billed_bytes"),
             },
             flusher_cpu_seconds: number(flusher, "/rate/cpu_seconds"),
@@ -489,6 +503,7 @@ pub fn firehose(run: &Measured) -> Value {
     let objects_usd = objects * (prices::FIREHOSE_PARTITIONING_OBJECT + prices::S3_PUT);
     json!({
         "records": run.firehose.records as f64 * scale,
+        "partitioned_records": run.firehose.partitioned_records as f64 * scale,
         "ingest_usd": ingest_usd,
         "partitioned_usd": partitioned_ingest_usd + delivered_usd + objects_usd,
         "partitioned_ingest_usd": partitioned_ingest_usd,
@@ -599,6 +614,7 @@ mod tests {
             firehose: FirehoseRecords {
                 records: 480,
                 sent_billed_bytes: 480 * 265_000,
+                partitioned_records: 480,
                 partitioned_billed_bytes: 480 * 265_000,
             },
             flusher_cpu_seconds: 2.0,
@@ -627,6 +643,7 @@ mod tests {
         finer.partitions *= 2.0;
         finer.staged_objects *= 2.0;
         finer.firehose.records *= 2;
+        finer.firehose.partitioned_records *= 2;
         let (a, b) = (per_million(&base), per_million(&finer));
         for pointer in [
             "/lambda_usd",
@@ -738,6 +755,14 @@ mod tests {
         assert_eq!(records.records, 2);
         assert_eq!(records.sent_billed_bytes, 5_000 + 15_000);
         assert_eq!(records.partitioned_billed_bytes, 5_000 + 40_000);
+        // 256 KiB of gzip holding 1.5 MB of events: two records uncompressed.
+        records.add_message(262_144, 1_500_000);
+        assert_eq!(records.records, 3);
+        assert_eq!(records.partitioned_records, 4);
+        assert_eq!(
+            records.partitioned_billed_bytes,
+            5_000 + 40_000 + 1_025_000 + 480_000
+        );
     }
 
     #[test]
