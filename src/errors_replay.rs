@@ -5,12 +5,12 @@
 //! staged them, and those still rejected stay in their errors file with
 //! their (possibly new) reason.
 //!
-//! Re-running never duplicates: the staged chunks' keys are derived from the
+//! Re-running never duplicates: the staged objects' keys are derived from the
 //! errors file (its ingest time, its request id and a digest of its bytes),
-//! so replaying the same file again overwrites the same chunks with the same
-//! bytes, and a chunk the flusher has already consumed is recognised by its
+//! so replaying the same file again overwrites the same objects with the same
+//! bytes, and an object the flusher has already consumed is recognised by its
 //! manifest and skipped; the flusher also drops any event it has already
-//! archived for the hour. The chunks are written first, then the errors file
+//! archived for the hour. The objects are written first, then the errors file
 //! is rewritten with what is still rejected (or deleted when nothing is), so
 //! a replay stopped half-way loses nothing and is simply run again.
 
@@ -87,7 +87,7 @@ pub struct FileReplay {
     pub key: String,
     /// Rejected records the file held.
     pub records: usize,
-    /// Events now accepted, and the chunks they were staged in.
+    /// Events now accepted, and the staged objects they were staged in.
     pub accepted: usize,
     pub chunks: Vec<String>,
     /// Records still rejected, by reason.
@@ -299,7 +299,7 @@ async fn replay_file(
         s3.put_object()
             .bucket(bucket)
             .key(&chunk.key)
-            .content_type("application/gzip")
+            .content_type(chunk.content_type)
             .body(ByteStream::from(chunk.body.clone()))
             .send()
             .await

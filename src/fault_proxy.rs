@@ -136,6 +136,8 @@ pub struct RequestInfo {
     pub query: String,
     /// SQS's operation (`X-Amz-Target` without `AmazonSQS.`), if any.
     pub sqs_operation: Option<String>,
+    /// The `Range` header, for a ranged GET.
+    pub range: Option<String>,
 }
 
 impl RequestInfo {
@@ -170,6 +172,24 @@ impl RequestInfo {
             && (self.method == "PUT" || (self.method == "POST" && self.query.contains("uploadId")))
             && self.bucket() == bucket
             && self.key().starts_with(prefix)
+    }
+
+    /// True for a GetObject of a key (ranged or whole) in `bucket`.
+    pub fn reads_object(&self, bucket: &str) -> bool {
+        !self.is_sqs() && self.method == "GET" && self.bucket() == bucket && !self.key().is_empty()
+    }
+
+    /// True for a PutObject (not a multipart part) of a key in `bucket`:
+    /// what S3 bills as one PUT, as do the multipart calls [`writes`]
+    /// also counts.
+    ///
+    /// [`writes`]: RequestInfo::writes
+    pub fn puts_object(&self, bucket: &str) -> bool {
+        !self.is_sqs()
+            && self.method == "PUT"
+            && !self.query.contains("uploadId")
+            && self.bucket() == bucket
+            && !self.key().is_empty()
     }
 
     /// True for a DeleteObjects (`POST ?delete`) or DeleteObject in `bucket`.
@@ -229,6 +249,8 @@ struct Counters {
     injected: Mutex<BTreeMap<Fault, usize>>,
     matched: AtomicUsize,
     killed: Mutex<Option<RequestInfo>>,
+    /// Every request, in the order it arrived.
+    log: Mutex<Vec<RequestInfo>>,
 }
 
 struct Shared {
@@ -311,6 +333,18 @@ impl FaultProxy {
         self.shared.counters.requests.load(Ordering::SeqCst)
     }
 
+    /// Every request seen so far, in the order it arrived: what tests count
+    /// requests by (PUTs per invocation, GETs per staged object) rather
+    /// than estimate them.
+    pub fn request_log(&self) -> Vec<RequestInfo> {
+        self.shared.counters.log.lock().expect("lock").clone()
+    }
+
+    /// Forgets the requests logged so far (to count one phase of a test).
+    pub fn clear_request_log(&self) {
+        self.shared.counters.log.lock().expect("lock").clear();
+    }
+
     /// Faults injected so far, by kind.
     pub fn injected(&self) -> BTreeMap<Fault, usize> {
         self.shared.counters.injected.lock().expect("lock").clone()
@@ -388,6 +422,11 @@ fn request_info(request: &Request<Incoming>) -> RequestInfo {
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
             .map(|target| target.trim_start_matches("AmazonSQS.").to_owned()),
+        range: request
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     }
 }
 
@@ -421,6 +460,7 @@ async fn serve(
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     shared.counters.requests.fetch_add(1, Ordering::SeqCst);
     let info = request_info(&request);
+    shared.counters.log.lock().expect("lock").push(info.clone());
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -572,7 +612,26 @@ mod tests {
             path: path.into(),
             query: query.into(),
             sqs_operation: None,
+            range: None,
         }
+    }
+
+    #[test]
+    fn object_reads_and_puts_are_told_from_listings_and_multipart_calls() {
+        let get = request("GET", "/exports/staging/2026-11-22/09/1-r.staged", "");
+        assert!(get.reads_object("exports") && !get.reads_object("other"));
+        let list = request("GET", "/exports", "list-type=2&prefix=staging%2F");
+        assert!(!list.reads_object("exports"));
+        let put = request("PUT", "/exports/archive/p.ndjson.gz", "");
+        assert!(put.puts_object("exports"));
+        let part = request(
+            "PUT",
+            "/exports/archive/p.ndjson.gz",
+            "partNumber=1&uploadId=u",
+        );
+        assert!(!part.puts_object("exports") && part.writes("exports", "archive/"));
+        let bucket = request("PUT", "/exports", "");
+        assert!(!bucket.puts_object("exports"));
     }
 
     #[test]

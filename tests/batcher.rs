@@ -1,5 +1,7 @@
-//! The batcher against moto's S3: real PUTs, real gzip read back, event by
-//! event. Each test starts its own moto_server on a free loopback port.
+//! The batcher against moto's S3: real PUTs, real staged objects read back
+//! through `shared::staged` (index, then each segment's zstd frame) and
+//! errors files through gzip, event by event. Each test starts its own
+//! moto_server on a free loopback port.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,12 +9,14 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use batcher::records::{sqs_record, with_stream};
 use batcher::{Batcher, BatcherError};
 use lambda_runtime::{Context, LambdaEvent};
+use s3_export::fault_proxy::{FaultPlan, FaultProxy};
 use s3_export::faults::FailRequestsTo;
-use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson, read_staged_events};
+use s3_export::inspect::{list_keys, read_gzip_ndjson, read_object};
 use s3_export::moto::MotoServer;
 use s3_export::workload::{SESSION_START, compact_json};
 use serde_json::Value;
 use shared::Config;
+use shared::staged::{self, Segment};
 
 const BUCKET: &str = "s3-export-test";
 const SENT_MILLIS: i64 = 1_668_900_197_000; // 2022-11-19T23:23:17Z
@@ -49,8 +53,8 @@ impl Harness {
         Batcher::new(config, s3)
     }
 
-    async fn staged(&self) -> Vec<StoredFile> {
-        read_staged_events(&self.s3, BUCKET).await.unwrap()
+    async fn staged(&self) -> Vec<StagedObject> {
+        staged_objects(&self.s3, BUCKET).await
     }
 
     async fn errors(&self) -> Vec<Value> {
@@ -63,6 +67,33 @@ impl Harness {
     }
 }
 
+/// A staged object as stored: its key and its segments with their staged
+/// lines (event and provenance).
+struct StagedObject {
+    key: String,
+    segments: Vec<(Segment, Vec<String>)>,
+}
+
+/// Every staged object in `bucket`, in key order, read through its index.
+async fn staged_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<StagedObject> {
+    let mut objects = Vec::new();
+    for key in list_keys(s3, bucket, "staging/").await.unwrap() {
+        assert!(
+            shared::layout::parse_staged_object_key(&key).is_some(),
+            "only staged objects are written: {key}"
+        );
+        let bytes = read_object(s3, bucket, &key).await.unwrap();
+        let segments = staged::read_object(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
+        objects.push(StagedObject { key, segments });
+    }
+    objects
+}
+
+/// The event of a staged line (its provenance cut).
+fn event_of(line: &str) -> String {
+    shared::provenance::split_staged_line(line).0.to_owned()
+}
+
 fn message(id: &str, body: &str) -> SqsMessage {
     sqs_record(id, body, SENT_MILLIS, QUEUE_ARN)
 }
@@ -72,6 +103,12 @@ fn app_event(tenant: &str, n: usize) -> String {
         r#"{{"organizationId":"{tenant}","eventTime":"2022-11-19T23:{:02}:00.5Z","appId":"a","sessionId":"s-{n}","type":"step_enter","kind":"Session","n":{n}}}"#,
         n % 60
     )
+}
+
+/// The event moved to 22:xx, an hour of its own when partitioned by event
+/// time (a staged object of its own).
+fn at_22(event: String) -> String {
+    event.replace("T23:", "T22:")
 }
 
 fn audit_event(tenant: &str, id: &str) -> String {
@@ -102,16 +139,16 @@ fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
     ids
 }
 
-/// Every staged line, per `stream/tenant` folder.
-fn lines_by_partition(files: &[StoredFile]) -> BTreeMap<String, Vec<String>> {
+/// Every staged event, per `stream/tenant`, object after object.
+fn lines_by_partition(objects: &[StagedObject]) -> BTreeMap<String, Vec<String>> {
     let mut partitions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for file in files {
-        let segments: Vec<&str> = file.key.split('/').collect();
-        let folder = format!("{}/{}", segments[3], segments[4]);
-        partitions
-            .entry(folder)
-            .or_default()
-            .extend(file.lines.iter().cloned());
+    for object in objects {
+        for (segment, lines) in &object.segments {
+            partitions
+                .entry(format!("{}/{}", segment.stream, segment.tenant))
+                .or_default()
+                .extend(lines.iter().map(|line| event_of(line)));
+        }
     }
     partitions
 }
@@ -132,26 +169,27 @@ async fn seed_session_start_lands_in_its_chunk_as_one_unchanged_line() {
     assert_eq!(staged.len(), 1);
     let key = &staged[0].key;
     assert!(
-        key.starts_with(
-            "staging/2022-11-19/23/airkit-app-events/482f2a38-8e9d-4329-b2a0-e97d5bc05d36/"
-        ) && key.ends_with("-req-1.ndjson.gz"),
+        key.starts_with("staging/2022-11-19/23/") && key.ends_with("-req-1.staged"),
         "{key}"
     );
-    assert_eq!(staged[0].lines.len(), 1);
-    let exported: Value = serde_json::from_str(&staged[0].lines[0]).unwrap();
+    let [(segment, lines)] = staged[0].segments.as_slice() else {
+        panic!("one segment: {:?}", staged[0].segments);
+    };
+    assert_eq!(
+        (segment.stream.as_str(), segment.tenant.as_str()),
+        ("airkit-app-events", "482f2a38-8e9d-4329-b2a0-e97d5bc05d36")
+    );
+    assert_eq!(lines.len(), 1);
+    let exported: Value = serde_json::from_str(&event_of(&lines[0])).unwrap();
     let sent: Value = serde_json::from_str(SESSION_START).unwrap();
     assert_eq!(exported, sent, "every field unchanged");
-    assert_eq!(staged[0].lines[0], compact_json(SESSION_START));
     assert!(harness.errors().await.is_empty());
 
     // The staged line itself ends with its provenance: the message's
     // SentTimestamp and id, after tabs (shared::provenance).
-    let raw = read_gzip_ndjson(&harness.s3, BUCKET, "staging/")
-        .await
-        .unwrap();
     assert_eq!(
-        raw[0].lines,
-        vec![format!(
+        lines,
+        &vec![format!(
             "{}\t{SENT_MILLIS}\tm1",
             compact_json(SESSION_START)
         )]
@@ -303,17 +341,18 @@ async fn missing_bucket_fails_every_message_and_redelivery_stores_them() {
         .collect();
     let retry = invoke(&batcher, redelivered, "req-5").await.unwrap();
     assert!(retry.batch_item_failures.is_empty());
-    let stored = read_staged_events(&harness.s3, "not-created-yet")
-        .await
-        .unwrap();
-    assert_eq!(stored.iter().map(|f| f.lines.len()).sum::<usize>(), 5);
+    let stored = lines_by_partition(&staged_objects(&harness.s3, "not-created-yet").await);
+    assert_eq!(stored.values().map(Vec::len).sum::<usize>(), 5);
 }
 
 #[tokio::test]
-async fn failed_chunk_put_fails_exactly_the_messages_that_fed_it() {
+async fn failed_object_put_fails_exactly_the_messages_that_fed_it() {
     let harness = Harness::start().await;
-    let fault = FailRequestsTo::new("/tenant-broken/");
-    let faulty = harness.batcher_with(fault.wrap(&harness.s3), None);
+    // Partitioned by event time, the 22:xx events are staged in an object
+    // of their own, whose PUT fails.
+    let document = Some(r#"{"partitionBy":"event"}"#);
+    let fault = FailRequestsTo::new("/staging/2022-11-19/22/");
+    let faulty = harness.batcher_with(fault.wrap(&harness.s3), document);
     let records = vec![
         message("ok-1", &app_event("tenant-ok", 1)),
         message(
@@ -321,10 +360,10 @@ async fn failed_chunk_put_fails_exactly_the_messages_that_fed_it() {
             &format!(
                 "{}\n{}",
                 app_event("tenant-ok", 2),
-                app_event("tenant-broken", 3)
+                at_22(app_event("tenant-broken", 3))
             ),
         ),
-        message("broken", &app_event("tenant-broken", 4)),
+        message("broken", &at_22(app_event("tenant-broken", 4))),
         message("ok-2", &app_event("tenant-fine", 5)),
         message("rejected", "not json at all"),
     ];
@@ -338,14 +377,21 @@ async fn failed_chunk_put_fails_exactly_the_messages_that_fed_it() {
         .into_iter()
         .filter(|m| failed_ids(&response).contains(m.message_id.as_ref().unwrap()))
         .collect();
-    let retry = invoke(&harness.batcher(), redelivered, "req-7")
-        .await
-        .unwrap();
+    let retry = invoke(
+        &harness.batcher_with(harness.s3.clone(), document),
+        redelivered,
+        "req-7",
+    )
+    .await
+    .unwrap();
     assert!(retry.batch_item_failures.is_empty());
     let partitions = lines_by_partition(&harness.staged().await);
     assert_eq!(
         partitions["airkit-app-events/tenant-broken"],
-        vec![app_event("tenant-broken", 3), app_event("tenant-broken", 4)]
+        vec![
+            at_22(app_event("tenant-broken", 3)),
+            at_22(app_event("tenant-broken", 4))
+        ]
     );
     let mut ok = partitions["airkit-app-events/tenant-ok"].clone();
     ok.sort();
@@ -366,7 +412,7 @@ async fn a_failed_sub_batch_fails_exactly_its_messages_including_one_cut_across_
     // 1 KiB sub-batches; messages of three events (about 420 bytes) for one
     // tenant, so cuts fall inside messages.
     let document = Some(r#"{"subBatchBytes":1024}"#);
-    let fault = FailRequestsTo::new("-req-cut.0001.ndjson.gz");
+    let fault = FailRequestsTo::new("-req-cut.0001.staged");
     let faulty = harness.batcher_with(fault.wrap(&harness.s3), document);
     let records: Vec<SqsMessage> = (0..8)
         .map(|m| {
@@ -383,8 +429,8 @@ async fn a_failed_sub_batch_fails_exactly_its_messages_including_one_cut_across_
             .flat_map(|chunk| chunk.messages.iter().map(|&i| format!("m{i}")))
             .collect()
     };
-    let first = fed("-req-cut.ndjson.gz");
-    let second = fed("-req-cut.0001.ndjson.gz");
+    let first = fed("-req-cut.staged");
+    let second = fed("-req-cut.0001.staged");
     assert!(
         first.intersection(&second).count() == 1,
         "one message is cut across the first two sub-batches: {first:?} {second:?}"
@@ -392,7 +438,7 @@ async fn a_failed_sub_batch_fails_exactly_its_messages_including_one_cut_across_
     assert!(
         plan.chunks
             .iter()
-            .any(|chunk| chunk.key.ends_with(".0002.ndjson.gz"))
+            .any(|chunk| chunk.key.ends_with(".0002.staged"))
     );
 
     let response = invoke(&faulty, records.clone(), "req-cut").await.unwrap();
@@ -405,12 +451,11 @@ async fn a_failed_sub_batch_fails_exactly_its_messages_including_one_cut_across_
     // The sub-batches before and after it were stored.
     let keys = list_keys(&harness.s3, BUCKET, "staging/").await.unwrap();
     assert!(
-        keys.iter().any(|key| key.ends_with("-req-cut.ndjson.gz")),
+        keys.iter().any(|key| key.ends_with("-req-cut.staged")),
         "{keys:?}"
     );
     assert!(
-        keys.iter()
-            .any(|key| key.ends_with("-req-cut.0002.ndjson.gz")),
+        keys.iter().any(|key| key.ends_with("-req-cut.0002.staged")),
         "{keys:?}"
     );
     assert!(
@@ -505,7 +550,8 @@ async fn ten_thousand_message_batch_is_staged_whole() {
     let response = invoke(&harness.batcher(), records, "req-10").await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let staged = harness.staged().await;
-    assert_eq!(staged.len(), 25, "one chunk per tenant");
+    assert_eq!(staged.len(), 1, "one object for the hour");
+    assert_eq!(staged[0].segments.len(), 25, "a segment a tenant");
     let partitions = lines_by_partition(&staged);
     for tenant in 0..25 {
         let expected: Vec<String> = (0..10_000)
@@ -573,34 +619,38 @@ async fn hostile_tenant_ids_cannot_escape_the_staging_prefix() {
     let response = invoke(&harness.batcher(), records, "req-12").await.unwrap();
     assert!(response.batch_item_failures.is_empty());
 
+    // One object, its key made of the hour and the invocation only: no
+    // tenant id reaches a key.
     let keys = list_keys(&harness.s3, BUCKET, "").await.unwrap();
-    assert_eq!(keys.len(), tenants.len(), "{keys:#?}");
-    let mut seen = Vec::new();
-    for key in &keys {
-        let segments: Vec<&str> = key.split('/').collect();
-        assert_eq!(segments.len(), 6, "{key}");
-        assert_eq!(
-            &segments[..4],
-            ["staging", "2022-11-19", "23", "airkit-app-events"],
-            "{key}"
-        );
-        assert!(
-            !segments
-                .iter()
-                .any(|s| s.is_empty() || *s == "." || *s == ".."),
-            "{key}"
-        );
-        seen.push(segments[4].to_owned());
-    }
-    // Every event still carries its original tenant id.
+    assert_eq!(keys.len(), 1, "{keys:#?}");
+    let segments: Vec<&str> = keys[0].split('/').collect();
+    assert_eq!(segments.len(), 4, "{}", keys[0]);
+    assert_eq!(&segments[..3], ["staging", "2022-11-19", "23"]);
+    assert!(segments[3].ends_with("-req-12.staged"), "{}", keys[0]);
     let staged = harness.staged().await;
-    let mut originals: Vec<String> = staged
+    assert_eq!(
+        staged[0].segments.len(),
+        tenants.len(),
+        "a segment a tenant"
+    );
+    // The index holds each tenant's key segment, and every event still
+    // carries its original tenant id.
+    let mut originals: Vec<String> = staged[0]
+        .segments
         .iter()
-        .map(|f| {
-            serde_json::from_str::<Value>(&f.lines[0]).unwrap()["organizationId"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+        .map(|(segment, lines)| {
+            let event = serde_json::from_str::<Value>(&event_of(&lines[0])).unwrap();
+            let tenant = event["organizationId"].as_str().unwrap().to_owned();
+            assert_eq!(
+                segment.tenant,
+                shared::partition::TenantKey::encode(&tenant).as_str()
+            );
+            assert!(
+                !segment.tenant.contains('/') && segment.tenant != "." && segment.tenant != "..",
+                "{}",
+                segment.tenant
+            );
+            tenant
         })
         .collect();
     originals.sort();
@@ -610,8 +660,9 @@ async fn hostile_tenant_ids_cannot_escape_the_staging_prefix() {
 }
 
 /// Through real SQS: the event source mapping emulation delivers, the batcher
-/// reports the messages whose chunk failed, SQS redelivers exactly those after
-/// the visibility timeout, and once the fault clears every event is staged.
+/// reports the messages whose staged object failed, SQS redelivers exactly
+/// those after the visibility timeout, and once the fault clears every
+/// event is staged.
 #[tokio::test]
 async fn failed_messages_come_back_through_sqs_and_are_stored() {
     use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -623,16 +674,16 @@ async fn failed_messages_come_back_through_sqs_and_are_stored() {
     // A visibility timeout longer than a loaded machine's moto takes to hand
     // over the 40 messages, so that none comes back within the first batch.
     let queues = create_queue_with_dlq(&sqs, "events", 5, 5).await.unwrap();
+    // Partitioned by event time, the broken tenant's events are at 22:xx,
+    // in an object of their own, whose PUT fails.
+    let document = Some(r#"{"partitionBy":"event"}"#);
     let bodies: Vec<String> = (0..40)
         .map(|n| {
-            app_event(
-                if n % 4 == 0 {
-                    "tenant-broken"
-                } else {
-                    "tenant-ok"
-                },
-                n,
-            )
+            if n % 4 == 0 {
+                at_22(app_event("tenant-broken", n))
+            } else {
+                app_event("tenant-ok", n)
+            }
         })
         .collect();
     for (batch, chunk) in bodies.chunks(10).enumerate() {
@@ -655,8 +706,8 @@ async fn failed_messages_come_back_through_sqs_and_are_stored() {
             .unwrap();
     }
 
-    let fault = FailRequestsTo::new("/tenant-broken/");
-    let batcher = harness.batcher_with(fault.wrap(&harness.s3), None);
+    let fault = FailRequestsTo::new("/staging/2022-11-19/22/");
+    let batcher = harness.batcher_with(fault.wrap(&harness.s3), document);
     let mapping = EventSourceMapping::new(
         sqs.clone(),
         &queues.url,
@@ -701,12 +752,120 @@ async fn failed_messages_come_back_through_sqs_and_are_stored() {
     broken.sort();
     let mut expected: Vec<String> = (0..40)
         .filter(|n| n % 4 == 0)
-        .map(|n| app_event("tenant-broken", n))
+        .map(|n| at_22(app_event("tenant-broken", n)))
         .collect();
     expected.sort();
     assert_eq!(
         broken, expected,
-        "each once: the failed chunk was never stored"
+        "each once: the failed object was never stored"
     );
     assert_eq!(partitions["airkit-app-events/tenant-ok"].len(), 30);
+}
+
+/// The issue's shape: a thousand tenants over two streams in one batch cost
+/// one staged object (one PUT for the hour), plus one errors file for the
+/// rejected record, whatever the tenant count, counted from the requests
+/// that reached S3 through the fault proxy; each event is in its
+/// partition's segment exactly once.
+#[tokio::test]
+async fn a_thousand_tenants_over_two_streams_are_one_staged_object_and_one_errors_file() {
+    let harness = Harness::start().await;
+    let tenants: Vec<String> = (0..1_000).map(|n| format!("tenant-{n:04}")).collect();
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut records = Vec::new();
+    // App events: NDJSON bodies of 40 events, two per tenant over the batch.
+    let app: Vec<(String, String)> = (0..2_000)
+        .map(|n| {
+            let tenant = &tenants[(n * 7) % tenants.len()];
+            (tenant.clone(), app_event(tenant, n))
+        })
+        .collect();
+    for (m, group) in app.chunks(40).enumerate() {
+        let body: Vec<&str> = group.iter().map(|(_, e)| e.as_str()).collect();
+        records.push(message(&format!("app-{m}"), &body.join("\n")));
+        for (tenant, event) in group {
+            expected
+                .entry(format!("airkit-app-events/{tenant}"))
+                .or_default()
+                .push(event.clone());
+        }
+    }
+    // Audit events: one per tenant, 25 a message.
+    for (m, group) in tenants.chunks(25).enumerate() {
+        let events: Vec<String> = group
+            .iter()
+            .map(|tenant| audit_event(tenant, &format!("e-{tenant}")))
+            .collect();
+        records.push(with_stream(
+            message(&format!("audit-{m}"), &events.join("\n")),
+            "airkit-audit-logs",
+        ));
+        for (tenant, event) in group.iter().zip(events) {
+            expected
+                .entry(format!("airkit-audit-logs/{tenant}"))
+                .or_default()
+                .push(event);
+        }
+    }
+    records.push(message("rejected", "not json"));
+    let proxy = FaultProxy::start(&harness._moto.endpoint(), FaultPlan::none())
+        .await
+        .unwrap();
+    let through_proxy = aws_sdk_s3::Client::from_conf(
+        harness
+            .s3
+            .config()
+            .to_builder()
+            .endpoint_url(proxy.endpoint())
+            .build(),
+    );
+    let batcher = harness.batcher_with(through_proxy, None);
+    let response = invoke(&batcher, records, "req-wide").await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let puts: Vec<String> = proxy
+        .request_log()
+        .iter()
+        .filter(|request| request.puts_object(BUCKET))
+        .map(|request| request.key())
+        .collect();
+    assert_eq!(
+        puts.len(),
+        2,
+        "one PUT for the hour, one for errors/: {puts:?}"
+    );
+
+    let keys = list_keys(&harness.s3, BUCKET, "").await.unwrap();
+    assert_eq!(
+        keys.len(),
+        2,
+        "one staged object and one errors file: {keys:?}"
+    );
+    let (staged_key, errors_key) = (&keys[1], &keys[0]);
+    assert!(
+        staged_key.starts_with("staging/2022-11-19/23/")
+            && staged_key.ends_with("-req-wide.staged"),
+        "{staged_key}"
+    );
+    assert!(errors_key.starts_with("errors/"), "{errors_key}");
+    for (key, content_type) in [
+        (staged_key, "application/octet-stream"),
+        (errors_key, "application/gzip"),
+    ] {
+        let head = harness
+            .s3
+            .head_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_type(), Some(content_type), "{key}");
+    }
+
+    let staged = harness.staged().await;
+    assert_eq!(staged[0].segments.len(), 2_000, "a segment a partition");
+    assert_eq!(lines_by_partition(&staged), expected, "each event once");
+    let errors = harness.errors().await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["messageId"], "rejected");
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aws_lambda_events::event::sqs::SqsMessage;
 use batcher::Batcher;
 use batcher::records::{sqs_record, with_content_encoding};
-use s3_export::inspect::{list_keys, read_staged_events};
+use s3_export::inspect::{list_keys, read_object};
 use s3_export::moto::MotoServer;
 use shared::Config;
 use shared::content_encoding::{ContentEncoding, encode_body};
@@ -106,7 +106,7 @@ const PEAK_BOUND: usize = 2 * SUB_BATCH_BYTES + 2 * MAX_DECOMPRESSED_BODY_BYTES 
 
 fn app_event(number: usize) -> String {
     // The padding makes an event about 1 KiB that zstd and gzip pack well,
-    // so the bodies are small and the chunks cheap to store.
+    // so the bodies are small and the staged objects cheap to store.
     format!(
         r#"{{"organizationId":"t{}","eventTime":"2022-11-19T23:10:00Z","appId":"a","sessionId":"s-{number}","type":"step_enter","kind":"Session","n":{number},"pad":"{}"}}"#,
         number % TENANTS,
@@ -182,19 +182,25 @@ async fn a_batch_of_large_zstd_bodies_is_staged_within_a_bounded_peak() {
     // Read back: every event staged exactly once, over several sub-batches.
     let keys = list_keys(&s3, BUCKET, "staging/").await.unwrap();
     assert!(
-        keys.iter().any(|key| key.ends_with(".0001.ndjson.gz")),
+        keys.iter().any(|key| key.ends_with(".0001.staged")),
         "{keys:?}"
     );
     assert!(list_keys(&s3, BUCKET, "errors/").await.unwrap().is_empty());
     let mut seen = BTreeSet::new();
     let mut lines = 0;
-    for file in read_staged_events(&s3, BUCKET).await.unwrap() {
-        let tenant = file.key.split('/').nth(4).unwrap().to_owned();
-        for line in &file.lines {
-            let event: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(event["organizationId"].as_str(), Some(tenant.as_str()));
-            seen.insert(event["n"].as_u64().unwrap());
-            lines += 1;
+    for key in &keys {
+        let bytes = read_object(&s3, BUCKET, key).await.unwrap();
+        for (segment, staged) in shared::staged::read_object(&bytes).unwrap() {
+            for line in &staged {
+                let (event, _) = shared::provenance::split_staged_line(line);
+                let event: serde_json::Value = serde_json::from_str(event).unwrap();
+                assert_eq!(
+                    event["organizationId"].as_str(),
+                    Some(segment.tenant.as_str())
+                );
+                seen.insert(event["n"].as_u64().unwrap());
+                lines += 1;
+            }
         }
     }
     assert_eq!(lines, MESSAGES * EVENTS_PER_MESSAGE, "no event twice");
@@ -207,7 +213,7 @@ async fn a_batch_of_large_zstd_bodies_is_staged_within_a_bounded_peak() {
 
     // Tiny events, each for a tenant of its own: what a sub-batch holds is
     // mostly its partitions' bookkeeping, which counts against the budget
-    // too. Planned without S3 (tens of thousands of one-line chunks), each
+    // too. Planned without S3 (tens of thousands of one-line segments), each
     // cut sub-batch dropped as `process` drops it once stored.
     let config = batcher.config();
     let records: Vec<SqsMessage> = (0..TENANT_MESSAGES)
@@ -215,24 +221,38 @@ async fn a_batch_of_large_zstd_bodies_is_staged_within_a_bounded_peak() {
         .collect();
     let before = reset_peak();
     let mut planner = batcher::BatchPlanner::new(&config, &records, INGEST_MILLIS, "req-tenants");
-    let mut chunks = 0;
+    let mut objects = 0;
+    let mut segments = 0;
     for index in 0..records.len() {
         planner.plan_message(index);
-        chunks += planner.take_chunks().len();
+        for object in planner.take_objects() {
+            objects += 1;
+            segments += shared::staged::read_index(&object.body)
+                .unwrap()
+                .segments
+                .len();
+        }
     }
     let rest = planner.finish();
-    chunks += rest.chunks.len();
+    for object in &rest.chunks {
+        objects += 1;
+        segments += shared::staged::read_index(&object.body)
+            .unwrap()
+            .segments
+            .len();
+    }
     let peak = PEAK_BYTES.load(Ordering::Relaxed) - before;
     eprintln!(
-        "many tenants: peak {:.1} MiB, {chunks} chunks",
+        "many tenants: peak {:.1} MiB, {objects} objects, {segments} segments",
         peak as f64 / MIB as f64
     );
     assert_eq!(rest.stats.accepted, TENANT_MESSAGES * TENANTS_PER_MESSAGE);
     assert_eq!(
-        chunks,
+        segments,
         TENANT_MESSAGES * TENANTS_PER_MESSAGE,
-        "one chunk a tenant"
+        "one segment a tenant"
     );
+    assert_eq!(objects, rest.stats.staged_objects, "one object a sub-batch");
     assert!(
         peak < PEAK_BOUND,
         "peak {} MiB over the bound of {} MiB with many tenants",

@@ -11,7 +11,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use batcher::Batcher;
 use batcher::records::{sqs_record, with_content_encoding, with_stream};
 use lambda_runtime::{Context, LambdaEvent};
-use s3_export::inspect::{read_gzip_ndjson, read_staged_events};
+use s3_export::inspect::{list_keys, read_gzip_ndjson, read_object};
 use s3_export::moto::MotoServer;
 use serde_json::Value;
 use shared::Config;
@@ -100,15 +100,22 @@ fn zstd_with_window(payload: &[u8], window_log: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap())
 }
 
-/// Staged lines by `stream/tenant`.
+/// Staged events (without provenance) by `stream/tenant`, read from each
+/// staged object's segments through its index.
 async fn staged(s3: &aws_sdk_s3::Client) -> BTreeMap<String, Vec<String>> {
     let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for file in read_staged_events(s3, BUCKET).await.unwrap() {
-        let segments: Vec<&str> = file.key.split('/').collect();
-        lines
-            .entry(format!("{}/{}", segments[3], segments[4]))
-            .or_default()
-            .extend(file.lines);
+    for key in list_keys(s3, BUCKET, "staging/").await.unwrap() {
+        let bytes = read_object(s3, BUCKET, &key).await.unwrap();
+        for (segment, staged) in shared::staged::read_object(&bytes).unwrap() {
+            lines
+                .entry(format!("{}/{}", segment.stream, segment.tenant))
+                .or_default()
+                .extend(
+                    staged
+                        .iter()
+                        .map(|line| shared::provenance::split_staged_line(line).0.to_owned()),
+                );
+        }
     }
     lines
 }

@@ -332,7 +332,18 @@ async fn the_batcher_accepts_a_stream_added_to_the_document_after_the_reload() {
     assert!(response.batch_item_failures.is_empty());
     let staged = keys("staging/").await;
     assert_eq!(staged.len(), 1, "{staged:?}");
-    assert!(staged[0].contains("/orders/t1/"), "{staged:?}");
+    let object = s3_export::inspect::read_object(&harness.s3, EXPORT_BUCKET, &staged[0])
+        .await
+        .unwrap();
+    let segments = shared::staged::read_index(&object).unwrap().segments;
+    assert_eq!(
+        segments
+            .iter()
+            .map(|s| (s.stream.as_str(), s.tenant.as_str()))
+            .collect::<Vec<_>>(),
+        [("orders", "t1")],
+        "{staged:?}"
+    );
     assert_eq!(harness.reads(), 2);
 }
 

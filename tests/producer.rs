@@ -15,7 +15,7 @@ use producer::pack::SQS_MAX_MESSAGE_BYTES;
 use producer::{PackOptions, SendOptions, pack, send};
 use s3_export::esm::{EventSourceMapping, create_queue_with_dlq};
 use s3_export::faults::FailSqsBatchEntries;
-use s3_export::inspect::{read_gzip_ndjson, read_staged_events};
+use s3_export::inspect::{list_keys, read_gzip_ndjson, read_object};
 use s3_export::moto::MotoServer;
 use shared::Config;
 use shared::content_encoding::ContentEncoding;
@@ -86,9 +86,15 @@ impl Harness {
     /// Every staged line, by stream, sorted.
     async fn staged(&self) -> BTreeMap<String, Vec<String>> {
         let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for file in read_staged_events(&self.s3, BUCKET).await.unwrap() {
-            let stream = file.key.split('/').nth(3).unwrap().to_owned();
-            lines.entry(stream).or_default().extend(file.lines);
+        for key in list_keys(&self.s3, BUCKET, "staging/").await.unwrap() {
+            let bytes = read_object(&self.s3, BUCKET, &key).await.unwrap();
+            for (segment, staged) in shared::staged::read_object(&bytes).unwrap() {
+                lines.entry(segment.stream).or_default().extend(
+                    staged
+                        .iter()
+                        .map(|line| shared::provenance::split_staged_line(line).0.to_owned()),
+                );
+            }
         }
         for stream_lines in lines.values_mut() {
             stream_lines.sort();

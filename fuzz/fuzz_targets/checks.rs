@@ -6,8 +6,9 @@
 //!   makes one plain key segment and a compacted line that means the same
 //!   JSON, routing fields read as any JSON reader reads them, or reject it
 //!   with a reason and a detail;
-//! - `batch`: the batcher's plan puts every message in a chunk or the errors
-//!   file, every key under its prefix, with the line counts it claims.
+//! - `batch`: the batcher's plan puts every message in a staged object or
+//!   the errors file, every key under its prefix, with the line counts it
+//!   claims, each staged object readable through its index.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -117,8 +118,18 @@ fn lines_of(gzip: &[u8]) -> usize {
     let mut text = String::new();
     flate2::read::MultiGzDecoder::new(gzip)
         .read_to_string(&mut text)
-        .expect("planned objects are gzip UTF-8");
+        .expect("errors files are gzip UTF-8");
     text.lines().filter(|line| !line.is_empty()).count()
+}
+
+/// The events of a staged object, read through its index (every segment's
+/// lines checked against what the index says).
+fn staged_lines_of(key: &str, object: &[u8]) -> usize {
+    batcher::shared::staged::read_object(object)
+        .unwrap_or_else(|error| panic!("{key}: {error}"))
+        .iter()
+        .map(|(_, lines)| lines.len())
+        .sum()
 }
 
 /// Checks the plan of a batch of up to ten messages, separated by 0xFF.
@@ -148,18 +159,19 @@ pub fn check_batch(data: &[u8]) {
         .collect();
     let plan = batcher::plan::plan_batch(config(), &records, 1_795_000_000_000, "fuzz-request");
     let mut covered = BTreeSet::new();
-    for chunk in &plan.chunks {
-        assert!(chunk.key.starts_with("staging/"), "{}", chunk.key);
+    for object in &plan.chunks {
         assert!(
-            !chunk
-                .key
-                .split('/')
-                .any(|s| s == ".." || s == "." || s.is_empty()),
+            batcher::shared::layout::parse_staged_object_key(&object.key).is_some(),
             "{}",
-            chunk.key
+            object.key
         );
-        assert_eq!(lines_of(&chunk.body), chunk.lines, "{}", chunk.key);
-        covered.extend(chunk.messages.iter().copied());
+        assert_eq!(
+            staged_lines_of(&object.key, &object.body),
+            object.lines,
+            "{}",
+            object.key
+        );
+        covered.extend(object.messages.iter().copied());
     }
     if let Some(errors) = &plan.errors {
         assert!(errors.key.starts_with("errors/"), "{}", errors.key);

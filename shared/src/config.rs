@@ -27,7 +27,9 @@ pub mod env {
     pub const DEFAULT_STREAM: &str = "DEFAULT_STREAM";
     pub const PARTITION_BY: &str = "PARTITION_BY";
     pub const MAX_EVENT_BYTES: &str = "MAX_EVENT_BYTES";
+    /// Read for compatibility only: staging is zstd now.
     pub const STAGING_GZIP_LEVEL: &str = "STAGING_GZIP_LEVEL";
+    pub const STAGING_ZSTD_LEVEL: &str = "STAGING_ZSTD_LEVEL";
     /// The most a compressed message body may decompress to.
     pub const MAX_DECOMPRESSED_BODY_BYTES: &str = "MAX_DECOMPRESSED_BODY_BYTES";
     /// Accepted event bytes the batcher gathers before it stores them.
@@ -91,8 +93,14 @@ pub mod defaults {
     pub const DEFAULT_STREAM: &str = crate::profile::AIRKIT_APP_EVENTS;
     /// SQS's own message size limit.
     pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
-    /// Staged chunks live an hour: spend compression effort in the flusher.
+    /// What `stagingGzipLevel` was (old documents and stacks still set it;
+    /// nothing stages gzip any more).
     pub const STAGING_GZIP_LEVEL: u32 = 1;
+    /// Staged objects live an hour: spend compression effort in the flusher.
+    pub const STAGING_ZSTD_LEVEL: i32 = crate::staged::DEFAULT_STAGING_ZSTD_LEVEL;
+    /// A partition's shards unless its stream or tenant says otherwise: one
+    /// de-duplication domain, and no hashing while planning.
+    pub const SHARDS: u32 = 1;
     /// A 256 KiB gzip body of JSON events decompresses to about 1.3 MB; 16
     /// MiB leaves room for very repetitive events while bounding what a
     /// decompression bomb can make the batcher hold.
@@ -124,6 +132,10 @@ pub const MAX_DECOMPRESSED_BODY_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The largest sub-batch that can be configured: it is held in memory.
 pub const SUB_BATCH_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The staging zstd levels that can be configured: 1 (fast, the default)
+/// to 19 (small and slow); negative and 20+ levels are not offered.
+pub const STAGING_ZSTD_LEVELS: std::ops::RangeInclusive<usize> = 1..=19;
 
 /// A configuration error naming the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,7 +242,14 @@ pub struct Config {
     pub default_stream: String,
     pub partition_by: PartitionBy,
     pub max_event_bytes: usize,
+    /// `stagingGzipLevel` / `STAGING_GZIP_LEVEL`, still accepted (0..=9) so
+    /// that old documents and stacks keep loading, but read for
+    /// compatibility only: staged objects are zstd
+    /// ([`Config::staging_zstd_level`]).
     pub staging_gzip_level: u32,
+    /// The zstd level of staged objects' segments (`stagingZstdLevel` /
+    /// `STAGING_ZSTD_LEVEL`, 1..=19, default 1).
+    pub staging_zstd_level: i32,
     /// A compressed message body (`content-encoding` attribute) that
     /// decompresses to more than this is refused `too_large`.
     pub max_decompressed_body_bytes: usize,
@@ -253,6 +272,10 @@ pub struct Config {
     pub queues: HashMap<String, String>,
     /// Stream name → profile; always holds the built-in streams.
     pub streams: HashMap<String, Profile>,
+    /// Stream name → how its partitions are sharded, for the streams whose
+    /// document sets `shards` or `tenantShards`; read through
+    /// [`Config::shards_for`], which alone decides a partition's count.
+    shards: HashMap<String, StreamShards>,
     /// Which senders may send events for which tenants; `None` (the
     /// default): any sender, any tenant.
     pub senders: Option<SenderTenants>,
@@ -260,6 +283,17 @@ pub struct Config {
     /// Which destinations select which tenant, built at validation so that
     /// [`Config::destinations_for`] does not scan every destination.
     destination_index: DestinationIndex,
+}
+
+/// How many shards (independent de-duplication domains, see
+/// `staged::shard_of`) the partitions of one stream are cut into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StreamShards {
+    /// Every tenant's shard count, unless `tenants` overrides it.
+    shards: u32,
+    /// Tenant key segment (`TenantKey::encode` of the tenant id) → its own
+    /// shard count.
+    tenants: HashMap<String, u32>,
 }
 
 /// The enabled destinations by tenant key (in configuration order), and
@@ -309,6 +343,7 @@ struct Document {
     partition_by: Option<PartitionBy>,
     max_event_bytes: Option<usize>,
     staging_gzip_level: Option<u32>,
+    staging_zstd_level: Option<u32>,
     max_decompressed_body_bytes: Option<usize>,
     sub_batch_bytes: Option<usize>,
     put_concurrency: Option<usize>,
@@ -336,6 +371,10 @@ struct StreamDocument {
     id: Option<String>,
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// The stream's shard count (a power of two, 1..=`staged::MAX_SHARDS`).
+    shards: Option<u32>,
+    /// Tenant id → its own shard count, overriding `shards`.
+    tenant_shards: Option<BTreeMap<String, u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -515,10 +554,14 @@ impl Config {
                 Profile::airkit_audit_logs(),
             ),
         ]);
+        let mut shards = HashMap::new();
         for (name, stream) in &document.streams {
             let field = format!("streams.{name}");
             check_stream_name(&field, name)?;
             streams.insert(name.clone(), build_profile(&field, stream)?);
+            if let Some(stream_shards) = build_shards(&field, name, stream)? {
+                shards.insert(name.clone(), stream_shards);
+            }
         }
 
         let default_stream = match lookup(env::DEFAULT_STREAM) {
@@ -562,6 +605,14 @@ impl Config {
             defaults::STAGING_GZIP_LEVEL as usize,
             0..=9,
         )? as u32;
+        let staging_zstd_level = number_setting(
+            &lookup,
+            env::STAGING_ZSTD_LEVEL,
+            "stagingZstdLevel",
+            document.staging_zstd_level.map(|level| level as usize),
+            defaults::STAGING_ZSTD_LEVEL as usize,
+            STAGING_ZSTD_LEVELS,
+        )? as i32;
         let max_decompressed_body_bytes = number_setting(
             &lookup,
             env::MAX_DECOMPRESSED_BODY_BYTES,
@@ -684,6 +735,7 @@ impl Config {
             partition_by,
             max_event_bytes,
             staging_gzip_level,
+            staging_zstd_level,
             max_decompressed_body_bytes,
             sub_batch_bytes,
             put_concurrency,
@@ -694,6 +746,7 @@ impl Config {
             archive_retention_days,
             queues,
             streams,
+            shards,
             senders,
             destination_index: DestinationIndex::build(&destinations),
             destinations,
@@ -744,6 +797,20 @@ impl Config {
         self.destinations
             .iter()
             .any(|destination| destination.enabled && destination.content.include_metadata)
+    }
+
+    /// The shard count of the partition of `stream` and `tenant` (its key
+    /// segment, as in partition keys): the tenant's `tenantShards` entry,
+    /// else the stream's `shards`, else 1. A power of two within
+    /// `1..=staged::MAX_SHARDS` (checked at validation).
+    pub fn shards_for(&self, stream: &str, tenant: &TenantKey) -> u32 {
+        self.shards.get(stream).map_or(defaults::SHARDS, |stream| {
+            stream
+                .tenants
+                .get(tenant.as_str())
+                .copied()
+                .unwrap_or(stream.shards)
+        })
     }
 
     /// The stream a record belongs to: its `stream` attribute, else its
@@ -874,6 +941,58 @@ fn build_profile(field: &str, stream: &StreamDocument) -> Result<Profile, Config
             ),
         )),
     }
+}
+
+/// The stream's shard counts from its document (`field` is its path),
+/// `None` when it sets neither `shards` nor `tenantShards`. A count that is
+/// not a power of two within `1..=staged::MAX_SHARDS` is refused naming the
+/// stream, and the tenant when it is an override.
+fn build_shards(
+    field: &str,
+    name: &str,
+    stream: &StreamDocument,
+) -> Result<Option<StreamShards>, ConfigError> {
+    if stream.shards.is_none() && stream.tenant_shards.is_none() {
+        return Ok(None);
+    }
+    let check = |field: String, whose: String, shards: u32| {
+        if crate::staged::valid_shard_count(shards) {
+            Ok(shards)
+        } else {
+            Err(ConfigError::new(
+                field,
+                format!(
+                    "{whose}: {shards} shards is not a power of two from 1 to {}",
+                    crate::staged::MAX_SHARDS
+                ),
+            ))
+        }
+    };
+    let shards = match stream.shards {
+        Some(shards) => check(
+            format!("{field}.shards"),
+            format!("stream `{name}`"),
+            shards,
+        )?,
+        None => defaults::SHARDS,
+    };
+    let mut tenants = HashMap::new();
+    for (tenant, &count) in stream.tenant_shards.iter().flatten() {
+        let tenant_field = format!("{field}.tenantShards.{tenant}");
+        if tenant.is_empty() {
+            return Err(ConfigError::new(
+                tenant_field,
+                format!("stream `{name}`: the tenant id is empty"),
+            ));
+        }
+        let count = check(
+            tenant_field,
+            format!("tenant `{tenant}` of stream `{name}`"),
+            count,
+        )?;
+        tenants.insert(TenantKey::encode(tenant).as_str().to_owned(), count);
+    }
+    Ok(Some(StreamShards { shards, tenants }))
 }
 
 fn build_destinations(
@@ -1200,6 +1319,117 @@ mod tests {
         assert_eq!(config.staging_gzip_level, 1);
         assert_eq!(config.max_decompressed_body_bytes, 16 * 1024 * 1024);
         assert!(config.streams.contains_key("airkit-audit-logs"));
+    }
+
+    #[test]
+    fn staging_is_zstd_at_its_level_and_the_gzip_level_is_still_accepted() {
+        let defaults = config(&[("EXPORT_BUCKET", "exports")], None).unwrap();
+        assert_eq!(defaults.staging_zstd_level, 1);
+        let from_document = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"stagingZstdLevel": 19, "stagingGzipLevel": 6}"#),
+        )
+        .unwrap();
+        assert_eq!(from_document.staging_zstd_level, 19);
+        assert_eq!(from_document.staging_gzip_level, 6, "old documents load");
+        let from_env = config(
+            &[
+                ("EXPORT_BUCKET", "exports"),
+                ("STAGING_ZSTD_LEVEL", "3"),
+                ("STAGING_GZIP_LEVEL", "9"),
+            ],
+            Some(r#"{"stagingZstdLevel": 19}"#),
+        )
+        .unwrap();
+        assert_eq!(from_env.staging_zstd_level, 3, "the variable overrides");
+        for (level, field) in [("0", "STAGING_ZSTD_LEVEL"), ("20", "STAGING_ZSTD_LEVEL")] {
+            let error = config(
+                &[("EXPORT_BUCKET", "exports"), ("STAGING_ZSTD_LEVEL", level)],
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(error.field, field);
+            assert!(error.message.contains("1..=19"), "{error}");
+        }
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"stagingZstdLevel": 22}"#),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "stagingZstdLevel");
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"stagingZstdLevel": -1}"#),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "stagingZstdLevel");
+    }
+
+    #[test]
+    fn shards_come_from_the_stream_and_a_tenant_overrides_them() {
+        let config = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(
+                r#"{"streams": {
+                    "orders": {"profile": "generic", "tenant": "/t", "time": "/ts", "shards": 4,
+                               "tenantShards": {"big/one": 64, "small": 1}},
+                    "airkit-audit-logs": {"profile": "airkit-audit-logs", "tenantShards": {"acme": 8}}
+                }}"#,
+            ),
+        )
+        .unwrap();
+        let tenant = TenantKey::encode;
+        assert_eq!(config.shards_for("orders", &tenant("anyone")), 4);
+        assert_eq!(config.shards_for("orders", &tenant("big/one")), 64);
+        assert_eq!(config.shards_for("orders", &tenant("small")), 1);
+        assert_eq!(config.shards_for("airkit-audit-logs", &tenant("acme")), 8);
+        assert_eq!(config.shards_for("airkit-audit-logs", &tenant("other")), 1);
+        assert_eq!(config.shards_for("airkit-app-events", &tenant("acme")), 1);
+        assert_eq!(config.shards_for("unknown", &tenant("acme")), 1);
+    }
+
+    #[test]
+    fn a_shard_count_that_is_not_a_power_of_two_up_to_the_maximum_is_refused() {
+        let stream = |setting: &str| {
+            format!(
+                r#"{{"streams": {{"orders": {{"profile": "generic", "tenant": "/t", "time": "/ts", {setting}}}}}}}"#
+            )
+        };
+        for shards in [0, 3, 12, 2048] {
+            let error = config(
+                &[("EXPORT_BUCKET", "exports")],
+                Some(&stream(&format!(r#""shards": {shards}"#))),
+            )
+            .unwrap_err();
+            assert_eq!(error.field, "streams.orders.shards");
+            assert_eq!(
+                error.message,
+                format!("stream `orders`: {shards} shards is not a power of two from 1 to 1024")
+            );
+        }
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(&stream(r#""tenantShards": {"acme": 1024, "globex": 6}"#)),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "streams.orders.tenantShards.globex");
+        assert_eq!(
+            error.message,
+            "tenant `globex` of stream `orders`: 6 shards is not a power of two from 1 to 1024"
+        );
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(&stream(r#""tenantShards": {"": 2}"#)),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "streams.orders.tenantShards.");
+        assert!(error.message.contains("the tenant id is empty"), "{error}");
+        let error = config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(&stream(r#""shards": -2"#)),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "streams.orders.shards");
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The batcher: SQS records in, staged gzip NDJSON chunks out.
+//! The batcher: SQS records in, staged objects out (one per hour and
+//! sub-batch, every stream and tenant in it; see `shared::staged`).
 //!
 //! Guarantees (docs/design.md, invariant 1): a message is acknowledged only when
-//! everything it fed is stored, either as events in a staged chunk or as
-//! rejected records in `errors/`. A chunk that cannot be stored fails every
-//! message that fed it; an errors file that cannot be stored fails the
-//! messages it held. Nothing is dropped silently. Memory is bounded by the
-//! sub-batch size, one decoded body and the chunks in flight, never by the
-//! batch: no message is failed to stay within it.
+//! everything it fed is stored, either as events in a staged object or as
+//! rejected records in `errors/`. A staged object that cannot be stored
+//! fails every message that fed any of its segments; an errors file that
+//! cannot be stored fails the messages it held. Nothing is dropped
+//! silently. Memory is bounded by the sub-batch size, one decoded body and
+//! the objects in flight, never by the batch: no message is failed to stay
+//! within it.
 
 pub mod plan;
 pub mod records;
@@ -92,10 +94,12 @@ pub async fn handle(
 
 /// [`handle`] with the time and request id given, for tests and tools.
 ///
-/// Messages are planned one at a time; each sub-batch of chunks the planner
-/// cuts (at `sub_batch_bytes` of accepted lines) is stored before the next
-/// message is decoded, so memory stays bounded whatever the batch holds. A
-/// message fails only if an object it fed was not stored, in any sub-batch.
+/// Messages are planned one at a time; each sub-batch of staged objects the
+/// planner cuts (at `sub_batch_bytes` of accepted lines) is stored before
+/// the next message is decoded, so memory stays bounded whatever the batch
+/// holds. A message fails only if an object it fed was not stored, in any
+/// sub-batch. PUTs: one per hour touched and sub-batch, plus one errors
+/// file when records were rejected.
 pub async fn process(
     batcher: &Batcher,
     records: &[SqsMessage],
@@ -107,7 +111,7 @@ pub async fn process(
     let mut failed = BTreeSet::new();
     for index in 0..records.len() {
         planner.plan_message(index);
-        let cut = planner.take_chunks();
+        let cut = planner.take_objects();
         if !cut.is_empty() {
             failed.extend(store(batcher, &config, cut).await?);
         }
@@ -130,7 +134,7 @@ pub async fn process(
         messages = stats.messages,
         accepted = stats.accepted,
         rejected = stats.rejected,
-        chunks = stats.chunks,
+        staged_objects = stats.staged_objects,
         staged_bytes = stats.staged_bytes,
         streams = %serde_json::to_string(&stats.streams).unwrap_or_default(),
         reasons = %serde_json::to_string(&stats.reasons).unwrap_or_default(),
@@ -154,10 +158,11 @@ async fn store(
             let PlannedObject {
                 key,
                 body,
+                content_type,
                 messages,
                 ..
             } = object;
-            let result = put(&batcher.s3, bucket, &key, body).await;
+            let result = put(&batcher.s3, bucket, &key, content_type, body).await;
             (key, messages, result)
         })
         .buffer_unordered(config.put_concurrency)
@@ -187,12 +192,13 @@ async fn put(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
+    content_type: &str,
     body: Vec<u8>,
 ) -> Result<(), PutError> {
     s3.put_object()
         .bucket(bucket)
         .key(key)
-        .content_type("application/gzip")
+        .content_type(content_type)
         .body(ByteStream::from(body))
         .send()
         .await

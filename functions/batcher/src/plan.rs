@@ -8,9 +8,16 @@
 //! message at a time (decode, split, validate, route, then the decoded body
 //! is dropped), accepted events are held as compact text (a plain body's
 //! where it is in the batch, a decoded body's copied), and when they reach
-//! `sub_batch_bytes` they are encoded into one sub-batch of chunks for the
-//! caller to store. At any moment the planner holds at most one
-//! sub-batch of events, one decoded body, and the chunks not yet taken.
+//! `sub_batch_bytes` they are encoded into one sub-batch of staged objects
+//! for the caller to store. At any moment the planner holds at most one
+//! sub-batch of events, one decoded body, and the objects not yet taken.
+//!
+//! A sub-batch is stored as one staged object (`shared::staged`) per hour
+//! its events fall in, whatever the number of streams and tenants: one
+//! segment per (stream, tenant, shard) that holds events. So an invocation
+//! PUTs one object per hour it touched (times its sub-batches, which only
+//! a batch of more than `sub_batch_bytes` of accepted events has), plus
+//! one errors file when it rejected records.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,12 +28,13 @@ use serde::Serialize;
 use shared::config::{Config, PartitionBy};
 use shared::content_encoding::{self, CONTENT_ENCODING_ATTRIBUTE, Decoded};
 use shared::decode;
-use shared::encode::{NdjsonGzWriter, STAGED_STORED_MAX_BYTES};
+use shared::encode::NdjsonGzWriter;
 use shared::layout;
 use shared::partition::{Hour, PartitionKey, TenantKey};
 use shared::provenance::Provenance;
 use shared::rejection::{RejectReason, Rejection};
 use shared::senders::SENDER_ID_ATTRIBUTE;
+use shared::staged::{self, StagedWriter};
 use shared::time;
 
 /// The message attribute that names a record's stream.
@@ -35,14 +43,24 @@ pub const STREAM_ATTRIBUTE: &str = "stream";
 /// Rejected records are kept (errors/ retention): compress them well.
 const ERRORS_GZIP_LEVEL: u32 = 6;
 
+/// The content type of a staged object: zstd segments and a binary index,
+/// not one compressed stream a client could decode by itself.
+pub const STAGED_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// The content type of an `errors/` file: gzip NDJSON.
+pub const ERRORS_CONTENT_TYPE: &str = "application/gzip";
+
 /// One object the invocation must store, and the messages whose data it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedObject {
     pub key: String,
     pub body: Vec<u8>,
-    /// Lines in the object (events, or rejected records).
+    /// What the body is: [`STAGED_CONTENT_TYPE`] or [`ERRORS_CONTENT_TYPE`].
+    pub content_type: &'static str,
+    /// Lines in the object (events in all its segments, or rejected records).
     pub lines: usize,
-    /// Indices into the batch's records of the messages that fed it.
+    /// Indices into the batch's records of the messages that fed it (any of
+    /// its segments): a failed store fails exactly these.
     pub messages: BTreeSet<usize>,
 }
 
@@ -63,17 +81,21 @@ pub struct BatchStats {
     pub streams: BTreeMap<String, StreamCounts>,
     /// Rejected records by reason code.
     pub reasons: BTreeMap<&'static str, usize>,
-    pub chunks: usize,
+    /// Staged objects planned: one per hour and sub-batch.
+    pub staged_objects: usize,
+    /// Staged lines' bytes before compression.
     pub uncompressed_bytes: usize,
+    /// Staged objects' bytes.
     pub staged_bytes: usize,
 }
 
 /// Everything one invocation must store (or, from [`BatchPlanner::finish`],
-/// everything not yet taken with [`BatchPlanner::take_chunks`]).
+/// everything not yet taken with [`BatchPlanner::take_objects`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchPlan {
-    /// One gzip NDJSON chunk per partition and sub-batch, in sub-batch then
-    /// partition order.
+    /// The staged objects: one per hour and sub-batch, in sub-batch then
+    /// hour order. (Named when they were per-partition chunks; the
+    /// benchmark and errors replay read it under this name.)
     pub chunks: Vec<PlannedObject>,
     /// The rejected records with their reasons, when there are any.
     pub errors: Option<PlannedObject>,
@@ -131,8 +153,8 @@ fn content_encoding_of(record: &SqsMessage) -> Option<&str> {
         .map(|(_, attribute)| attribute.string_value.as_deref().unwrap_or_default())
 }
 
-/// Decodes, checks and partitions every record, then encodes one chunk per
-/// partition and sub-batch and one errors file. `ingest_millis` is the
+/// Decodes, checks and partitions every record, then encodes one staged
+/// object per hour and sub-batch and one errors file. `ingest_millis` is the
 /// invocation's time. For tools that store a plan whole (errors replay, the
 /// benchmark); the batcher stores each sub-batch as it is cut.
 pub fn plan_batch(
@@ -159,6 +181,10 @@ const PARTITION_HELD_BYTES: usize = 384;
 /// partition's list.
 const EVENT_HELD_BYTES: usize = std::mem::size_of::<HeldEvent<'static>>();
 
+/// What an event of a partition of several shards costs beside that: its
+/// shard.
+const SHARD_HELD_BYTES: usize = std::mem::size_of::<u16>();
+
 /// Where a held event's compact text is.
 #[derive(Clone, Copy)]
 enum HeldEvent<'a> {
@@ -172,31 +198,39 @@ enum HeldEvent<'a> {
 }
 
 /// A partition's accepted events in the current sub-batch, in batch order,
-/// which message each came from (as runs of (message index, events)), and
-/// the set of those messages.
-///
-/// The set is built here, while planning, and moved into the chunk whole:
-/// building it while encoding would put its small, long-lived nodes in the
-/// heap between one partition's compressor and the next, so that each
-/// compressor (some 380 KB) no longer fits where the last one was freed
-/// and glibc's heap grows by one compressor a partition (the benchmark's
-/// batcher went from 38 MB resident to 270 MB).
-#[derive(Default)]
+/// which message each came from (as runs of (message index, events)), its
+/// shard count, and, when that is more than one, each event's shard
+/// (computed while planning, so encoding only groups them).
 struct HeldPartition<'a> {
     events: Vec<HeldEvent<'a>>,
     runs: Vec<(usize, usize)>,
-    messages: BTreeSet<usize>,
+    shards: u32,
+    /// `events[i]`'s shard; empty for one shard (nothing is hashed).
+    event_shards: Vec<u16>,
 }
 
 impl<'a> HeldPartition<'a> {
-    /// Appends an event of message `index`.
-    fn push(&mut self, event: HeldEvent<'a>, index: usize) {
+    fn new(shards: u32) -> Self {
+        Self {
+            events: Vec::new(),
+            runs: Vec::new(),
+            shards,
+            event_shards: Vec::new(),
+        }
+    }
+
+    /// Appends an event of message `index`; true when it starts a run (the
+    /// message had no event just before it in this partition).
+    fn push(&mut self, event: HeldEvent<'a>, index: usize) -> bool {
         self.events.push(event);
         match self.runs.last_mut() {
-            Some((last, events)) if *last == index => *events += 1,
+            Some((last, events)) if *last == index => {
+                *events += 1;
+                false
+            }
             _ => {
                 self.runs.push((index, 1));
-                self.messages.insert(index);
+                true
             }
         }
     }
@@ -238,8 +272,8 @@ struct Batch<'a> {
 }
 
 /// The sub-batch being gathered: the compact text of its events, its
-/// partitions, the bytes they hold, and its number in the invocation (from
-/// 0, part of its chunk keys).
+/// partitions, the messages that fed each hour, the bytes they hold, and
+/// its number in the invocation (from 0, part of its object keys).
 #[derive(Default)]
 struct SubBatch<'a> {
     /// Every held event's text, back to back in the order accepted: one
@@ -247,82 +281,165 @@ struct SubBatch<'a> {
     /// scatters thousands of reallocations over the heap (with 1,000
     /// tenants the benchmark's RSS was seven times its heap).
     text: String,
+    /// Sorted by (hour, stream, tenant): an hour's partitions are
+    /// neighbours, in the order its object's segments are written.
     partitions: BTreeMap<PartitionKey, HeldPartition<'a>>,
+    /// Hour → the messages whose events fall in it: each hour's object's
+    /// `messages`. Built here, while planning, and moved into the object
+    /// whole: building sets while encoding puts small, long-lived nodes
+    /// in the heap between one compressor and the next, which glibc then
+    /// cannot reuse for the next (the benchmark's batcher once went from
+    /// 38 MB resident to 270 MB that way).
+    hours: BTreeMap<Hour, BTreeSet<usize>>,
     held_bytes: usize,
     number: u32,
 }
 
+/// The bytes of a held event whose copied text is in `text`.
+fn event_bytes<'t>(event: &HeldEvent<'t>, text: &'t str) -> &'t [u8] {
+    match *event {
+        HeldEvent::Batch(in_batch) => in_batch.as_bytes(),
+        HeldEvent::Text(start, end) => &text.as_bytes()[start as usize..end as usize],
+    }
+}
+
+/// Writes `provenance_fields` for message `index`: `<ingest
+/// millis>\t<message id>` (see shared::provenance), which the flusher keeps
+/// beside the archive when a destination asks for `_export` metadata.
+fn write_provenance(batch: &Batch<'_>, index: usize, provenance_fields: &mut String) {
+    let record = &batch.records[index];
+    let provenance = Provenance::new(
+        Some(sent_millis(record).unwrap_or(batch.ingest_millis)),
+        record.message_id.as_deref(),
+    );
+    provenance_fields.clear();
+    provenance.write_fields(provenance_fields);
+}
+
+/// Writes a partition's events into `writer` as staged lines
+/// (`<event>\t<provenance>`): one segment per shard that holds events, in
+/// shard order, each shard's events in batch order. `order` is scratch
+/// space, kept across partitions so that sorting allocates once.
+fn write_partition(
+    batch: &Batch<'_>,
+    text: &str,
+    writer: &mut StagedWriter,
+    partition: &PartitionKey,
+    held: &HeldPartition<'_>,
+    order: &mut Vec<(u16, u32, u32)>,
+) {
+    let mut provenance_fields = String::new();
+    let line = |writer: &mut StagedWriter, event: &HeldEvent<'_>, fields: &str| {
+        writer.push_line_parts(&[event_bytes(event, text), b"\t", fields.as_bytes()]);
+    };
+    if held.shards <= 1 {
+        writer.begin_segment(&partition.stream, &partition.tenant, 0, 1);
+        let mut events = held.events.iter();
+        for &(index, count) in &held.runs {
+            write_provenance(batch, index, &mut provenance_fields);
+            for event in events.by_ref().take(count) {
+                line(writer, event, &provenance_fields);
+            }
+        }
+        return;
+    }
+    // (shard, position in the partition, message): sorted, each shard's
+    // events come together and in batch order.
+    order.clear();
+    let mut position = 0u32;
+    for &(index, count) in &held.runs {
+        for _ in 0..count {
+            order.push((held.event_shards[position as usize], position, index as u32));
+            position += 1;
+        }
+    }
+    order.sort_unstable();
+    let mut shard = None;
+    let mut message = None;
+    for &(event_shard, position, index) in order.iter() {
+        if shard != Some(event_shard) {
+            writer.begin_segment(
+                &partition.stream,
+                &partition.tenant,
+                u32::from(event_shard),
+                held.shards,
+            );
+            shard = Some(event_shard);
+        }
+        if message != Some(index) {
+            write_provenance(batch, index as usize, &mut provenance_fields);
+            message = Some(index);
+        }
+        line(writer, &held.events[position as usize], &provenance_fields);
+    }
+}
+
 impl SubBatch<'_> {
-    /// Encodes one chunk per partition into `chunks` and starts the next
-    /// sub-batch (the text's buffer is kept for it). One partition at a
-    /// time, so one compressor is in memory however many partitions there
-    /// are.
+    /// Encodes one staged object per hour into `objects` and starts the
+    /// next sub-batch (the text's buffer is kept for it). One object at a
+    /// time, with one zstd context for all its segments, so one compressor
+    /// is in memory however many partitions there are.
     fn encode(
         &mut self,
         batch: &Batch<'_>,
         stats: &mut BatchStats,
-        chunks: &mut Vec<PlannedObject>,
+        objects: &mut Vec<PlannedObject>,
     ) {
         if self.partitions.is_empty() {
             return;
         }
-        let mut provenance_fields = String::new();
-        for (partition, held) in std::mem::take(&mut self.partitions) {
-            let mut writer = NdjsonGzWriter::with_stored_limit(
-                batch.config.staging_gzip_level,
-                STAGED_STORED_MAX_BYTES,
-            );
-            let mut events = held.events.iter();
-            for &(index, count) in &held.runs {
-                // `<event>\t<ingest millis>\t<message id>` (see
-                // shared::provenance): the flusher keeps it beside the
-                // archive when a destination asks for `_export` metadata.
-                let record = &batch.records[index];
-                let provenance = Provenance::new(
-                    Some(sent_millis(record).unwrap_or(batch.ingest_millis)),
-                    record.message_id.as_deref(),
-                );
-                provenance_fields.clear();
-                provenance.write_fields(&mut provenance_fields);
-                for &event in events.by_ref().take(count) {
-                    let event = match event {
-                        HeldEvent::Batch(text) => text.as_bytes(),
-                        HeldEvent::Text(start, end) => {
-                            &self.text.as_bytes()[start as usize..end as usize]
-                        }
-                    };
-                    writer.push_line_parts(&[event, b"\t", provenance_fields.as_bytes()]);
-                }
-            }
-            stats.uncompressed_bytes += writer.uncompressed_bytes();
-            let lines = writer.lines();
-            let body = writer.finish();
-            stats.staged_bytes += body.len();
-            stats.chunks += 1;
-            chunks.push(PlannedObject {
-                key: layout::staging_sub_batch_chunk_key(
+        let mut partitions = std::mem::take(&mut self.partitions).into_iter().peekable();
+        let mut order = Vec::new();
+        for (hour, messages) in std::mem::take(&mut self.hours) {
+            let mut writer = StagedWriter::new(batch.config.staging_zstd_level);
+            while let Some((partition, held)) = partitions.next_if(|(p, _)| p.hour == hour) {
+                write_partition(
+                    batch,
+                    &self.text,
+                    &mut writer,
                     &partition,
+                    &held,
+                    &mut order,
+                );
+            }
+            // The last segment counts once it is ended.
+            writer.end_segment();
+            let (lines, bytes) = writer.segments().iter().fold((0, 0), |(lines, bytes), s| {
+                (lines + s.events, bytes + s.bytes)
+            });
+            let body = writer.finish(hour);
+            stats.uncompressed_bytes += bytes as usize;
+            stats.staged_bytes += body.len();
+            stats.staged_objects += 1;
+            objects.push(PlannedObject {
+                key: layout::staged_object_key(
+                    hour,
                     batch.ingest_millis,
                     batch.request_id,
                     self.number,
                 ),
                 body,
-                lines,
-                messages: held.messages,
+                content_type: STAGED_CONTENT_TYPE,
+                lines: lines as usize,
+                messages,
             });
         }
+        debug_assert!(
+            partitions.next().is_none(),
+            "every partition's hour has messages"
+        );
         self.text.clear();
         self.held_bytes = 0;
         self.number += 1;
     }
 }
 
-/// Plans a batch message by message, cutting a sub-batch of chunks each
-/// time the accepted events it holds reach the configuration's
-/// `sub_batch_bytes`. The caller stores what [`BatchPlanner::take_chunks`]
+/// Plans a batch message by message, cutting a sub-batch of staged objects
+/// each time the accepted events it holds reach the configuration's
+/// `sub_batch_bytes`. The caller stores what [`BatchPlanner::take_objects`]
 /// gives after each message, then what [`BatchPlanner::finish`] gives.
 /// The keys and bytes depend only on the batch, the configuration, the
-/// ingest time and the request id, never on when chunks are taken.
+/// ingest time and the request id, never on when objects are taken.
 pub struct BatchPlanner<'a> {
     batch: Batch<'a>,
     rejected_at: String,
@@ -332,8 +449,8 @@ pub struct BatchPlanner<'a> {
     /// after message does not allocate and free a body each time (which
     /// fragments the heap: the process then holds far more than it uses).
     decoded: Vec<u8>,
-    /// Chunks of the sub-batches cut so far, not yet taken.
-    chunks: Vec<PlannedObject>,
+    /// Staged objects of the sub-batches cut so far, not yet taken.
+    objects: Vec<PlannedObject>,
     rejected: Rejected,
     stats: BatchStats,
 }
@@ -363,7 +480,7 @@ impl<'a> BatchPlanner<'a> {
                 ..SubBatch::default()
             },
             decoded: Vec::new(),
-            chunks: Vec::new(),
+            objects: Vec::new(),
             rejected: Rejected {
                 writer: NdjsonGzWriter::new(ERRORS_GZIP_LEVEL),
                 messages: BTreeSet::new(),
@@ -377,11 +494,11 @@ impl<'a> BatchPlanner<'a> {
         }
     }
 
-    /// The chunks of every sub-batch cut since the last call (none while
-    /// the current one is still filling). A message whose events straddle
-    /// two sub-batches is among the `messages` of chunks in both.
-    pub fn take_chunks(&mut self) -> Vec<PlannedObject> {
-        std::mem::take(&mut self.chunks)
+    /// The staged objects of every sub-batch cut since the last call (none
+    /// while the current one is still filling). A message whose events
+    /// straddle two sub-batches is among the `messages` of objects in both.
+    pub fn take_objects(&mut self) -> Vec<PlannedObject> {
+        std::mem::take(&mut self.objects)
     }
 
     /// Decodes, checks and routes record `index` (call it for each record,
@@ -394,7 +511,7 @@ impl<'a> BatchPlanner<'a> {
             rejected_at,
             sub_batch,
             decoded,
-            chunks,
+            objects,
             rejected,
             stats,
         } = self;
@@ -508,8 +625,9 @@ impl<'a> BatchPlanner<'a> {
                 PartitionBy::Ingest => sent_millis,
                 PartitionBy::Event => fields.time_millis,
             };
+            let hour = Hour::containing(hour_millis);
             let key = PartitionKey {
-                hour: Hour::containing(hour_millis),
+                hour,
                 stream: stream.to_owned(),
                 tenant: TenantKey::encode(&fields.tenant),
             };
@@ -524,9 +642,22 @@ impl<'a> BatchPlanner<'a> {
                 Entry::Occupied(held) => held.into_mut(),
                 Entry::Vacant(new) => {
                     sub_batch.held_bytes += PARTITION_HELD_BYTES;
-                    new.insert(HeldPartition::default())
+                    let shards = config.shards_for(stream, &new.key().tenant);
+                    new.insert(HeldPartition::new(shards))
                 }
             };
+            // The shard identity is what the flusher de-duplicates on (the
+            // profile's id, else the compacted event), so copies of an
+            // event share a shard. One shard (the default) hashes nothing.
+            if held.shards > 1 {
+                let shard = match fields.id.as_deref() {
+                    Some(id) => staged::shard_of(id, true, held.shards),
+                    None => staged::shard_of(&event, false, held.shards),
+                };
+                let shard = u16::try_from(shard).expect("shard counts are at most MAX_SHARDS");
+                held.event_shards.push(shard);
+                sub_batch.held_bytes += SHARD_HELD_BYTES;
+            }
             let text_len = event.len();
             let event = match within(original, &event) {
                 Some(in_batch) => HeldEvent::Batch(in_batch),
@@ -543,9 +674,11 @@ impl<'a> BatchPlanner<'a> {
             // A plain body's event counts too, though it is not copied: a
             // sub-batch is cut at the same events whatever their bodies.
             sub_batch.held_bytes += text_len + EVENT_HELD_BYTES;
-            held.push(event, index);
+            if held.push(event, index) {
+                sub_batch.hours.entry(hour).or_default().insert(index);
+            }
             if sub_batch.held_bytes >= config.sub_batch_bytes {
-                sub_batch.encode(batch, stats, chunks);
+                sub_batch.encode(batch, stats, objects);
             }
         }
     }
@@ -554,7 +687,7 @@ impl<'a> BatchPlanner<'a> {
     /// taken, and the counts of the whole batch.
     pub fn finish(mut self) -> BatchPlan {
         self.sub_batch
-            .encode(&self.batch, &mut self.stats, &mut self.chunks);
+            .encode(&self.batch, &mut self.stats, &mut self.objects);
         let rejected = self.rejected;
         self.stats.rejected = rejected.count;
         self.stats.reasons = rejected.reasons;
@@ -567,10 +700,11 @@ impl<'a> BatchPlanner<'a> {
             ),
             lines: rejected.writer.lines(),
             body: rejected.writer.finish(),
+            content_type: ERRORS_CONTENT_TYPE,
             messages: rejected.messages,
         });
         BatchPlan {
-            chunks: self.chunks,
+            chunks: self.objects,
             errors,
             stats: self.stats,
         }

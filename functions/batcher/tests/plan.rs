@@ -1,4 +1,6 @@
-//! The batcher's planning, without AWS: what each batch turns into.
+//! The batcher's planning, without AWS: what each batch turns into. Staged
+//! objects are read back through `shared::staged` (index, then each
+//! segment's zstd frame), errors files through gzip.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -10,6 +12,8 @@ use flate2::read::GzDecoder;
 use serde_json::Value;
 use shared::Config;
 use shared::content_encoding::{ContentEncoding, encode_body};
+use shared::partition::TenantKey;
+use shared::staged::{self, Segment};
 
 const SENT_MILLIS: i64 = 1_668_900_197_000; // 2022-11-19T23:23:17Z
 const INGEST_MILLIS: i64 = 1_668_900_200_000;
@@ -51,19 +55,43 @@ fn gunzip(bytes: &[u8]) -> String {
     text
 }
 
-/// The staged lines as written: each event with its provenance.
-fn staged_lines(bytes: &[u8]) -> Vec<String> {
-    let text = gunzip(bytes);
-    assert!(text.is_empty() || text.ends_with('\n'), "final newline");
-    text.lines().map(str::to_owned).collect()
+/// A staged object's segments, each with its staged lines (event and
+/// provenance), read through its index.
+fn segments(object: &batcher::PlannedObject) -> Vec<(Segment, Vec<String>)> {
+    assert_eq!(object.content_type, "application/octet-stream");
+    staged::read_object(&object.body).unwrap_or_else(|e| panic!("{}: {e}", object.key))
 }
 
-/// The staged events, without their provenance.
-fn lines(bytes: &[u8]) -> Vec<String> {
-    staged_lines(bytes)
-        .iter()
-        .map(|line| shared::provenance::split_staged_line(line).0.to_owned())
+/// A segment's partition as `stream/tenant`.
+fn partition_of(segment: &Segment) -> String {
+    format!("{}/{}", segment.stream, segment.tenant)
+}
+
+/// The staged lines as written, every segment in order: each event with
+/// its provenance.
+fn staged_lines(object: &batcher::PlannedObject) -> Vec<String> {
+    segments(object)
+        .into_iter()
+        .flat_map(|(_, lines)| lines)
         .collect()
+}
+
+/// The event of a staged line, without its provenance.
+fn event_of(line: &str) -> String {
+    shared::provenance::split_staged_line(line).0.to_owned()
+}
+
+/// The staged events of every segment in order, without their provenance.
+fn lines(object: &batcher::PlannedObject) -> Vec<String> {
+    staged_lines(object).iter().map(|l| event_of(l)).collect()
+}
+
+/// The lines of an errors file.
+fn error_lines(object: &batcher::PlannedObject) -> Vec<String> {
+    assert_eq!(object.content_type, "application/gzip");
+    let text = gunzip(&object.body);
+    assert!(text.is_empty() || text.ends_with('\n'), "final newline");
+    text.lines().map(str::to_owned).collect()
 }
 
 #[test]
@@ -79,7 +107,7 @@ fn every_event_is_staged_with_its_message_id_and_sent_time() {
     ];
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
     assert_eq!(
-        staged_lines(&plan.chunks[0].body),
+        staged_lines(&plan.chunks[0]),
         vec![
             format!("{}\t{SENT_MILLIS}\tm1", app_event("t1", 0)),
             format!("{}\t{SENT_MILLIS}\tm1", app_event("t1", 1)),
@@ -98,12 +126,19 @@ fn seed_session_start_is_one_compact_line_with_fields_unchanged() {
         "req-1",
     );
     assert_eq!(plan.chunks.len(), 1);
-    let chunk = &plan.chunks[0];
+    let object = &plan.chunks[0];
     assert_eq!(
-        chunk.key,
-        "staging/2022-11-19/23/airkit-app-events/482f2a38-8e9d-4329-b2a0-e97d5bc05d36/1668900200000-req-1.ndjson.gz"
+        object.key,
+        "staging/2022-11-19/23/1668900200000-req-1.staged"
     );
-    let lines = lines(&chunk.body);
+    let read = segments(object);
+    assert_eq!(read.len(), 1);
+    assert_eq!(
+        partition_of(&read[0].0),
+        "airkit-app-events/482f2a38-8e9d-4329-b2a0-e97d5bc05d36"
+    );
+    assert_eq!((read[0].0.shard, read[0].0.shards), (0, 1));
+    let lines = lines(object);
     assert_eq!(lines.len(), 1);
     let exported: Value = serde_json::from_str(&lines[0]).unwrap();
     let sent: Value = serde_json::from_str(SESSION_START_PRETTY).unwrap();
@@ -121,7 +156,7 @@ fn compact_event_bytes_are_kept_as_sent() {
     let sent =
         r#"{"organizationId": "o1", "eventTime": "2022-11-19T23:23:16Z", "type": "x", "n": 1.50}"#;
     let plan = plan_batch(&config(None), &[message("m1", sent)], INGEST_MILLIS, "r");
-    assert_eq!(lines(&plan.chunks[0].body), vec![sent.to_owned()]);
+    assert_eq!(lines(&plan.chunks[0]), vec![sent.to_owned()]);
 }
 
 #[test]
@@ -136,28 +171,35 @@ fn events_are_grouped_by_stream_tenant_and_hour() {
         ),
     ];
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
-    let summary: Vec<(String, usize, Vec<usize>)> = plan
-        .chunks
+    assert_eq!(plan.chunks.len(), 1, "one object for the hour");
+    let object = &plan.chunks[0];
+    let summary: Vec<(String, u64)> = segments(object)
         .iter()
-        .map(|c| {
-            (
-                c.key
-                    .split('/')
-                    .skip(3)
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                c.lines,
-                c.messages.iter().copied().collect(),
-            )
+        .map(|(segment, lines)| {
+            assert_eq!(segment.events, lines.len() as u64);
+            (partition_of(segment), segment.events)
         })
         .collect();
     assert_eq!(
         summary,
         vec![
-            ("airkit-app-events/t1".to_owned(), 2, vec![0, 2]),
-            ("airkit-app-events/t2".to_owned(), 1, vec![1]),
-            ("airkit-audit-logs/t1".to_owned(), 1, vec![3]),
+            ("airkit-app-events/t1".to_owned(), 2),
+            ("airkit-app-events/t2".to_owned(), 1),
+            ("airkit-audit-logs/t1".to_owned(), 1),
+        ]
+    );
+    assert_eq!(object.lines, 4);
+    assert_eq!(
+        object.messages.iter().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        lines(object),
+        vec![
+            app_event("t1", 1),
+            app_event("t1", 3),
+            app_event("t2", 2),
+            audit_event("t1", "e1", "user_login"),
         ]
     );
     assert_eq!(plan.stats.accepted, 4);
@@ -184,7 +226,7 @@ fn array_ndjson_and_sns_bodies_give_each_event_a_line() {
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
     assert_eq!(plan.chunks.len(), 1);
     let expected: Vec<String> = (1..=5).map(|n| app_event("t1", n)).collect();
-    assert_eq!(lines(&plan.chunks[0].body), expected);
+    assert_eq!(lines(&plan.chunks[0]), expected);
 }
 
 #[test]
@@ -194,10 +236,9 @@ fn stream_comes_from_attribute_then_queue_then_default() {
     from_queue.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:audit-events".into());
     let from_default = message("m2", &app_event("t1", 1));
     let plan = plan_batch(&config, &[from_queue, from_default], INGEST_MILLIS, "r");
-    let streams: Vec<&str> = plan
-        .chunks
-        .iter()
-        .map(|c| c.key.split('/').nth(3).unwrap())
+    let streams: Vec<String> = segments(&plan.chunks[0])
+        .into_iter()
+        .map(|(segment, _)| segment.stream)
         .collect();
     assert_eq!(streams, vec!["airkit-app-events", "airkit-audit-logs"]);
 }
@@ -252,7 +293,8 @@ fn every_rejection_reason_is_recorded_with_its_original_text() {
         "errors/2022-11-19/23/1668900200000-req-9.ndjson.gz"
     );
     assert_eq!(errors.messages.len(), cases.len());
-    let lines = lines(&errors.body);
+    assert_eq!(errors.content_type, "application/gzip");
+    let lines = error_lines(&errors);
     assert_eq!(lines.len(), cases.len());
     for ((sent, reason), line) in cases.iter().zip(&lines) {
         let record: Value = serde_json::from_str(line).unwrap();
@@ -279,7 +321,7 @@ fn one_bad_line_does_not_lose_the_others() {
     let plan = plan_batch(&config(None), &[message("m1", &body)], INGEST_MILLIS, "r");
     assert_eq!(plan.chunks[0].lines, 2);
     let errors = plan.errors.unwrap();
-    let record: Value = serde_json::from_str(&lines(&errors.body)[0]).unwrap();
+    let record: Value = serde_json::from_str(&error_lines(&errors)[0]).unwrap();
     assert_eq!(record["body"], "{broken");
     assert_eq!(record["part"]["index"], 1);
     assert_eq!(record["part"]["count"], 3);
@@ -306,10 +348,13 @@ fn partition_by_event_time_uses_the_events_hour() {
     let config = config(Some(r#"{"partitionBy":"event"}"#));
     let late = r#"{"organizationId":"t1","eventTime":"2022-11-18T05:10:00Z","type":"x"}"#;
     let plan = plan_batch(&config, &[message("m1", late)], INGEST_MILLIS, "r");
-    assert!(
-        plan.chunks[0].key.starts_with("staging/2022-11-18/05/"),
-        "{}",
-        plan.chunks[0].key
+    assert_eq!(
+        plan.chunks[0].key,
+        "staging/2022-11-18/05/1668900200000-r.staged"
+    );
+    assert_eq!(
+        staged::read_index(&plan.chunks[0].body).unwrap().hour,
+        "2022-11-18/05"
     );
 }
 
@@ -318,10 +363,9 @@ fn ingest_hour_falls_back_to_invocation_time_without_sent_timestamp() {
     let mut record = message("m1", &app_event("t1", 1));
     record.attributes.clear();
     let plan = plan_batch(&config(None), &[record], 1_700_000_000_000, "r");
-    assert!(
-        plan.chunks[0].key.starts_with("staging/2023-11-14/22/"),
-        "{}",
-        plan.chunks[0].key
+    assert_eq!(
+        plan.chunks[0].key,
+        "staging/2023-11-14/22/1700000000000-r.staged"
     );
 }
 
@@ -338,29 +382,28 @@ fn hostile_tenants_stay_inside_the_staging_prefix() {
         })
         .collect();
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
+    // The tenants are in the index, never in the key.
+    assert_eq!(plan.chunks.len(), 1);
     assert_eq!(
-        plan.chunks.len(),
-        tenants.len(),
-        "each tenant its own partition"
+        plan.chunks[0].key,
+        "staging/2022-11-19/23/1668900200000-r.staged"
     );
-    for chunk in &plan.chunks {
-        let segments: Vec<&str> = chunk.key.split('/').collect();
-        assert_eq!(segments.len(), 6, "{}", chunk.key);
-        assert_eq!(
-            &segments[..4],
-            ["staging", "2022-11-19", "23", "airkit-app-events"]
-        );
+    let read = segments(&plan.chunks[0]);
+    assert_eq!(read.len(), tenants.len(), "each tenant its own segment");
+    for (segment, staged) in &read {
+        assert_eq!(segment.stream, "airkit-app-events");
+        // The index holds each tenant's key segment, as partitions name it.
         assert!(
-            !segments
-                .iter()
-                .any(|s| *s == ".." || *s == "." || s.is_empty()),
+            !segment.tenant.contains('/') && segment.tenant != ".." && segment.tenant != ".",
             "{}",
-            chunk.key
+            segment.tenant
         );
-        assert!(chunk.key.len() < 300);
+        assert!(!segment.tenant.is_empty() && segment.tenant.len() < 300);
         // The event keeps the original tenant id.
-        let line: Value = serde_json::from_str(&lines(&chunk.body)[0]).unwrap();
-        assert!(tenants.contains(&line["organizationId"].as_str().unwrap()));
+        let line: Value = serde_json::from_str(&event_of(&staged[0])).unwrap();
+        let tenant = line["organizationId"].as_str().unwrap();
+        assert!(tenants.contains(&tenant));
+        assert_eq!(segment.tenant, TenantKey::encode(tenant).as_str());
     }
 }
 
@@ -386,7 +429,7 @@ fn an_empty_array_is_recorded_in_errors_not_dropped() {
     );
     let errors = plan.errors.expect("an errors file");
     assert_eq!(errors.messages.iter().copied().collect::<Vec<_>>(), vec![0]);
-    let record: Value = serde_json::from_str(&lines(&errors.body)[0]).unwrap();
+    let record: Value = serde_json::from_str(&error_lines(&errors)[0]).unwrap();
     assert_eq!(record["reason"], "not_an_object");
     assert_eq!(record["messageId"], "m1");
     assert_eq!(record["body"], "[] ");
@@ -403,22 +446,20 @@ fn sent_by(mut record: SqsMessage, sender_id: &str) -> SqsMessage {
 
 /// The errors file's records, parsed.
 fn error_records(plan: &batcher::BatchPlan) -> Vec<Value> {
-    lines(&plan.errors.as_ref().expect("an errors file").body)
+    error_lines(plan.errors.as_ref().expect("an errors file"))
         .iter()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect()
 }
 
-/// Every staged event, per `stream/tenant`.
+/// Every staged event, per `stream/tenant` segment, object after object.
 fn staged_by_partition(plan: &batcher::BatchPlan) -> Vec<(String, Vec<String>)> {
     plan.chunks
         .iter()
-        .map(|chunk| {
-            let segments: Vec<&str> = chunk.key.split('/').collect();
-            (
-                format!("{}/{}", segments[3], segments[4]),
-                lines(&chunk.body),
-            )
+        .flat_map(segments)
+        .map(|(segment, staged)| {
+            let events = staged.iter().map(|l| event_of(l)).collect();
+            (partition_of(&segment), events)
         })
         .collect()
 }
@@ -618,21 +659,18 @@ fn senders_may_send_only_for_their_mapped_tenants() {
     );
 }
 
-/// Each partition's events (without provenance), in order, across chunks.
-fn events_by_partition(chunks: &[batcher::PlannedObject]) -> BTreeMap<String, Vec<String>> {
+/// Each partition's events (without provenance), in order, across
+/// objects, by `hour/stream/tenant`.
+fn events_by_partition(objects: &[batcher::PlannedObject]) -> BTreeMap<String, Vec<String>> {
     let mut events: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for chunk in chunks {
-        let partition = chunk
-            .key
-            .split('/')
-            .skip(1)
-            .take(4)
-            .collect::<Vec<_>>()
-            .join("/");
-        events
-            .entry(partition)
-            .or_default()
-            .extend(lines(&chunk.body));
+    for object in objects {
+        let hour = staged::read_index(&object.body).unwrap().hour;
+        for (segment, staged) in segments(object) {
+            events
+                .entry(format!("{hour}/{}", partition_of(&segment)))
+                .or_default()
+                .extend(staged.iter().map(|l| event_of(l)));
+        }
     }
     events
 }
@@ -641,11 +679,16 @@ fn events_by_partition(chunks: &[batcher::PlannedObject]) -> BTreeMap<String, Ve
 fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events() {
     let records = sub_batch_records();
     let whole = plan_batch(&config(None), &records, INGEST_MILLIS, "req-1");
-    assert_eq!(whole.chunks.len(), 2, "one sub-batch at the default size");
+    assert_eq!(
+        whole.chunks.len(),
+        1,
+        "one sub-batch at the default size, one hour: one object"
+    );
+    assert_eq!(segments(&whole.chunks[0]).len(), 2, "a segment a tenant");
     // 600 events of about 140 bytes: 84 KB, cut at 8 KiB.
     let small = config(Some(r#"{"subBatchBytes":8192}"#));
     let cut = plan_batch(&small, &records, INGEST_MILLIS, "req-1");
-    assert!(cut.chunks.len() >= 16, "{} chunks", cut.chunks.len());
+    assert!(cut.chunks.len() >= 8, "{} objects", cut.chunks.len());
 
     // The same events in the same order per partition, none lost or repeated.
     assert_eq!(
@@ -653,7 +696,12 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
         events_by_partition(&whole.chunks)
     );
     assert_eq!(cut.stats.accepted, 600);
-    assert_eq!(cut.stats.chunks, cut.chunks.len());
+    assert_eq!(cut.stats.staged_objects, cut.chunks.len());
+    assert_eq!(
+        cut.chunks.iter().map(|o| o.lines).sum::<usize>(),
+        600,
+        "each object counts its events"
+    );
     assert_eq!(
         cut.errors, whole.errors,
         "one errors file for the invocation"
@@ -664,29 +712,19 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
     let keys: BTreeSet<&str> = cut.chunks.iter().map(|c| c.key.as_str()).collect();
     assert_eq!(keys.len(), cut.chunks.len());
     assert_eq!(cut.chunks[0].key, whole.chunks[0].key);
-    assert!(
-        cut.chunks[2]
-            .key
-            .ends_with("/1668900200000-req-1.0001.ndjson.gz"),
-        "{}",
-        cut.chunks[2].key
+    assert_eq!(
+        cut.chunks[1].key,
+        "staging/2022-11-19/23/1668900200000-req-1.0001.staged"
     );
-    for chunk in &cut.chunks {
-        assert!(
-            shared::layout::parse_staging_chunk_key(&chunk.key).is_some(),
-            "{}",
-            chunk.key
-        );
+    for (number, object) in cut.chunks.iter().enumerate() {
+        let (_, _, _, sub_batch) = shared::layout::parse_staged_object_key(&object.key)
+            .unwrap_or_else(|| panic!("{}", object.key));
+        assert_eq!(sub_batch as usize, number, "one object a sub-batch");
     }
 
-    // A message whose events straddle a cut fed chunks of both sub-batches,
+    // A message whose events straddle a cut fed objects of both sub-batches,
     // so a failed store of either fails it.
-    let sub_batch_of = |key: &str| {
-        let file = key.rsplit('/').next().unwrap();
-        file.trim_end_matches(".ndjson.gz")
-            .rsplit_once('.')
-            .map_or(0, |(_, n)| n.parse::<u32>().unwrap())
-    };
+    let sub_batch_of = |key: &str| shared::layout::parse_staged_object_key(key).unwrap().3;
     let straddling = (0..records.len()).any(|index| {
         let sub_batches: BTreeSet<u32> = cut
             .chunks
@@ -703,7 +741,7 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
     let mut taken = Vec::new();
     for index in 0..records.len() {
         planner.plan_message(index);
-        taken.extend(planner.take_chunks());
+        taken.extend(planner.take_objects());
     }
     let rest = planner.finish();
     assert!(!taken.is_empty(), "sub-batches are cut before the end");
@@ -711,4 +749,283 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
     assert_eq!(taken, cut.chunks);
     assert_eq!(rest.errors, cut.errors);
     assert_eq!(rest.stats, cut.stats);
+}
+
+/// The document of the sharding tests: `orders` reads an id and has 4
+/// shards, with `small` on 1 and `huge` on 16; app events (no id: their
+/// line is their identity) have 64, so that an identity other than the
+/// compacted line would put a copy elsewhere.
+const SHARDED: &str = r#"{"streams": {
+    "orders": {"profile": "generic", "tenant": "/t", "time": "/ts", "id": "/id",
+               "shards": 4, "tenantShards": {"small": 1, "huge": 16}},
+    "airkit-app-events": {"profile": "airkit-app-events", "shards": 64}
+}}"#;
+
+fn order(tenant: &str, n: usize) -> String {
+    format!(r#"{{"t":"{tenant}","ts":"2022-11-19T23:00:00Z","id":"o-{n}","n":{n}}}"#)
+}
+
+/// What a staged line says: its event, its message id.
+fn event_and_message(line: &str) -> (String, String) {
+    let (event, provenance) = shared::provenance::split_staged_line(line);
+    let message = provenance.and_then(|p| p.message_id).unwrap_or_default();
+    (event.to_owned(), message.to_owned())
+}
+
+#[test]
+fn events_land_in_the_shard_their_identity_names_and_copies_share_it() {
+    let config = config(Some(SHARDED));
+    let mut records = Vec::new();
+    for tenant in ["acme", "small", "huge"] {
+        for m in 0..20 {
+            let events: Vec<String> = (0..10).map(|n| order(tenant, m * 10 + n)).collect();
+            records.push(with_stream(
+                message(&format!("{tenant}-{m}"), &events.join("\n")),
+                "orders",
+            ));
+        }
+    }
+    // Redelivered copies of orders 7 and 123 (same id, another message).
+    records.push(with_stream(
+        message(
+            "acme-again",
+            &format!("{}\n{}", order("acme", 7), order("acme", 123)),
+        ),
+        "orders",
+    ));
+    // App events: their identity is the compacted line, so the same event
+    // pretty-printed and compact shares a shard.
+    let pretty = app_event("acme", 5).replace(',', ",\n  ");
+    records.push(message("app-pretty", &pretty));
+    for n in 0..40 {
+        records.push(message(&format!("app-{n}"), &app_event("acme", n)));
+    }
+    let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
+    assert!(plan.errors.is_none());
+    assert_eq!(
+        plan.chunks.len(),
+        1,
+        "one object for the hour, shards and all"
+    );
+    let read = segments(&plan.chunks[0]);
+
+    let mut events_seen = 0;
+    let mut shards_used: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for (segment, staged) in &read {
+        let partition = partition_of(segment);
+        let expected_shards = match partition.as_str() {
+            "orders/acme" => 4,
+            "orders/small" => 1,
+            "orders/huge" => 16,
+            "airkit-app-events/acme" => 64,
+            other => panic!("unexpected partition {other}"),
+        };
+        assert_eq!(segment.shards, expected_shards, "{partition}");
+        assert!(!staged.is_empty(), "no empty segment");
+        shards_used
+            .entry(partition.clone())
+            .or_default()
+            .insert(segment.shard);
+        let mut last_n = None;
+        for line in staged {
+            let (event, sent_by) = event_and_message(line);
+            let value: Value = serde_json::from_str(&event).unwrap();
+            let shard = match value["id"].as_str() {
+                Some(id) => staged::shard_of(id, true, segment.shards),
+                None => staged::shard_of(&event, false, segment.shards),
+            };
+            assert_eq!(shard, segment.shard, "{partition}: {event}");
+            // Each line keeps the message that sent it.
+            assert!(
+                records.iter().any(|r| {
+                    r.message_id.as_deref() == Some(sent_by.as_str())
+                        && shared::decode::compact(r.body.as_deref().unwrap()).contains(&event)
+                }),
+                "{sent_by}: {event}"
+            );
+            // Within a shard, batch order (copies come from the last message).
+            if partition.starts_with("orders/") && sent_by != "acme-again" {
+                let n = value["n"].as_u64().unwrap();
+                assert!(last_n < Some(n), "{partition}: {n} after {last_n:?}");
+                last_n = Some(n);
+            }
+            events_seen += 1;
+        }
+    }
+    assert_eq!(
+        events_seen,
+        3 * 200 + 2 + 41,
+        "every event once, copies kept"
+    );
+    // Shards in order, as many as hold events.
+    let order_of: Vec<(String, u32)> = read
+        .iter()
+        .map(|(s, _)| (partition_of(s), s.shard))
+        .collect();
+    let mut sorted = order_of.clone();
+    sorted.sort();
+    assert_eq!(order_of, sorted);
+    assert_eq!(shards_used["orders/acme"].len(), 4);
+    assert_eq!(shards_used["orders/small"], BTreeSet::from([0]));
+    assert!(shards_used["orders/huge"].len() > 8);
+    assert!(shards_used["airkit-app-events/acme"].len() > 16);
+
+    // Copies share the segment of their first staging.
+    for id in ["o-7", "o-123"] {
+        let holding: Vec<u32> = read
+            .iter()
+            .filter(|(s, _)| partition_of(s) == "orders/acme")
+            .flat_map(|(s, staged)| {
+                staged
+                    .iter()
+                    .filter(|l| l.contains(&format!(r#""id":"{id}""#)))
+                    .map(|_| s.shard)
+            })
+            .collect();
+        assert_eq!(holding.len(), 2, "{id}");
+        assert_eq!(holding[0], holding[1], "{id}");
+    }
+    let compact = app_event("acme", 5);
+    let app_shards: Vec<u32> = read
+        .iter()
+        .filter(|(s, _)| s.stream == "airkit-app-events")
+        .flat_map(|(s, staged)| {
+            staged
+                .iter()
+                .filter(|l| event_of(l) == compact)
+                .map(|_| s.shard)
+        })
+        .collect();
+    assert_eq!(
+        app_shards.len(),
+        2,
+        "the pretty copy compacts to the same line"
+    );
+    assert_eq!(app_shards[0], app_shards[1]);
+
+    // The same batch, the same bytes, shards and all.
+    assert_eq!(plan_batch(&config, &records, INGEST_MILLIS, "r"), plan);
+}
+
+/// A segment's `stream/tenant` and its events.
+type PartitionEvents = (String, Vec<String>);
+
+#[test]
+fn partition_by_event_stages_one_object_for_each_hour_with_the_messages_that_fed_it() {
+    let config = config(Some(r#"{"partitionBy":"event"}"#));
+    let at = |tenant: &str, hour: u32, n: usize| {
+        format!(
+            r#"{{"organizationId":"{tenant}","eventTime":"2022-11-19T{hour:02}:10:00Z","type":"x","n":{n}}}"#
+        )
+    };
+    let records = vec![
+        // Three hours in one message, two tenants.
+        message(
+            "m0",
+            &[at("t1", 21, 0), at("t2", 22, 1), at("t1", 23, 2)].join("\n"),
+        ),
+        message("m1", &at("t2", 23, 3)),
+        message("m2", &[at("t1", 21, 4), at("t2", 21, 5)].join("\n")),
+    ];
+    let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
+    let summary: Vec<(&str, Vec<usize>, Vec<PartitionEvents>)> = plan
+        .chunks
+        .iter()
+        .map(|object| {
+            let segments = segments(object)
+                .into_iter()
+                .map(|(s, staged)| {
+                    (
+                        partition_of(&s),
+                        staged.iter().map(|l| event_of(l)).collect(),
+                    )
+                })
+                .collect();
+            (
+                object.key.as_str(),
+                object.messages.iter().copied().collect(),
+                segments,
+            )
+        })
+        .collect();
+    let events = |list: &[String]| list.to_vec();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "staging/2022-11-19/21/1668900200000-r.staged",
+                vec![0, 2],
+                vec![
+                    (
+                        "airkit-app-events/t1".to_owned(),
+                        events(&[at("t1", 21, 0), at("t1", 21, 4)])
+                    ),
+                    (
+                        "airkit-app-events/t2".to_owned(),
+                        events(&[at("t2", 21, 5)])
+                    ),
+                ]
+            ),
+            (
+                "staging/2022-11-19/22/1668900200000-r.staged",
+                vec![0],
+                vec![(
+                    "airkit-app-events/t2".to_owned(),
+                    events(&[at("t2", 22, 1)])
+                )]
+            ),
+            (
+                "staging/2022-11-19/23/1668900200000-r.staged",
+                vec![0, 1],
+                vec![
+                    (
+                        "airkit-app-events/t1".to_owned(),
+                        events(&[at("t1", 23, 2)])
+                    ),
+                    (
+                        "airkit-app-events/t2".to_owned(),
+                        events(&[at("t2", 23, 3)])
+                    ),
+                ]
+            ),
+        ]
+    );
+    for object in &plan.chunks {
+        let index = staged::read_index(&object.body).unwrap();
+        assert!(object.key.contains(&index.hour), "{}", object.key);
+        assert_eq!(object.lines as u64, index.events());
+    }
+    assert_eq!(plan.stats.staged_objects, 3);
+}
+
+#[test]
+fn the_staging_zstd_level_is_honoured_and_any_level_decodes() {
+    let records: Vec<SqsMessage> = (0..200)
+        .map(|n| message(&format!("m{n}"), &app_event(&format!("t{}", n % 3), n)))
+        .collect();
+    let mut bodies = Vec::new();
+    for level in [1, 3, 19] {
+        let config = config(Some(&format!(r#"{{"stagingZstdLevel": {level}}}"#)));
+        let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
+        assert_eq!(plan.chunks.len(), 1);
+        assert_eq!(
+            lines(&plan.chunks[0]),
+            (0..200)
+                .filter(|n| n % 3 == 0)
+                .chain((0..200).filter(|n| n % 3 == 1))
+                .chain((0..200).filter(|n| n % 3 == 2))
+                .map(|n| app_event(&format!("t{}", n % 3), n))
+                .collect::<Vec<_>>(),
+            "level {level}"
+        );
+        bodies.push(plan.chunks[0].body.clone());
+    }
+    // The level reaches the compressor: the frames differ, 19 the smallest.
+    assert_ne!(bodies[0], bodies[2]);
+    assert!(
+        bodies[2].len() < bodies[0].len(),
+        "{} {}",
+        bodies[2].len(),
+        bodies[0].len()
+    );
 }
