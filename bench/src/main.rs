@@ -2,7 +2,7 @@
 //! run on a seeded corpus, single-threaded:
 //!
 //! - (L) the limit: the same NDJSON bytes compressed with the export's codec
-//!   and level (the staging codec's figure is printed beside it); for the
+//!   and level (the staging codec's, zstd, is printed beside it); for the
 //!   flusher, the staged chunks decompressed and recompressed at the archive
 //!   level;
 //! - (B) the batcher's path (`batcher::plan_batch` on 6 MB SQS events, for
@@ -49,7 +49,7 @@ struct Cli {
     /// Seed of the corpus.
     #[arg(long, default_value_t = 9)]
     seed: u64,
-    /// Staging gzip level (default: the batcher's, STAGING_GZIP_LEVEL's default).
+    /// Staging zstd level (default: the batcher's, STAGING_ZSTD_LEVEL's default).
     #[arg(long)]
     staging_level: Option<u32>,
     /// Archive gzip level (default: the flusher's, ARCHIVE_GZIP_LEVEL's default).
@@ -88,7 +88,7 @@ fn config(cli: &Cli) -> Config {
     Config::from_sources(
         |name| match name {
             "EXPORT_BUCKET" => Some("bench".to_owned()),
-            "STAGING_GZIP_LEVEL" => staging.clone(),
+            "STAGING_ZSTD_LEVEL" => staging.clone(),
             "ARCHIVE_GZIP_LEVEL" => archive.clone(),
             _ => None,
         },
@@ -402,8 +402,8 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
     );
     row(
         format!(
-            "    gzip level {} of 6 MB blocks (the staging codec)",
-            setup.config.staging_gzip_level
+            "    zstd level {} of 6 MB blocks (the staging codec)",
+            setup.config.staging_zstd_level
         ),
         limit,
         "/staging_rate",
@@ -425,7 +425,7 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
     }
     row(
         format!(
-            "(L) flusher limit: gunzip + gzip level {}",
+            "(L) flusher limit: unzstd + gzip level {}",
             setup.config.archive_gzip_level
         ),
         flusher,
@@ -635,7 +635,7 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         "event_bytes": bytes / cli.events as f64,
         "machine": machine(),
         "commit": commit(),
-        "staging_gzip_level": setup.config.staging_gzip_level,
+        "staging_zstd_level": setup.config.staging_zstd_level,
         "archive_gzip_level": setup.config.archive_gzip_level,
         "limit_mb_s": limit_rate,
         "staging_codec_mb_s": f(limit, "/staging_rate/mb_per_s"),
