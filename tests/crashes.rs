@@ -46,6 +46,10 @@ fn setting(name: &str, export_bucket: &str) -> Option<String> {
         "EXPORT_BUCKET" => Some(export_bucket.to_owned()),
         "DESTINATION_BUCKET" => Some(DESTINATION.to_owned()),
         "DESTINATION_PREFIX" => Some("exports/".to_owned()),
+        // The batch is one hour: one staged object, unless the batcher
+        // cuts it into sub-batches; small ones give the kill below several
+        // staging PUTs to land between.
+        "SUB_BATCH_BYTES" => Some("1024".to_owned()),
         _ => None,
     }
 }
@@ -72,7 +76,12 @@ fn spawn(name: &str, runtime: &RuntimeApi, endpoint: &str) -> Child {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    for name in ["EXPORT_BUCKET", "DESTINATION_BUCKET", "DESTINATION_PREFIX"] {
+    for name in [
+        "EXPORT_BUCKET",
+        "DESTINATION_BUCKET",
+        "DESTINATION_PREFIX",
+        "SUB_BATCH_BYTES",
+    ] {
         command.env(name, setting(name, EXPORT).unwrap());
     }
     command.spawn().expect("the binary starts")
@@ -403,7 +412,7 @@ async fn batcher_killed_in_the_middle_of_its_puts_converges_after_redelivery() {
     let staged_before = list_keys(&s3, EXPORT, "staging/").await.unwrap().len();
     assert!(
         staged_before >= 3,
-        "{staged_before} chunks staged before the kill"
+        "{staged_before} staged objects (sub-batches) before the kill"
     );
 
     // The invocation failed, so Lambda delivers the whole batch again.
@@ -414,7 +423,7 @@ async fn batcher_killed_in_the_middle_of_its_puts_converges_after_redelivery() {
     let staged_after = list_keys(&s3, EXPORT, "staging/").await.unwrap().len();
     assert!(staged_after > staged_before);
 
-    // The next schedule flushes it; the chunks of the killed run duplicate
+    // The next schedule flushes it; the objects of the killed run duplicate
     // events of the retried one, and are dropped.
     flush_again(&proxy.endpoint()).await;
     assert_converged(&s3, &expected_lines(&workload)).await;
