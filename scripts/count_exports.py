@@ -4,9 +4,10 @@ Reads every object of the run's destination bucket, its archive/ and its
 errors/ back from moto with boto3, gunzips them with the standard library,
 and prints events sent (from the run's own "sent" line), exported (in the
 destination), archived, duplicates (an audit event's EVENT_ID, or an app
-event's whole line, seen twice) and rejected. Exits 1 when the destination
-or the archive does not hold each sent event exactly once, or when the
-rejected records are not all in errors/.
+event's whole line, seen twice), rejected, and what is left under staging/
+(staged objects and older chunks). Exits 1 when the destination or the
+archive does not hold each sent event exactly once, when the rejected
+records are not all in errors/, or when anything is left staged.
 """
 
 import argparse
@@ -18,17 +19,21 @@ import sys
 import boto3
 
 
-def lines_under(s3, bucket, prefix=""):
+def keys_under(s3, bucket, prefix=""):
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            key = item["Key"]
-            if "airkit-verify-test-" in key:
-                continue
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            for line in gzip.decompress(body).decode("utf-8").splitlines():
-                if line:
-                    yield line
+            yield item["Key"]
+
+
+def lines_under(s3, bucket, prefix=""):
+    for key in keys_under(s3, bucket, prefix):
+        if "airkit-verify-test-" in key:
+            continue
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        for line in gzip.decompress(body).decode("utf-8").splitlines():
+            if line:
+                yield line
 
 
 def identity(line):
@@ -70,21 +75,25 @@ def main():
     exported, duplicates = count(lines_under(s3, destination))
     archived, archive_duplicates = count(lines_under(s3, export, "archive/"))
     rejected = sum(1 for _ in lines_under(s3, export, "errors/"))
-    staged = s3.list_objects_v2(Bucket=export, Prefix="staging/").get("KeyCount", 0)
+    # Staged objects (`.staged`, zstd segments with an index) and the older
+    # gzip chunks (`.ndjson.gz`): a finished run leaves neither.
+    left = list(keys_under(s3, export, "staging/"))
+    staged_objects = sum(1 for key in left if key.endswith(".staged"))
+    staged_chunks = sum(1 for key in left if key.endswith(".ndjson.gz"))
 
     print(f"sent          {sent_events} events, {sent_malformed} malformed records")
     print(f"exported      {exported} events in s3://{destination}/ ({exported - duplicates} distinct)")
     print(f"archived      {archived} events under s3://{export}/archive/")
     print(f"duplicates    {duplicates} in the destination, {archive_duplicates} in the archive")
     print(f"rejected      {rejected} records under errors/")
-    print(f"left staged   {staged} chunks")
+    print(f"left staged   {staged_objects} staged objects, {staged_chunks} chunks, {len(left) - staged_objects - staged_chunks} other objects")
     ok = (
         exported == sent_events
         and archived == sent_events
         and duplicates == 0
         and archive_duplicates == 0
         and rejected == sent_malformed
-        and staged == 0
+        and not left
     )
     print("OK: counted independently, each sent event exactly once" if ok else "MISMATCH")
     return 0 if ok else 1

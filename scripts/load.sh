@@ -4,7 +4,8 @@
 # batcher, the real flusher, a destination), then counts what was exported
 # independently of the project's code: scripts/count_exports.py reads every
 # gzip file back with boto3 and Python's gzip module, and prints events
-# sent, exported, duplicates and rejected. Exits 1 when they do not add up.
+# sent, exported, duplicates, rejected and what is left under staging/
+# (staged objects and older chunks). Exits 1 when they do not add up.
 #
 #   scripts/load.sh [--events N] [--tenants N] [--producer mixed|ndjson|gzip] [--release]
 #
@@ -48,6 +49,6 @@ status=0
 RUST_LOG=${RUST_LOG:-warn} cargo run --quiet "${release[@]}" --bin s3-export -- local --endpoint "$endpoint" \
   --events "$events" --tenants "$tenants" --producer "$producer" >"$work/local.log" || status=$?
 echo "pipeline      ${events} events (producer style $producer) in $((SECONDS - started)) s (s3-export local exited $status)"
-grep -E '^(sent|delivered|flushed|OK|MISMATCH)' "$work/local.log" || true
+grep -E '^(sent|delivered|staged|flushed|OK|MISMATCH)' "$work/local.log" || true
 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
   .venv/bin/python scripts/count_exports.py --endpoint "$endpoint" --local-log "$work/local.log"

@@ -11,6 +11,7 @@ pub mod fault_proxy;
 pub mod faults;
 pub mod inbox;
 pub mod inspect;
+pub mod inspect_cli;
 pub mod local;
 pub mod moto;
 pub mod policy_cli;

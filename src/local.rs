@@ -18,12 +18,16 @@ use batcher::Batcher;
 use flusher::{Flusher, Trigger};
 use lambda_runtime::LambdaEvent;
 use shared::Config;
+use shared::layout::STAGING_PREFIX;
 use shared::partition::Hour;
 
 use crate::esm::{
     DrainReport, EventSourceMapping, approximate_message_count, create_queue_with_dlq,
 };
-use crate::inspect::{StoredFile, list_keys, read_export_files, read_gzip_ndjson};
+use crate::inspect::{
+    StagingFormat, StagingObject, StoredFile, list_keys, read_export_files, read_gzip_ndjson,
+    read_staging,
+};
 use crate::moto::MotoServer;
 use crate::workload::{self, OutgoingMessage, ProducerStyle, StreamMix, Workload, WorkloadSpec};
 
@@ -207,12 +211,18 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         dead_letters
     );
 
-    let staged = read_gzip_ndjson(&s3, &bucket, "staging/").await?;
-    println!(
-        "staged        {} events in {} chunks under staging/",
-        staged.iter().map(|file| file.lines.len()).sum::<usize>(),
-        staged.len()
-    );
+    let staged = read_staging(&s3, &bucket, STAGING_PREFIX).await?;
+    println!("staged        {}", staged_summary(&staged));
+    let mut staging_problems: Vec<String> = staged
+        .iter()
+        .filter_map(|object| {
+            let error = object.error.as_ref()?;
+            Some(format!(
+                "s3://{bucket}/{} cannot be read: {error}",
+                object.key
+            ))
+        })
+        .collect();
 
     // The schedule, fired for every hour staged: a manual flush up to the
     // end of the current hour closes them all.
@@ -237,7 +247,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     let archive = read_gzip_ndjson(&s3, &bucket, "archive/").await?;
     let published = read_export_files(&s3, &destination, "").await?;
     let errors = read_gzip_ndjson(&s3, &bucket, "errors/").await?;
-    let left_staged = list_keys(&s3, &bucket, "staging/").await?.len();
+    staging_problems.extend(left_staged(&list_keys(&s3, &bucket, STAGING_PREFIX).await?));
     print_tree(&format!("{destination}/"), &published);
     print_tree(&format!("{bucket}/errors/"), &errors);
     print_partitions(&archive);
@@ -249,7 +259,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         &published,
         &rejected,
         dead_letters,
-        left_staged,
+        &staging_problems,
         verified,
     );
 
@@ -442,16 +452,60 @@ fn print_samples(staged: &[StoredFile]) {
     }
 }
 
+/// What the batcher staged, by format: events, staged objects (and their
+/// segments), older chunks, unreadable objects.
+fn staged_summary(objects: &[StagingObject]) -> String {
+    let count = |format: StagingFormat| objects.iter().filter(|o| o.format == format).count();
+    let segments: usize = objects
+        .iter()
+        .filter(|o| o.format == StagingFormat::Staged)
+        .map(|o| o.sources.len())
+        .sum();
+    let mut summary = format!(
+        "{} events in {} staged objects ({segments} segments) and {} chunks under staging/",
+        objects.iter().map(StagingObject::events).sum::<usize>(),
+        count(StagingFormat::Staged),
+        count(StagingFormat::Chunk),
+    );
+    let unreadable = objects.iter().filter(|o| o.error.is_some()).count();
+    if unreadable > 0 {
+        summary.push_str(&format!("; {unreadable} objects unreadable"));
+    }
+    summary
+}
+
+/// What a flush of every hour left under `staging/` (its keys), by format;
+/// `None` when nothing is left.
+fn left_staged(keys: &[String]) -> Option<String> {
+    if keys.is_empty() {
+        return None;
+    }
+    let objects = keys
+        .iter()
+        .filter(|key| shared::layout::parse_staged_object_key(key).is_some())
+        .count();
+    let chunks = keys
+        .iter()
+        .filter(|key| shared::layout::parse_staging_chunk_key(key).is_some())
+        .count();
+    let other = keys.len() - objects - chunks;
+    Some(format!(
+        "{objects} staged objects, {chunks} chunks and {other} other objects left under staging/"
+    ))
+}
+
 /// Every valid event exactly once in the archive and in the destination
 /// (re-sends dropped), every malformed record in errors/ with the right
-/// reason, nothing left staged, nothing in the DLQ, the destination verified.
+/// reason, nothing left staged and every staged object readable
+/// (`staging_problems` says otherwise), nothing in the DLQ, the destination
+/// verified.
 fn check(
     workload: &Workload,
     archive: &[StoredFile],
     published: &[StoredFile],
     rejected: &BTreeMap<String, usize>,
     dead_letters: u64,
-    left_staged: usize,
+    staging_problems: &[String],
     verified: bool,
 ) -> bool {
     let mut want: Vec<&String> = workload.expected.lines.values().flatten().collect();
@@ -486,9 +540,7 @@ fn check(
     if dead_letters > 0 {
         problems.push(format!("{dead_letters} messages ended in the DLQ"));
     }
-    if left_staged > 0 {
-        problems.push(format!("{left_staged} chunks left under staging/"));
-    }
+    problems.extend(staging_problems.iter().cloned());
     if !verified {
         problems.push("verify could not write to the destination".to_owned());
     }
@@ -525,4 +577,60 @@ fn now_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::partition::{Hour, TenantKey};
+    use shared::staged::StagedWriter;
+
+    /// 2026-11-22T10:00:00Z
+    const TEN: i64 = 1_795_341_600_000;
+
+    #[test]
+    fn the_staged_line_counts_events_through_staged_objects_and_chunks() {
+        let mut writer = StagedWriter::new(1);
+        for (tenant, shard) in [("t1", 0), ("t1", 1), ("t2", 0)] {
+            writer.begin_segment("app", &TenantKey::encode(tenant), shard, 2);
+            writer.push_line_parts(&[b"{}\t1\tm"]);
+            writer.push_line_parts(&[b"{}\t2\tm"]);
+        }
+        let object = writer.finish(Hour::containing(TEN));
+        let objects = [
+            StagingObject::read("staging/2026-11-22/10/1795341600001-r-1.staged", &object),
+            StagingObject::read(
+                "staging/2026-11-22/10/app/t1/1795341600000-r-0.ndjson.gz",
+                &shared::encode::stored_gzip(b"{}\t0\tm\n"),
+            ),
+        ];
+        assert_eq!(
+            staged_summary(&objects),
+            "7 events in 1 staged objects (3 segments) and 1 chunks under staging/"
+        );
+        let cut = StagingObject::read(
+            "staging/2026-11-22/10/1795341600002-r-2.staged",
+            &object[..object.len() - 1],
+        );
+        assert!(
+            staged_summary(&[cut]).ends_with("; 1 objects unreadable"),
+            "an unreadable object is said"
+        );
+    }
+
+    #[test]
+    fn what_is_left_under_staging_is_counted_by_format() {
+        assert_eq!(left_staged(&[]), None);
+        let keys = [
+            "staging/2026-11-22/10/1795341600001-r-1.staged",
+            "staging/2026-11-22/10/1795341600001-r-2.0001.staged",
+            "staging/2026-11-22/10/app/t1/1795341600000-r-0.ndjson.gz",
+            "staging/2026-11-22/10/notes.txt",
+        ]
+        .map(str::to_owned);
+        assert_eq!(
+            left_staged(&keys).as_deref(),
+            Some("2 staged objects, 1 chunks and 1 other objects left under staging/")
+        );
+    }
 }

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use s3_export::athena_cli::{self, AthenaDdlOptions};
 use s3_export::dlq_replay::{self, DlqReplayOptions};
 use s3_export::errors_replay::{self, ErrorsReplayOptions};
+use s3_export::inspect_cli::{self, InspectOptions};
 use s3_export::local::{self, LocalOptions};
 use s3_export::policy_cli::{self, PolicyOptions};
 use s3_export::status::{self, StatusOptions};
@@ -41,8 +42,14 @@ enum Command {
     /// them.
     DlqReplay(DlqReplayOptions),
     /// List the exports per destination and hour from the manifests:
-    /// events, bytes, parts and publish status.
+    /// events, bytes, parts and publish status; --staging lists the hours
+    /// still staged instead.
     Status(StatusOptions),
+    /// List what staging/ holds, read back whole: each staged object with
+    /// its segments (or older chunk), the events waiting per partition, and
+    /// any object that cannot be read with its error (exit 1); --file reads
+    /// a downloaded staged object.
+    Inspect(InspectOptions),
 }
 
 #[tokio::main]
@@ -56,6 +63,7 @@ async fn main() -> ExitCode {
         Command::ErrorsReplay(options) => errors_replay::run(&options).await,
         Command::DlqReplay(options) => dlq_replay::run(&options).await,
         Command::Status(options) => status::run(&options).await,
+        Command::Inspect(options) => inspect_cli::run(&options).await,
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -4,9 +4,11 @@
 //! whether its files are published, still pending (with the last error), or
 //! were never sent because the destination was added after the hour (a
 //! backfill sends them). `--backfills` lists the backfills' progress
-//! records instead.
+//! records instead, and `--staging` the hours still staged (not yet
+//! flushed): their staged objects and older chunks, and the objects'
+//! events counted from their indexes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -14,7 +16,7 @@ use serde::Serialize;
 
 use flusher::backfill::BackfillProgress;
 use shared::Config;
-use shared::layout::{self, BACKFILLS_PREFIX, MANIFESTS_PREFIX};
+use shared::layout::{self, BACKFILLS_PREFIX, MANIFESTS_PREFIX, STAGING_PREFIX};
 use shared::manifest::Manifest;
 use shared::partition::{Hour, TenantKey};
 
@@ -52,6 +54,11 @@ pub struct StatusOptions {
     /// instead of the hours.
     #[arg(long)]
     pub backfills: bool,
+    /// List the hours still staged under `staging/` instead of the hours
+    /// exported: staged objects (their events counted from their indexes,
+    /// read from each object's tail) and older chunks (counted, not read).
+    #[arg(long, conflicts_with_all = ["backfills", "destination"])]
+    pub staging: bool,
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +112,15 @@ pub async fn run(options: &StatusOptions) -> anyhow::Result<bool> {
             print!("{}", render_backfills(&backfills));
         }
         return Ok(true);
+    }
+    if options.staging {
+        let hours = staged_hours(&s3, &config.export_bucket, options).await?;
+        if options.json {
+            println!("{}", serde_json::to_string_pretty(&hours)?);
+        } else {
+            print!("{}", render_staged_hours(&hours));
+        }
+        return Ok(hours.iter().all(|hour| hour.unreadable.is_empty()));
     }
     let rows = rows(&s3, &config, options).await?;
     if options.json {
@@ -170,6 +186,119 @@ pub async fn rows(
         );
     }
     Ok(rows)
+}
+
+/// What is still staged for one hour (not yet flushed, or kept for a
+/// partition not flushed yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedHour {
+    /// The hour's start, RFC 3339.
+    pub hour: String,
+    /// Staged objects holding a selected partition.
+    pub objects: usize,
+    /// Older staged chunks of a selected partition (their events are not
+    /// counted: that needs reading each whole; `s3-export inspect` does).
+    pub chunks: usize,
+    /// Events of the selected partitions in the staged objects, from their
+    /// indexes.
+    pub events: u64,
+    /// `s3://bucket/key: why` of each staged object whose index cannot be
+    /// read.
+    pub unreadable: Vec<String>,
+}
+
+/// The hours under `staging/` the options select (`--from`/`--to`,
+/// `--stream`, `--tenant`), in order. A staged object costs one ranged GET
+/// of its tail (two when its index is longer); a chunk none.
+pub async fn staged_hours(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    options: &StatusOptions,
+) -> anyhow::Result<Vec<StagedHour>> {
+    let range = match (&options.from, &options.to) {
+        (Some(from), Some(to)) => Some(hour_range(from, to)?),
+        _ => None,
+    };
+    let tenant = options.tenant.as_deref().map(TenantKey::encode);
+    let selects = |stream: &str, key: &TenantKey| {
+        options.stream.as_deref().is_none_or(|s| s == stream)
+            && tenant.as_ref().is_none_or(|t| t == key)
+    };
+    let in_range =
+        |hour: Hour| range.is_none_or(|(first, last): (Hour, Hour)| hour >= first && hour <= last);
+    let mut hours: BTreeMap<Hour, StagedHour> = BTreeMap::new();
+    for key in shared::listing::keys(s3, bucket, STAGING_PREFIX)
+        .await
+        .with_context(|| format!("listing s3://{bucket}/{STAGING_PREFIX}"))?
+    {
+        if let Some(partition) = layout::parse_staging_chunk_key(&key) {
+            if in_range(partition.hour) && selects(&partition.stream, &partition.tenant) {
+                staged_hour(&mut hours, partition.hour).chunks += 1;
+            }
+            continue;
+        }
+        let Some((hour, ..)) = layout::parse_staged_object_key(&key) else {
+            continue;
+        };
+        if !in_range(hour) {
+            continue;
+        }
+        match crate::inspect::read_staged_index(s3, bucket, &key).await? {
+            Ok(index) => {
+                let events: Vec<u64> = index
+                    .segments
+                    .iter()
+                    .filter(|segment| selects(&segment.stream, &segment.tenant_key()))
+                    .map(|segment| segment.events)
+                    .collect();
+                if !events.is_empty() {
+                    let staged = staged_hour(&mut hours, hour);
+                    staged.objects += 1;
+                    staged.events += events.iter().sum::<u64>();
+                }
+            }
+            Err(error) => staged_hour(&mut hours, hour)
+                .unreadable
+                .push(format!("s3://{bucket}/{key}: {error}")),
+        }
+    }
+    Ok(hours.into_values().collect())
+}
+
+fn staged_hour(hours: &mut BTreeMap<Hour, StagedHour>, hour: Hour) -> &mut StagedHour {
+    hours.entry(hour).or_insert_with(|| StagedHour {
+        hour: shared::time::format_rfc3339_millis(hour.start_millis()),
+        ..StagedHour::default()
+    })
+}
+
+/// The staged hours as an aligned table, a line per unreadable object, and
+/// a summary.
+pub fn render_staged_hours(hours: &[StagedHour]) -> String {
+    let mut out = format!(
+        "{:<24}  {:>7}  {:>7}  {:>9}\n",
+        "HOUR", "OBJECTS", "CHUNKS", "EVENTS"
+    );
+    for hour in hours {
+        out.push_str(&format!(
+            "{:<24}  {:>7}  {:>7}  {:>9}\n",
+            hour.hour, hour.objects, hour.chunks, hour.events
+        ));
+    }
+    let unreadable: Vec<&String> = hours.iter().flat_map(|h| &h.unreadable).collect();
+    for line in &unreadable {
+        out.push_str(&format!("UNREADABLE {line}\n"));
+    }
+    out.push_str(&format!(
+        "{} hour(s) staged: {} staged object(s) with {} event(s), {} chunk(s) (events not counted), {} unreadable\n",
+        hours.len(),
+        hours.iter().map(|h| h.objects).sum::<usize>(),
+        hours.iter().map(|h| h.events).sum::<u64>(),
+        hours.iter().map(|h| h.chunks).sum::<usize>(),
+        unreadable.len()
+    ));
+    out
 }
 
 /// Every backfill's progress record, in key order.

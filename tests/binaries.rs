@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use s3_export::inspect::{list_keys, read_gzip_ndjson};
+use s3_export::inspect::{list_keys, read_gzip_ndjson, read_staged_events};
 use s3_export::moto::MotoServer;
 use s3_export::runtime_api::{Answer, RuntimeApi, function_binary, function_command};
 use serde_json::Value;
@@ -93,7 +93,7 @@ async fn each_compiled_function_serves_its_sample_events_through_the_runtime_api
         serde_json::json!([]),
         "{answer}"
     );
-    let staged = read_gzip_ndjson(&s3, EXPORT, "staging/").await.unwrap();
+    let staged = read_staged_events(&s3, EXPORT).await.unwrap();
     assert_eq!(
         staged.iter().map(|f| f.lines.len()).sum::<usize>(),
         5,

@@ -209,7 +209,15 @@ pub struct SqsEventBytes {
 pub struct SqsEvents {
     messages: std::iter::Peekable<Messages>,
     next_id: usize,
-    sizes: Vec<usize>,
+    sizes: Vec<SentMessage>,
+}
+
+/// One message as SQS bills it and the NDJSON bytes of the events it
+/// carries (what Firehose would ingest, uncompressed, for the same events).
+#[derive(Debug, Clone, Copy)]
+pub struct SentMessage {
+    pub size: usize,
+    pub event_bytes: usize,
 }
 
 impl SqsEvents {
@@ -221,8 +229,8 @@ impl SqsEvents {
         }
     }
 
-    /// Message sizes (as SQS counts them) of everything yielded so far.
-    pub fn take_message_sizes(&mut self) -> Vec<usize> {
+    /// The messages of everything yielded so far, sized as SQS counts them.
+    pub fn take_messages(&mut self) -> Vec<SentMessage> {
         std::mem::take(&mut self.sizes)
     }
 }
@@ -253,7 +261,10 @@ impl Iterator for SqsEvents {
             }
             json.extend_from_slice(&bytes);
             self.next_id += 1;
-            self.sizes.push(out.message.size());
+            self.sizes.push(SentMessage {
+                size: out.message.size(),
+                event_bytes: out.event_bytes,
+            });
             event.messages += 1;
             event.events += out.message.events;
             event.event_bytes += out.event_bytes;

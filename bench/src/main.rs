@@ -2,7 +2,7 @@
 //! run on a seeded corpus, single-threaded:
 //!
 //! - (L) the limit: the same NDJSON bytes compressed with the export's codec
-//!   and level (the staging codec's figure is printed beside it); for the
+//!   and level (the staging codec's, zstd, is printed beside it); for the
 //!   flusher, the staged chunks decompressed and recompressed at the archive
 //!   level;
 //! - (B) the batcher's path (`batcher::plan_batch` on 6 MB SQS events, for
@@ -41,13 +41,15 @@ struct Cli {
     /// Events in the corpus.
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
-    /// Tenants (organizations) the events are spread over.
-    #[arg(long, default_value_t = 1000)]
-    tenants: usize,
+    /// Tenants (organizations) the events are spread over (default: one
+    /// per 1,000 events, so any run keeps the default shape's events per
+    /// partition: 1,000 tenants for a million events, 200 for 200,000).
+    #[arg(long)]
+    tenants: Option<usize>,
     /// Seed of the corpus.
     #[arg(long, default_value_t = 9)]
     seed: u64,
-    /// Staging gzip level (default: the batcher's, STAGING_GZIP_LEVEL's default).
+    /// Staging zstd level (default: the batcher's, STAGING_ZSTD_LEVEL's default).
     #[arg(long)]
     staging_level: Option<u32>,
     /// Archive gzip level (default: the flusher's, ARCHIVE_GZIP_LEVEL's default).
@@ -86,7 +88,7 @@ fn config(cli: &Cli) -> Config {
     Config::from_sources(
         |name| match name {
             "EXPORT_BUCKET" => Some("bench".to_owned()),
-            "STAGING_GZIP_LEVEL" => staging.clone(),
+            "STAGING_ZSTD_LEVEL" => staging.clone(),
             "ARCHIVE_GZIP_LEVEL" => archive.clone(),
             _ => None,
         },
@@ -95,11 +97,31 @@ fn config(cli: &Cli) -> Config {
     .expect("the benchmark's configuration is valid")
 }
 
+/// Events per tenant at the default shape (a million events, 1,000 tenants).
+const EVENTS_PER_TENANT: usize = 1000;
+/// The few-tenants run has this many times fewer tenants (10 for a million
+/// events), to show what the tenant count does to PUTs and cost.
+const FEW_TENANTS_FACTOR: usize = 100;
+
+impl Cli {
+    /// The tenants of the run: as given, or the default shape's.
+    fn tenants(&self) -> usize {
+        self.tenants
+            .unwrap_or(self.events / EVENTS_PER_TENANT)
+            .max(1)
+    }
+
+    /// The tenants of the few-tenants run.
+    fn few_tenants(&self) -> usize {
+        (self.tenants() / FEW_TENANTS_FACTOR).max(1)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let setup = Setup {
         events: cli.events,
-        tenants: cli.tenants,
+        tenants: cli.tenants(),
         seed: cli.seed,
         config: config(&cli),
     };
@@ -173,15 +195,17 @@ fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
     }
     eprintln!(
         "s3-export-bench: {} events, {} tenants, seed {}",
-        cli.events, cli.tenants, cli.seed
+        cli.events,
+        cli.tenants(),
+        cli.seed
     );
     let round = || -> Result<Value, String> {
         for dir in [&chunks, &chunks_one_tenant] {
             let _ = std::fs::remove_dir_all(dir);
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
-        let limit = child(cli, &["--phase", "limit"], cli.tenants)?;
-        let levels = child(cli, &["--phase", "levels"], cli.tenants)?;
+        let limit = child(cli, &["--phase", "limit"], cli.tenants())?;
+        let levels = child(cli, &["--phase", "levels"], cli.tenants())?;
         let mut batcher = serde_json::Map::new();
         for style in Style::ALL {
             let mut args = vec!["--phase", "batcher", "--style", style.name()];
@@ -189,12 +213,22 @@ fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
             if style == Style::Gzip {
                 args.extend(["--chunks-dir", &dir]);
             }
-            batcher.insert(style.name().to_owned(), child(cli, &args, cli.tenants)?);
+            batcher.insert(style.name().to_owned(), child(cli, &args, cli.tenants())?);
+        }
+        // The same events for a hundred times fewer tenants: what the
+        // tenant count does to the batcher's PUTs and to the cost.
+        let mut few = serde_json::Map::new();
+        for style in Style::ALL {
+            let args = ["--phase", "batcher", "--style", style.name()];
+            few.insert(
+                style.name().to_owned(),
+                child(cli, &args, cli.few_tenants())?,
+            );
         }
         let flusher = child(
             cli,
             &["--phase", "flusher", "--chunks-dir", &path_arg(&chunks)],
-            cli.tenants,
+            cli.tenants(),
         )?;
         // The same events for one tenant: partitions as large as they get.
         let dir = path_arg(&chunks_one_tenant);
@@ -215,6 +249,7 @@ fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
             "limit": limit,
             "levels": levels,
             "batcher": batcher,
+            "batcher_few_tenants": few,
             "flusher": flusher,
             "flusher_one_tenant": flusher_large,
         }))
@@ -333,7 +368,7 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         cli.events,
         bytes / 1e6,
         bytes / cli.events as f64,
-        cli.tenants,
+        cli.tenants(),
         cli.seed
     );
     println!(
@@ -367,8 +402,8 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
     );
     row(
         format!(
-            "    gzip level {} of 6 MB blocks (the staging codec)",
-            setup.config.staging_gzip_level
+            "    zstd level {} of 6 MB blocks (the staging codec)",
+            setup.config.staging_zstd_level
         ),
         limit,
         "/staging_rate",
@@ -390,7 +425,7 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
     }
     row(
         format!(
-            "(L) flusher limit: gunzip + gzip level {}",
+            "(L) flusher limit: unzstd + gzip level {}",
             setup.config.archive_gzip_level
         ),
         flusher,
@@ -416,10 +451,14 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
     );
     println!();
     println!(
-        "staged: {} chunks in {} partitions ({:.1} events a chunk); archive parts {:.2}x smaller than the NDJSON",
-        f(flusher, "/chunks"),
+        "staged (gzip style): {} {} holding {} pieces of {} partitions ({:.1} events a piece); archive parts {:.2}x smaller than the NDJSON",
+        f(flusher, "/staged_files"),
+        figures["batcher"]["gzip"]["staged"]["format"]
+            .as_str()
+            .unwrap_or("files"),
+        f(flusher, "/staged_pieces"),
         f(flusher, "/partitions"),
-        f(flusher, "/events") / f(flusher, "/chunks"),
+        f(flusher, "/events") / f(flusher, "/staged_pieces"),
         f(flusher, "/bytes") / f(flusher, "/part_bytes"),
     );
 
@@ -469,38 +508,120 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
 
     println!();
     println!(
-        "cost per million 1 KB events, us-east-1 list prices (README: Cost per million events):"
+        "batcher S3 PUTs per invocation (staged objects or chunks, and errors files; target: <= hours touched, +1 with rejects),"
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
-        "producer style", "total", "Lambda", "SQS", "S3", "S3 PUTs", "Firehose"
+        "at {} and {} tenants ({:.0} and {:.0} per million events):",
+        cli.tenants(),
+        cli.few_tenants(),
+        cli.tenants() as f64 * 1e6 / cli.events as f64,
+        cli.few_tenants() as f64 * 1e6 / cli.events as f64,
+    );
+    println!(
+        "{:<10} {:>8} {:>12} {:>12} {:>10} {:>12} {:>12}",
+        "style", "tenants", "invocations", "PUTs/inv", "max", "hours/inv", "over target"
+    );
+    let mut puts_per_invocation = serde_json::Map::new();
+    for (run, tenants) in [
+        ("batcher", cli.tenants()),
+        ("batcher_few_tenants", cli.few_tenants()),
+    ] {
+        let mut by_style = serde_json::Map::new();
+        for style in Style::ALL {
+            let figure = &figures[run][style.name()];
+            println!(
+                "{:<10} {:>8} {:>12} {:>12.2} {:>10} {:>12.2} {:>12}",
+                style.name(),
+                tenants,
+                f(figure, "/invocations"),
+                f(figure, "/staged/puts_per_invocation"),
+                f(figure, "/staged/puts_per_invocation_max"),
+                f(figure, "/staged/hours_per_invocation"),
+                f(figure, "/staged/invocations_over_target"),
+            );
+            by_style.insert(
+                style.name().to_owned(),
+                figure["staged"]["puts_per_invocation"].clone(),
+            );
+        }
+        puts_per_invocation.insert(tenants.to_string(), by_style.into());
+    }
+
+    println!();
+    println!(
+        "cost per million 1 KB events, us-east-1 list prices (bytes scaled to 1 KB events; partition-hours at the run's events per partition):"
+    );
+    println!(
+        "{:<8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>10}",
+        "style",
+        "tenants",
+        "total",
+        "Lambda",
+        "SQS",
+        "S3",
+        "b. PUTs",
+        "f. PUTs",
+        "Firehose*",
+        "ratio",
+        "ingest**"
     );
     let mut costs = serde_json::Map::new();
-    let mut firehose = serde_json::Map::new();
-    for style in Style::ALL {
-        let cost = cost::per_million(&cost::StyleRun {
-            batcher: &figures["batcher"][style.name()],
-            flusher,
-            put_concurrency: setup.config.put_concurrency,
-        });
-        println!(
-            "{:<34} {:>10.4} {:>10.4} {:>10.4} {:>10.4} {:>12.0} {:>10}",
-            style.name(),
-            f(&cost, "/usd"),
-            f(&cost, "/lambda_usd"),
-            f(&cost, "/sqs_usd"),
-            f(&cost, "/s3_usd"),
-            f(&cost, "/batcher_s3_puts"),
-            match cost["firehose_partitioning_usd"].as_f64() {
-                Some(_) => format!("{:.4}", f(&cost, "/firehose_usd")),
-                None => format!("{:.4}*", f(&cost, "/firehose_usd")),
-            },
-        );
-        costs.insert(style.name().to_owned(), cost["usd"].clone());
-        firehose.insert(style.name().to_owned(), cost["firehose_usd"].clone());
-        costs.insert(format!("{}_detail", style.name()), cost);
+    let mut partitioned = serde_json::Map::new();
+    let mut ingest = serde_json::Map::new();
+    let mut vs_firehose = serde_json::Map::new();
+    let mut few_costs = serde_json::Map::new();
+    for (run, tenants) in [
+        ("batcher", cli.tenants()),
+        ("batcher_few_tenants", cli.few_tenants()),
+    ] {
+        for style in Style::ALL {
+            let measured = cost::Measured::from_phases(
+                &figures[run][style.name()],
+                flusher,
+                setup.config.put_concurrency,
+            );
+            let cost = cost::per_million(&measured);
+            println!(
+                "{:<8} {:>8} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>10.4} {:>7.2}x {:>10.4}",
+                style.name(),
+                tenants,
+                f(&cost, "/usd"),
+                f(&cost, "/lambda_usd"),
+                f(&cost, "/sqs_usd"),
+                f(&cost, "/s3_usd"),
+                f(&cost, "/batcher_s3_puts"),
+                f(&cost, "/flusher_s3_puts"),
+                f(&cost, "/firehose/partitioned_usd"),
+                f(&cost, "/vs_firehose_partitioned"),
+                f(&cost, "/firehose/ingest_usd"),
+            );
+            if run == "batcher" {
+                costs.insert(style.name().to_owned(), cost["usd"].clone());
+                partitioned.insert(
+                    style.name().to_owned(),
+                    cost["firehose"]["partitioned_usd"].clone(),
+                );
+                ingest.insert(
+                    style.name().to_owned(),
+                    cost["firehose"]["ingest_usd"].clone(),
+                );
+                vs_firehose.insert(
+                    style.name().to_owned(),
+                    cost["vs_firehose_partitioned"].clone(),
+                );
+                costs.insert(format!("{}_detail", style.name()), cost);
+            } else {
+                few_costs.insert(style.name().to_owned(), cost);
+            }
+        }
     }
-    println!("* ingestion only: Firehose cannot partition compressed records by tenant");
+    println!(
+        "*  Firehose partitioned by tenant: uncompressed records (5 KB steps), per GB delivered, >= 4 objects per partition-hour (fee + S3 PUT)"
+    );
+    println!("** Firehose ingestion only, of the records as sent (no per-tenant files)");
+    println!(
+        "b./f. PUTs: the batcher's and the flusher's S3 PUT-class requests; ratio: total / Firehose partitioned"
+    );
 
     let batcher_rss = Style::ALL
         .iter()
@@ -508,12 +629,13 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         .fold(0.0, f64::max);
     let summary = json!({
         "events": cli.events,
-        "tenants": cli.tenants,
+        "tenants": cli.tenants(),
+        "few_tenants": cli.few_tenants(),
         "seed": cli.seed,
         "event_bytes": bytes / cli.events as f64,
         "machine": machine(),
         "commit": commit(),
-        "staging_gzip_level": setup.config.staging_gzip_level,
+        "staging_zstd_level": setup.config.staging_zstd_level,
         "archive_gzip_level": setup.config.archive_gzip_level,
         "limit_mb_s": limit_rate,
         "staging_codec_mb_s": f(limit, "/staging_rate/mb_per_s"),
@@ -534,7 +656,11 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         "cold_start_ms": cold,
         "binary_mb": binary,
         "cost_per_million_usd": costs,
-        "firehose_per_million_usd": firehose,
+        "firehose_partitioned_per_million_usd": partitioned,
+        "firehose_ingest_per_million_usd": ingest,
+        "vs_firehose_partitioned": vs_firehose,
+        "cost_per_million_few_tenants": few_costs,
+        "batcher_puts_per_invocation": puts_per_invocation,
         "levels": figures["levels"]["levels"],
         "phases": figures,
     });

@@ -2,10 +2,10 @@
 //! peak memory is its own), single-threaded, on the same seeded corpus, and
 //! returns its figures as JSON. Generating the input is never timed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use flate2::Compression;
@@ -14,9 +14,11 @@ use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 use shared::Config;
 use shared::layout;
+use shared::partition::Hour;
+use shared::staged;
 
 use crate::corpus::{Corpus, Messages, SENT_MILLIS, SqsEvents, Style};
-use crate::cost::SqsRequests;
+use crate::cost::{FirehoseRecords, SqsRequests, StagedFormat};
 use crate::measure::{Timer, mb_per_second, peak_rss_mb};
 
 /// What every phase is given.
@@ -65,12 +67,16 @@ fn ndjson_blocks(corpus: Corpus, block_bytes: usize) -> impl Iterator<Item = (Ve
 /// limit; and, beside it, with the staging codec and level the batcher uses.
 pub fn limit(setup: &Setup) -> Value {
     let export_level = setup.config.archive_gzip_level;
-    let staging_level = setup.config.staging_gzip_level;
+    let staging_level = setup.config.staging_zstd_level;
     let (mut timer, mut staging_timer) = (Timer::default(), Timer::default());
     let (mut bytes, mut events, mut compressed, mut staging_compressed) = (0, 0, 0, 0);
     for (block, count) in ndjson_blocks(setup.corpus(), 6 * 1024 * 1024) {
         compressed += timer.time(|| gzip(&block, export_level).len());
-        staging_compressed += staging_timer.time(|| gzip(&block, staging_level).len());
+        staging_compressed += staging_timer.time(|| {
+            zstd::stream::encode_all(&block[..], staging_level)
+                .expect("zstd in memory")
+                .len()
+        });
         bytes += block.len();
         events += count;
     }
@@ -143,19 +149,141 @@ pub fn levels(setup: &Setup) -> Value {
     json!({ "bytes": bytes, "levels": rows, "rss_mb": peak_rss_mb() })
 }
 
+/// Where the batcher phase writes the staged objects of the new format
+/// (inside `chunks_dir`), in the order the batcher stored them.
+const OBJECTS_FOLDER: &str = "objects";
+/// Where it writes the index of the old format's chunk folders.
+const PARTITIONS_FILE: &str = "partitions.json";
+
+/// What the batcher phase's invocations staged and stored: the objects
+/// (or chunks) and errors files they PUT, the hours they touched and the
+/// partition-hours they staged, from the keys and indexes of the real
+/// output.
+#[derive(Default)]
+struct Staged {
+    format: Option<StagedFormat>,
+    objects: usize,
+    errors_files: usize,
+    puts_max: usize,
+    hours_touched: usize,
+    hours_max: usize,
+    /// Invocations whose PUTs exceeded the hours they touched (plus one
+    /// when they rejected records): the issue's target, counted.
+    over_target: usize,
+    /// Partition-hours (hour, stream, tenant), numbered as first staged.
+    partitions: BTreeMap<(Hour, String, String), usize>,
+}
+
+impl Staged {
+    fn format(&mut self, format: StagedFormat) {
+        if let Some(seen) = self.format {
+            assert_eq!(seen, format, "a run stages in one format");
+        }
+        self.format = Some(format);
+    }
+
+    /// Counts an invocation's planned objects; with `dir`, writes them for
+    /// the flusher's phase. Reading the keys and indexes is not timed.
+    fn add_invocation(&mut self, objects: &[(&str, &[u8])], errors: bool, dir: Option<&Path>) {
+        let mut hours = BTreeSet::new();
+        for &(key, body) in objects {
+            let number = self.objects;
+            self.objects += 1;
+            if let Some((hour, ..)) = layout::parse_staged_object_key(key) {
+                self.format(StagedFormat::Objects);
+                hours.insert(hour);
+                let index = staged::read_index(body)
+                    .unwrap_or_else(|error| panic!("staged object {key} is readable: {error}"));
+                for segment in &index.segments {
+                    let next = self.partitions.len();
+                    self.partitions
+                        .entry((hour, segment.stream.clone(), segment.tenant.clone()))
+                        .or_insert(next);
+                }
+                if let Some(dir) = dir {
+                    let folder = dir.join(OBJECTS_FOLDER);
+                    fs::create_dir_all(&folder).expect("objects folder");
+                    fs::write(folder.join(format!("o{number:08}.staged")), body)
+                        .expect("staged object written");
+                }
+            } else {
+                let partition = layout::parse_staging_chunk_key(key)
+                    .unwrap_or_else(|| panic!("the batcher's key {key} parses"));
+                self.format(StagedFormat::Chunks);
+                hours.insert(partition.hour);
+                let next = self.partitions.len();
+                let folder = *self
+                    .partitions
+                    .entry((
+                        partition.hour,
+                        partition.stream.clone(),
+                        partition.tenant.as_str().to_owned(),
+                    ))
+                    .or_insert(next);
+                if let Some(dir) = dir {
+                    let folder = dir.join(format!("p{folder:06}"));
+                    fs::create_dir_all(&folder).expect("chunk folder");
+                    fs::write(folder.join(format!("c{number:08}.ndjson.gz")), body)
+                        .expect("chunk written");
+                }
+            }
+        }
+        let puts = objects.len() + usize::from(errors);
+        self.errors_files += usize::from(errors);
+        self.puts_max = self.puts_max.max(puts);
+        self.hours_touched += hours.len();
+        self.hours_max = self.hours_max.max(hours.len());
+        if puts > hours.len() + usize::from(errors) {
+            self.over_target += 1;
+        }
+    }
+
+    /// Writes the old format's partition index for the flusher's phase.
+    fn write_index(&self, dir: &Path) {
+        if self.format != Some(StagedFormat::Chunks) {
+            return;
+        }
+        let index: Vec<Value> = self
+            .partitions
+            .iter()
+            .map(|((_, stream, _), number)| json!({"folder": format!("p{number:06}"), "stream": stream}))
+            .collect();
+        fs::write(
+            dir.join(PARTITIONS_FILE),
+            serde_json::to_vec(&index).expect("index serializes"),
+        )
+        .expect("index written");
+    }
+
+    fn to_json(&self, invocations: usize) -> Value {
+        let puts = self.objects + self.errors_files;
+        json!({
+            "format": self.format.map(StagedFormat::name),
+            "objects": self.objects,
+            "errors_files": self.errors_files,
+            "partitions": self.partitions.len(),
+            "puts_per_invocation": puts as f64 / invocations as f64,
+            "puts_per_invocation_max": self.puts_max,
+            "hours_per_invocation": self.hours_touched as f64 / invocations as f64,
+            "hours_per_invocation_max": self.hours_max,
+            "invocations_over_target": self.over_target,
+        })
+    }
+}
+
 /// (B) the batcher's path on SQS events of `style`: deserialize the event,
 /// decode the bodies, validate, partition, encode (`plan_batch`); no
-/// network. With `chunks_dir`, the staged chunks are written there for the
-/// flusher's phase (untimed).
+/// network. With `chunks_dir`, the staged objects (or the old format's
+/// chunks) are written there for the flusher's phase (untimed).
 pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value {
     let mut sqs_events = SqsEvents::new(Messages::new(setup.corpus(), style));
     let (mut timer, mut limit) = (Timer::default(), Timer::default());
     let mut sqs = SqsRequests::default();
+    let mut firehose = FirehoseRecords::default();
+    let mut staged = Staged::default();
     let (mut invocations, mut messages, mut events, mut event_bytes) = (0, 0, 0, 0);
     let (mut accepted, mut rejected, mut puts, mut staged_bytes, mut max_event_bytes) =
         (0, 0, 0, 0, 0);
-    let mut partitions: BTreeMap<shared::partition::PartitionKey, usize> = BTreeMap::new();
-    let mut written = 0usize;
     while let Some(event) = sqs_events.next() {
         invocations += 1;
         let request_id = format!("bench-{invocations:06}");
@@ -169,25 +297,19 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
                 &request_id,
             )
         });
-        let (chunks, errors) = (plan.chunks.len(), plan.errors.is_some());
+        let errors = plan.errors.is_some();
         let (plan_accepted, plan_rejected, plan_staged) = (
             plan.stats.accepted,
             plan.stats.rejected,
             plan.stats.staged_bytes,
         );
-        if let Some(dir) = chunks_dir {
-            for chunk in &plan.chunks {
-                let partition =
-                    layout::parse_staging_chunk_key(&chunk.key).expect("the batcher's keys parse");
-                let next = partitions.len();
-                let number = *partitions.entry(partition).or_insert(next);
-                let folder = dir.join(format!("p{number:06}"));
-                fs::create_dir_all(&folder).expect("chunk folder");
-                fs::write(folder.join(format!("c{written:08}.ndjson.gz")), &chunk.body)
-                    .expect("chunk written");
-                written += 1;
-            }
-        }
+        let objects: Vec<(&str, &[u8])> = plan
+            .chunks
+            .iter()
+            .map(|object| (object.key.as_str(), &object.body[..]))
+            .collect();
+        staged.add_invocation(&objects, errors, chunks_dir);
+        puts += plan.chunks.len() + usize::from(errors);
         drop(plan);
         // The limit on the same events, measured right after the batch so
         // that both see the machine in the same state: their NDJSON (decoded
@@ -199,27 +321,20 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
         event_bytes += event.event_bytes;
         accepted += plan_accepted;
         rejected += plan_rejected;
-        puts += chunks + usize::from(errors);
         staged_bytes += plan_staged;
-        for size in sqs_events.take_message_sizes() {
-            sqs.add_message(size);
+        for message in sqs_events.take_messages() {
+            sqs.add_message(message.size);
+            firehose.add_message(message.size, message.event_bytes);
         }
     }
     sqs.finish();
     if let Some(dir) = chunks_dir {
-        let index: Vec<Value> = partitions
-            .iter()
-            .map(|(partition, number)| json!({"folder": format!("p{number:06}"), "stream": partition.stream}))
-            .collect();
-        fs::write(
-            dir.join("partitions.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .expect("index written");
+        staged.write_index(dir);
     }
     assert_eq!(accepted, events, "every generated event is accepted");
     json!({
         "style": style.name(),
+        "tenants": setup.tenants,
         "invocations": invocations,
         "messages": messages,
         "events": events,
@@ -227,9 +342,11 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
         "accepted": accepted,
         "rejected": rejected,
         "s3_puts": puts,
+        "staged": staged.to_json(invocations),
         "staged_bytes": staged_bytes,
         "largest_sqs_event_bytes": max_event_bytes,
         "sqs": sqs.to_json(),
+        "firehose": firehose.to_json(),
         "rate": rates(&timer, event_bytes, events),
         "limit_rate": rates(&limit, event_bytes, events),
         "rss_mb": peak_rss_mb(),
@@ -284,62 +401,154 @@ impl Write for CountingSink {
     }
 }
 
-/// (C) the flusher's compaction of the staged chunks in `chunks_dir`, one
-/// partition at a time (decompress, de-duplicate, recompress at the archive
-/// level, with `flusher::compaction`), beside its limit on the same chunks
-/// (decompress and recompress only). Reading the files is not timed, as the
-/// flusher's GETs are not.
-pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
-    let level = setup.config.archive_gzip_level;
-    let index: Vec<Value> = serde_json::from_slice(
-        &fs::read(chunks_dir.join("partitions.json")).expect("the batcher phase wrote its index"),
-    )
-    .expect("index parses");
-    let (mut limit, mut compaction) = (Timer::default(), Timer::default());
-    let (mut chunks_read, mut staged_bytes, mut events, mut duplicates, mut bytes) =
-        (0, 0, 0, 0, 0);
-    let (mut limit_out, mut part_bytes, mut largest_partition) = (0u64, 0u64, 0u64);
-    for entry in &index {
-        let folder = chunks_dir.join(entry["folder"].as_str().expect("folder"));
-        let mut paths: Vec<_> = fs::read_dir(&folder)
-            .expect("partition folder")
+/// One partition's staged input, in the order the batcher stored it: the
+/// old format's chunk files, or ranges of the staged objects.
+enum PartitionInput {
+    Chunks(Vec<PathBuf>),
+    Segments(Vec<(PathBuf, std::ops::Range<u64>)>),
+}
+
+impl PartitionInput {
+    /// The compressed staged bytes: whole chunks, or each segment's range.
+    fn read(&self) -> Vec<Vec<u8>> {
+        match self {
+            PartitionInput::Chunks(paths) => paths
+                .iter()
+                .map(|path| fs::read(path).expect("chunk"))
+                .collect(),
+            PartitionInput::Segments(ranges) => ranges
+                .iter()
+                .map(|(path, range)| {
+                    let mut file = fs::File::open(path).expect("staged object");
+                    file.seek(SeekFrom::Start(range.start)).expect("seek");
+                    let mut bytes = vec![0; (range.end - range.start) as usize];
+                    file.read_exact(&mut bytes).expect("segment bytes");
+                    bytes
+                })
+                .collect(),
+        }
+    }
+
+    /// A decoder of each of `staged`'s pieces (gzip chunks or zstd segments).
+    fn decoders<'a>(&self, staged: &'a [Vec<u8>]) -> Vec<Box<dyn Read + 'a>> {
+        staged
+            .iter()
+            .map(|bytes| -> Box<dyn Read + 'a> {
+                match self {
+                    PartitionInput::Chunks(_) => Box::new(MultiGzDecoder::new(&bytes[..])),
+                    PartitionInput::Segments(_) => {
+                        Box::new(staged::segment_reader(bytes).expect("zstd segment"))
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The partitions the batcher phase staged in `chunks_dir` (either format)
+/// with their stream, and how many staged files it wrote.
+fn staged_partitions(chunks_dir: &Path) -> (Vec<(String, PartitionInput)>, usize) {
+    let objects = chunks_dir.join(OBJECTS_FOLDER);
+    if objects.is_dir() {
+        let mut paths: Vec<PathBuf> = fs::read_dir(&objects)
+            .expect("objects folder")
             .map(|entry| entry.expect("entry").path())
             .collect();
         paths.sort();
-        let chunks = || paths.iter().map(|path| fs::read(path).expect("chunk"));
-        chunks_read += paths.len();
-        staged_bytes += paths
-            .iter()
-            .map(|path| fs::metadata(path).map_or(0, |m| m.len() as usize))
-            .sum::<usize>();
+        let mut partitions: BTreeMap<(String, String, String), Vec<_>> = BTreeMap::new();
+        for path in &paths {
+            let index = staged::read_index(&fs::read(path).expect("staged object"))
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            for segment in &index.segments {
+                partitions
+                    .entry((
+                        index.hour.clone(),
+                        segment.stream.clone(),
+                        segment.tenant.clone(),
+                    ))
+                    .or_default()
+                    .push((path.clone(), segment.range()));
+            }
+        }
+        let partitions = partitions
+            .into_iter()
+            .map(|((_, stream, _), ranges)| (stream, PartitionInput::Segments(ranges)))
+            .collect();
+        return (partitions, paths.len());
+    }
+    let index: Vec<Value> = serde_json::from_slice(
+        &fs::read(chunks_dir.join(PARTITIONS_FILE)).expect("the batcher phase wrote its index"),
+    )
+    .expect("index parses");
+    let mut files = 0;
+    let partitions = index
+        .iter()
+        .map(|entry| {
+            let folder = chunks_dir.join(entry["folder"].as_str().expect("folder"));
+            let mut paths: Vec<_> = fs::read_dir(&folder)
+                .expect("partition folder")
+                .map(|entry| entry.expect("entry").path())
+                .collect();
+            paths.sort();
+            files += paths.len();
+            let stream = entry["stream"].as_str().unwrap_or_default().to_owned();
+            (stream, PartitionInput::Chunks(paths))
+        })
+        .collect();
+    (partitions, files)
+}
+
+/// (C) the flusher's compaction of what the batcher phase staged in
+/// `chunks_dir`, one partition at a time (decompress, de-duplicate,
+/// recompress at the archive level, with `flusher::compaction`: chunks
+/// with `compact_chunks`, staged objects' segments with `compact_staged`),
+/// beside its limit on the same input (decompress and recompress only).
+/// Reading the files is not timed, as the flusher's GETs are not.
+pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
+    let level = setup.config.archive_gzip_level;
+    let (partitions, files) = staged_partitions(chunks_dir);
+    let (mut limit, mut compaction) = (Timer::default(), Timer::default());
+    let (mut pieces, mut staged_bytes, mut events, mut duplicates, mut bytes) = (0, 0, 0, 0, 0);
+    let (mut limit_out, mut part_bytes, mut largest_partition) = (0u64, 0u64, 0u64);
+    for (stream, input) in &partitions {
+        let staged = input.read();
+        pieces += staged.len();
+        staged_bytes += staged.iter().map(Vec::len).sum::<usize>();
 
         limit_out += limit.time(|| {
             let mut encoder = GzEncoder::new(CountingSink(0), Compression::new(level));
             let mut buffer = Vec::new();
-            for chunk in chunks() {
+            for mut decoder in input.decoders(&staged) {
                 buffer.clear();
-                MultiGzDecoder::new(&chunk[..])
+                decoder
                     .read_to_end(&mut buffer)
-                    .expect("staged chunks are gzip");
+                    .expect("staged input decodes");
                 encoder.write_all(&buffer).expect("counting");
             }
             encoder.finish().expect("counting").0
         });
 
-        let profile = entry["stream"]
-            .as_str()
-            .and_then(|stream| setup.config.streams.get(stream));
-        let (compacted, sink) = compaction.time(|| {
-            flusher::compaction::compact_chunks(
-                chunks().map(std::io::Cursor::new),
-                profile,
-                shared::dedup::IdHash::CURRENT,
-                &mut HashSet::new(),
-                level,
-                CountingSink(0),
-            )
-            .expect("staged chunks compact")
-        });
+        let profile = setup.config.streams.get(stream.as_str());
+        let (compacted, sink) = compaction
+            .time(|| match input {
+                PartitionInput::Chunks(_) => flusher::compaction::compact_chunks(
+                    staged.iter().map(|chunk| std::io::Cursor::new(&chunk[..])),
+                    profile,
+                    shared::dedup::IdHash::CURRENT,
+                    &mut HashSet::new(),
+                    level,
+                    CountingSink(0),
+                ),
+                PartitionInput::Segments(_) => flusher::compaction::compact_staged(
+                    input.decoders(&staged),
+                    profile,
+                    shared::dedup::IdHash::CURRENT,
+                    &mut HashSet::new(),
+                    level,
+                    CountingSink(0),
+                ),
+            })
+            .expect("staged input compacts");
         events += compacted.events as usize;
         duplicates += compacted.duplicates as usize;
         bytes += compacted.uncompressed_bytes as usize;
@@ -348,8 +557,9 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
     }
     json!({
         "level": level,
-        "partitions": index.len(),
-        "chunks": chunks_read,
+        "partitions": partitions.len(),
+        "staged_files": files,
+        "staged_pieces": pieces,
         "staged_bytes": staged_bytes,
         "events": events,
         "duplicates": duplicates,
@@ -361,4 +571,136 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
         "rate": rates(&compaction, bytes, events),
         "rss_mb": peak_rss_mb(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::HOUR_START;
+    use shared::partition::TenantKey;
+
+    fn setup(events: usize, tenants: usize) -> Setup {
+        Setup {
+            events,
+            tenants,
+            seed: 3,
+            config: Config::from_sources(
+                |name| (name == "EXPORT_BUCKET").then(|| "bench".to_owned()),
+                None,
+            )
+            .unwrap(),
+        }
+    }
+
+    /// A staged object of `hour` holding `lines` per (stream, tenant).
+    fn staged_object(hour: Hour, partitions: &[(&str, &str, &[&str])]) -> Vec<u8> {
+        let mut writer = staged::StagedWriter::new(staged::DEFAULT_STAGING_ZSTD_LEVEL);
+        for (stream, tenant, lines) in partitions {
+            writer.begin_segment(stream, &TenantKey::encode(tenant), 0, 1);
+            for line in *lines {
+                writer.push_line_parts(&[line.as_bytes(), b"\n"]);
+            }
+            writer.end_segment();
+        }
+        writer.finish(hour)
+    }
+
+    /// A scratch folder of this test's own, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "s3-export-bench-test-{name}-{}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn staged_objects_put_once_an_hour_and_chunks_once_a_partition() {
+        let hour = Hour::containing(HOUR_START);
+        let line = r#"{"id":"1"}"#;
+        let object = staged_object(
+            hour,
+            &[
+                ("app", "t1", &[line]),
+                ("app", "t2", &[line]),
+                ("audit", "t1", &[line]),
+            ],
+        );
+        let mut objects = Staged::default();
+        let key = |n| layout::staged_object_key(hour, HOUR_START, "r1", n);
+        // Two invocations: one object and an errors file; two sub-batches.
+        let (first, second) = (key(0), key(1));
+        objects.add_invocation(&[(&first, &object)], true, None);
+        objects.add_invocation(&[(&first, &object), (&second, &object)], false, None);
+        let figures = objects.to_json(2);
+        assert_eq!(figures["format"], "objects");
+        assert_eq!(figures["objects"], 3);
+        assert_eq!(figures["errors_files"], 1);
+        assert_eq!(figures["partitions"], 3);
+        assert_eq!(figures["puts_per_invocation"], 2.0);
+        assert_eq!(figures["puts_per_invocation_max"], 2);
+        assert_eq!(figures["hours_per_invocation"], 1.0);
+        // Two sub-batches of one hour: over the target.
+        assert_eq!(figures["invocations_over_target"], 1);
+
+        let mut chunks = Staged::default();
+        let chunk = |stream: &str, tenant: &str| {
+            format!(
+                "staging/{}/{stream}/{}/{HOUR_START}-r1.ndjson.gz",
+                hour.date_path(),
+                TenantKey::encode(tenant)
+            )
+        };
+        let (t1, t2) = (chunk("app", "t1"), chunk("app", "t2"));
+        chunks.add_invocation(&[(&t1, b""), (&t2, b"")], false, None);
+        let figures = chunks.to_json(1);
+        assert_eq!(figures["format"], "chunks");
+        assert_eq!(figures["partitions"], 2);
+        assert_eq!(figures["puts_per_invocation"], 2.0);
+        assert_eq!(figures["invocations_over_target"], 1);
+    }
+
+    #[test]
+    fn the_flusher_phase_compacts_staged_objects_by_partition_across_objects() {
+        let scratch = Scratch::new("objects");
+        let folder = scratch.0.join(OBJECTS_FOLDER);
+        fs::create_dir_all(&folder).unwrap();
+        let hour = Hour::containing(HOUR_START);
+        let (a, b, c) = (r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#);
+        // t1's app events in both objects, one of them twice.
+        let first = staged_object(hour, &[("app", "t1", &[a, b]), ("app", "t2", &[c])]);
+        let second = staged_object(hour, &[("app", "t1", &[b, c])]);
+        fs::write(folder.join("o00000000.staged"), first).unwrap();
+        fs::write(folder.join("o00000001.staged"), second).unwrap();
+        let figures = flusher(&setup(10, 1), &scratch.0);
+        assert_eq!(figures["partitions"], 2);
+        assert_eq!(figures["staged_files"], 2);
+        assert_eq!(figures["staged_pieces"], 3);
+        // t1: a, b, c (b once); t2: c.
+        assert_eq!(figures["events"], 4);
+        assert_eq!(figures["duplicates"], 1);
+    }
+
+    #[test]
+    fn the_flusher_phase_compacts_every_event_the_batcher_phase_staged() {
+        let scratch = Scratch::new("round-trip");
+        let setup = setup(3_000, 7);
+        let staged = batcher(&setup, Style::Ndjson, Some(&scratch.0));
+        let compacted = flusher(&setup, &scratch.0);
+        assert_eq!(compacted["events"], staged["events"]);
+        assert_eq!(compacted["partitions"], staged["staged"]["partitions"]);
+        assert_eq!(compacted["staged_files"], staged["staged"]["objects"]);
+    }
 }
