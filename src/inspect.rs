@@ -159,11 +159,8 @@ fn staged_sources(
     let hour = index
         .hour()
         .ok_or_else(|| format!("its index's hour `{}` is not an hour", index.hour))?;
-    if key_hour.is_some_and(|key_hour| key_hour != hour) {
-        return Err(format!(
-            "its index is of hour `{}`, its key of another",
-            index.hour
-        ));
+    if key_hour.is_some() {
+        staged::check_key(&index, key_hour).map_err(|error| error.to_string())?;
     }
     let segments = staged::read_object(bytes).map_err(|error| error.to_string())?;
     Ok(segments

@@ -76,16 +76,25 @@ pub fn staging_sub_batch_chunk_key(
     request_id: &str,
     sub_batch: u32,
 ) -> String {
+    format!(
+        "{STAGING_PREFIX}{}/{}/{}/{}.ndjson.gz",
+        partition.hour.date_path(),
+        partition.stream,
+        partition.tenant,
+        staged_file_stem(ingest_millis, request_id, sub_batch)
+    )
+}
+
+/// `<ingest-ms>-<request-id>[.<sub-batch>]`, the file name of staged data
+/// before its suffix: 13 digits, so names sort by ingest time; sub-batch 0
+/// without a sequence number, the others with four digits or more.
+fn staged_file_stem(ingest_millis: i64, request_id: &str, sub_batch: u32) -> String {
     let sequence = match sub_batch {
         0 => String::new(),
         n => format!(".{n:04}"),
     };
     format!(
-        "{STAGING_PREFIX}{}/{}/{}/{:013}-{}{sequence}.ndjson.gz",
-        partition.hour.date_path(),
-        partition.stream,
-        partition.tenant,
-        ingest_millis,
+        "{ingest_millis:013}-{}{sequence}",
         safe_request_id(request_id)
     )
 }
@@ -103,15 +112,10 @@ pub fn staged_object_key(
     request_id: &str,
     sub_batch: u32,
 ) -> String {
-    let sequence = match sub_batch {
-        0 => String::new(),
-        n => format!(".{n:04}"),
-    };
     format!(
-        "{STAGING_PREFIX}{}/{:013}-{}{sequence}{STAGED_OBJECT_SUFFIX}",
+        "{STAGING_PREFIX}{}/{}{STAGED_OBJECT_SUFFIX}",
         hour.date_path(),
-        ingest_millis,
-        safe_request_id(request_id)
+        staged_file_stem(ingest_millis, request_id, sub_batch)
     )
 }
 

@@ -14,23 +14,11 @@ pub async fn keys(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<String>, ListError> {
-    let mut keys = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        keys.extend(
-            page?
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-    }
-    keys.sort();
-    Ok(keys)
+    Ok(objects(s3, bucket, prefix)
+        .await?
+        .into_iter()
+        .map(|object| object.key)
+        .collect())
 }
 
 /// An object a listing found: its key and size in bytes.

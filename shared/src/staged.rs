@@ -145,6 +145,8 @@ pub enum StagedError {
     IndexUnreadable(String),
     #[error("its index is inconsistent: {0}")]
     IndexInconsistent(String),
+    #[error("its index is of hour `{0}`, its key of another")]
+    OtherHour(String),
     #[error("segment {stream}/{tenant} shard {shard} cannot be decoded: {message}")]
     Segment {
         stream: String,
@@ -384,6 +386,32 @@ pub fn read_tail(tail: &[u8], object_len: u64) -> Result<Tail, StagedError> {
     Ok(Tail::Index(index))
 }
 
+/// Checks an index against its object's key: that it is of the hour the
+/// key names (`key_hour`, `None` when the key names none), so an object
+/// cannot place events in another hour than the folder it was listed in,
+/// and that every segment names a stream and tenant that can be key
+/// segments (as [`read_tail`] checks too).
+pub fn check_key(index: &StagedIndex, key_hour: Option<Hour>) -> Result<(), StagedError> {
+    if index.hour() != key_hour {
+        return Err(StagedError::OtherHour(index.hour.clone()));
+    }
+    index.segments.iter().try_for_each(check_names)
+}
+
+/// A segment's stream and tenant must each be one key segment: not empty,
+/// not `.` or `..`, no `/`.
+fn check_names(segment: &Segment) -> Result<(), StagedError> {
+    let key_segment =
+        |name: &str| !(name.is_empty() || name.contains('/') || name == "." || name == "..");
+    if key_segment(&segment.stream) && key_segment(&segment.tenant) {
+        return Ok(());
+    }
+    Err(StagedError::IndexInconsistent(format!(
+        "segment `{}`/`{}` does not name a stream and tenant",
+        segment.stream, segment.tenant
+    )))
+}
+
 /// Reads the index of a whole object in memory.
 pub fn read_index(object: &[u8]) -> Result<StagedIndex, StagedError> {
     match read_tail(object, object.len() as u64)? {
@@ -415,6 +443,7 @@ fn check_index(index: &StagedIndex, index_start: u64) -> Result<(), StagedError>
                 segment.offset
             ));
         }
+        check_names(segment)?;
         if !valid_shard_count(segment.shards) || segment.shard >= segment.shards {
             return inconsistent(format!("{name} is not a shard of {}", segment.shards));
         }
@@ -660,6 +689,27 @@ mod tests {
                 assert_eq!(&got, lines, "seed {seed}");
             }
         }
+    }
+
+    #[test]
+    fn an_index_naming_no_stream_or_tenant_or_another_hour_is_refused() {
+        for (stream, tenant) in [("", "t"), ("s", "."), ("..", "t"), ("s", "a/b")] {
+            let mut writer = StagedWriter::new(1);
+            writer.begin_segment(stream, &TenantKey::from_encoded(tenant), 0, 1);
+            writer.push_line_parts(&[b"{}"]);
+            let error = read_index(&writer.finish(hour())).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("does not name a stream and tenant"),
+                "{stream}/{tenant}: {error}"
+            );
+        }
+        let index = read_index(&object(&[("a", "t", 0, 1, lines("x", 1))], 1)).unwrap();
+        assert_eq!(check_key(&index, Some(hour())), Ok(()));
+        let error = check_key(&index, Some(hour().next())).unwrap_err();
+        assert!(error.to_string().contains("its key of another"), "{error}");
+        assert!(check_key(&index, None).is_err());
     }
 
     #[test]

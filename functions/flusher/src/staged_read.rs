@@ -69,29 +69,10 @@ pub async fn read_index(
     ))))
 }
 
-/// What `shared::staged` does not check, because it depends on the key: the
-/// index is of the key's hour, and each segment names a stream and tenant
-/// that can be a partition's key segments.
+/// What `shared::staged` checks only with the key (see `staged::check_key`).
 fn check_partitions(key: &str, index: StagedIndex) -> Result<StagedIndex, StagedError> {
     let key_hour = layout::parse_staged_object_key(key).map(|(hour, ..)| hour);
-    if index.hour() != key_hour {
-        return Err(StagedError::IndexInconsistent(format!(
-            "its index is of hour `{}`, its key of another",
-            index.hour
-        )));
-    }
-    let segment_name =
-        |name: &str| !(name.is_empty() || name.contains('/') || name == "." || name == "..");
-    if let Some(bad) = index
-        .segments
-        .iter()
-        .find(|s| !segment_name(&s.stream) || !segment_name(&s.tenant))
-    {
-        return Err(StagedError::IndexInconsistent(format!(
-            "segment `{}`/`{}` does not name a stream and tenant",
-            bad.stream, bad.tenant
-        )));
-    }
+    staged::check_key(&index, key_hour)?;
     Ok(index)
 }
 
