@@ -48,3 +48,72 @@ async fn local_run_reports_a_mismatch_when_events_are_rejected_unexpectedly() {
     options.max_event_bytes = Some(100);
     assert!(!local::run(&options).await.unwrap());
 }
+
+/// A thousand tenants through the whole local pipeline (SQS, the event
+/// source mapping emulation, the batcher, the flusher), every request
+/// through the fault proxy (no faults) so that the batcher's PUTs are
+/// counted from its log: each event is exported once, and each batcher
+/// invocation PUT one staged object per hour it touched, whatever the
+/// number of tenants its batch held.
+#[tokio::test]
+async fn a_thousand_tenants_cost_each_invocation_one_put_per_hour_and_export_each_event_once() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use s3_export::fault_proxy::{FaultPlan, FaultProxy};
+    use shared::layout;
+
+    let moto = MotoServer::start().await.unwrap();
+    let proxy = FaultProxy::start(&moto.endpoint(), FaultPlan::none())
+        .await
+        .unwrap();
+    let mut options = options(proxy.endpoint());
+    options.events = 3000;
+    options.tenants = 1000;
+    options.batch_size = 200;
+    assert!(local::run(&options).await.unwrap(), "each event once");
+
+    // Staging PUTs by invocation (the request id in the key): one key per
+    // hour and sub-batch, each PUT once.
+    let mut staged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for request in proxy.request_log() {
+        let key = request.key();
+        if request.is_sqs() || !request.puts_object(request.bucket()) {
+            continue;
+        }
+        if let Some((hour, _, request_id, sub_batch)) = layout::parse_staged_object_key(&key) {
+            staged
+                .entry(request_id)
+                .or_default()
+                .push(format!("{}/{sub_batch}", hour.date_path()));
+        } else if let Some((_, _, request_id)) = layout::parse_errors_key(&key) {
+            *errors.entry(request_id).or_default() += 1;
+        }
+        assert!(
+            layout::parse_staging_chunk_key(&key).is_none(),
+            "a chunk of the older format was staged: {key}"
+        );
+    }
+    assert!(staged.len() > 1, "{} invocations staged", staged.len());
+    let partitions: usize = 2 * 1000;
+    for (request_id, puts) in &staged {
+        let keys: BTreeSet<&String> = puts.iter().collect();
+        assert_eq!(
+            keys.len(),
+            puts.len(),
+            "{request_id} PUT a staged key twice"
+        );
+        assert!(
+            puts.len() <= 2,
+            "{request_id} PUT {} staged objects for at most two hours",
+            puts.len()
+        );
+    }
+    assert!(errors.values().all(|&count| count == 1), "{errors:?}");
+    let total: usize = staged.values().map(Vec::len).sum();
+    assert!(
+        total < partitions / 10,
+        "{total} staged PUTs for {} invocations and {partitions} possible partitions",
+        staged.len()
+    );
+}
