@@ -191,7 +191,23 @@ pub struct StagedWriter {
     segments: Vec<Segment>,
     open: Option<Segment>,
     lines: Vec<u8>,
+    /// The configured level, restored after a small segment.
+    level: i32,
+    /// Whether the open segment's frame was started by a streaming call.
+    streamed: bool,
+    /// Where a small segment is compressed first.
+    scratch: Vec<u8>,
 }
+
+/// A segment whose lines are fewer bytes than this (most of them with many
+/// tenants and small batches, often a single event) is compressed in one
+/// call at [`SMALL_SEGMENT_LEVEL`]: building Huffman tables for a few
+/// hundred bytes cost the batcher more than the rest of its work on them.
+const SMALL_SEGMENT_BYTES: usize = 4 * 1024;
+
+/// zstd's fastest level, which leaves literals unencoded: tiny segments
+/// are kept about as large as their lines, as stored gzip chunks were.
+const SMALL_SEGMENT_LEVEL: i32 = -1;
 
 impl StagedWriter {
     /// A writer compressing at zstd `level`.
@@ -209,6 +225,9 @@ impl StagedWriter {
             segments: Vec::new(),
             open: None,
             lines: Vec::with_capacity(LINE_BLOCK_BYTES),
+            level,
+            streamed: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -237,6 +256,7 @@ impl StagedWriter {
             .reset(zstd_safe::ResetDirective::SessionOnly)
             .expect("resetting a session cannot fail");
         self.open = Some(segment);
+        self.streamed = false;
     }
 
     /// Appends one line (the concatenation of `parts`, then a newline) to
@@ -251,6 +271,7 @@ impl StagedWriter {
         segment.events += 1;
         segment.bytes += (self.lines.len() - before) as u64;
         if self.lines.len() >= LINE_BLOCK_BYTES {
+            self.streamed = true;
             self.compress(EndDirective::ZSTD_e_continue);
         }
     }
@@ -260,7 +281,11 @@ impl StagedWriter {
         if self.open.is_none() {
             return;
         }
-        self.compress(EndDirective::ZSTD_e_end);
+        if !self.streamed && self.lines.len() < SMALL_SEGMENT_BYTES {
+            self.compress_small();
+        } else {
+            self.compress(EndDirective::ZSTD_e_end);
+        }
         let mut segment = self.open.take().expect("checked above");
         segment.length = self.out.len() as u64 - segment.offset;
         self.segments.push(segment);
@@ -279,6 +304,27 @@ impl StagedWriter {
     /// The segments ended so far.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    /// Compresses the buffered lines, a whole small segment, as one frame
+    /// at [`SMALL_SEGMENT_LEVEL`], in one call that knows their size.
+    fn compress_small(&mut self) {
+        let set_level = |context: &mut CCtx<'static>, level: i32| {
+            context
+                .set_parameter(CParameter::CompressionLevel(level))
+                .expect("a zstd level within its range");
+        };
+        set_level(&mut self.context, SMALL_SEGMENT_LEVEL);
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd_safe::compress_bound(self.lines.len()));
+        self.context
+            .compress2(&mut self.scratch, &self.lines)
+            .map_err(zstd_safe::get_error_name)
+            .expect("compressing into memory cannot fail");
+        set_level(&mut self.context, self.level);
+        self.out.extend_from_slice(&self.scratch);
+        self.lines.clear();
     }
 
     /// Compresses the buffered lines into the object; with `End`, ends the
@@ -710,6 +756,22 @@ mod tests {
         let error = check_key(&index, Some(hour().next())).unwrap_err();
         assert!(error.to_string().contains("its key of another"), "{error}");
         assert!(check_key(&index, None).is_err());
+    }
+
+    #[test]
+    fn a_small_segment_is_checked_like_a_large_one() {
+        let small = lines("s", 3);
+        let bytes = object(&[("a", "t", 0, 1, small.clone())], 6);
+        assert_eq!(read_object(&bytes).unwrap()[0].1, small);
+        let data_end = read_index(&bytes).unwrap().data_end() as usize;
+        for at in 0..data_end {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x08;
+            assert!(
+                read_object(&damaged).is_err(),
+                "a flipped bit at {at} went unnoticed"
+            );
+        }
     }
 
     #[test]
