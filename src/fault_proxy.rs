@@ -328,6 +328,18 @@ impl FaultProxy {
         self.endpoint.clone()
     }
 
+    /// `s3` with its requests sent through this proxy instead (same
+    /// credentials, region and path style): what tests hand the code they
+    /// count or fault.
+    pub fn s3_client(&self, s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            s3.config()
+                .to_builder()
+                .endpoint_url(self.endpoint())
+                .build(),
+        )
+    }
+
     /// Requests seen so far.
     pub fn requests(&self) -> usize {
         self.shared.counters.requests.load(Ordering::SeqCst)

@@ -811,14 +811,7 @@ async fn a_thousand_tenants_over_two_streams_are_one_staged_object_and_one_error
     let proxy = FaultProxy::start(&harness._moto.endpoint(), FaultPlan::none())
         .await
         .unwrap();
-    let through_proxy = aws_sdk_s3::Client::from_conf(
-        harness
-            .s3
-            .config()
-            .to_builder()
-            .endpoint_url(proxy.endpoint())
-            .build(),
-    );
+    let through_proxy = proxy.s3_client(&harness.s3);
     let batcher = harness.batcher_with(through_proxy, None);
     let response = invoke(&batcher, records, "req-wide").await.unwrap();
     assert!(response.batch_item_failures.is_empty());

@@ -882,24 +882,9 @@ async fn no_partition_is_started_past_the_deadline_and_the_next_run_does_it() {
 
 #[tokio::test]
 async fn a_failing_destination_is_alerted_once_with_its_diagnosis() {
-    use s3_export::inbox::AlertInbox;
     let document = r#"{"destinations":[{"name":"gone","bucket":"dest-gone","shared":true}]}"#;
     let harness = Harness::start(document).await;
-    let sdk = harness.moto.sdk_config().await;
-    let inbox = AlertInbox::create(
-        &aws_sdk_sns::Client::new(&sdk),
-        &harness.moto.sqs_client().await,
-        "alerts",
-    )
-    .await
-    .unwrap();
-    let mut flusher = harness.flusher();
-    flusher.alerter = shared::alert::Alerter::new(
-        aws_sdk_sns::Client::new(&sdk),
-        Some(inbox.topic_arn.clone()),
-        "test-stack",
-        flusher::SOURCE,
-    );
+    let (flusher, inbox) = staged::alerting(&harness).await;
 
     // Two tenants' partitions fail on the same destination: one alert.
     harness
@@ -1329,15 +1314,10 @@ mod staged {
 
         /// A flusher whose S3 requests may fail here.
         pub fn flusher(&self, harness: &Harness, config: Config) -> Flusher {
-            let s3 = aws_sdk_s3::Client::from_conf(
-                harness
-                    .s3
-                    .config()
-                    .to_builder()
-                    .interceptor(self.clone())
-                    .build(),
-            );
-            Flusher::new(config, s3)
+            Flusher::new(
+                config,
+                s3_export::faults::with_interceptor(&harness.s3, self.clone()),
+            )
         }
     }
 
@@ -1347,15 +1327,7 @@ mod staged {
         let proxy = FaultProxy::start(&harness.moto.endpoint(), FaultPlan::none())
             .await
             .unwrap();
-        let s3 = aws_sdk_s3::Client::from_conf(
-            harness
-                .s3
-                .config()
-                .to_builder()
-                .endpoint_url(proxy.endpoint())
-                .build(),
-        );
-        (Flusher::new(config, s3), proxy)
+        (Flusher::new(config, proxy.s3_client(&harness.s3)), proxy)
     }
 
     /// The GetObject requests of staged objects S3 received, by key, each
