@@ -294,81 +294,40 @@ pub async fn read_staged_events(
     Ok(sources)
 }
 
-/// The index of the staged object `s3://bucket/key`, read from its tail
-/// as the flusher reads it: one ranged GET of its last
-/// `staged::TAIL_READ_BYTES`, and a second of the index when it is longer.
+/// The index of the staged object `s3://bucket/key` of `size` bytes (from
+/// its listing), read as the flusher reads it (`staged::fetch_index`): one
+/// ranged GET of its tail, and a second of the index when it is longer.
 /// The outer error is S3's; the inner one says why the object is not a
-/// readable staged object.
+/// readable staged object (one gone since it was listed is one).
 pub async fn read_staged_index(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
+    size: u64,
 ) -> Result<Result<staged::StagedIndex, staged::StagedError>> {
-    let Some((tail, object_len)) = read_range(
-        s3,
-        bucket,
-        key,
-        &format!("bytes=-{}", staged::TAIL_READ_BYTES),
-    )
-    .await?
-    else {
-        return Ok(Err(staged::StagedError::TooShort(0)));
-    };
-    match staged::read_tail(&tail, object_len) {
-        Ok(staged::Tail::Fetch(range)) => {
-            let header = format!("bytes={}-{}", range.start, range.end - 1);
-            let (index, _) = read_range(s3, bucket, key, &header)
-                .await?
-                .with_context(|| format!("s3://{bucket}/{key} shrank while read"))?;
-            Ok(match staged::read_tail(&index, object_len) {
-                Ok(staged::Tail::Index(index)) => Ok(index),
-                Ok(staged::Tail::Fetch(_)) => {
-                    unreachable!("the fetched range holds the index")
-                }
-                Err(error) => Err(error),
-            })
-        }
-        Ok(staged::Tail::Index(index)) => Ok(Ok(index)),
-        Err(error) => Ok(Err(error)),
-    }
-}
-
-/// The bytes of `range` (an HTTP `Range` header) of `s3://bucket/key`, and
-/// the object's whole length (from `Content-Range`); `None` when S3 answers
-/// that the range is not satisfiable (an empty object has no last bytes).
-async fn read_range(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    range: &str,
-) -> Result<Option<(Vec<u8>, u64)>> {
-    let context = || format!("reading {range} of s3://{bucket}/{key}");
-    let object = match s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .range(range)
-        .send()
-        .await
-    {
-        Ok(object) => object,
-        Err(error) if error.code() == Some("InvalidRange") => return Ok(None),
-        Err(error) => return Err(error).with_context(context),
-    };
-    let total = object
-        .content_range()
-        .and_then(|header| header.rsplit_once('/'))
-        .and_then(|(_, total)| total.parse::<u64>().ok());
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .with_context(context)?
-        .into_bytes()
-        .to_vec();
-    // Without a Content-Range the answer is the whole object.
-    let total = total.unwrap_or(bytes.len() as u64);
-    Ok(Some((bytes, total)))
+    let index = staged::fetch_index(size, |range| async move {
+        let context = || format!("reading bytes {range:?} of s3://{bucket}/{key}");
+        let object = match s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+        {
+            Ok(object) => object,
+            Err(error) if error.code() == Some("NoSuchKey") => return Ok(None),
+            Err(error) => return Err(error).with_context(context),
+        };
+        let bytes = object.body.collect().await.with_context(context)?;
+        anyhow::Ok(Some(bytes.into_bytes().to_vec()))
+    })
+    .await?;
+    Ok(index.unwrap_or_else(|| {
+        Err(staged::StagedError::IndexUnreadable(
+            "the object is gone since it was listed".to_owned(),
+        ))
+    }))
 }
 
 /// Reads every export file under `prefix` in any destination format: gzip

@@ -228,9 +228,10 @@ pub async fn staged_hours(
     let in_range =
         |hour: Hour| range.is_none_or(|(first, last): (Hour, Hour)| hour >= first && hour <= last);
     let mut hours: BTreeMap<Hour, StagedHour> = BTreeMap::new();
-    for key in shared::listing::keys(s3, bucket, STAGING_PREFIX)
-        .await
-        .with_context(|| format!("listing s3://{bucket}/{STAGING_PREFIX}"))?
+    for shared::listing::ListedObject { key, size } in
+        shared::listing::objects(s3, bucket, STAGING_PREFIX)
+            .await
+            .with_context(|| format!("listing s3://{bucket}/{STAGING_PREFIX}"))?
     {
         if let Some(partition) = layout::parse_staging_chunk_key(&key) {
             if in_range(partition.hour) && selects(&partition.stream, &partition.tenant) {
@@ -244,7 +245,7 @@ pub async fn staged_hours(
         if !in_range(hour) {
             continue;
         }
-        match crate::inspect::read_staged_index(s3, bucket, &key).await? {
+        match crate::inspect::read_staged_index(s3, bucket, &key, size).await? {
             Ok(index) => {
                 let events: Vec<u64> = index
                     .segments

@@ -458,6 +458,40 @@ fn check_names(segment: &Segment) -> Result<(), StagedError> {
     )))
 }
 
+/// Reads the index of a staged object of `size` bytes (from a listing)
+/// with `fetch`, which returns the bytes of a range of the object, or
+/// `None` when it is gone: one fetch of its tail ([`tail_range`]), and a
+/// second of the index when it starts before the tail. The outer error is
+/// `fetch`'s; the inner one says why the object is not a readable staged
+/// object (an object shorter than a trailer is not fetched at all).
+pub async fn fetch_index<E, F, Fut>(
+    size: u64,
+    mut fetch: F,
+) -> Result<Option<Result<StagedIndex, StagedError>>, E>
+where
+    F: FnMut(Range<u64>) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<u8>>, E>>,
+{
+    if size < TRAILER_BYTES as u64 {
+        return Ok(Some(Err(StagedError::TooShort(size))));
+    }
+    let mut range = tail_range(size);
+    // The tail names the whole index; what a second fetch reads holds it.
+    for _ in 0..2 {
+        let Some(tail) = fetch(range.clone()).await? else {
+            return Ok(None);
+        };
+        match read_tail(&tail, size) {
+            Ok(Tail::Index(index)) => return Ok(Some(Ok(index))),
+            Ok(Tail::Fetch(rest)) => range = rest,
+            Err(error) => return Ok(Some(Err(error))),
+        }
+    }
+    Ok(Some(Err(StagedError::IndexInconsistent(
+        "its index is not where its trailer says".into(),
+    ))))
+}
+
 /// Reads the index of a whole object in memory.
 pub fn read_index(object: &[u8]) -> Result<StagedIndex, StagedError> {
     match read_tail(object, object.len() as u64)? {
@@ -772,6 +806,43 @@ mod tests {
                 "a flipped bit at {at} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn an_index_is_fetched_from_the_tail_and_only_then_from_where_it_starts() {
+        let wide: Vec<_> = (0..20_000)
+            .map(|i| ("s", format!("tenant-{i:05}")))
+            .collect();
+        let mut writer = StagedWriter::new(1);
+        for (stream, tenant) in &wide {
+            writer.begin_segment(stream, &TenantKey::encode(tenant), 0, 1);
+            writer.push_line_parts(&[b"{}"]);
+        }
+        let large = writer.finish(hour());
+        let small = object(&[("a", "t", 0, 1, lines("x", 3))], 1);
+        let run = |bytes: &[u8]| {
+            let mut ranges = Vec::new();
+            let index =
+                futures::executor::block_on(fetch_index::<(), _, _>(bytes.len() as u64, |range| {
+                    ranges.push(range.clone());
+                    let slice = bytes[range.start as usize..range.end as usize].to_vec();
+                    std::future::ready(Ok(Some(slice)))
+                }));
+            (index, ranges)
+        };
+        let (index, ranges) = run(&small);
+        assert_eq!(index, Ok(Some(read_index(&small))));
+        assert_eq!(ranges, [tail_range(small.len() as u64)]);
+        let (index, ranges) = run(&large);
+        let data_end = read_index(&large).unwrap().data_end();
+        assert_eq!(index, Ok(Some(read_index(&large))));
+        assert_eq!(
+            ranges,
+            [tail_range(large.len() as u64), data_end..large.len() as u64]
+        );
+        let (index, ranges) = run(&[]);
+        assert_eq!(index, Ok(Some(Err(StagedError::TooShort(0)))));
+        assert!(ranges.is_empty(), "nothing to fetch of an empty object");
     }
 
     #[test]

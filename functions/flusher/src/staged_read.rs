@@ -31,7 +31,7 @@ use shared::alert::InvocationAlerts;
 use shared::diagnose::{Diagnosis, Problem};
 use shared::layout;
 use shared::partition::PartitionKey;
-use shared::staged::{self, Segment, StagedError, StagedIndex, Tail};
+use shared::staged::{self, Segment, StagedError, StagedIndex};
 
 use crate::Flusher;
 use crate::error::FlushError;
@@ -48,25 +48,14 @@ pub async fn read_index(
     key: &str,
     size: u64,
 ) -> Result<Option<Result<StagedIndex, StagedError>>, FlushError> {
-    let mut range = staged::tail_range(size);
-    // The first answer names the whole index; a second can only repeat it.
-    for _ in 0..2 {
-        let mut tail = Vec::with_capacity((range.end - range.start) as usize);
-        if store::get_range_into(s3, bucket, key, range.clone(), &mut tail)
+    let index = staged::fetch_index(size, |range| async move {
+        let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
+        Ok(store::get_range_into(s3, bucket, key, range, &mut bytes)
             .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        match staged::read_tail(&tail, size) {
-            Ok(Tail::Index(index)) => return Ok(Some(check_partitions(key, index))),
-            Ok(Tail::Fetch(rest)) => range = rest,
-            Err(error) => return Ok(Some(Err(error))),
-        }
-    }
-    Ok(Some(Err(StagedError::IndexInconsistent(
-        "its index is not where its trailer says".into(),
-    ))))
+            .map(|_| bytes))
+    })
+    .await?;
+    Ok(index.map(|index| index.and_then(|index| check_partitions(key, index))))
 }
 
 /// What `shared::staged` checks only with the key (see `staged::check_key`).
