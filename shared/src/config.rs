@@ -253,11 +253,6 @@ pub struct Config {
     pub default_stream: String,
     pub partition_by: PartitionBy,
     pub max_event_bytes: usize,
-    /// `stagingGzipLevel` / `STAGING_GZIP_LEVEL`, still accepted (0..=9) so
-    /// that old documents and stacks keep loading, but read for
-    /// compatibility only: staged objects are zstd
-    /// ([`Config::staging_zstd_level`]).
-    pub staging_gzip_level: u32,
     /// The zstd level of staged objects' segments (`stagingZstdLevel` /
     /// `STAGING_ZSTD_LEVEL`, 1..=19, default 1).
     pub staging_zstd_level: i32,
@@ -614,14 +609,17 @@ impl Config {
             defaults::MAX_EVENT_BYTES,
             1..=MAX_EVENT_BYTES_LIMIT,
         )?;
-        let staging_gzip_level = number_setting(
+        // `stagingGzipLevel` / `STAGING_GZIP_LEVEL` are still checked (0..=9)
+        // so that old documents and stacks load as before, and otherwise
+        // ignored: staged objects are zstd at `staging_zstd_level`.
+        number_setting(
             &lookup,
             env::STAGING_GZIP_LEVEL,
             "stagingGzipLevel",
             document.staging_gzip_level.map(|level| level as usize),
             defaults::STAGING_GZIP_LEVEL as usize,
             0..=9,
-        )? as u32;
+        )?;
         let staging_zstd_level = number_setting(
             &lookup,
             env::STAGING_ZSTD_LEVEL,
@@ -763,7 +761,6 @@ impl Config {
             default_stream: default_stream.1,
             partition_by,
             max_event_bytes,
-            staging_gzip_level,
             staging_zstd_level,
             max_decompressed_body_bytes,
             sub_batch_bytes,
@@ -1347,7 +1344,6 @@ mod tests {
         assert_eq!(config.default_stream, "airkit-app-events");
         assert_eq!(config.partition_by, PartitionBy::Ingest);
         assert_eq!(config.max_event_bytes, 1024 * 1024);
-        assert_eq!(config.staging_gzip_level, 1);
         assert_eq!(config.max_decompressed_body_bytes, 16 * 1024 * 1024);
         assert!(config.streams.contains_key("airkit-audit-logs"));
     }
@@ -1362,7 +1358,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(from_document.staging_zstd_level, 19);
-        assert_eq!(from_document.staging_gzip_level, 6, "old documents load");
         let from_env = config(
             &[
                 ("EXPORT_BUCKET", "exports"),

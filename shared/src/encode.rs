@@ -30,16 +30,6 @@ impl<W: Write> LineGzEncoder<W> {
         }
     }
 
-    /// A stream whose first block already holds `lines` (newline-ended
-    /// lines, at most [`LINE_BLOCK_BYTES`]): the same bytes as pushing them
-    /// one by one.
-    fn with_first_block(out: W, level: u32, lines: Vec<u8>) -> Self {
-        debug_assert!(lines.len() <= LINE_BLOCK_BYTES);
-        let mut encoder = Self::new(out, level);
-        encoder.block = lines;
-        encoder
-    }
-
     /// Appends `line` and a newline; `line` must not contain a newline.
     pub fn push_line(&mut self, line: &[u8]) -> io::Result<()> {
         self.push_line_parts(&[line])
@@ -88,21 +78,11 @@ impl<W: Write> LineGzEncoder<W> {
     }
 }
 
-/// Staged chunks of at most this many bytes of lines are written as stored
-/// gzip ([`stored_gzip`]): starting a compressor clears a few hundred KB
-/// of tables, which costs more than compressing a few KB saves, and a
-/// batch with many tenants makes many such chunks.
-pub const STAGED_STORED_MAX_BYTES: usize = 4 * 1024;
-
-/// Builds one gzip NDJSON file in memory. With a stored limit
-/// ([`NdjsonGzWriter::with_stored_limit`]), a file whose lines come to at
-/// most that many bytes is written as stored gzip, never compressed; the
-/// bytes still depend only on the lines, the level and the limit.
+/// Builds one gzip NDJSON file in memory (an `errors/` file, a test's
+/// staged chunk). The compressor is started at the first line, so a writer
+/// that never gets one costs nothing.
 pub struct NdjsonGzWriter {
     level: u32,
-    /// Lines not yet handed to a compressor, while they fit the stored limit.
-    small: Vec<u8>,
-    stored_up_to: usize,
     encoder: Option<LineGzEncoder<Vec<u8>>>,
     lines: usize,
     uncompressed_bytes: usize,
@@ -111,16 +91,8 @@ pub struct NdjsonGzWriter {
 impl NdjsonGzWriter {
     /// A writer at a zlib level from 0 (none) to 9 (smallest).
     pub fn new(level: u32) -> Self {
-        Self::with_stored_limit(level, 0)
-    }
-
-    /// A writer at `level` whose output is stored gzip when its lines come
-    /// to at most `stored_up_to` bytes (at most [`LINE_BLOCK_BYTES`]).
-    pub fn with_stored_limit(level: u32, stored_up_to: usize) -> Self {
         Self {
             level,
-            small: Vec::new(),
-            stored_up_to: stored_up_to.min(LINE_BLOCK_BYTES),
             encoder: None,
             lines: 0,
             uncompressed_bytes: 0,
@@ -140,17 +112,10 @@ impl NdjsonGzWriter {
         let length: usize = parts.iter().map(|part| part.len()).sum();
         self.lines += 1;
         self.uncompressed_bytes += length + 1;
-        if self.encoder.is_none() && self.uncompressed_bytes <= self.stored_up_to {
-            for part in parts {
-                self.small.extend_from_slice(part);
-            }
-            self.small.push(b'\n');
-            return;
-        }
-        let (level, small) = (self.level, std::mem::take(&mut self.small));
+        let level = self.level;
         let encoder = self
             .encoder
-            .get_or_insert_with(|| LineGzEncoder::with_first_block(Vec::new(), level, small));
+            .get_or_insert_with(|| LineGzEncoder::new(Vec::new(), level));
         // Writing into a Vec cannot fail.
         encoder.push_line_parts(parts).expect("writing to memory");
     }
@@ -169,7 +134,6 @@ impl NdjsonGzWriter {
     pub fn finish(self) -> Vec<u8> {
         match self.encoder {
             Some(encoder) => encoder.finish().expect("writing to memory"),
-            None if self.stored_up_to > 0 => stored_gzip(&self.small),
             None => LineGzEncoder::new(Vec::new(), self.level)
                 .finish()
                 .expect("writing to memory"),
@@ -258,8 +222,8 @@ mod tests {
     #[test]
     fn a_line_pushed_in_parts_gives_the_bytes_of_the_joined_line() {
         let event = "x".repeat(700);
-        let build = |in_parts: bool, stored_up_to: usize| {
-            let mut writer = NdjsonGzWriter::with_stored_limit(1, stored_up_to);
+        let build = |in_parts: bool| {
+            let mut writer = NdjsonGzWriter::new(1);
             for n in 0..300 {
                 let provenance = format!("{n}\tm-{n}");
                 if in_parts {
@@ -270,11 +234,7 @@ mod tests {
             }
             (writer.lines(), writer.uncompressed_bytes(), writer.finish())
         };
-        assert_eq!(build(true, 0), build(false, 0));
-        assert_eq!(
-            build(true, STAGED_STORED_MAX_BYTES),
-            build(false, STAGED_STORED_MAX_BYTES)
-        );
+        assert_eq!(build(true), build(false));
     }
 
     fn gunzip(bytes: &[u8]) -> Vec<u8> {
@@ -294,32 +254,9 @@ mod tests {
     }
 
     #[test]
-    fn small_files_are_stored_and_larger_ones_compressed_with_the_same_lines() {
-        let line = r#"{"organizationId":"t1","type":"step_enter","n":12345}"#;
-        let build = |lines: usize, stored_up_to: usize| {
-            let mut writer = NdjsonGzWriter::with_stored_limit(1, stored_up_to);
-            for _ in 0..lines {
-                writer.push_line(line);
-            }
-            writer.finish()
-        };
-        let expected = |lines: usize| format!("{line}\n").repeat(lines).into_bytes();
-        // Three lines fit 4 KiB: stored, so the lines appear as they are.
-        let small = build(3, STAGED_STORED_MAX_BYTES);
-        assert_eq!(gunzip(&small), expected(3));
-        assert!(small.windows(line.len()).any(|w| w == line.as_bytes()));
-        // Two hundred do not: compressed, the same bytes as without a limit.
-        let large = build(200, STAGED_STORED_MAX_BYTES);
-        assert_eq!(gunzip(&large), expected(200));
-        assert_eq!(large, build(200, 0));
-        assert!(large.len() < expected(200).len() / 4);
-        // Without a limit nothing is stored, not even an empty file.
-        assert_eq!(gunzip(&build(0, 0)), b"");
-        assert_eq!(gunzip(&build(0, STAGED_STORED_MAX_BYTES)), b"");
-        assert!(
-            !build(3, 0)
-                .windows(line.len())
-                .any(|w| w == line.as_bytes())
-        );
+    fn a_writer_without_lines_gives_an_empty_gzip_file() {
+        let writer = NdjsonGzWriter::new(6);
+        assert_eq!((writer.lines(), writer.uncompressed_bytes()), (0, 0));
+        assert_eq!(gunzip(&writer.finish()), b"");
     }
 }
