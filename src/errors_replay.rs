@@ -265,7 +265,7 @@ async fn replay_file(
     let replay_id = format!("replay-{digest}-{request_id}");
     let plan = plan_batch(config, &records, ingest_millis, &replay_id);
     file.accepted = plan.stats.accepted;
-    file.chunks = plan.chunks.iter().map(|chunk| chunk.key.clone()).collect();
+    file.chunks = plan.objects.iter().map(|chunk| chunk.key.clone()).collect();
     file.still_rejected = plan
         .stats
         .reasons
@@ -295,7 +295,7 @@ async fn replay_file(
         return Ok(file);
     }
 
-    for chunk in &plan.chunks {
+    for chunk in &plan.objects {
         s3.put_object()
             .bucket(bucket)
             .key(&chunk.key)

@@ -423,7 +423,7 @@ async fn a_failed_sub_batch_fails_exactly_its_messages_including_one_cut_across_
     // Which messages fed which sub-batch, from the same planning.
     let plan = batcher::plan_batch(&faulty.config(), &records, 0, "req-cut");
     let fed = |suffix: &str| -> BTreeSet<String> {
-        plan.chunks
+        plan.objects
             .iter()
             .filter(|chunk| chunk.key.ends_with(suffix))
             .flat_map(|chunk| chunk.messages.iter().map(|&i| format!("m{i}")))
@@ -436,7 +436,7 @@ async fn a_failed_sub_batch_fails_exactly_its_messages_including_one_cut_across_
         "one message is cut across the first two sub-batches: {first:?} {second:?}"
     );
     assert!(
-        plan.chunks
+        plan.objects
             .iter()
             .any(|chunk| chunk.key.ends_with(".0002.staged"))
     );

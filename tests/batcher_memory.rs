@@ -234,7 +234,7 @@ async fn a_batch_of_large_zstd_bodies_is_staged_within_a_bounded_peak() {
         }
     }
     let rest = planner.finish();
-    for object in &rest.chunks {
+    for object in &rest.objects {
         objects += 1;
         segments += shared::staged::read_index(&object.body)
             .unwrap()

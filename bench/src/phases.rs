@@ -304,12 +304,12 @@ pub fn batcher(setup: &Setup, style: Style, chunks_dir: Option<&Path>) -> Value 
             plan.stats.staged_bytes,
         );
         let objects: Vec<(&str, &[u8])> = plan
-            .chunks
+            .objects
             .iter()
             .map(|object| (object.key.as_str(), &object.body[..]))
             .collect();
         staged.add_invocation(&objects, errors, chunks_dir);
-        puts += plan.chunks.len() + usize::from(errors);
+        puts += plan.objects.len() + usize::from(errors);
         drop(plan);
         // The limit on the same events, measured right after the batch so
         // that both see the machine in the same state: their NDJSON (decoded

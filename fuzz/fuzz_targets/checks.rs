@@ -159,7 +159,7 @@ pub fn check_batch(data: &[u8]) {
         .collect();
     let plan = batcher::plan::plan_batch(config(), &records, 1_795_000_000_000, "fuzz-request");
     let mut covered = BTreeSet::new();
-    for object in &plan.chunks {
+    for object in &plan.objects {
         assert!(
             batcher::shared::layout::parse_staged_object_key(&object.key).is_some(),
             "{}",
@@ -180,7 +180,7 @@ pub fn check_batch(data: &[u8]) {
         covered.extend(errors.messages.iter().copied());
     }
     assert_eq!(
-        plan.chunks.iter().map(|c| c.lines).sum::<usize>(),
+        plan.objects.iter().map(|c| c.lines).sum::<usize>(),
         plan.stats.accepted
     );
     for (index, record) in records.iter().enumerate() {

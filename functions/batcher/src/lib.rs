@@ -118,7 +118,7 @@ pub async fn process(
     }
     let plan = planner.finish();
     let stats = plan.stats;
-    let last = plan.chunks.into_iter().chain(plan.errors);
+    let last = plan.objects.into_iter().chain(plan.errors);
     failed.extend(store(batcher, &config, last).await?);
 
     let mut response = SqsBatchResponse::default();

@@ -94,9 +94,8 @@ pub struct BatchStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchPlan {
     /// The staged objects: one per hour and sub-batch, in sub-batch then
-    /// hour order. (Named when they were per-partition chunks; the
-    /// benchmark and errors replay read it under this name.)
-    pub chunks: Vec<PlannedObject>,
+    /// hour order.
+    pub objects: Vec<PlannedObject>,
     /// The rejected records with their reasons, when there are any.
     pub errors: Option<PlannedObject>,
     pub stats: BatchStats,
@@ -704,7 +703,7 @@ impl<'a> BatchPlanner<'a> {
             messages: rejected.messages,
         });
         BatchPlan {
-            chunks: self.objects,
+            objects: self.objects,
             errors,
             stats: self.stats,
         }

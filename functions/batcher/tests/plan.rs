@@ -107,7 +107,7 @@ fn every_event_is_staged_with_its_message_id_and_sent_time() {
     ];
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
     assert_eq!(
-        staged_lines(&plan.chunks[0]),
+        staged_lines(&plan.objects[0]),
         vec![
             format!("{}\t{SENT_MILLIS}\tm1", app_event("t1", 0)),
             format!("{}\t{SENT_MILLIS}\tm1", app_event("t1", 1)),
@@ -125,8 +125,8 @@ fn seed_session_start_is_one_compact_line_with_fields_unchanged() {
         INGEST_MILLIS,
         "req-1",
     );
-    assert_eq!(plan.chunks.len(), 1);
-    let object = &plan.chunks[0];
+    assert_eq!(plan.objects.len(), 1);
+    let object = &plan.objects[0];
     assert_eq!(
         object.key,
         "staging/2022-11-19/23/1668900200000-req-1.staged"
@@ -156,7 +156,7 @@ fn compact_event_bytes_are_kept_as_sent() {
     let sent =
         r#"{"organizationId": "o1", "eventTime": "2022-11-19T23:23:16Z", "type": "x", "n": 1.50}"#;
     let plan = plan_batch(&config(None), &[message("m1", sent)], INGEST_MILLIS, "r");
-    assert_eq!(lines(&plan.chunks[0]), vec![sent.to_owned()]);
+    assert_eq!(lines(&plan.objects[0]), vec![sent.to_owned()]);
 }
 
 #[test]
@@ -171,8 +171,8 @@ fn events_are_grouped_by_stream_tenant_and_hour() {
         ),
     ];
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
-    assert_eq!(plan.chunks.len(), 1, "one object for the hour");
-    let object = &plan.chunks[0];
+    assert_eq!(plan.objects.len(), 1, "one object for the hour");
+    let object = &plan.objects[0];
     let summary: Vec<(String, u64)> = segments(object)
         .iter()
         .map(|(segment, lines)| {
@@ -224,9 +224,9 @@ fn array_ndjson_and_sns_bodies_give_each_event_a_line() {
         message("m3", &sns),
     ];
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
-    assert_eq!(plan.chunks.len(), 1);
+    assert_eq!(plan.objects.len(), 1);
     let expected: Vec<String> = (1..=5).map(|n| app_event("t1", n)).collect();
-    assert_eq!(lines(&plan.chunks[0]), expected);
+    assert_eq!(lines(&plan.objects[0]), expected);
 }
 
 #[test]
@@ -236,7 +236,7 @@ fn stream_comes_from_attribute_then_queue_then_default() {
     from_queue.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:audit-events".into());
     let from_default = message("m2", &app_event("t1", 1));
     let plan = plan_batch(&config, &[from_queue, from_default], INGEST_MILLIS, "r");
-    let streams: Vec<String> = segments(&plan.chunks[0])
+    let streams: Vec<String> = segments(&plan.objects[0])
         .into_iter()
         .map(|(segment, _)| segment.stream)
         .collect();
@@ -286,7 +286,7 @@ fn every_rejection_reason_is_recorded_with_its_original_text() {
     ];
     let records: Vec<SqsMessage> = cases.iter().map(|(m, _)| m.clone()).collect();
     let plan = plan_batch(&config, &records, INGEST_MILLIS, "req-9");
-    assert!(plan.chunks.is_empty());
+    assert!(plan.objects.is_empty());
     let errors = plan.errors.expect("an errors file");
     assert_eq!(
         errors.key,
@@ -319,7 +319,7 @@ fn every_rejection_reason_is_recorded_with_its_original_text() {
 fn one_bad_line_does_not_lose_the_others() {
     let body = format!("{}\n{{broken\n{}", app_event("t1", 1), app_event("t1", 2));
     let plan = plan_batch(&config(None), &[message("m1", &body)], INGEST_MILLIS, "r");
-    assert_eq!(plan.chunks[0].lines, 2);
+    assert_eq!(plan.objects[0].lines, 2);
     let errors = plan.errors.unwrap();
     let record: Value = serde_json::from_str(&error_lines(&errors)[0]).unwrap();
     assert_eq!(record["body"], "{broken");
@@ -327,7 +327,7 @@ fn one_bad_line_does_not_lose_the_others() {
     assert_eq!(record["part"]["count"], 3);
     assert_eq!(errors.messages.iter().copied().collect::<Vec<_>>(), vec![0]);
     assert_eq!(
-        plan.chunks[0].messages.iter().copied().collect::<Vec<_>>(),
+        plan.objects[0].messages.iter().copied().collect::<Vec<_>>(),
         vec![0]
     );
 }
@@ -339,7 +339,7 @@ fn unknown_audit_type_is_counted_not_refused() {
         "airkit-audit-logs",
     );
     let plan = plan_batch(&config(None), &[record], INGEST_MILLIS, "r");
-    assert_eq!(plan.chunks.len(), 1);
+    assert_eq!(plan.objects.len(), 1);
     assert_eq!(plan.stats.streams["airkit-audit-logs"].unknown_types, 1);
 }
 
@@ -349,11 +349,11 @@ fn partition_by_event_time_uses_the_events_hour() {
     let late = r#"{"organizationId":"t1","eventTime":"2022-11-18T05:10:00Z","type":"x"}"#;
     let plan = plan_batch(&config, &[message("m1", late)], INGEST_MILLIS, "r");
     assert_eq!(
-        plan.chunks[0].key,
+        plan.objects[0].key,
         "staging/2022-11-18/05/1668900200000-r.staged"
     );
     assert_eq!(
-        staged::read_index(&plan.chunks[0].body).unwrap().hour,
+        staged::read_index(&plan.objects[0].body).unwrap().hour,
         "2022-11-18/05"
     );
 }
@@ -364,7 +364,7 @@ fn ingest_hour_falls_back_to_invocation_time_without_sent_timestamp() {
     record.attributes.clear();
     let plan = plan_batch(&config(None), &[record], 1_700_000_000_000, "r");
     assert_eq!(
-        plan.chunks[0].key,
+        plan.objects[0].key,
         "staging/2023-11-14/22/1700000000000-r.staged"
     );
 }
@@ -383,12 +383,12 @@ fn hostile_tenants_stay_inside_the_staging_prefix() {
         .collect();
     let plan = plan_batch(&config(None), &records, INGEST_MILLIS, "r");
     // The tenants are in the index, never in the key.
-    assert_eq!(plan.chunks.len(), 1);
+    assert_eq!(plan.objects.len(), 1);
     assert_eq!(
-        plan.chunks[0].key,
+        plan.objects[0].key,
         "staging/2022-11-19/23/1668900200000-r.staged"
     );
-    let read = segments(&plan.chunks[0]);
+    let read = segments(&plan.objects[0]);
     assert_eq!(read.len(), tenants.len(), "each tenant its own segment");
     for (segment, staged) in &read {
         assert_eq!(segment.stream, "airkit-app-events");
@@ -454,7 +454,7 @@ fn error_records(plan: &batcher::BatchPlan) -> Vec<Value> {
 
 /// Every staged event, per `stream/tenant` segment, object after object.
 fn staged_by_partition(plan: &batcher::BatchPlan) -> Vec<(String, Vec<String>)> {
-    plan.chunks
+    plan.objects
         .iter()
         .flat_map(segments)
         .map(|(segment, staged)| {
@@ -680,25 +680,25 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
     let records = sub_batch_records();
     let whole = plan_batch(&config(None), &records, INGEST_MILLIS, "req-1");
     assert_eq!(
-        whole.chunks.len(),
+        whole.objects.len(),
         1,
         "one sub-batch at the default size, one hour: one object"
     );
-    assert_eq!(segments(&whole.chunks[0]).len(), 2, "a segment a tenant");
+    assert_eq!(segments(&whole.objects[0]).len(), 2, "a segment a tenant");
     // 600 events of about 140 bytes: 84 KB, cut at 8 KiB.
     let small = config(Some(r#"{"subBatchBytes":8192}"#));
     let cut = plan_batch(&small, &records, INGEST_MILLIS, "req-1");
-    assert!(cut.chunks.len() >= 8, "{} objects", cut.chunks.len());
+    assert!(cut.objects.len() >= 8, "{} objects", cut.objects.len());
 
     // The same events in the same order per partition, none lost or repeated.
     assert_eq!(
-        events_by_partition(&cut.chunks),
-        events_by_partition(&whole.chunks)
+        events_by_partition(&cut.objects),
+        events_by_partition(&whole.objects)
     );
     assert_eq!(cut.stats.accepted, 600);
-    assert_eq!(cut.stats.staged_objects, cut.chunks.len());
+    assert_eq!(cut.stats.staged_objects, cut.objects.len());
     assert_eq!(
-        cut.chunks.iter().map(|o| o.lines).sum::<usize>(),
+        cut.objects.iter().map(|o| o.lines).sum::<usize>(),
         600,
         "each object counts its events"
     );
@@ -709,14 +709,14 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
 
     // Unique keys: the first sub-batch's are the keys of an uncut batch,
     // the next ones number their sub-batch.
-    let keys: BTreeSet<&str> = cut.chunks.iter().map(|c| c.key.as_str()).collect();
-    assert_eq!(keys.len(), cut.chunks.len());
-    assert_eq!(cut.chunks[0].key, whole.chunks[0].key);
+    let keys: BTreeSet<&str> = cut.objects.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys.len(), cut.objects.len());
+    assert_eq!(cut.objects[0].key, whole.objects[0].key);
     assert_eq!(
-        cut.chunks[1].key,
+        cut.objects[1].key,
         "staging/2022-11-19/23/1668900200000-req-1.0001.staged"
     );
-    for (number, object) in cut.chunks.iter().enumerate() {
+    for (number, object) in cut.objects.iter().enumerate() {
         let (_, _, _, sub_batch) = shared::layout::parse_staged_object_key(&object.key)
             .unwrap_or_else(|| panic!("{}", object.key));
         assert_eq!(sub_batch as usize, number, "one object a sub-batch");
@@ -727,7 +727,7 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
     let sub_batch_of = |key: &str| shared::layout::parse_staged_object_key(key).unwrap().3;
     let straddling = (0..records.len()).any(|index| {
         let sub_batches: BTreeSet<u32> = cut
-            .chunks
+            .objects
             .iter()
             .filter(|chunk| chunk.messages.contains(&index))
             .map(|chunk| sub_batch_of(&chunk.key))
@@ -745,8 +745,8 @@ fn a_batch_over_the_sub_batch_size_is_cut_into_sub_batches_with_the_same_events(
     }
     let rest = planner.finish();
     assert!(!taken.is_empty(), "sub-batches are cut before the end");
-    taken.extend(rest.chunks);
-    assert_eq!(taken, cut.chunks);
+    taken.extend(rest.objects);
+    assert_eq!(taken, cut.objects);
     assert_eq!(rest.errors, cut.errors);
     assert_eq!(rest.stats, cut.stats);
 }
@@ -803,11 +803,11 @@ fn events_land_in_the_shard_their_identity_names_and_copies_share_it() {
     let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
     assert!(plan.errors.is_none());
     assert_eq!(
-        plan.chunks.len(),
+        plan.objects.len(),
         1,
         "one object for the hour, shards and all"
     );
-    let read = segments(&plan.chunks[0]);
+    let read = segments(&plan.objects[0]);
 
     let mut events_seen = 0;
     let mut shards_used: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
@@ -929,7 +929,7 @@ fn partition_by_event_stages_one_object_for_each_hour_with_the_messages_that_fed
     ];
     let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
     let summary: Vec<(&str, Vec<usize>, Vec<PartitionEvents>)> = plan
-        .chunks
+        .objects
         .iter()
         .map(|object| {
             let segments = segments(object)
@@ -990,7 +990,7 @@ fn partition_by_event_stages_one_object_for_each_hour_with_the_messages_that_fed
             ),
         ]
     );
-    for object in &plan.chunks {
+    for object in &plan.objects {
         let index = staged::read_index(&object.body).unwrap();
         assert!(object.key.contains(&index.hour), "{}", object.key);
         assert_eq!(object.lines as u64, index.events());
@@ -1007,9 +1007,9 @@ fn the_staging_zstd_level_is_honoured_and_any_level_decodes() {
     for level in [1, 3, 19] {
         let config = config(Some(&format!(r#"{{"stagingZstdLevel": {level}}}"#)));
         let plan = plan_batch(&config, &records, INGEST_MILLIS, "r");
-        assert_eq!(plan.chunks.len(), 1);
+        assert_eq!(plan.objects.len(), 1);
         assert_eq!(
-            lines(&plan.chunks[0]),
+            lines(&plan.objects[0]),
             (0..200)
                 .filter(|n| n % 3 == 0)
                 .chain((0..200).filter(|n| n % 3 == 1))
@@ -1018,7 +1018,7 @@ fn the_staging_zstd_level_is_honoured_and_any_level_decodes() {
                 .collect::<Vec<_>>(),
             "level {level}"
         );
-        bodies.push(plan.chunks[0].body.clone());
+        bodies.push(plan.objects[0].body.clone());
     }
     // The level reaches the compressor: the frames differ, 19 the smallest.
     assert_ne!(bodies[0], bodies[2]);
