@@ -1342,6 +1342,34 @@ mod staged {
         gets
     }
 
+    /// The PUT-class requests (PutObject, UploadPart, multipart calls) S3
+    /// received, by what they wrote: `manifest`, `id digest`, `archive`,
+    /// `pending`, `destination` (any other bucket) or `other`.
+    pub fn writes_by_kind(proxy: &FaultProxy) -> BTreeMap<&'static str, usize> {
+        let mut writes = BTreeMap::new();
+        for request in proxy.request_log() {
+            let kind = if request.writes(EXPORT, "manifests/") {
+                if request.key().ends_with(".json") {
+                    "manifest"
+                } else {
+                    "id digest"
+                }
+            } else if request.writes(EXPORT, "archive/") {
+                "archive"
+            } else if request.writes(EXPORT, "pending/") {
+                "pending"
+            } else if request.writes(EXPORT, "") {
+                "other"
+            } else if request.writes(request.bucket(), "") {
+                "destination"
+            } else {
+                continue;
+            };
+            *writes.entry(kind).or_default() += 1;
+        }
+        writes
+    }
+
     pub const EVERYONE: &str = r#"{"destinations":[{"name":"everyone","bucket":"dest-all","prefix":"exports/","shared":true}]}"#;
 
     pub async fn alerting(harness: &Harness) -> (Flusher, AlertInbox) {
@@ -1508,6 +1536,28 @@ async fn a_flush_of_every_partition_reads_each_staged_object_with_two_gets() {
             "{ranges:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_flush_that_publishes_everything_it_commits_writes_each_manifest_once() {
+    let harness = Harness::start(EVERYONE).await;
+    let expected = stage_many_tenants(&harness, 3, 60).await;
+    let (flusher, proxy) = staged::through_proxy(&harness, harness.config.clone()).await;
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.partitions.len()), (0, 60));
+    assert_exported_once(&harness, &expected).await;
+    let writes = staged::writes_by_kind(&proxy);
+    assert_eq!(writes.get("manifest"), Some(&60), "{writes:?}");
+    assert_eq!(writes.get("destination"), Some(&60), "{writes:?}");
+    // Each manifest lists its part as published, unconfirmed; nothing it
+    // consumed is staged any more, so a later run takes it as published.
+    assert!(staging(&harness).await.is_empty());
+    let rerun = harness.flush(CLOSED + HOUR).await;
+    assert_eq!((rerun.failed, rerun.pending_publishes), (0, 0), "{rerun:?}");
+    assert!(
+        rerun.partitions.iter().all(|p| p.published == 0),
+        "{rerun:?}"
+    );
 }
 
 #[tokio::test]

@@ -66,6 +66,17 @@ pub async fn flush_partition(
         Some((manifest, etag)) => (manifest, Some(etag)),
         None => (new_manifest(partition), None),
     };
+    // A commit lists the parts its run is about to publish as published,
+    // unconfirmed (see `shared::manifest`); staged data it consumed still
+    // here means that run stopped before it was done: publish them again.
+    let still_staged = {
+        let consumed = manifest.consumed();
+        sources.iter().any(|source| consumed.contains(source.key()))
+    };
+    let reopened = manifest.settle_unconfirmed(still_staged);
+    if reopened > 0 {
+        tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, parts = reopened, "the run that committed these parts stopped before deleting what it consumed: publishing them again");
+    }
     let had_pending = manifest.has_pending();
     let consumed = manifest.consumed();
     let new_sources: Vec<&Source> = sources
@@ -73,6 +84,8 @@ pub async fn flush_partition(
         .filter(|source| !consumed.contains(source.key()))
         .collect();
     let mut report = PartitionReport::default();
+    // The manifest as this run's commit stored it.
+    let mut committed: Option<Manifest> = None;
 
     if !new_sources.is_empty() {
         let ids = id_hash(&manifest).ok_or_else(|| FlushError::Corrupt {
@@ -148,9 +161,11 @@ pub async fn flush_partition(
         manifest.id_digest_version = ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
         publish::assign(flusher, partition, &mut manifest, &numbers);
+        let stored = manifest.with_unconfirmed(&numbers);
         etag = Some(
-            store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?,
+            store::commit_manifest(s3, bucket, &manifest_key, &stored, etag.as_deref()).await?,
         );
+        committed = Some(stored);
         // The digest the old manifest named is superseded by the new one.
         if let Some(previous) = previous_digest {
             store::delete_keys(s3, bucket, &[previous]).await?;
@@ -175,7 +190,13 @@ pub async fn flush_partition(
                 return Err(error);
             }
         };
-        if outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty() {
+        // A run that published every part its commit listed as unconfirmed,
+        // and nothing else changed, has nothing to record.
+        let recorded = committed
+            .as_ref()
+            .is_some_and(|stored| manifest.publishes_match(stored));
+        let changed = outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty();
+        if changed && !recorded {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
             store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?;
         }
