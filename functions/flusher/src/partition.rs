@@ -192,11 +192,12 @@ pub async fn flush_partition(
         };
         // A run that published every part its commit listed as unconfirmed,
         // and nothing else changed, has nothing to record.
-        let recorded = committed
-            .as_ref()
-            .is_some_and(|stored| manifest.publishes_match(stored));
-        let changed = outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty();
-        if changed && !recorded {
+        let record = match &committed {
+            // Parts of a paused destination, for one, stay pending.
+            Some(stored) => !manifest.publishes_match(stored),
+            None => outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty(),
+        };
+        if record {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
             store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?;
         }
