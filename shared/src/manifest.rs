@@ -42,8 +42,13 @@ pub struct Manifest {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined_chunks: Vec<String>,
-    /// The key of the digest of every event id in `parts`.
+    /// The key of the digest of every event id in `parts`: the whole
+    /// object, or the range `id_digest_range` of a bundle.
     pub id_digest: Option<String>,
+    /// Where the digest is in `id_digest` when that is a bundle holding
+    /// other partitions' files too. Absent: the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_digest_range: Option<ByteRange>,
     /// How the digest's ids are hashed (`dedup::IdHash::version`); every
     /// commit of a partition keeps it. Manifests written before the field
     /// existed hold version 1 (SHA-256).
@@ -81,6 +86,26 @@ pub struct ArchivePart {
     /// line, see `provenance`), when its events were staged with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<ProvenanceFile>,
+    /// Where the part starts in `key` when that is a bundle (the small
+    /// files of the partitions one run flushed together, see
+    /// `layout::bundle_key`); its length is `bytes`. Absent: the part is
+    /// the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// A byte range of an object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// The range as `start..end`.
+    pub fn as_range(self) -> std::ops::Range<u64> {
+        self.offset..self.offset + self.length
+    }
 }
 
 /// A provenance sidecar: gzip, one line per line of its archive part.
@@ -90,6 +115,10 @@ pub struct ProvenanceFile {
     pub key: String,
     /// Compressed size.
     pub bytes: u64,
+    /// Where it starts in `key` when that is a bundle; absent: the whole
+    /// object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// Which parts a destination has received.

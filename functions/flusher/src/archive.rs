@@ -1,6 +1,7 @@
 //! Writing one archive part: gzip NDJSON streamed to S3 with a multipart
 //! upload, so memory holds one upload part (8 MiB), not the archive part.
-//! A part that ends up smaller than one upload part is a single PutObject.
+//! A part that ends up smaller than one upload part goes into the run's
+//! bundle (see `bundle`) when it has one, else is a single PutObject.
 //! The same lines at the same level give the same bytes, so rewriting a part
 //! after a crash is an overwrite, not a copy (docs/design.md, invariant 3).
 
@@ -12,6 +13,7 @@ use shared::encode::LineGzEncoder;
 use shared::manifest::ArchivePart;
 use shared::time::format_rfc3339_millis;
 
+use crate::bundle::Bundle;
 use crate::error::FlushError;
 
 /// Upload parts are sent at this size (S3's minimum is 5 MiB).
@@ -135,13 +137,23 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Ends the gzip stream, stores the rest, and describes the part.
-    pub async fn finish(mut self) -> Result<ArchivePart, FlushError> {
+    /// Ends the gzip stream, stores the rest, and describes the part. A
+    /// part smaller than an upload part goes into `bundle` when given (its
+    /// key and offset are the bundle's).
+    pub async fn finish(mut self, bundle: Option<&Bundle>) -> Result<ArchivePart, FlushError> {
         let rest = std::mem::take(self.encoder.get_mut());
         let encoder = std::mem::replace(&mut self.encoder, LineGzEncoder::new(Vec::new(), 0));
         let mut tail = rest;
         tail.extend(encoder.finish().expect("writing to memory"));
+        let mut offset = None;
         match self.upload_id.clone() {
+            None if bundle.is_some() => {
+                let bundle = bundle.expect("just checked");
+                self.hasher.update(&tail);
+                self.uploaded_bytes += tail.len() as u64;
+                offset = Some(bundle.append(&tail).await?);
+                self.key = bundle.key().to_owned();
+            }
             None => {
                 self.hasher.update(&tail);
                 self.uploaded_bytes += tail.len() as u64;
@@ -185,6 +197,7 @@ impl PartWriter {
                 .map(|b| format!("{b:02x}"))
                 .collect(),
             provenance: None,
+            offset,
         })
     }
 

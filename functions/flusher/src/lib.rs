@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod backfill;
+pub mod bundle;
 pub mod compaction;
 pub mod error;
 pub mod export;
@@ -35,8 +36,10 @@ use shared::Config;
 use shared::alert::Alerter;
 use shared::config::Destination;
 use shared::config_source::ConfigSource;
+use shared::layout;
 use shared::partition::PartitionKey;
 
+use crate::bundle::Bundle;
 pub use error::FlushError;
 pub use trigger::{BackfillRequest, Invocation, Trigger};
 
@@ -294,7 +297,16 @@ pub async fn run(
         }
         let spools = staged_read::fetch_window(flusher, &work, members).await;
         let spools = &spools;
-        let flushed: Vec<_> = stream::iter(members)
+        let attempt = bundle::attempt_id();
+        let bundle = Bundle::new(
+            flusher.s3.clone(),
+            &flusher.config.export_bucket,
+            layout::bundle_key(trigger.now_millis, &attempt),
+        );
+        let bundle = &bundle;
+        // Every partition's new data compacted, its small files into the
+        // window's bundle...
+        let prepared: Vec<_> = stream::iter(members)
             .map(|partition| {
                 let sources = work.sources.get(partition).unwrap_or(&no_sources);
                 let marked = work.publishes.contains(partition);
@@ -302,10 +314,37 @@ pub async fn run(
                     if near_deadline() {
                         return (partition, None);
                     }
-                    let result = partition::flush_partition(
-                        flusher, alerts, trigger, partition, sources, spools, marked,
+                    let result = partition::prepare(
+                        flusher, alerts, partition, sources, spools, marked, bundle,
                     )
                     .await;
+                    (partition, Some(result))
+                }
+            })
+            .buffered(flusher.config.flush_concurrency)
+            .collect()
+            .await;
+        // ...the bundle stored (one PUT for them all), then each partition
+        // committed and published.
+        let stored = bundle.finish().await;
+        let stored = &stored;
+        let flushed: Vec<_> = stream::iter(prepared)
+            .map(|(partition, prepared)| {
+                let sources = work.sources.get(partition).unwrap_or(&no_sources);
+                async move {
+                    let Some(prepared) = prepared else {
+                        return (partition, None);
+                    };
+                    let result = match (prepared, stored) {
+                        (Ok(prepared), Err(error)) if prepared.commits() => Err(error.clone()),
+                        (Ok(prepared), _) => {
+                            partition::complete(
+                                flusher, alerts, trigger, partition, sources, prepared,
+                            )
+                            .await
+                        }
+                        (Err(error), _) => Err(error),
+                    };
                     (partition, Some(result))
                 }
             })

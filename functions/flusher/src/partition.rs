@@ -14,12 +14,13 @@ use std::collections::HashSet;
 use shared::alert::InvocationAlerts;
 use shared::dedup::IdHash;
 use shared::layout;
-use shared::manifest::{self, ArchivePart, MANIFEST_VERSION, Manifest, ProvenanceFile};
+use shared::manifest::{self, ArchivePart, ByteRange, MANIFEST_VERSION, Manifest, ProvenanceFile};
 use shared::partition::PartitionKey;
 use shared::provenance::Provenance;
 use shared::time::format_rfc3339_millis;
 
 use crate::archive::PartWriter;
+use crate::bundle::Bundle;
 use crate::compaction;
 use crate::error::FlushError;
 use crate::publish::{self, PublishOutcome};
@@ -47,22 +48,55 @@ pub struct PartitionReport {
     pub quarantined: Vec<String>,
 }
 
-/// Flushes `partition`, whose staged data is `sources` (in staged order),
-/// the segments of staged objects read from `spools`; `marked` says whether
-/// its pending-publish marker was listed.
-pub async fn flush_partition(
+/// A partition read and compacted, not committed yet: its new parts and
+/// id digest are in the run's bundle (or, when large, objects of their
+/// own), which must be stored before [`complete`] commits them.
+pub struct Prepared {
+    manifest: Manifest,
+    etag: Option<String>,
+    had_pending: bool,
+    /// Whether the partition's pending-publish marker was listed.
+    marked: bool,
+    /// The commit to make, when there was new staged data.
+    commit: Option<Commit>,
+    report: PartitionReport,
+}
+
+impl Prepared {
+    /// Whether there is new data to commit (whose files are in the bundle).
+    pub fn commits(&self) -> bool {
+        self.commit.is_some()
+    }
+}
+
+/// What a partition's next commit adds.
+struct Commit {
+    /// The keys of the new staged data it consumes (quarantined ones apart).
+    consumed: Vec<String>,
+    parts: Vec<ArchivePart>,
+    /// The digest of every id the partition now holds: its key and range.
+    digest: (String, Option<ByteRange>),
+    ids: IdHash,
+}
+
+/// Reads `partition`'s manifest and compacts its new staged data (of
+/// `sources`, in staged order; the segments of staged objects read from
+/// `spools`) into archive parts numbered after the manifest's, appending
+/// the small files to `bundle`. Nothing is committed: a run that stops
+/// after this has changed nothing a manifest names.
+pub async fn prepare(
     flusher: &Flusher,
     alerts: &InvocationAlerts<'_>,
-    trigger: &Trigger,
     partition: &PartitionKey,
     sources: &[Source],
     spools: &Spools,
     marked: bool,
-) -> Result<PartitionReport, FlushError> {
+    bundle: &Bundle,
+) -> Result<Prepared, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
     let manifest_key = layout::manifest_key(partition);
-    let (mut manifest, mut etag) = match store::read_manifest(s3, bucket, &manifest_key).await? {
+    let (mut manifest, etag) = match store::read_manifest(s3, bucket, &manifest_key).await? {
         Some((manifest, etag)) => (manifest, Some(etag)),
         None => (new_manifest(partition), None),
     };
@@ -84,8 +118,7 @@ pub async fn flush_partition(
         .filter(|source| !consumed.contains(source.key()))
         .collect();
     let mut report = PartitionReport::default();
-    // The manifest as this run's commit stored it.
-    let mut committed: Option<Manifest> = None;
+    let mut commit = None;
 
     if !new_sources.is_empty() {
         let ids = id_hash(&manifest).ok_or_else(|| FlushError::Corrupt {
@@ -98,22 +131,7 @@ pub async fn flush_partition(
                 manifest.id_digest_version
             ),
         })?;
-        let mut seen = match &manifest.id_digest {
-            Some(key) => {
-                let (bytes, _) =
-                    store::get(s3, bucket, key)
-                        .await?
-                        .ok_or_else(|| FlushError::Corrupt {
-                            what: format!("id digest s3://{bucket}/{key}"),
-                            message: "named by the manifest but missing".into(),
-                        })?;
-                manifest::decode_id_digest(&bytes).ok_or_else(|| FlushError::Corrupt {
-                    what: format!("id digest s3://{bucket}/{key}"),
-                    message: "its length is not a multiple of 16".into(),
-                })?
-            }
-            None => HashSet::new(),
-        };
+        let mut seen = read_id_digest(flusher, &manifest).await?;
         let parts = compact(
             flusher,
             alerts,
@@ -121,44 +139,120 @@ pub async fn flush_partition(
             &manifest,
             &new_sources,
             spools,
+            bundle,
             ids,
             &mut seen,
             &mut report,
         )
         .await?;
-        if flusher.stop_after == Some(Step::PartsWritten) {
-            return Err(FlushError::Injected("parts written"));
-        }
-
-        let generation = manifest.generation + 1;
-        let digest_key = layout::id_digest_key(partition, generation);
-        store::put(
-            s3,
-            bucket,
-            &digest_key,
-            manifest::encode_id_digest(&seen),
-            "application/octet-stream",
-        )
-        .await?;
-        let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
-        let previous_digest = manifest.id_digest.take();
-        manifest.generation = generation;
-        manifest.events += report.events;
-        manifest.duplicates_dropped += report.duplicates;
-        manifest.parts.extend(parts);
+        let digest = manifest::encode_id_digest(&seen);
+        let offset = bundle.append(&digest).await?;
+        let range = ByteRange {
+            offset,
+            length: digest.len() as u64,
+        };
         let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
-        manifest.consumed_chunks.extend(
-            new_sources
+        commit = Some(Commit {
+            consumed: new_sources
                 .iter()
                 .map(|source| source.key())
                 .filter(|key| !quarantined.contains(key))
-                .map(str::to_owned),
-        );
+                .map(str::to_owned)
+                .collect(),
+            parts,
+            digest: (bundle.key().to_owned(), Some(range)),
+            ids,
+        });
+    }
+    Ok(Prepared {
+        manifest,
+        etag,
+        had_pending,
+        marked,
+        commit,
+        report,
+    })
+}
+
+/// The event ids a partition's manifest says it holds (none before its
+/// first commit).
+async fn read_id_digest(
+    flusher: &Flusher,
+    manifest: &Manifest,
+) -> Result<HashSet<u128>, FlushError> {
+    let Some(key) = &manifest.id_digest else {
+        return Ok(HashSet::new());
+    };
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let missing = || FlushError::Corrupt {
+        what: format!("id digest s3://{bucket}/{key}"),
+        message: "named by the manifest but missing".into(),
+    };
+    let bytes = match manifest.id_digest_range {
+        Some(range) => {
+            let mut bytes = Vec::with_capacity(range.length as usize);
+            store::get_range_into(s3, bucket, key, range.as_range(), &mut bytes)
+                .await?
+                .ok_or_else(missing)?;
+            bytes
+        }
+        None => store::get(s3, bucket, key).await?.ok_or_else(missing)?.0,
+    };
+    manifest::decode_id_digest(&bytes).ok_or_else(|| FlushError::Corrupt {
+        what: format!("id digest s3://{bucket}/{key}"),
+        message: "its length is not a multiple of 16".into(),
+    })
+}
+
+/// Commits a prepared partition (its bundle stored), publishes its pending
+/// parts, and deletes the staged chunks its manifest has consumed; returns
+/// what it did. `sources` are the partition's staged data, as given to
+/// [`prepare`].
+pub async fn complete(
+    flusher: &Flusher,
+    alerts: &InvocationAlerts<'_>,
+    trigger: &Trigger,
+    partition: &PartitionKey,
+    sources: &[Source],
+    prepared: Prepared,
+) -> Result<PartitionReport, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let manifest_key = layout::manifest_key(partition);
+    let Prepared {
+        mut manifest,
+        mut etag,
+        had_pending,
+        marked,
+        commit,
+        mut report,
+    } = prepared;
+    // The manifest as this run's commit stored it.
+    let mut committed: Option<Manifest> = None;
+
+    if let Some(commit) = commit {
+        if flusher.stop_after == Some(Step::PartsWritten) {
+            return Err(FlushError::Injected("parts written"));
+        }
+        let numbers: Vec<u32> = commit.parts.iter().map(|p| p.number).collect();
+        let consumed_now = commit.consumed.len();
+        let previous_digest = match manifest.id_digest_range {
+            // A range of a bundle: it stays with the bundle.
+            Some(_) => None,
+            None => manifest.id_digest.take(),
+        };
+        manifest.generation += 1;
+        manifest.events += report.events;
+        manifest.duplicates_dropped += report.duplicates;
+        manifest.parts.extend(commit.parts);
+        manifest.consumed_chunks.extend(commit.consumed);
         manifest
             .quarantined_chunks
             .extend(report.quarantined.iter().cloned());
-        manifest.id_digest = Some(digest_key);
-        manifest.id_digest_version = ids.version();
+        (manifest.id_digest, manifest.id_digest_range) =
+            (Some(commit.digest.0), commit.digest.1);
+        manifest.id_digest_version = commit.ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
         publish::assign(flusher, partition, &mut manifest, &numbers);
         let stored = manifest.with_unconfirmed(&numbers);
@@ -170,13 +264,12 @@ pub async fn flush_partition(
         if let Some(previous) = previous_digest {
             store::delete_keys(s3, bucket, &[previous]).await?;
         }
+        report.chunks_consumed = consumed_now;
         report.parts = numbers;
-        report.chunks_consumed = new_sources.len() - report.quarantined.len();
         if flusher.stop_after == Some(Step::ManifestCommitted) {
             return Err(FlushError::Injected("manifest committed"));
         }
     }
-
     if manifest.has_pending() {
         let stop_early = flusher.stop_after == Some(Step::SomePublished);
         let outcome =
@@ -323,13 +416,14 @@ impl OpenPart {
         Ok(())
     }
 
-    async fn finish(self) -> Result<ArchivePart, FlushError> {
-        let mut part = self.events.finish().await?;
+    async fn finish(self, bundle: &Bundle) -> Result<ArchivePart, FlushError> {
+        let mut part = self.events.finish(Some(bundle)).await?;
         if let Some(sidecar) = self.provenance {
-            let written = sidecar.finish().await?;
+            let written = sidecar.finish(Some(bundle)).await?;
             part.provenance = Some(ProvenanceFile {
                 key: written.key,
                 bytes: written.bytes,
+                offset: written.offset,
             });
         }
         Ok(part)
@@ -353,6 +447,7 @@ async fn compact(
     manifest: &Manifest,
     sources: &[&Source],
     spools: &Spools,
+    bundle: &Bundle,
     ids: IdHash,
     seen: &mut HashSet<u128>,
     report: &mut PartitionReport,
@@ -362,6 +457,7 @@ async fn compact(
     let mut out = PartsOut {
         flusher,
         partition,
+        bundle,
         parts: Vec::new(),
         number: manifest.next_part_number(),
         writer: None,
@@ -431,6 +527,8 @@ fn profile<'a>(
 struct PartsOut<'a> {
     flusher: &'a Flusher,
     partition: &'a PartitionKey,
+    /// Where parts and sidecars smaller than an upload part go.
+    bundle: &'a Bundle,
     parts: Vec<ArchivePart>,
     /// The number of the part being written (or the next).
     number: u32,
@@ -475,7 +573,7 @@ impl PartsOut<'_> {
             report.events += 1;
             if current.events.compressed_len() >= max_bytes {
                 self.parts
-                    .push(self.writer.take().expect("just used").finish().await?);
+                    .push(self.writer.take().expect("just used").finish(self.bundle).await?);
                 self.number += 1;
             }
         }
@@ -485,7 +583,7 @@ impl PartsOut<'_> {
 
     async fn finish(mut self) -> Result<Vec<ArchivePart>, FlushError> {
         if let Some(writer) = self.writer.take() {
-            self.parts.push(writer.finish().await?);
+            self.parts.push(writer.finish(self.bundle).await?);
         }
         Ok(self.parts)
     }
