@@ -401,26 +401,11 @@ pub async fn read_range(
     key: &str,
     range: std::ops::Range<u64>,
 ) -> Result<Vec<u8>> {
-    if range.is_empty() {
-        return Ok(Vec::new());
-    }
-    let what = || format!("reading bytes {range:?} of s3://{bucket}/{key}");
-    let object = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .range(format!("bytes={}-{}", range.start, range.end - 1))
-        .send()
-        .await
-        .with_context(what)?;
-    let bytes = object.body.collect().await.with_context(what)?.into_bytes();
-    anyhow::ensure!(
-        bytes.len() as u64 == range.end - range.start,
-        "{}: {} bytes received",
-        what(),
-        bytes.len()
-    );
-    Ok(bytes.to_vec())
+    let mut bytes = Vec::new();
+    flusher::store::get_range_into(s3, bucket, key, range, &mut bytes)
+        .await?
+        .with_context(|| format!("s3://{bucket}/{key} does not exist"))?;
+    Ok(bytes)
 }
 
 pub async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>> {

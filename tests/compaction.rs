@@ -74,7 +74,9 @@ async fn archive_part_is_what_the_pure_compaction_writes() {
     assert_eq!(report.events, 150, "{report:?}");
     assert_eq!(report.duplicates, 50, "{report:?}");
 
-    let parts = s3_export::inspect::archive_parts(&s3, EXPORT, "").await.unwrap();
+    let parts = s3_export::inspect::archive_parts(&s3, EXPORT, "")
+        .await
+        .unwrap();
     assert_eq!(parts.len(), 1, "{:?}", parts.keys());
     let archived = parts.into_values().next().unwrap();
 

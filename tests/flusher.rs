@@ -89,7 +89,9 @@ impl Harness {
     /// The compressed bytes of the committed archive part named `name`.
     async fn part_bytes(&self, name: &str) -> Vec<u8> {
         let mut parts = archive_parts(&self.s3, EXPORT, "").await.unwrap();
-        parts.remove(name).unwrap_or_else(|| panic!("no part {name}"))
+        parts
+            .remove(name)
+            .unwrap_or_else(|| panic!("no part {name}"))
     }
 
     async fn bytes(&self, bucket: &str, key: &str) -> Vec<u8> {
@@ -398,6 +400,41 @@ fn archive_key_for(key: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_manifest_newer_than_the_flusher_is_refused_naming_it_and_nothing_is_lost() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness.stage_app_events("t1", 0..3, "req-1").await;
+    let key = "manifests/airkit-app-events/t1/2026-11-22/10.json";
+    let newer = serde_json::json!({"version": 99, "stream": "airkit-app-events", "tenant": "t1",
+        "hour": "2026-11-22T10:00:00.000Z", "generation": 1, "parts": [], "consumedChunks": [],
+        "idDigest": null, "events": 0, "duplicatesDropped": 0, "destinations": {},
+        "committedAt": "2026-11-22T11:15:00.000Z"});
+    harness
+        .s3
+        .put_object()
+        .bucket(EXPORT)
+        .key(key)
+        .body(serde_json::to_vec(&newer).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let error = report.partitions[0].error.as_deref().unwrap();
+    assert!(
+        error.contains(key) && error.contains("version 99 is newer than this flusher reads (2)"),
+        "{error}"
+    );
+    // Its staged data waits for a flusher that reads it.
+    assert_eq!(
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn hours_still_open_are_left_staged() {
     let harness = Harness::start(DESTINATIONS).await;
     harness
@@ -532,7 +569,9 @@ async fn flushing_the_same_staged_input_twice_gives_byte_identical_parts() {
     // Byte-identical parts, under the same names; only the bundles they
     // are stored in carry each run's attempt.
     let parts = archive_parts(&harness.s3, EXPORT, "").await.unwrap();
-    let copies = archive_parts(&harness.s3, "exports-copy", "").await.unwrap();
+    let copies = archive_parts(&harness.s3, "exports-copy", "")
+        .await
+        .unwrap();
     assert!(parts.len() >= 4);
     assert_eq!(parts, copies);
 }
@@ -1543,17 +1582,27 @@ async fn a_flush_of_every_partition_reads_each_staged_object_with_two_gets() {
     }
 }
 
-#[tokio::test]
-async fn a_flush_of_sixty_small_partitions_costs_two_puts_each_and_one_bundle() {
+/// Stages `tenants` app-event partitions in `objects` staged objects,
+/// flushes them all through a fault proxy, checks each event exported once,
+/// and returns the writes S3 received, by kind.
+async fn flush_many_tenants_counting_writes(
+    objects: usize,
+    tenants: usize,
+) -> (Harness, BTreeMap<&'static str, usize>) {
     let harness = Harness::start(EVERYONE).await;
-    let expected = stage_many_tenants(&harness, 3, 60).await;
+    let expected = stage_many_tenants(&harness, objects, tenants).await;
     let (flusher, proxy) = staged::through_proxy(&harness, harness.config.clone()).await;
     let report = flush_with(&flusher, CLOSED).await;
-    assert_eq!((report.failed, report.partitions.len()), (0, 60));
+    assert_eq!((report.failed, report.partitions.len()), (0, tenants));
     assert_exported_once(&harness, &expected).await;
+    (harness, staged::writes_by_kind(&proxy))
+}
+
+#[tokio::test]
+async fn a_flush_of_sixty_small_partitions_costs_two_puts_each_and_one_bundle() {
+    let (harness, writes) = flush_many_tenants_counting_writes(3, 60).await;
     // Per partition its commit and its file; the parts and id digests of
     // all sixty in one bundle.
-    let writes = staged::writes_by_kind(&proxy);
     assert_eq!(
         writes,
         BTreeMap::from([("archive", 1), ("destination", 60), ("manifest", 60)])
@@ -1566,6 +1615,20 @@ async fn a_flush_of_sixty_small_partitions_costs_two_puts_each_and_one_bundle() 
     assert!(
         rerun.partitions.iter().all(|p| p.published == 0),
         "{rerun:?}"
+    );
+}
+
+#[tokio::test]
+async fn partitions_beyond_one_bundles_share_start_the_next_bundle() {
+    let tenants = flusher::BUNDLE_PARTITIONS + 4;
+    let (_harness, writes) = flush_many_tenants_counting_writes(1, tenants).await;
+    assert_eq!(
+        writes,
+        BTreeMap::from([
+            ("archive", 2),
+            ("destination", tenants),
+            ("manifest", tenants)
+        ])
     );
 }
 

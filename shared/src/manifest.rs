@@ -17,8 +17,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-/// The manifest format written by this version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest format written by this version: 2 since parts, sidecars
+/// and id digests may be ranges of a bundle (`offset`, `idDigestRange`),
+/// which a flusher of version 1 would read as whole objects. A flusher
+/// refuses a manifest of a version newer than its own.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// A partition's committed state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,6 @@
 //! The same lines at the same level give the same bytes, so rewriting a part
 //! after a crash is an overwrite, not a copy (docs/design.md, invariant 3).
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use sha2::{Digest, Sha256};
 
 use shared::encode::LineGzEncoder;
@@ -15,19 +13,17 @@ use shared::time::format_rfc3339_millis;
 
 use crate::bundle::Bundle;
 use crate::error::FlushError;
-
-/// Upload parts are sent at this size (S3's minimum is 5 MiB).
-pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
+pub use crate::upload::UPLOAD_PART_BYTES;
+use crate::upload::Upload;
 
 /// An archive part being written.
 pub struct PartWriter {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-    key: String,
+    upload: Upload,
     number: u32,
     encoder: LineGzEncoder<Vec<u8>>,
-    upload_id: Option<String>,
-    completed: Vec<CompletedPart>,
+    /// Whether an upload part has been sent (the part is then an object of
+    /// its own, whatever its size).
+    started: bool,
     hasher: Sha256,
     uploaded_bytes: u64,
     events: u64,
@@ -40,13 +36,10 @@ impl PartWriter {
     /// Starts part `number` at `key`; nothing is sent until data is.
     pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: String, number: u32, level: u32) -> Self {
         Self {
-            s3,
-            bucket: bucket.to_owned(),
-            key,
+            upload: Upload::new(s3, bucket, key, "application/gzip"),
             number,
             encoder: LineGzEncoder::new(Vec::with_capacity(UPLOAD_PART_BYTES), level),
-            upload_id: None,
-            completed: Vec::new(),
+            started: false,
             hasher: Sha256::new(),
             uploaded_bytes: 0,
             events: 0,
@@ -55,7 +48,6 @@ impl PartWriter {
             max_time: None,
         }
     }
-
     /// Compressed bytes produced so far; the lines of the block still
     /// being gathered (at most `shared::encode::LINE_BLOCK_BYTES`) are not
     /// compressed yet.
@@ -97,44 +89,8 @@ impl PartWriter {
     async fn upload(&mut self, bytes: Vec<u8>) -> Result<(), FlushError> {
         self.hasher.update(&bytes);
         self.uploaded_bytes += bytes.len() as u64;
-        let upload_id = match &self.upload_id {
-            Some(id) => id.clone(),
-            None => {
-                let created = self
-                    .s3
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .content_type("application/gzip")
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        FlushError::s3("CreateMultipartUpload", &self.bucket, &self.key, e)
-                    })?;
-                let id = created.upload_id().unwrap_or_default().to_owned();
-                self.upload_id = Some(id.clone());
-                id
-            }
-        };
-        let part_number = self.completed.len() as i32 + 1;
-        let uploaded = self
-            .s3
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&upload_id)
-            .part_number(part_number)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| FlushError::s3("UploadPart", &self.bucket, &self.key, e))?;
-        self.completed.push(
-            CompletedPart::builder()
-                .part_number(part_number)
-                .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                .build(),
-        );
-        Ok(())
+        self.started = true;
+        self.upload.send_part(bytes).await
     }
 
     /// Ends the gzip stream, stores the rest, and describes the part. A
@@ -145,46 +101,21 @@ impl PartWriter {
         let encoder = std::mem::replace(&mut self.encoder, LineGzEncoder::new(Vec::new(), 0));
         let mut tail = rest;
         tail.extend(encoder.finish().expect("writing to memory"));
-        let mut offset = None;
-        match self.upload_id.clone() {
-            None if bundle.is_some() => {
-                let bundle = bundle.expect("just checked");
-                self.hasher.update(&tail);
-                self.uploaded_bytes += tail.len() as u64;
-                offset = Some(bundle.append(&tail).await?);
-                self.key = bundle.key().to_owned();
+        self.hasher.update(&tail);
+        self.uploaded_bytes += tail.len() as u64;
+        let (key, offset) = match bundle {
+            Some(bundle) if !self.started => {
+                (bundle.key().to_owned(), Some(bundle.append(&tail).await?))
             }
-            None => {
-                self.hasher.update(&tail);
-                self.uploaded_bytes += tail.len() as u64;
-                self.s3
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .content_type("application/gzip")
-                    .body(ByteStream::from(tail))
-                    .send()
-                    .await
-                    .map_err(|e| FlushError::s3("PutObject", &self.bucket, &self.key, e))?;
+            _ => {
+                let key = self.upload.key().to_owned();
+                self.upload.finish(tail).await?;
+                (key, None)
             }
-            Some(upload_id) => {
-                if let Err(error) = self.complete(upload_id.clone(), tail).await {
-                    // The bucket's lifecycle rule also aborts what this misses.
-                    let _ = self
-                        .s3
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(&self.key)
-                        .upload_id(upload_id)
-                        .send()
-                        .await;
-                    return Err(error);
-                }
-            }
-        }
+        };
         Ok(ArchivePart {
             number: self.number,
-            key: self.key.clone(),
+            key,
             events: self.events,
             bytes: self.uploaded_bytes,
             uncompressed_bytes: self.uncompressed_bytes,
@@ -199,23 +130,5 @@ impl PartWriter {
             provenance: None,
             offset,
         })
-    }
-
-    async fn complete(&mut self, upload_id: String, tail: Vec<u8>) -> Result<(), FlushError> {
-        self.upload(tail).await?;
-        self.s3
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.completed)))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| FlushError::s3("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
-        Ok(())
     }
 }

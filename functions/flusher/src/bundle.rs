@@ -13,31 +13,26 @@
 //! gives the same parts; only where they are stored carries the attempt).
 //!
 //! Memory holds one upload part (8 MiB): larger bundles are sent with a
-//! multipart upload as they grow.
+//! multipart upload as they grow (see `upload`).
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::Mutex;
 
-use crate::archive::UPLOAD_PART_BYTES;
 use crate::error::FlushError;
+use crate::upload::{UPLOAD_PART_BYTES, Upload};
 
 /// A bundle being written.
 pub struct Bundle {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
     key: String,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
+    /// `None` once finished.
+    upload: Option<Upload>,
     /// Bytes not sent yet.
     buffer: Vec<u8>,
     /// Bytes sent in upload parts.
     uploaded: u64,
-    upload_id: Option<String>,
-    completed: Vec<CompletedPart>,
     /// Files appended.
     files: usize,
     /// Why an upload part failed: the bytes it held are lost, so the bundle
@@ -49,11 +44,16 @@ impl Bundle {
     /// A bundle to be stored at `key` (see `layout::bundle_key`); nothing
     /// is sent until files are appended.
     pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: String) -> Self {
+        let upload = Upload::new(s3, bucket, key.clone(), "application/octet-stream");
         Self {
-            s3,
-            bucket: bucket.to_owned(),
             key,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                upload: Some(upload),
+                buffer: Vec::new(),
+                uploaded: 0,
+                files: 0,
+                failed: None,
+            }),
         }
     }
 
@@ -67,129 +67,50 @@ impl Bundle {
     /// only then.
     pub async fn append(&self, file: &[u8]) -> Result<u64, FlushError> {
         let mut state = self.state.lock().await;
-        self.check(&state)?;
+        let state = &mut *state;
+        self.usable(state)?;
         let offset = state.uploaded + state.buffer.len() as u64;
         state.buffer.extend_from_slice(file);
         state.files += 1;
         if state.buffer.len() >= UPLOAD_PART_BYTES {
             let bytes = std::mem::take(&mut state.buffer);
-            if let Err(error) = self.upload(&mut state, bytes).await {
+            let length = bytes.len() as u64;
+            let upload = state.upload.as_mut().expect("checked usable");
+            if let Err(error) = upload.send_part(bytes).await {
                 state.failed = Some(error.to_string());
                 return Err(error);
             }
+            state.uploaded += length;
         }
         Ok(offset)
-    }
-
-    fn check(&self, state: &State) -> Result<(), FlushError> {
-        match &state.failed {
-            Some(error) => Err(FlushError::Corrupt {
-                what: format!("bundle s3://{}/{}", self.bucket, self.key),
-                message: format!("an upload part failed, so it cannot be stored: {error}"),
-            }),
-            None => Ok(()),
-        }
     }
 
     /// Stores the bundle (one PutObject when it is smaller than an upload
     /// part); nothing when no file was appended. Returns the files stored.
     pub async fn finish(&self) -> Result<usize, FlushError> {
         let mut state = self.state.lock().await;
-        self.check(&state)?;
-        let tail = std::mem::take(&mut state.buffer);
-        match state.upload_id.clone() {
-            None if state.files == 0 => {}
-            None => {
-                self.s3
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .content_type("application/octet-stream")
-                    .body(ByteStream::from(tail))
-                    .send()
-                    .await
-                    .map_err(|e| FlushError::s3("PutObject", &self.bucket, &self.key, e))?;
-            }
-            Some(upload_id) => {
-                let completed = async {
-                    if !tail.is_empty() {
-                        self.upload(&mut state, tail).await?;
-                    }
-                    self.s3
-                        .complete_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(&self.key)
-                        .upload_id(&upload_id)
-                        .multipart_upload(
-                            CompletedMultipartUpload::builder()
-                                .set_parts(Some(std::mem::take(&mut state.completed)))
-                                .build(),
-                        )
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            FlushError::s3("CompleteMultipartUpload", &self.bucket, &self.key, e)
-                        })
-                }
-                .await;
-                if let Err(error) = completed {
-                    // The bucket's lifecycle rule also aborts what this misses.
-                    let _ = self
-                        .s3
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(&self.key)
-                        .upload_id(upload_id)
-                        .send()
-                        .await;
-                    return Err(error);
-                }
-            }
+        let state = &mut *state;
+        self.usable(state)?;
+        let upload = state.upload.take().expect("checked usable");
+        if state.files > 0 {
+            upload.finish(std::mem::take(&mut state.buffer)).await?;
         }
         Ok(state.files)
     }
 
-    async fn upload(&self, state: &mut State, bytes: Vec<u8>) -> Result<(), FlushError> {
-        let upload_id = match &state.upload_id {
-            Some(id) => id.clone(),
-            None => {
-                let created = self
-                    .s3
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .content_type("application/octet-stream")
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        FlushError::s3("CreateMultipartUpload", &self.bucket, &self.key, e)
-                    })?;
-                let id = created.upload_id().unwrap_or_default().to_owned();
-                state.upload_id = Some(id.clone());
-                id
+    /// Refuses a bundle that lost bytes or is already finished.
+    fn usable(&self, state: &State) -> Result<(), FlushError> {
+        let problem = match (&state.failed, &state.upload) {
+            (Some(error), _) => {
+                format!("an upload part failed, so it cannot be stored: {error}")
             }
+            (None, None) => "already stored: nothing more goes into it".to_owned(),
+            (None, Some(_)) => return Ok(()),
         };
-        let part_number = state.completed.len() as i32 + 1;
-        let length = bytes.len() as u64;
-        let uploaded = self
-            .s3
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&upload_id)
-            .part_number(part_number)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| FlushError::s3("UploadPart", &self.bucket, &self.key, e))?;
-        state.completed.push(
-            CompletedPart::builder()
-                .part_number(part_number)
-                .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                .build(),
-        );
-        state.uploaded += length;
-        Ok(())
+        Err(FlushError::Corrupt {
+            what: format!("bundle {}", self.key),
+            message: problem,
+        })
     }
 }
 

@@ -242,6 +242,8 @@ pub async fn complete(
             Some(_) => None,
             None => manifest.id_digest.take(),
         };
+        // Its parts and digest may be ranges of a bundle now.
+        manifest.version = MANIFEST_VERSION;
         manifest.generation += 1;
         manifest.events += report.events;
         manifest.duplicates_dropped += report.duplicates;
@@ -250,8 +252,7 @@ pub async fn complete(
         manifest
             .quarantined_chunks
             .extend(report.quarantined.iter().cloned());
-        (manifest.id_digest, manifest.id_digest_range) =
-            (Some(commit.digest.0), commit.digest.1);
+        (manifest.id_digest, manifest.id_digest_range) = (Some(commit.digest.0), commit.digest.1);
         manifest.id_digest_version = commit.ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
         publish::assign(flusher, partition, &mut manifest, &numbers);
@@ -572,8 +573,13 @@ impl PartsOut<'_> {
                 .await?;
             report.events += 1;
             if current.events.compressed_len() >= max_bytes {
-                self.parts
-                    .push(self.writer.take().expect("just used").finish(self.bundle).await?);
+                self.parts.push(
+                    self.writer
+                        .take()
+                        .expect("just used")
+                        .finish(self.bundle)
+                        .await?,
+                );
                 self.number += 1;
             }
         }
