@@ -416,18 +416,22 @@ pub fn s3_requests(run: &Measured) -> Vec<Request> {
             1.0,
             "what the partition committed and consumed before (a 404 the first time, billed all the same)",
         ),
-        Request {
-            who: "flusher",
-            what: "PUT bundle (CreateMultipartUpload, UploadPart, Complete)",
-            class: Class::Put,
-            // The quoted hour's archive parts at the measured ratio and
-            // its id digests (16 bytes an event), in 8 MiB upload parts.
-            count: ((QUOTED_EVENTS * QUOTED_EVENT_BYTES * run.archive_ratio + 16.0 * QUOTED_EVENTS)
-                / flusher::archive::UPLOAD_PART_BYTES as f64)
-                .ceil()
-                + 2.0,
-            per_partition_hour: None,
-            why: "one object holds the archive part and id digest of every partition flushed together, each at a range its manifest records",
+        {
+            // The quoted hour's archive parts at the measured ratio and its
+            // id digests (16 bytes an event), in bundles of at most
+            // `BUNDLE_PARTITIONS` partitions, each sent in 8 MiB upload
+            // parts with its upload's create and complete.
+            let bundles = (hours / flusher::BUNDLE_PARTITIONS as f64).ceil();
+            let bytes = QUOTED_EVENTS * QUOTED_EVENT_BYTES * run.archive_ratio + 16.0 * QUOTED_EVENTS;
+            let parts_each = (bytes / bundles / flusher::archive::UPLOAD_PART_BYTES as f64).ceil();
+            Request {
+                who: "flusher",
+                what: "PUT bundle (CreateMultipartUpload, UploadPart, Complete)",
+                class: Class::Put,
+                count: bundles * (parts_each + 2.0),
+                per_partition_hour: None,
+                why: "one object holds the archive part and id digest of every partition flushed together (up to 256), each at a range its manifest records",
+            }
         },
         per_partition(
             "flusher",
@@ -680,13 +684,14 @@ mod tests {
                 .unwrap()
         };
         // The hour's archive (0.15 of 1 GiB) and id digests (16 MB) in
-        // 8 MiB upload parts, and the upload's create and complete.
+        // eight bundles of 256 partitions or fewer, 21 MB each: three 8 MiB
+        // upload parts, the upload's create and complete.
         let bundle = "PUT bundle (CreateMultipartUpload, UploadPart, Complete)";
-        assert!(close(per_kind(&cost, bundle), 23.0));
-        // Two a partition-hour, the bundle's, and four LISTs for the hour.
+        assert!(close(per_kind(&cost, bundle), 8.0 * 5.0));
+        // Two a partition-hour, the bundles', and four LISTs for the hour.
         assert!(close(
             usd(&cost, "/flusher_puts_per_partition_hour"),
-            2.0 + (23.0 + 4.0) / 2_000.0
+            2.0 + (40.0 + 4.0) / 2_000.0
         ));
         let base = per_million(&run());
         for what in ["PUT manifest (commit)", "PUT destination copy"] {
