@@ -1,7 +1,9 @@
 //! The flusher: closes hours. For every partition of a closed hour it
 //! compacts the staged data (segments of staged objects, and staged chunks
 //! of the format before them) into canonical archive parts without
-//! duplicates, commits the partition's manifest with a conditional write,
+//! duplicates (the small ones, and the id digests, of up to
+//! [`BUNDLE_PARTITIONS`] partitions in one bundle object), commits the
+//! partition's manifest with a conditional write,
 //! publishes the new parts to every destination that selects them, and
 //! deletes what every partition has consumed (see `partition` for why each
 //! step is safe to redo; `staged_read` for how staged objects are read

@@ -1,13 +1,17 @@
-//! Flushing one partition: compact its new staged data (segments of staged
+//! Flushing one partition, in two halves around its group's bundle (see
+//! `bundle`): [`prepare`] compacts its new staged data (segments of staged
 //! objects, staged chunks of the format before them) into archive parts,
-//! commit the manifest, publish, then delete the consumed chunks (a staged
-//! object holds other partitions too: the run deletes it once all of them
-//! have consumed it, see `run`).
+//! the small ones and the id digest appended to the bundle; once the bundle
+//! is stored, [`complete`] commits the manifest, publishes, then deletes
+//! the consumed chunks (a staged object holds other partitions too: the run
+//! deletes it once all of them have consumed it, see `run`).
 //!
 //! Each step is safe to redo if the run stops after it (docs/design.md,
-//! invariants 2 to 4): before the commit, parts and the id digest are
-//! rewritten with the same keys and bytes; after it, consumed chunks and
-//! objects are skipped and only deleted, and pending publishes are retried.
+//! invariants 2 to 4): before the commit, the parts are written again,
+//! byte-identical, into a new bundle (the old one, named by no manifest,
+//! is ignored); after it, consumed chunks and objects are skipped and only
+//! deleted, and pending publishes are retried, unconfirmed ones included
+//! while what the commit consumed is still staged (docs/archive.md).
 
 use std::collections::HashSet;
 
