@@ -31,6 +31,22 @@ pub struct Slot<'a> {
 /// the keys in `wanted`: one slot per wanted key, in order. `None` when
 /// the text is not an object this scanner vouches for (see the module).
 pub fn object<'a, K: AsRef<str>>(text: &'a str, wanted: &[K]) -> Option<Vec<Slot<'a>>> {
+    scan_object(text, wanted, false)
+}
+
+/// [`object`] for text known to be JSON (an event accepted already): the
+/// scan stops as soon as every wanted key has a non-null value, so the
+/// rest of the text is neither read nor checked, and the slots' counts
+/// stop there too. On JSON its values are [`object`]'s.
+pub fn object_prefix<'a, K: AsRef<str>>(text: &'a str, wanted: &[K]) -> Option<Vec<Slot<'a>>> {
+    scan_object(text, wanted, true)
+}
+
+fn scan_object<'a, K: AsRef<str>>(
+    text: &'a str,
+    wanted: &[K],
+    stop_when_found: bool,
+) -> Option<Vec<Slot<'a>>> {
     let mut scanner = Scanner::new(text);
     scanner.whitespace();
     scanner.expect(b'{')?;
@@ -59,6 +75,9 @@ pub fn object<'a, K: AsRef<str>>(text: &'a str, wanted: &[K]) -> Option<Vec<Slot
                 slot.occurrences = slot.occurrences.saturating_add(1);
                 if slot.value.is_none() && value != "null" {
                     slot.value = Some(value);
+                    if stop_when_found && slots.iter().all(|slot| slot.value.is_some()) {
+                        return Some(slots);
+                    }
                 }
             }
             scanner.whitespace();

@@ -295,8 +295,11 @@ impl Profile {
     /// as it was read when it was accepted: a repeated routing field gives
     /// its first non-null value. Lines staged before repeated fields were
     /// refused keep their id, time and type; newer lines have no repeats.
+    ///
+    /// Such a line was valid JSON when it was accepted, so it is read only
+    /// as far as its routing fields: the rest is not checked again.
     pub fn read_stored<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
-        self.read_checking(event, false, Capture::Scan)
+        self.read_checking(event, false, Capture::ScanStored)
     }
 
     fn read_checking<'a>(
@@ -426,7 +429,11 @@ fn duplicate_field(path: &FieldPath, occurrences: u32) -> Rejection {
 /// alone, the reader before the scanner, kept as the tests' oracle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Capture {
+    /// `json_scan::object`: the whole event is checked.
     Scan,
+    /// `json_scan::object_prefix`, for stored events (JSON when they were
+    /// accepted): read up to the last wanted key.
+    ScanStored,
     #[cfg_attr(not(test), allow(dead_code))]
     Serde,
 }
@@ -439,9 +446,12 @@ fn capture_object<'a>(
     wanted: &[String],
     capture: Capture,
 ) -> Result<Vec<Slot<'a>>, Rejection> {
-    if capture == Capture::Scan
-        && let Some(slots) = json_scan::object(event, wanted)
-    {
+    let scanned = match capture {
+        Capture::Scan => json_scan::object(event, wanted),
+        Capture::ScanStored => json_scan::object_prefix(event, wanted),
+        Capture::Serde => None,
+    };
+    if let Some(slots) = scanned {
         return Ok(slots);
     }
     if !event.trim_start().starts_with('{') {
@@ -464,7 +474,7 @@ fn array_element(
     index: Option<usize>,
     capture: Capture,
 ) -> Result<Option<&str>, Rejection> {
-    if capture == Capture::Scan
+    if capture != Capture::Serde
         && let Some(index) = index
         && let Some(element) = json_scan::array_element(raw, index)
     {
@@ -913,6 +923,30 @@ mod tests {
     }
 
     #[test]
+    fn stored_events_are_read_as_far_as_their_routing_fields() {
+        let profile = Profile::generic(
+            FieldPath::parse("/service").unwrap(),
+            FieldPath::parse("/timestamp").unwrap(),
+            Some(FieldPath::parse("/event_id").unwrap()),
+            None,
+        );
+        // What follows the last routing field is not read again: a stored
+        // line was checked whole when it was accepted.
+        let cut = r#"{"event_id":"e-1","timestamp":"2026-01-01T00:00:00Z","service":"s","message":"unfinis"#;
+        assert_eq!(profile.read(cut).unwrap_err().reason, RejectReason::NotJson);
+        let fields = profile.read_stored(cut).unwrap();
+        assert_eq!(fields.id.as_deref(), Some("e-1"));
+        assert_eq!(fields.tenant, "s");
+        assert_eq!(fields.time_millis, 1_767_225_600_000);
+        // Before them, it is read as before.
+        let broken = r#"{"event_id":"e-1","timestamp":"2026-01-01T00:00:00Z",,"service":"s"}"#;
+        assert_eq!(
+            profile.read_stored(broken).unwrap_err().reason,
+            RejectReason::NotJson
+        );
+    }
+
+    #[test]
     fn repeated_keys_off_the_routing_paths_are_accepted() {
         let app = r#"{"organizationId":"acme","eventTime":"2022-11-19T23:23:16Z","type":"x","appId":"a","appId":"b","extra":1,"extra":2}"#;
         assert_eq!(
@@ -1080,11 +1114,18 @@ mod tests {
                     1,
                 );
             }
+            let is_json = serde_json::from_str::<IgnoredAny>(&event).is_ok();
             for profile in &profiles {
                 for refuse_duplicates in [true, false] {
                     let oracle = profile.read_checking(&event, refuse_duplicates, Capture::Serde);
                     let fast = profile.read_checking(&event, refuse_duplicates, Capture::Scan);
                     assert_eq!(fast, oracle, "{event}");
+                }
+                // Stored lines are JSON (they were accepted): read as far
+                // as their fields, they give what a whole read gives.
+                if is_json {
+                    let oracle = profile.read_checking(&event, false, Capture::Serde);
+                    assert_eq!(profile.read_stored(&event), oracle, "{event}");
                 }
             }
             if let Some(slots) = json_scan::object(&event, &profiles[0].top_keys) {
