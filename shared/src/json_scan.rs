@@ -325,3 +325,89 @@ impl<'a> Scanner<'a> {
         self.expect(b':')
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WANTED: [&str; 1] = ["a"];
+
+    #[test]
+    fn plain_objects_are_scanned_for_the_first_non_null_value_and_counted() {
+        let slots = |text| object(text, &WANTED).map(|slots| slots[0]);
+        let one = |value, occurrences| Some(Slot { value, occurrences });
+        assert_eq!(slots(r#"{"a":1}"#), one(Some("1"), 1));
+        assert_eq!(
+            slots(" {\"b\" : [1, {\"c\": [true, false, null]}, \"\\\"\"], \"a\" : \"x\" }\n"),
+            one(Some("\"x\""), 1)
+        );
+        assert_eq!(slots("{}"), one(None, 0));
+        assert_eq!(
+            slots(r#"{"a":null,"a":-0.5e-3,"a":[],"b":{}}"#),
+            one(Some("-0.5e-3"), 3)
+        );
+        assert_eq!(slots(r#"{"a":{"a":2}}"#), one(Some(r#"{"a":2}"#), 1));
+    }
+
+    #[test]
+    fn what_the_scanner_does_not_vouch_for_is_none() {
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(65), "]".repeat(65));
+        let deepest = format!("{{\"a\":{}1{}}}", "[".repeat(64), "]".repeat(64));
+        assert!(object(&deepest, &WANTED).is_some());
+        for text in [
+            // Escaped keys, and nesting deeper than MAX_DEPTH.
+            r#"{"\u0061":1}"#,
+            deep.as_str(),
+            // Not JSON, or not an object.
+            r#"{"a":1,}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":-}"#,
+            r#"{"a":"x\q"}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":[1}"#,
+            r#"{"a":{"b"}}"#,
+            r#"{"a":{"b":1]}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1} x"#,
+            r#"{"a":"\u12"}"#,
+            r#"{"a":"unterminated}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"[{"a":1}]"#,
+            "",
+        ] {
+            assert!(object(text, &WANTED).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_scan_stops_at_the_last_wanted_value() {
+        let wanted = ["a", "b"];
+        let text = r#"{"a":null,"b":1,"a":"x","c":unchecked"#;
+        assert!(object(text, &wanted).is_none());
+        let slots = object_prefix(text, &wanted).unwrap();
+        assert_eq!(slots[0].value, Some(r#""x""#));
+        assert_eq!(slots[1].value, Some("1"));
+        // Before every value is found, the text is checked as by `object`.
+        assert!(object_prefix(r#"{"a":1,,"b":2}"#, &wanted).is_none());
+    }
+
+    #[test]
+    fn array_elements_are_found_by_position() {
+        assert_eq!(
+            array_element(r#"[1, "x" ,{"y":[2]}]"#, 1),
+            Some(Some(r#""x""#))
+        );
+        assert_eq!(
+            array_element(r#" [1,{"y":[2]}] "#, 1),
+            Some(Some(r#"{"y":[2]}"#))
+        );
+        assert_eq!(array_element("[1]", 1), Some(None));
+        assert_eq!(array_element("[]", 0), Some(None));
+        for text in ["[1,]", "[1", "[1] 2", "{}", "[01]"] {
+            assert_eq!(array_element(text, 0), None, "{text}");
+        }
+    }
+}
