@@ -87,6 +87,10 @@ pub struct FaultPlan {
     /// When set, only the requests it accepts can get a fault (the draws
     /// are made for every request all the same, so the seed still decides).
     pub only: Option<RequestFilter>,
+    /// When set, the requests it accepts always fail (an internal error),
+    /// whatever was drawn for them (the draws are made all the same): a
+    /// failure a test needs, not left to chance and the requests' order.
+    pub always: Option<RequestFilter>,
 }
 
 /// Which requests a [`FaultPlan`] may fault; it may keep state (for
@@ -116,6 +120,7 @@ impl FaultPlan {
             kinds: Fault::ALL.to_vec(),
             delay: Duration::from_millis(150),
             only: None,
+            always: None,
         }
     }
 
@@ -398,6 +403,9 @@ fn decide(shared: &Shared, info: &RequestInfo) -> Decision {
     let plan = shared.plan.lock().expect("lock");
     let mut rng = shared.rng.lock().expect("lock");
     let drawn = draw(&mut rng, &plan);
+    if plan.always.as_ref().is_some_and(|always| (always.0)(info)) {
+        return Decision::Inject(Fault::InternalError);
+    }
     let eligible = plan.only.as_ref().is_none_or(|only| (only.0)(info));
     match drawn {
         Some(fault) if eligible => Decision::Inject(fault),

@@ -22,7 +22,7 @@ use batcher::Batcher;
 use flusher::{Flusher, Trigger};
 use lambda_runtime::LambdaEvent;
 use s3_export::esm::{EventSourceMapping, approximate_message_count, create_queue_with_dlq};
-use s3_export::fault_proxy::{FaultPlan, FaultProxy};
+use s3_export::fault_proxy::{FaultPlan, FaultProxy, RequestFilter};
 use s3_export::inspect::{StoredFile, list_keys, read_export_files, read_gzip_ndjson};
 use s3_export::moto::MotoServer;
 use s3_export::workload::{self, StreamMix, WorkloadSpec};
@@ -366,7 +366,18 @@ async fn pipeline_under_ten_percent_faults_exports_each_event_once() {
 /// flush run for the partitions that failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_without_sdk_retries_recovers_through_redelivery_and_reflush() {
-    let outcome = run_under_faults(FaultPlan::new(FAULT_RATE, seed(11)), 1).await;
+    // Besides the drawn faults, the first staging PUT fails: a batch is
+    // reported failed and redelivered, whatever order the requests come in.
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let plan = FaultPlan {
+        always: Some(RequestFilter::new(move |request| {
+            request.puts_object(EXPORT)
+                && request.key().starts_with("staging/")
+                && first.swap(false, Ordering::SeqCst)
+        })),
+        ..FaultPlan::new(FAULT_RATE, seed(11))
+    };
+    let outcome = run_under_faults(plan, 1).await;
     println!(
         "faults injected {}, failed batches {}, failed polls {}, flush runs with failures {}",
         outcome.failures_injected,
