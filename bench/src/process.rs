@@ -1,0 +1,436 @@
+//! The process phase: the compiled batcher and flusher, run as Lambda runs
+//! them (each its own process polling the Runtime API emulator of
+//! `src/runtime_api.rs`, talking to a private moto_server), on the issue's
+//! generic service logs ([`LogLines`]). It measures each function's own
+//! CPU seconds (SDK, HTTP and JSON work included, moto's excluded) and peak
+//! RSS, beside GNU `gzip -6` of the same lines as a machine-independent
+//! yardstick, in alternating rounds; then the flusher's peak RSS flushing
+//! one tenant's partition at three sizes. Every run reads the destination
+//! back and checks that each line was exported exactly once.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use s3_export::inspect::read_gzip_ndjson;
+use s3_export::moto::MotoServer;
+use s3_export::runtime_api::{Answer, RuntimeApi, lambda_command};
+use serde_json::{Value, json};
+
+use crate::corpus::{
+    LOG_SERVICES, LOG_STREAM, LogLines, Messages, SENT_MILLIS, SqsEvents, Style,
+};
+use crate::measure::{ProcessUsage, median, process_usage, run_measured};
+
+/// The issue's figure: 200,000 lines (a smaller `--events` scales it down).
+pub const TARGET_LINES: usize = 200_000;
+/// Vector 0.57.0's CPU on the same lines, as a multiple of `gzip -6`'s,
+/// measured side by side on a machine like the benchmark's (issue 16:
+/// 5.17 s against 2.92 s).
+pub const VECTOR_VS_GZIP6: f64 = 5.17 / 2.92;
+/// The flusher's archive parts roll over at this many compressed bytes in
+/// the RSS sweep (the setting's least), so its largest partition is many
+/// parts and the smallest few.
+pub const SWEEP_PART_MAX_BYTES: usize = 1024 * 1024;
+/// The sweep's partition sizes, as multiples of the smallest.
+pub const SWEEP_FACTORS: [usize; 3] = [1, 2, 4];
+
+const EXPORT_BUCKET: &str = "exports";
+const DESTINATION_BUCKET: &str = "customer-bucket";
+const DESTINATION_PREFIX: &str = "exports/";
+/// How long one invocation may take (a debug build on a busy machine).
+const INVOCATION_TIMEOUT: Duration = Duration::from_secs(600);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the phase runs on, and where.
+pub struct Options {
+    /// Lines of the CPU rounds; the sweep's largest partition is half that.
+    pub lines: usize,
+    pub seed: u64,
+    pub rounds: usize,
+    /// Where the `batcher` and `flusher` binaries are.
+    pub bin_dir: PathBuf,
+    /// Scratch space: the lines file, spool files, the functions' logs.
+    pub work_dir: PathBuf,
+}
+
+/// The phase's figures as JSON; `{"error": …}` when it could not run
+/// (binaries or moto_server missing, or a function failed).
+pub fn measure(options: &Options) -> Value {
+    let outcome = (|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(run(options))
+    })();
+    outcome.unwrap_or_else(|error| json!({ "error": error }))
+}
+
+/// One batcher-then-flusher run's figures.
+struct PipelineRun {
+    batcher: ProcessUsage,
+    flusher: ProcessUsage,
+    invocations: usize,
+    largest_sqs_event_bytes: usize,
+    /// Destination files (archive parts published) of the run.
+    files: usize,
+}
+
+async fn run(options: &Options) -> Result<Value, String> {
+    let bin_dir = &options.bin_dir;
+    for name in ["batcher", "flusher"] {
+        if !bin_dir.join(name).is_file() {
+            return Err(format!(
+                "{} is missing: cargo build --release --workspace --bins",
+                bin_dir.join(name).display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(&options.work_dir).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline {
+        bin_dir,
+        work_dir: &options.work_dir,
+    };
+
+    // The same lines twice: a file for gzip, SQS events for the batcher.
+    let lines_path = options.work_dir.join("lines.ndjson");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&lines_path).map_err(|e| e.to_string())?,
+    );
+    let mut line_bytes = 0;
+    for event in LogLines::new(options.lines, options.seed) {
+        line_bytes += event.text.len() + 1;
+        writeln!(file, "{}", event.text).map_err(|e| e.to_string())?;
+    }
+    file.flush().map_err(|e| e.to_string())?;
+    drop(file);
+    let events = sqs_events(LogLines::new(options.lines, options.seed));
+
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds {
+        eprintln!(
+            "  process round {round} of {}: gzip -6, then batcher and flusher",
+            options.rounds
+        );
+        let gzip = run_measured(
+            std::process::Command::new("gzip")
+                .args(["-6", "-c"])
+                .arg(&lines_path)
+                .stdout(Stdio::null()),
+        )
+        .map_err(|error| format!("gzip -6 (the yardstick): {error}"))?;
+        let run = pipeline.run(&events, options.lines, &[]).await?;
+        rounds.push((gzip, run));
+    }
+    let _ = std::fs::remove_file(&lines_path);
+    drop(events);
+
+    // The flusher's memory by partition size: one tenant, three sizes.
+    let smallest = (options.lines / 2 / SWEEP_FACTORS[SWEEP_FACTORS.len() - 1]).max(1);
+    let mut sweep = Vec::new();
+    for factor in SWEEP_FACTORS {
+        let lines = smallest * factor;
+        eprintln!("  flusher RSS: one partition of {lines} lines");
+        let events = sqs_events(LogLines::of_service(
+            lines,
+            options.seed,
+            LOG_SERVICES[0],
+        ));
+        let part_max = SWEEP_PART_MAX_BYTES.to_string();
+        let run = pipeline
+            .run(&events, lines, &[("ARCHIVE_PART_MAX_BYTES", &part_max)])
+            .await?;
+        let ndjson_bytes: usize = events.iter().map(|e| e.event_bytes).sum();
+        sweep.push(json!({
+            "lines": lines,
+            "partition_mb": ndjson_bytes as f64 / 1e6,
+            "parts": run.files,
+            "flusher_rss_mb": run.flusher.peak_rss_mb,
+            "flusher_cpu_seconds": run.flusher.cpu_seconds,
+        }));
+    }
+    Ok(summary(options, line_bytes, &rounds, sweep))
+}
+
+/// The figures of the rounds (medians, min-max) and of the sweep.
+fn summary(
+    options: &Options,
+    line_bytes: usize,
+    rounds: &[(ProcessUsage, PipelineRun)],
+    sweep: Vec<Value>,
+) -> Value {
+    let series = |figure: &dyn Fn(&(ProcessUsage, PipelineRun)) -> f64| -> Vec<f64> {
+        rounds.iter().map(figure).collect()
+    };
+    let batcher = series(&|(_, run)| run.batcher.cpu_seconds);
+    let flusher = series(&|(_, run)| run.flusher.cpu_seconds);
+    let total = series(&|(_, run)| run.batcher.cpu_seconds + run.flusher.cpu_seconds);
+    let gzip = series(&|(gzip, _)| gzip.cpu_seconds);
+    // Each round against the yardstick measured beside it.
+    let vs_gzip: Vec<f64> = total.iter().zip(&gzip).map(|(t, g)| t / g).collect();
+    let figure = |values: &[f64]| {
+        json!({
+            "median": median(values),
+            "min": values.iter().copied().fold(f64::INFINITY, f64::min),
+            "max": values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            "rounds": values,
+        })
+    };
+    let vs_gzip_median = median(&vs_gzip);
+    let rss = |values: Vec<f64>| values.into_iter().fold(0.0, f64::max);
+    let sweep_rss: Vec<f64> = sweep
+        .iter()
+        .map(|size| size["flusher_rss_mb"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    json!({
+        "lines": options.lines,
+        "line_bytes": line_bytes as f64 / options.lines as f64,
+        "ndjson_mb": line_bytes as f64 / 1e6,
+        "rounds": rounds.len(),
+        // The binaries' build profile, from their folder (target/<profile>).
+        "profile": options.bin_dir.file_name().map(|name| name.to_string_lossy()),
+        "invocations": rounds.first().map(|(_, run)| run.invocations),
+        "largest_sqs_event_mb": rounds
+            .first()
+            .map(|(_, run)| run.largest_sqs_event_bytes as f64 / 1e6),
+        "destination_files": rounds.first().map(|(_, run)| run.files),
+        "process_cpu_seconds": median(&total),
+        "process_cpu_batcher_seconds": median(&batcher),
+        "process_cpu_flusher_seconds": median(&flusher),
+        "gzip6_cpu_seconds": median(&gzip),
+        "process_cpu_vs_gzip6": vs_gzip_median,
+        "process_cpu_vs_vector_estimate": vs_gzip_median / VECTOR_VS_GZIP6,
+        "detail": {
+            "total": figure(&total),
+            "batcher": figure(&batcher),
+            "flusher": figure(&flusher),
+            "gzip6": figure(&gzip),
+            "vs_gzip6": figure(&vs_gzip),
+        },
+        "batcher_peak_rss_mb": rss(series(&|(_, run)| run.batcher.peak_rss_mb)),
+        "flusher_peak_rss_mb": rss(series(&|(_, run)| run.flusher.peak_rss_mb)),
+        "flusher_rss_by_partition": sweep,
+        "flusher_rss_largest_vs_smallest": sweep_rss.last().copied().unwrap_or(f64::NAN)
+            / sweep_rss.first().copied().unwrap_or(f64::NAN),
+        "sweep_part_max_bytes": SWEEP_PART_MAX_BYTES,
+    })
+}
+
+/// One SQS event as Lambda delivers it to the batcher.
+struct SqsEvent {
+    json: Vec<u8>,
+    /// The NDJSON bytes of the lines it carries.
+    event_bytes: usize,
+}
+
+/// `lines` as producers send them: NDJSON bodies of up to 256 KiB (the
+/// producer crate's packing), in SQS events of up to 6 MB.
+fn sqs_events(lines: LogLines) -> Vec<SqsEvent> {
+    SqsEvents::new(Messages::new(lines, Style::Ndjson))
+        .map(|event| SqsEvent {
+            json: event.json,
+            event_bytes: event.event_bytes,
+        })
+        .collect()
+}
+
+/// The configuration both functions get: a generic stream keyed by service,
+/// and one destination (gzip, the archive's encoding) selecting it.
+fn export_config() -> String {
+    json!({
+        "streams": {
+            LOG_STREAM: {
+                "profile": "generic",
+                "tenant": "/service",
+                "id": "/event_id",
+                "time": "/timestamp",
+            }
+        },
+        "defaultStream": LOG_STREAM,
+    })
+    .to_string()
+}
+
+/// Where the functions run from and write their logs and spool files.
+struct Pipeline<'a> {
+    bin_dir: &'a Path,
+    work_dir: &'a Path,
+}
+
+impl Pipeline<'_> {
+    /// A fresh moto_server; the batcher process serves every event, then
+    /// the flusher process flushes the hour (with `flusher_env` added);
+    /// each process's usage is read while it waits for its next event. The
+    /// destination must then hold each of the `lines` lines exactly once.
+    async fn run(
+        &self,
+        events: &[SqsEvent],
+        lines: usize,
+        flusher_env: &[(&str, &str)],
+    ) -> Result<PipelineRun, String> {
+        let moto = MotoServer::start().await.map_err(|e| e.to_string())?;
+        let s3 = moto.s3_client().await;
+        for bucket in [EXPORT_BUCKET, DESTINATION_BUCKET] {
+            s3.create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(|e| format!("creating bucket {bucket} in moto: {e:?}"))?;
+        }
+
+        let (batcher_runtime, mut batcher) = self.start("batcher", &moto, &[]).await?;
+        for (number, event) in events.iter().enumerate() {
+            let payload = serde_json::from_slice(&event.json).map_err(|e| e.to_string())?;
+            let answer = self
+                .answer("batcher", &batcher_runtime, payload)
+                .await?;
+            let failures = &answer["batchItemFailures"];
+            if failures.as_array().is_none_or(|f| !f.is_empty()) {
+                return Err(format!(
+                    "the batcher failed records of SQS event {number}: {failures}"
+                ));
+            }
+        }
+        let batcher_usage = idle_usage(&batcher).await?;
+        let _ = batcher.kill().await;
+
+        let spool = self.work_dir.join("spool");
+        std::fs::create_dir_all(&spool).map_err(|e| e.to_string())?;
+        let spool = spool.to_string_lossy().into_owned();
+        let mut env = vec![("SPOOL_DIR", spool.as_str())];
+        env.extend_from_slice(flusher_env);
+        let (flusher_runtime, mut flusher) = self.start("flusher", &moto, &env).await?;
+        // The hour the batcher staged (by ingest time) and the next have closed.
+        let until = shared::time::format_rfc3339_millis(SENT_MILLIS / 3_600_000 * 3_600_000 + 7_200_000);
+        let report = self
+            .answer("flusher", &flusher_runtime, json!({"flush": {"until": until}}))
+            .await?;
+        if report["events"].as_u64() != Some(lines as u64) || report["failed"] != 0 {
+            return Err(format!(
+                "the flusher exported {} of {lines} lines: {report}",
+                report["events"]
+            ));
+        }
+        let flusher_usage = idle_usage(&flusher).await?;
+        let _ = flusher.kill().await;
+
+        let files = exported_once(&s3, lines).await?;
+        Ok(PipelineRun {
+            batcher: batcher_usage,
+            flusher: flusher_usage,
+            invocations: events.len(),
+            largest_sqs_event_bytes: events.iter().map(|e| e.json.len()).max().unwrap_or(0),
+            files,
+        })
+    }
+
+    /// Starts function `name` with the run's configuration (and `env`),
+    /// its output in a log file; returns once it polls for an event.
+    async fn start(
+        &self,
+        name: &str,
+        moto: &MotoServer,
+        env: &[(&str, &str)],
+    ) -> Result<(RuntimeApi, tokio::process::Child), String> {
+        let runtime = RuntimeApi::start().await.map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.log_path(name)).map_err(|e| e.to_string())?;
+        let mut command = lambda_command(&self.bin_dir.join(name), &runtime, &moto.endpoint());
+        command
+            .env("EXPORT_BUCKET", EXPORT_BUCKET)
+            .env("EXPORT_CONFIG", export_config())
+            .env("DESTINATION_BUCKET", DESTINATION_BUCKET)
+            .env("DESTINATION_PREFIX", DESTINATION_PREFIX)
+            .env("DESTINATION_FORMAT", "gzip")
+            .env(
+                "FUNCTION_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/s3-export-writer",
+            )
+            // The template's default LogLevel: what a deployment logs.
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        for (variable, value) in env {
+            command.env(variable, value);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.bin_dir.join(name).display()))?;
+        runtime
+            .first_poll(START_TIMEOUT)
+            .await
+            .map_err(|e| format!("{name}: {e}; {}", self.log_tail(name)))?;
+        Ok((runtime, child))
+    }
+
+    /// The response of `name` to `payload`; its error, or its silence, is
+    /// an error quoting its log.
+    async fn answer(&self, name: &str, runtime: &RuntimeApi, payload: Value) -> Result<Value, String> {
+        match runtime.invoke(payload, INVOCATION_TIMEOUT).await {
+            Ok(Answer::Response(value)) => Ok(value),
+            Ok(Answer::Error(error)) => Err(format!("the {name} failed: {error}; {}", self.log_tail(name))),
+            Err(error) => Err(format!("the {name}: {error:#}; {}", self.log_tail(name))),
+        }
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.work_dir.join(format!("{name}.log"))
+    }
+
+    fn log_tail(&self, name: &str) -> String {
+        let log = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "its log ends:\n{}",
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        )
+    }
+}
+
+/// What `child` has spent once it is idle: it answers before it polls for
+/// the next event, so its usage is read until two reads 50 ms apart agree.
+async fn idle_usage(child: &tokio::process::Child) -> Result<ProcessUsage, String> {
+    let pid = child.id().ok_or("the function process has exited")?;
+    let mut last = process_usage(pid)?;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = process_usage(pid)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
+/// Reads the destination back: every line of `0..lines` by `seq`, each
+/// exactly once; the number of files.
+async fn exported_once(s3: &aws_sdk_s3::Client, lines: usize) -> Result<usize, String> {
+    let files = read_gzip_ndjson(s3, DESTINATION_BUCKET, DESTINATION_PREFIX)
+        .await
+        .map_err(|e| format!("reading the destination back: {e:#}"))?;
+    let mut seen = HashSet::with_capacity(lines);
+    for file in &files {
+        for line in &file.lines {
+            let seq = seq_of(line).ok_or_else(|| format!("{}: a line without seq: {line}", file.key))?;
+            if seq >= lines || !seen.insert(seq) {
+                return Err(format!("{}: line seq {seq} exported twice or never sent", file.key));
+            }
+        }
+    }
+    if seen.len() != lines {
+        return Err(format!(
+            "the destination holds {} of the {lines} lines sent",
+            seen.len()
+        ));
+    }
+    Ok(files.len())
+}
+
+/// The `seq` of an exported line.
+fn seq_of(line: &str) -> Option<usize> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    value["seq"].as_u64().map(|seq| seq as usize)
+}
