@@ -801,6 +801,15 @@ fn report_process(process: &Value) {
         f(process, "/process_cpu_vs_vector_estimate"),
         process::VECTOR_VS_GZIP6,
     );
+    let codec = |name: &str| f(process, &format!("/codec_cpu_seconds/{name}"));
+    println!(
+        "codecs alone on the same lines (in-process, one thread): batcher zstd level {} {:.2} s; flusher unzstd {:.2} s + gzip level {} (zlib-rs) {:.2} s",
+        process["codec_cpu_seconds"]["staging_zstd_level"],
+        codec("staging_zstd"),
+        codec("staging_unzstd"),
+        process["codec_cpu_seconds"]["archive_gzip_level"],
+        codec("archive_gzip"),
+    );
     println!(
         "batcher peak RSS {:.1} MB at SQS events of up to {:.1} MB (target <= 128 MB); flusher peak RSS {:.1} MB",
         f(process, "/batcher_peak_rss_mb"),

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::corpus::{
     LOG_SERVICES, LOG_STREAM, LogLines, Messages, SENT_MILLIS, SqsEvents, Style,
 };
-use crate::measure::{ProcessUsage, median, process_usage, run_measured};
+use crate::measure::{ProcessUsage, Timer, median, process_usage, run_measured};
 
 /// The figure: 200,000 lines (a smaller `--events` scales it down).
 pub const TARGET_LINES: usize = 200_000;
@@ -109,7 +109,9 @@ async fn run(options: &Options) -> Result<Value, String> {
     drop(file);
     let events = sqs_events(LogLines::new(options.lines, options.seed));
 
+    let lines_bytes = std::fs::read(&lines_path).map_err(|e| e.to_string())?;
     let mut rounds = Vec::new();
+    let mut codecs = Vec::new();
     for round in 1..=options.rounds {
         eprintln!(
             "  process round {round} of {}: gzip -6, then batcher and flusher",
@@ -124,7 +126,9 @@ async fn run(options: &Options) -> Result<Value, String> {
         .map_err(|error| format!("gzip -6 (the yardstick): {error}"))?;
         let run = pipeline.run(&events, options.lines, &[]).await?;
         rounds.push((gzip, run));
+        codecs.push(codec_floor(&lines_bytes));
     }
+    drop(lines_bytes);
     let _ = std::fs::remove_file(&lines_path);
     drop(events);
 
@@ -152,7 +156,51 @@ async fn run(options: &Options) -> Result<Value, String> {
             "flusher_cpu_seconds": run.flusher.cpu_seconds,
         }));
     }
-    Ok(summary(options, line_bytes, &rounds, sweep))
+    let mut figures = summary(options, line_bytes, &rounds, sweep);
+    let codec = |figure: fn(&CodecFloor) -> f64| median(&codecs.iter().map(figure).collect::<Vec<_>>());
+    figures["codec_cpu_seconds"] = json!({
+        "staging_zstd": codec(|c| c.staging_zstd),
+        "staging_unzstd": codec(|c| c.staging_unzstd),
+        "archive_gzip": codec(|c| c.archive_gzip),
+        "staging_zstd_level": shared::staged::DEFAULT_STAGING_ZSTD_LEVEL,
+        "archive_gzip_level": shared::config::defaults::ARCHIVE_GZIP_LEVEL,
+    });
+    Ok(figures)
+}
+
+/// The codecs' own work on the same lines, in this process, one thread:
+/// what the batcher cannot spend less than (zstd at the staging level) and
+/// what the flusher cannot (zstd decoding, gzip at the archive level with
+/// its zlib-rs), so a reader can tell them from the rest.
+struct CodecFloor {
+    staging_zstd: f64,
+    staging_unzstd: f64,
+    archive_gzip: f64,
+}
+
+/// Blocks of about a staged segment's size.
+const CODEC_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
+fn codec_floor(lines: &[u8]) -> CodecFloor {
+    let (mut zstd, mut unzstd, mut gzip) = (Timer::default(), Timer::default(), Timer::default());
+    let level = shared::staged::DEFAULT_STAGING_ZSTD_LEVEL;
+    let gzip_level = flate2::Compression::new(shared::config::defaults::ARCHIVE_GZIP_LEVEL);
+    for block in lines.chunks(CODEC_BLOCK_BYTES) {
+        let packed = zstd.time(|| zstd::bulk::compress(block, level).expect("zstd in memory"));
+        let unpacked = unzstd.time(|| {
+            zstd::bulk::decompress(&packed, block.len()).expect("zstd in memory")
+        });
+        gzip.time(|| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), gzip_level);
+            encoder.write_all(&unpacked).expect("gzip in memory");
+            encoder.finish().expect("gzip in memory")
+        });
+    }
+    CodecFloor {
+        staging_zstd: zstd.cpu_seconds,
+        staging_unzstd: unzstd.cpu_seconds,
+        archive_gzip: gzip.cpu_seconds,
+    }
 }
 
 /// The figures of the rounds (medians, min-max) and of the sweep.
