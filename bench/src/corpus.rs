@@ -13,8 +13,8 @@ use aws_lambda_events::event::sqs::SqsMessageAttribute;
 use producer::{Message, PackOptions};
 use s3_export::workload::{app_event, audit_event, uuid};
 use shared::content_encoding::ContentEncoding;
-use shared::time::format_rfc3339_millis;
 use shared::profile::{AIRKIT_APP_EVENTS, AIRKIT_AUDIT_EVENT_TYPES, AIRKIT_AUDIT_LOGS};
+use shared::time::format_rfc3339_millis;
 
 /// 2026-11-22T10:00:00Z: every event is sent in the hour after this.
 pub const HOUR_START: i64 = 1_795_341_600_000;
@@ -170,12 +170,7 @@ impl LogLines {
         );
         let status = pick(rng, &LOG_STATUSES);
         let latency = ((0.1 + rng.f64() * 2499.9) * 1000.0).round() / 1000.0;
-        let ip = format!(
-            "10.{}.{}.{}",
-            rng.u8(..),
-            rng.u8(..),
-            rng.u8(1..=254)
-        );
+        let ip = format!("10.{}.{}.{}", rng.u8(..), rng.u8(..), rng.u8(1..=254));
         let agent = format!(
             "Mozilla/5.0 (X11; Linux x86_64) bench/{}.{}",
             rng.u8(1..=9),
@@ -506,7 +501,11 @@ mod tests {
             let offset = millis - LOG_START - seq as i64 * 37;
             assert!((0..=36).contains(&offset), "{line}");
             let received = event["received_at"].as_str().unwrap();
-            assert_eq!(received.len(), "2026-01-01T00:00:00.000000Z".len(), "{line}");
+            assert_eq!(
+                received.len(),
+                "2026-01-01T00:00:00.000000Z".len(),
+                "{line}"
+            );
             let delay = shared::time::parse_timestamp(received).unwrap() - millis;
             assert!((1..=500).contains(&delay), "{line}");
             assert!(LOG_SERVICES.contains(&event["service"].as_str().unwrap()));
@@ -531,7 +530,10 @@ mod tests {
         let first: Vec<String> = LogLines::new(50, 7).map(|e| e.text).collect();
         let again: Vec<String> = LogLines::new(50, 7).map(|e| e.text).collect();
         assert_eq!(first, again);
-        assert_ne!(first, LogLines::new(50, 8).map(|e| e.text).collect::<Vec<_>>());
+        assert_ne!(
+            first,
+            LogLines::new(50, 8).map(|e| e.text).collect::<Vec<_>>()
+        );
         for event in LogLines::of_service(50, 7, "auth") {
             assert_eq!(event.stream, LOG_STREAM);
             let value: Value = serde_json::from_str(&event.text).unwrap();

@@ -733,11 +733,21 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         ("process_cpu_flusher_seconds", "process_cpu_flusher_seconds"),
         ("gzip6_cpu_seconds", "gzip6_cpu_seconds"),
         ("process_cpu_vs_gzip6", "process_cpu_vs_gzip6"),
-        ("process_cpu_vs_vector_estimate", "process_cpu_vs_vector_estimate"),
+        (
+            "process_cpu_vs_vector_estimate",
+            "process_cpu_vs_vector_estimate",
+        ),
         ("process_batcher_rss_mb", "batcher_peak_rss_mb"),
         ("process_flusher_rss_mb", "flusher_peak_rss_mb"),
         ("flusher_rss_by_partition", "flusher_rss_by_partition"),
-        ("flusher_rss_largest_vs_smallest", "flusher_rss_largest_vs_smallest"),
+        (
+            "flusher_rss_largest_vs_smallest",
+            "flusher_rss_largest_vs_smallest",
+        ),
+        (
+            "flusher_rss_mb_per_million_lines",
+            "flusher_rss_mb_per_million_lines",
+        ),
     ] {
         summary[name] = figures["process"][field].clone();
     }
@@ -750,7 +760,9 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
 fn report_process(process: &Value) {
     println!();
     if let Some(error) = process["error"].as_str() {
-        println!("process CPU and RSS (the functions' binaries through the Runtime API): not measured: {error}");
+        println!(
+            "process CPU and RSS (the functions' binaries through the Runtime API): not measured: {error}"
+        );
         return;
     }
     let lines = f(process, "/lines");
@@ -824,7 +836,11 @@ fn report_process(process: &Value) {
         "{:>10} {:>14} {:>8} {:>14} {:>12}",
         "lines", "partition MB", "parts", "peak RSS MB", "CPU seconds"
     );
-    for size in process["flusher_rss_by_partition"].as_array().into_iter().flatten() {
+    for size in process["flusher_rss_by_partition"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         println!(
             "{:>10} {:>14.1} {:>8} {:>14.1} {:>12.2}",
             f(size, "/lines"),
@@ -835,8 +851,9 @@ fn report_process(process: &Value) {
         );
     }
     println!(
-        "largest / smallest peak RSS: {:.2} (flat: 1.00)",
-        f(process, "/flusher_rss_largest_vs_smallest")
+        "largest / smallest peak RSS: {:.2} (flat: 1.00); {:.1} MB more a million lines more",
+        f(process, "/flusher_rss_largest_vs_smallest"),
+        f(process, "/flusher_rss_mb_per_million_lines"),
     );
 }
 

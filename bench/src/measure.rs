@@ -71,7 +71,9 @@ pub fn stat_cpu_seconds(stat: &str, ticks_per_second: f64) -> Option<f64> {
 
 /// The peak resident set (`VmHWM`) in MB (10^6 B) in a `/proc/<pid>/status`.
 pub fn status_peak_rss_mb(status: &str) -> Option<f64> {
-    let value = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?;
+    let value = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?;
     let kib: f64 = value.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib * 1024.0 / 1e6)
 }
@@ -90,8 +92,8 @@ pub fn process_usage(pid: u32) -> Result<ProcessUsage, String> {
     let cpu_seconds = stat_cpu_seconds(&stat, ticks as f64)
         .ok_or_else(|| format!("/proc/{pid}/stat has no utime and stime: {stat}"))?;
     let status = read("status")?;
-    let peak_rss_mb = status_peak_rss_mb(&status)
-        .ok_or_else(|| format!("/proc/{pid}/status has no VmHWM"))?;
+    let peak_rss_mb =
+        status_peak_rss_mb(&status).ok_or_else(|| format!("/proc/{pid}/status has no VmHWM"))?;
     Ok(ProcessUsage {
         cpu_seconds,
         peak_rss_mb,
@@ -157,7 +159,8 @@ mod tests {
 
     #[test]
     fn peak_rss_is_vm_hwm_in_mb() {
-        let status = "Name:\tbatcher\nVmPeak:\t  300000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
+        let status =
+            "Name:\tbatcher\nVmPeak:\t  300000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(status_peak_rss_mb(status), Some(51200.0 * 1024.0 / 1e6));
         assert_eq!(status_peak_rss_mb("Name:\tx\nVmRSS:\t1 kB\n"), None);
         assert_eq!(status_peak_rss_mb("VmHWM:\tlots\n"), None);
@@ -166,7 +169,10 @@ mod tests {
     #[test]
     fn this_process_reads_as_itself() {
         let usage = process_usage(std::process::id()).unwrap();
-        assert!(usage.cpu_seconds >= 0.0 && usage.peak_rss_mb > 0.0, "{usage:?}");
+        assert!(
+            usage.cpu_seconds >= 0.0 && usage.peak_rss_mb > 0.0,
+            "{usage:?}"
+        );
         let error = process_usage(u32::MAX).unwrap_err();
         assert!(error.contains("/proc/4294967295/stat"), "{error}");
     }
@@ -176,9 +182,11 @@ mod tests {
         let usage = run_measured(&mut std::process::Command::new("true")).unwrap();
         assert!(usage.cpu_seconds >= 0.0, "{usage:?}");
         let error = run_measured(&mut std::process::Command::new("false")).unwrap_err();
-        assert!(error.contains("false") && error.contains("failed"), "{error}");
-        let error =
-            run_measured(&mut std::process::Command::new("/nonexistent/gzip")).unwrap_err();
+        assert!(
+            error.contains("false") && error.contains("failed"),
+            "{error}"
+        );
+        let error = run_measured(&mut std::process::Command::new("/nonexistent/gzip")).unwrap_err();
         assert!(error.contains("/nonexistent/gzip"), "{error}");
     }
 

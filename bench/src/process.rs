@@ -14,14 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use s3_export::inspect::read_gzip_ndjson;
+use s3_export::inspect::{StoredFile, read_gzip_ndjson};
 use s3_export::moto::MotoServer;
 use s3_export::runtime_api::{Answer, RuntimeApi, lambda_command};
 use serde_json::{Value, json};
 
-use crate::corpus::{
-    LOG_SERVICES, LOG_STREAM, LogLines, Messages, SENT_MILLIS, SqsEvents, Style,
-};
+use crate::corpus::{LOG_SERVICES, LOG_STREAM, LogLines, Messages, SENT_MILLIS, SqsEvents, Style};
 use crate::measure::{ProcessUsage, Timer, median, process_usage, run_measured};
 
 /// The issue's figure: 200,000 lines (a smaller `--events` scales it down).
@@ -97,9 +95,8 @@ async fn run(options: &Options) -> Result<Value, String> {
 
     // The same lines twice: a file for gzip, SQS events for the batcher.
     let lines_path = options.work_dir.join("lines.ndjson");
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(&lines_path).map_err(|e| e.to_string())?,
-    );
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(&lines_path).map_err(|e| e.to_string())?);
     let mut line_bytes = 0;
     for event in LogLines::new(options.lines, options.seed) {
         line_bytes += event.text.len() + 1;
@@ -138,11 +135,7 @@ async fn run(options: &Options) -> Result<Value, String> {
     for factor in SWEEP_FACTORS {
         let lines = smallest * factor;
         eprintln!("  flusher RSS: one partition of {lines} lines");
-        let events = sqs_events(LogLines::of_service(
-            lines,
-            options.seed,
-            LOG_SERVICES[0],
-        ));
+        let events = sqs_events(LogLines::of_service(lines, options.seed, LOG_SERVICES[0]));
         let part_max = SWEEP_PART_MAX_BYTES.to_string();
         let run = pipeline
             .run(&events, lines, &[("ARCHIVE_PART_MAX_BYTES", &part_max)])
@@ -157,7 +150,8 @@ async fn run(options: &Options) -> Result<Value, String> {
         }));
     }
     let mut figures = summary(options, line_bytes, &rounds, sweep);
-    let codec = |figure: fn(&CodecFloor) -> f64| median(&codecs.iter().map(figure).collect::<Vec<_>>());
+    let codec =
+        |figure: fn(&CodecFloor) -> f64| median(&codecs.iter().map(figure).collect::<Vec<_>>());
     figures["codec_cpu_seconds"] = json!({
         "staging_zstd": codec(|c| c.staging_zstd),
         "staging_unzstd": codec(|c| c.staging_unzstd),
@@ -187,9 +181,8 @@ fn codec_floor(lines: &[u8]) -> CodecFloor {
     let gzip_level = flate2::Compression::new(shared::config::defaults::ARCHIVE_GZIP_LEVEL);
     for block in lines.chunks(CODEC_BLOCK_BYTES) {
         let packed = zstd.time(|| zstd::bulk::compress(block, level).expect("zstd in memory"));
-        let unpacked = unzstd.time(|| {
-            zstd::bulk::decompress(&packed, block.len()).expect("zstd in memory")
-        });
+        let unpacked =
+            unzstd.time(|| zstd::bulk::decompress(&packed, block.len()).expect("zstd in memory"));
         gzip.time(|| {
             let mut encoder = flate2::write::GzEncoder::new(Vec::new(), gzip_level);
             encoder.write_all(&unpacked).expect("gzip in memory");
@@ -229,10 +222,21 @@ fn summary(
     };
     let vs_gzip_median = median(&vs_gzip);
     let rss = |values: Vec<f64>| values.into_iter().fold(0.0, f64::max);
-    let sweep_rss: Vec<f64> = sweep
-        .iter()
-        .map(|size| size["flusher_rss_mb"].as_f64().unwrap_or(f64::NAN))
-        .collect();
+    let sweep_at = |index: usize, field: &str| {
+        sweep
+            .get(index)
+            .and_then(|size| size[field].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let last = sweep.len().saturating_sub(1);
+    let (rss_smallest, rss_largest) = (
+        sweep_at(0, "flusher_rss_mb"),
+        sweep_at(last, "flusher_rss_mb"),
+    );
+    // What is not flat: MB more for each million more lines in the
+    // partition (its de-duplication set, for one, grows with its events).
+    let rss_slope =
+        (rss_largest - rss_smallest) / (sweep_at(last, "lines") - sweep_at(0, "lines")) * 1e6;
     json!({
         "lines": options.lines,
         "line_bytes": line_bytes as f64 / options.lines as f64,
@@ -261,8 +265,8 @@ fn summary(
         "batcher_peak_rss_mb": rss(series(&|(_, run)| run.batcher.peak_rss_mb)),
         "flusher_peak_rss_mb": rss(series(&|(_, run)| run.flusher.peak_rss_mb)),
         "flusher_rss_by_partition": sweep,
-        "flusher_rss_largest_vs_smallest": sweep_rss.last().copied().unwrap_or(f64::NAN)
-            / sweep_rss.first().copied().unwrap_or(f64::NAN),
+        "flusher_rss_largest_vs_smallest": rss_largest / rss_smallest,
+        "flusher_rss_mb_per_million_lines": rss_slope,
         "sweep_part_max_bytes": SWEEP_PART_MAX_BYTES,
     })
 }
@@ -332,9 +336,7 @@ impl Pipeline<'_> {
         let (batcher_runtime, mut batcher) = self.start("batcher", &moto, &[]).await?;
         for (number, event) in events.iter().enumerate() {
             let payload = serde_json::from_slice(&event.json).map_err(|e| e.to_string())?;
-            let answer = self
-                .answer("batcher", &batcher_runtime, payload)
-                .await?;
+            let answer = self.answer("batcher", &batcher_runtime, payload).await?;
             let failures = &answer["batchItemFailures"];
             if failures.as_array().is_none_or(|f| !f.is_empty()) {
                 return Err(format!(
@@ -352,9 +354,14 @@ impl Pipeline<'_> {
         env.extend_from_slice(flusher_env);
         let (flusher_runtime, mut flusher) = self.start("flusher", &moto, &env).await?;
         // The hour the batcher staged (by ingest time) and the next have closed.
-        let until = shared::time::format_rfc3339_millis(SENT_MILLIS / 3_600_000 * 3_600_000 + 7_200_000);
+        let until =
+            shared::time::format_rfc3339_millis(SENT_MILLIS / 3_600_000 * 3_600_000 + 7_200_000);
         let report = self
-            .answer("flusher", &flusher_runtime, json!({"flush": {"until": until}}))
+            .answer(
+                "flusher",
+                &flusher_runtime,
+                json!({"flush": {"until": until}}),
+            )
             .await?;
         if report["events"].as_u64() != Some(lines as u64) || report["failed"] != 0 {
             return Err(format!(
@@ -415,10 +422,18 @@ impl Pipeline<'_> {
 
     /// The response of `name` to `payload`; its error, or its silence, is
     /// an error quoting its log.
-    async fn answer(&self, name: &str, runtime: &RuntimeApi, payload: Value) -> Result<Value, String> {
+    async fn answer(
+        &self,
+        name: &str,
+        runtime: &RuntimeApi,
+        payload: Value,
+    ) -> Result<Value, String> {
         match runtime.invoke(payload, INVOCATION_TIMEOUT).await {
             Ok(Answer::Response(value)) => Ok(value),
-            Ok(Answer::Error(error)) => Err(format!("the {name} failed: {error}; {}", self.log_tail(name))),
+            Ok(Answer::Error(error)) => Err(format!(
+                "the {name} failed: {error}; {}",
+                self.log_tail(name)
+            )),
             Err(error) => Err(format!("the {name}: {error:#}; {}", self.log_tail(name))),
         }
     }
@@ -459,12 +474,22 @@ async fn exported_once(s3: &aws_sdk_s3::Client, lines: usize) -> Result<usize, S
     let files = read_gzip_ndjson(s3, DESTINATION_BUCKET, DESTINATION_PREFIX)
         .await
         .map_err(|e| format!("reading the destination back: {e:#}"))?;
+    check_once(&files, lines)?;
+    Ok(files.len())
+}
+
+/// Whether `files` hold every line of `0..lines` (by `seq`) exactly once.
+fn check_once(files: &[StoredFile], lines: usize) -> Result<(), String> {
     let mut seen = HashSet::with_capacity(lines);
-    for file in &files {
+    for file in files {
         for line in &file.lines {
-            let seq = seq_of(line).ok_or_else(|| format!("{}: a line without seq: {line}", file.key))?;
+            let seq =
+                seq_of(line).ok_or_else(|| format!("{}: a line without seq: {line}", file.key))?;
             if seq >= lines || !seen.insert(seq) {
-                return Err(format!("{}: line seq {seq} exported twice or never sent", file.key));
+                return Err(format!(
+                    "{}: line seq {seq} exported twice or never sent",
+                    file.key
+                ));
             }
         }
     }
@@ -474,11 +499,181 @@ async fn exported_once(s3: &aws_sdk_s3::Client, lines: usize) -> Result<usize, S
             seen.len()
         ));
     }
-    Ok(files.len())
+    Ok(())
 }
 
 /// The `seq` of an exported line.
 fn seq_of(line: &str) -> Option<usize> {
     let value: Value = serde_json::from_str(line).ok()?;
     value["seq"].as_u64().map(|seq| seq as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(cpu_seconds: f64, peak_rss_mb: f64) -> ProcessUsage {
+        ProcessUsage {
+            cpu_seconds,
+            peak_rss_mb,
+        }
+    }
+
+    fn round(gzip: f64, batcher: f64, flusher: f64, rss: f64) -> (ProcessUsage, PipelineRun) {
+        let run = PipelineRun {
+            batcher: usage(batcher, rss),
+            flusher: usage(flusher, 2.0 * rss),
+            invocations: 22,
+            largest_sqs_event_bytes: 6_000_000,
+            files: 6,
+        };
+        (usage(gzip, 1.0), run)
+    }
+
+    #[test]
+    fn the_summary_takes_medians_and_each_rounds_ratio_to_its_own_gzip() {
+        let options = Options {
+            lines: 1000,
+            seed: 1,
+            rounds: 3,
+            bin_dir: PathBuf::from("target/release"),
+            work_dir: PathBuf::from("unused"),
+        };
+        // The second round ran on a slower machine: its ratio is still 1.5.
+        let rounds = [
+            round(2.0, 1.0, 2.0, 40.0),
+            round(4.0, 2.0, 4.0, 44.0),
+            round(2.0, 1.0, 1.0, 42.0),
+        ];
+        let sweep = vec![
+            json!({"lines": 1000, "flusher_rss_mb": 30.0}),
+            json!({"lines": 2000, "flusher_rss_mb": 30.5}),
+            json!({"lines": 4000, "flusher_rss_mb": 33.0}),
+        ];
+        let figures = summary(&options, 634_000, &rounds, sweep);
+        assert_eq!(figures["line_bytes"], 634.0);
+        assert_eq!(figures["profile"], "release");
+        assert_eq!(figures["process_cpu_batcher_seconds"], 1.0);
+        assert_eq!(figures["process_cpu_flusher_seconds"], 2.0);
+        assert_eq!(figures["process_cpu_seconds"], 3.0);
+        assert_eq!(figures["gzip6_cpu_seconds"], 2.0);
+        assert_eq!(
+            figures["detail"]["vs_gzip6"]["rounds"],
+            json!([1.5, 1.5, 1.0])
+        );
+        assert_eq!(figures["process_cpu_vs_gzip6"], 1.5);
+        let vector = figures["process_cpu_vs_vector_estimate"].as_f64().unwrap();
+        assert!((vector - 1.5 * 2.92 / 5.17).abs() < 1e-12, "{vector}");
+        assert_eq!(figures["detail"]["total"]["min"], 2.0);
+        assert_eq!(figures["detail"]["total"]["max"], 6.0);
+        assert_eq!(figures["batcher_peak_rss_mb"], 44.0);
+        assert_eq!(figures["flusher_peak_rss_mb"], 88.0);
+        assert_eq!(figures["flusher_rss_largest_vs_smallest"], 1.1);
+        assert_eq!(figures["flusher_rss_mb_per_million_lines"], 1000.0);
+    }
+
+    fn file(seqs: &[usize]) -> StoredFile {
+        StoredFile {
+            key: "exports/part-0001.ndjson.gz".to_owned(),
+            size: 0,
+            lines: seqs
+                .iter()
+                .map(|seq| format!(r#"{{"seq":{seq}}}"#))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_read_back_accepts_each_line_once_and_names_what_is_wrong() {
+        assert_eq!(check_once(&[file(&[2, 0]), file(&[1])], 3), Ok(()));
+        let twice = check_once(&[file(&[0, 1]), file(&[1, 2])], 3).unwrap_err();
+        assert!(twice.contains("seq 1 exported twice"), "{twice}");
+        let unknown = check_once(&[file(&[0, 1, 7])], 3).unwrap_err();
+        assert!(unknown.contains("seq 7"), "{unknown}");
+        let missing = check_once(&[file(&[0, 2])], 3).unwrap_err();
+        assert!(missing.contains("holds 2 of the 3 lines"), "{missing}");
+        let mut broken = file(&[0]);
+        broken.lines.push("{\"event_id\":\"x\"}".to_owned());
+        let error = check_once(&[broken], 1).unwrap_err();
+        assert!(
+            error.contains("exports/part-0001.ndjson.gz: a line without seq"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn without_the_functions_binaries_the_phase_says_how_to_build_them() {
+        let figures = measure(&Options {
+            lines: 10,
+            seed: 1,
+            rounds: 1,
+            bin_dir: PathBuf::from("no-such-target/release"),
+            work_dir: std::env::temp_dir().join("s3-export-bench-process-test-missing"),
+        });
+        let error = figures["error"].as_str().unwrap();
+        assert!(
+            error.contains("no-such-target/release/batcher is missing")
+                && error.contains("cargo build --release --workspace --bins"),
+            "{error}"
+        );
+    }
+
+    /// The phase end to end on the binaries `cargo test` builds (debug:
+    /// its figures mean nothing; that each line is exported once does).
+    #[test]
+    fn the_phase_runs_the_functions_and_finds_each_line_exported_once() {
+        let bin_dir = s3_export::runtime_api::function_binary("flusher")
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let work_dir = std::env::temp_dir().join(format!(
+            "s3-export-bench-process-test-{}",
+            std::process::id()
+        ));
+        let figures = measure(&Options {
+            lines: 400,
+            seed: 3,
+            rounds: 1,
+            bin_dir,
+            work_dir: work_dir.clone(),
+        });
+        let _ = std::fs::remove_dir_all(&work_dir);
+        assert!(figures["error"].is_null(), "{figures}");
+        assert_eq!(figures["lines"], 400);
+        assert_eq!(figures["invocations"], 1);
+        // One partition a service, one part each.
+        assert_eq!(figures["destination_files"], LOG_SERVICES.len());
+        for field in [
+            "process_cpu_seconds",
+            "gzip6_cpu_seconds",
+            "batcher_peak_rss_mb",
+        ] {
+            assert!(
+                figures[field].as_f64().unwrap() >= 0.0,
+                "{field}: {figures}"
+            );
+        }
+        let sweep = figures["flusher_rss_by_partition"].as_array().unwrap();
+        let lines: Vec<u64> = sweep.iter().map(|s| s["lines"].as_u64().unwrap()).collect();
+        assert_eq!(lines, [50, 100, 200]);
+    }
+
+    #[test]
+    fn exported_lines_are_known_by_their_seq() {
+        assert_eq!(seq_of(r#"{"event_id":"a","seq":17,"tags":[]}"#), Some(17));
+        assert_eq!(seq_of(r#"{"event_id":"a"}"#), None);
+        assert_eq!(seq_of("not json"), None);
+    }
+
+    #[test]
+    fn both_functions_get_a_generic_stream_keyed_by_service() {
+        let document = export_config();
+        let config = shared::Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT_BUCKET.to_owned()),
+            Some(&document),
+        )
+        .unwrap();
+        assert_eq!(config.default_stream, LOG_STREAM);
+        assert!(config.streams.contains_key(LOG_STREAM));
+    }
 }
