@@ -808,10 +808,11 @@ fn report_process(process: &Value) {
         );
     }
     println!(
-        "{:<40} {:>9.2}   (target <= 0.55; Vector 0.57.0 = {:.2}x gzip -6, issue 16)",
+        "{:<40} {:>9.2}   (target <= 0.55; Vector 0.57.0 = {:.2}x gzip -6, issue 16; gzip here: {})",
         "estimated CPU vs Vector",
         f(process, "/process_cpu_vs_vector_estimate"),
         process::VECTOR_VS_GZIP6,
+        process["gzip_version"].as_str().unwrap_or("unknown"),
     );
     let codec = |name: &str| f(process, &format!("/codec_cpu_seconds/{name}"));
     println!(

@@ -9,7 +9,7 @@
 //! back and checks that each line was exported exactly once.
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -94,19 +94,17 @@ async fn run(options: &Options) -> Result<Value, String> {
     };
 
     // The same lines twice: a file for gzip, SQS events for the batcher.
-    let lines_path = options.work_dir.join("lines.ndjson");
-    let mut file =
-        std::io::BufWriter::new(std::fs::File::create(&lines_path).map_err(|e| e.to_string())?);
-    let mut line_bytes = 0;
+    let mut lines_bytes = Vec::new();
     for event in LogLines::new(options.lines, options.seed) {
-        line_bytes += event.text.len() + 1;
-        writeln!(file, "{}", event.text).map_err(|e| e.to_string())?;
+        lines_bytes.extend_from_slice(event.text.as_bytes());
+        lines_bytes.push(b'\n');
     }
-    file.flush().map_err(|e| e.to_string())?;
-    drop(file);
+    let line_bytes = lines_bytes.len();
+    let lines_path = options.work_dir.join("lines.ndjson");
+    std::fs::write(&lines_path, &lines_bytes)
+        .map_err(|e| format!("{}: {e}", lines_path.display()))?;
     let events = sqs_events(LogLines::new(options.lines, options.seed));
 
-    let lines_bytes = std::fs::read(&lines_path).map_err(|e| e.to_string())?;
     let mut rounds = Vec::new();
     let mut codecs = Vec::new();
     for round in 1..=options.rounds {
@@ -150,6 +148,18 @@ async fn run(options: &Options) -> Result<Value, String> {
         }));
     }
     let mut figures = summary(options, line_bytes, &rounds, sweep);
+    // The yardstick is GNU gzip's; say which one measured it.
+    figures["gzip_version"] = std::process::Command::new("gzip")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .into();
     let codec =
         |figure: fn(&CodecFloor) -> f64| median(&codecs.iter().map(figure).collect::<Vec<_>>());
     figures["codec_cpu_seconds"] = json!({
