@@ -755,6 +755,11 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
     println!("{summary}");
 }
 
+/// MB (10^6 B) as MiB, the unit of Lambda's payload limit.
+fn mib(mb: f64) -> f64 {
+    mb * 1e6 / (1024.0 * 1024.0)
+}
+
 /// The process phase's table: CPU seconds of the functions as processes
 /// beside gzip -6, and peak RSS (batcher, and flusher by partition size).
 fn report_process(process: &Value) {
@@ -777,11 +782,11 @@ fn report_process(process: &Value) {
         },
     );
     println!(
-        "({lines:.0} lines of {:.0} B, generic stream by service, NDJSON bodies of 256 KiB in {:.0} SQS events of up to {:.1} MB; \
+        "({lines:.0} lines of {:.0} B, generic stream by service, NDJSON bodies of 256 KiB in {:.0} SQS events of up to {:.2} MiB; \
          CPU seconds of each process, moto's excluded), {} alternating rounds:",
         f(process, "/line_bytes"),
         f(process, "/invocations"),
-        f(process, "/largest_sqs_event_mb"),
+        mib(f(process, "/largest_sqs_event_mb")),
         f(process, "/rounds"),
     );
     if lines < process::TARGET_LINES as f64 {
@@ -824,9 +829,9 @@ fn report_process(process: &Value) {
         codec("archive_gzip"),
     );
     println!(
-        "batcher peak RSS {:.1} MB at SQS events of up to {:.1} MB (target <= 128 MB); flusher peak RSS {:.1} MB",
+        "batcher peak RSS {:.1} MB at SQS events of up to {:.2} MiB (Lambda's limit: 6 MiB; target <= 128 MB); flusher peak RSS {:.1} MB",
         f(process, "/batcher_peak_rss_mb"),
-        f(process, "/largest_sqs_event_mb"),
+        mib(f(process, "/largest_sqs_event_mb")),
         f(process, "/flusher_peak_rss_mb"),
     );
     println!(
