@@ -1,7 +1,9 @@
 """Counts a local run's exports independently of the project's code.
 
-Reads every object of the run's destination bucket, its archive/ and its
-errors/ back from moto with boto3, gunzips them with the standard library,
+Reads every object of the run's destination bucket and its errors/, and
+every archive part its manifests commit (a whole object, or a byte range
+of a bundle: the small parts of the partitions one flush wrote together),
+back from moto with boto3, gunzips them with the standard library,
 and prints events sent (from the run's own "sent" line), exported (in the
 destination), archived, duplicates (an audit event's EVENT_ID, or an app
 event's whole line, seen twice), rejected, and what is left under staging/
@@ -34,6 +36,27 @@ def lines_under(s3, bucket, prefix=""):
         for line in gzip.decompress(body).decode("utf-8").splitlines():
             if line:
                 yield line
+
+
+def archived_lines(s3, bucket):
+    """The lines of every committed archive part, read where its manifest
+    says it is; a bundle of a run that stopped before committing is no part
+    of the archive."""
+    for key in keys_under(s3, bucket, "manifests/"):
+        if not key.endswith(".json"):
+            continue
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        for part in manifest["parts"]:
+            request = {"Bucket": bucket, "Key": part["key"]}
+            if "offset" in part:
+                if part["bytes"] == 0:
+                    continue
+                end = part["offset"] + part["bytes"] - 1
+                request["Range"] = f"bytes={part['offset']}-{end}"
+            body = s3.get_object(**request)["Body"].read()
+            for line in gzip.decompress(body).decode("utf-8").splitlines():
+                if line:
+                    yield line
 
 
 def identity(line):
@@ -73,7 +96,7 @@ def main():
     destination = export + "-destination"
 
     exported, duplicates = count(lines_under(s3, destination))
-    archived, archive_duplicates = count(lines_under(s3, export, "archive/"))
+    archived, archive_duplicates = count(archived_lines(s3, export))
     rejected = sum(1 for _ in lines_under(s3, export, "errors/"))
     # Staged objects (`.staged`, zstd segments with an index) and the older
     # gzip chunks (`.ndjson.gz`): a finished run leaves neither.

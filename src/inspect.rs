@@ -42,6 +42,58 @@ pub async fn read_gzip_ndjson(
     read_files(s3, bucket, prefix, &[".gz"]).await
 }
 
+/// Every committed archive part under `manifests/<under>` (`under` is
+/// `""`, `<stream>/` or `<stream>/<tenant>/`), read where its manifest says
+/// it is (its own object, or a range of a bundle), each named by its
+/// partition and number (`layout::archive_part_key`) wherever it is
+/// stored. Objects no manifest names (a bundle of a run that stopped
+/// before its commits) are not read: they are not the archive.
+pub async fn read_archive(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    under: &str,
+) -> Result<Vec<StoredFile>> {
+    let mut files = Vec::new();
+    for (name, bytes) in archive_parts(s3, bucket, under).await? {
+        let text = gunzip(&bytes).with_context(|| format!("s3://{bucket}/{name}"))?;
+        files.push(StoredFile {
+            key: name,
+            size: bytes.len(),
+            lines: text.lines().map(str::to_owned).collect(),
+        });
+    }
+    Ok(files)
+}
+
+/// The compressed bytes of every committed archive part under
+/// `manifests/<under>`, by the part's name (see [`read_archive`]).
+pub async fn archive_parts(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    under: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut parts = BTreeMap::new();
+    let prefix = format!("{}{under}", layout::MANIFESTS_PREFIX);
+    for key in list_keys(s3, bucket, &prefix).await? {
+        let Some(partition) = layout::parse_manifest_key(&key) else {
+            continue;
+        };
+        let manifest: shared::manifest::Manifest =
+            serde_json::from_slice(&read_object(s3, bucket, &key).await?)
+                .with_context(|| format!("s3://{bucket}/{key} is not a manifest"))?;
+        for part in &manifest.parts {
+            let bytes = match part.offset {
+                Some(offset) => {
+                    read_range(s3, bucket, &part.key, offset..offset + part.bytes).await?
+                }
+                None => read_object(s3, bucket, &part.key).await?,
+            };
+            parts.insert(layout::archive_part_key(&partition, part.number), bytes);
+        }
+    }
+    Ok(parts)
+}
+
 /// Which staging format an object under `staging/` is in, from its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -342,6 +394,20 @@ pub async fn read_export_files(
 }
 
 /// The bytes of `s3://bucket/key`; an error names the object.
+/// Bytes `range` of an object (empty for an empty range).
+pub async fn read_range(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: std::ops::Range<u64>,
+) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    flusher::store::get_range_into(s3, bucket, key, range, &mut bytes)
+        .await?
+        .with_context(|| format!("s3://{bucket}/{key} does not exist"))?;
+    Ok(bytes)
+}
+
 pub async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>> {
     let object = s3
         .get_object()

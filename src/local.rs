@@ -244,7 +244,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     // airkit-verify-test object into the destination.
     let verified = run_verify(config, &s3).await?;
 
-    let archive = read_gzip_ndjson(&s3, &bucket, "archive/").await?;
+    let archive = crate::inspect::read_archive(&s3, &bucket, "").await?;
     let published = read_export_files(&s3, &destination, "").await?;
     let errors = read_gzip_ndjson(&s3, &bucket, "errors/").await?;
     staging_problems.extend(left_staged(&list_keys(&s3, &bucket, STAGING_PREFIX).await?));

@@ -165,11 +165,30 @@ pub async fn rows(
         }
     }
     let mut rows = Vec::new();
+    // The keys still staged per hour, listed for hours with unconfirmed
+    // publishes only.
+    let mut staged: BTreeMap<Hour, BTreeSet<String>> = BTreeMap::new();
     for partition in partitions {
         let key = layout::manifest_key(&partition);
         let bytes = crate::inspect::read_object(s3, bucket, &key).await?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
+        let mut manifest: Manifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("s3://{bucket}/{key} is not a manifest"))?;
+        if manifest.has_unconfirmed() {
+            let keys = match staged.entry(partition.hour) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    let prefix = layout::staging_hour_prefix(partition.hour);
+                    let keys = shared::listing::keys(s3, bucket, &prefix)
+                        .await
+                        .with_context(|| format!("listing s3://{bucket}/{prefix}"))?;
+                    entry.insert(keys.into_iter().collect())
+                }
+            };
+            let consumed = manifest.consumed();
+            let still_staged = consumed.iter().any(|key| keys.contains(*key));
+            // As the flusher will see it: still staged, not yet published.
+            manifest.settle_unconfirmed(still_staged);
+        }
         let configured: Vec<String> = config
             .destinations_for(&partition.stream, &partition.tenant)
             .map(|d| d.name.clone())

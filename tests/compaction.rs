@@ -74,9 +74,11 @@ async fn archive_part_is_what_the_pure_compaction_writes() {
     assert_eq!(report.events, 150, "{report:?}");
     assert_eq!(report.duplicates, 50, "{report:?}");
 
-    let parts = list_keys(&s3, EXPORT, "archive/").await.unwrap();
-    assert_eq!(parts.len(), 1, "{parts:?}");
-    let archived = bytes(&s3, &parts[0]).await;
+    let parts = s3_export::inspect::archive_parts(&s3, EXPORT, "")
+        .await
+        .unwrap();
+    assert_eq!(parts.len(), 1, "{:?}", parts.keys());
+    let archived = parts.into_values().next().unwrap();
 
     let profile = &config.streams["airkit-audit-logs"];
     // Every segment of each object, objects in key (staged) order.

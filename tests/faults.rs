@@ -246,7 +246,9 @@ async fn run_under_faults(plan: FaultPlan, max_attempts: u32) -> Outcome {
     expected_lines.sort();
     expected_lines.dedup();
     Outcome {
-        archive: read_gzip_ndjson(&s3, EXPORT, "archive/").await.unwrap(),
+        archive: s3_export::inspect::read_archive(&s3, EXPORT, "")
+            .await
+            .unwrap(),
         published: read_export_files(&s3, DESTINATION, "").await.unwrap(),
         errors: read_gzip_ndjson(&s3, EXPORT, "errors/").await.unwrap(),
         left_staged: list_keys(&s3, EXPORT, "staging/").await.unwrap().len(),

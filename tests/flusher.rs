@@ -7,7 +7,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use batcher::Batcher;
 use batcher::records::{sqs_record, with_stream};
 use flusher::{Flusher, Step, Trigger};
-use s3_export::inspect::{StoredFile, list_keys, read_gzip_ndjson};
+use s3_export::inspect::{StoredFile, archive_parts, list_keys, read_archive, read_gzip_ndjson};
 use s3_export::moto::MotoServer;
 use serde_json::Value;
 use shared::Config;
@@ -78,6 +78,22 @@ impl Harness {
         read_gzip_ndjson(&self.s3, bucket, prefix).await.unwrap()
     }
 
+    /// The committed archive parts (read where their manifests say they
+    /// are) whose names (`layout::archive_part_key`) start with `prefix`.
+    async fn archive(&self, prefix: &str) -> Vec<StoredFile> {
+        let mut parts = read_archive(&self.s3, EXPORT, "").await.unwrap();
+        parts.retain(|part| part.key.starts_with(prefix));
+        parts
+    }
+
+    /// The compressed bytes of the committed archive part named `name`.
+    async fn part_bytes(&self, name: &str) -> Vec<u8> {
+        let mut parts = archive_parts(&self.s3, EXPORT, "").await.unwrap();
+        parts
+            .remove(name)
+            .unwrap_or_else(|| panic!("no part {name}"))
+    }
+
     async fn bytes(&self, bucket: &str, key: &str) -> Vec<u8> {
         let object = self
             .s3
@@ -91,11 +107,14 @@ impl Harness {
     }
 
     /// Every object of the buckets, key → bytes, but the scratch state.
+    /// Every object of the export and destination buckets, the archive as
+    /// its manifests commit it (parts by name, wherever stored: bundles
+    /// carry their run's attempt in their keys), manifests apart.
     async fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        let mut all = BTreeMap::new();
+        let mut all = archive_parts(&self.s3, EXPORT, "").await.unwrap();
         for bucket in [EXPORT, "dest-all", "dest-t1"] {
             for key in list_keys(&self.s3, bucket, "").await.unwrap() {
-                if key.starts_with("manifests/") {
+                if key.starts_with("manifests/") || key.starts_with("archive/") {
                     continue;
                 }
                 let bytes = self.bytes(bucket, &key).await;
@@ -219,7 +238,7 @@ async fn two_hours_with_redeliveries_and_resends_export_each_event_once() {
     assert_eq!(report.events, expected.len() as u64);
     assert_eq!(report.duplicates, 10 + 5 + 1);
 
-    let archive = harness.files(EXPORT, "archive/").await;
+    let archive = harness.archive("archive/").await;
     assert_eq!(
         lines(&archive),
         expected,
@@ -248,7 +267,7 @@ async fn two_hours_with_redeliveries_and_resends_export_each_event_once() {
         let archive_key = archive_key_for(&file.key);
         assert_eq!(
             harness.bytes("dest-all", &file.key).await,
-            harness.bytes(EXPORT, &archive_key).await
+            harness.part_bytes(&archive_key).await
         );
     }
 
@@ -296,7 +315,11 @@ async fn two_hours_with_redeliveries_and_resends_export_each_event_once() {
     assert_eq!(manifest.destinations["everyone"].published, vec![1]);
     assert_eq!(manifest.destinations["t1-hive"].published, vec![1]);
     assert!(!manifest.has_pending());
-    let part = harness.bytes(EXPORT, &manifest.parts[0].key).await;
+    // In the run's bundle, with the other partitions' small files.
+    assert!(manifest.parts[0].key.starts_with(layout::BUNDLES_PREFIX));
+    let part = harness
+        .part_bytes("archive/airkit-app-events/t1/2026-11-22/10/part-00001.ndjson.gz")
+        .await;
     assert_eq!(manifest.parts[0].bytes, part.len() as u64);
     use sha2::Digest;
     assert_eq!(
@@ -349,7 +372,7 @@ async fn an_invocation_stored_in_many_sub_batches_exports_each_event_once() {
     assert_eq!(report.events, 180);
     assert_eq!(report.duplicates, 60, "the redelivered events are dropped");
     assert_eq!(
-        lines(&harness.files(EXPORT, "archive/").await),
+        lines(&harness.archive("archive/").await),
         sorted(events.clone())
     );
     assert_eq!(lines(&harness.files("dest-all", "").await), sorted(events));
@@ -377,6 +400,41 @@ fn archive_key_for(key: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_manifest_newer_than_the_flusher_is_refused_naming_it_and_nothing_is_lost() {
+    let harness = Harness::start(DESTINATIONS).await;
+    harness.stage_app_events("t1", 0..3, "req-1").await;
+    let key = "manifests/airkit-app-events/t1/2026-11-22/10.json";
+    let newer = serde_json::json!({"version": 99, "stream": "airkit-app-events", "tenant": "t1",
+        "hour": "2026-11-22T10:00:00.000Z", "generation": 1, "parts": [], "consumedChunks": [],
+        "idDigest": null, "events": 0, "duplicatesDropped": 0, "destinations": {},
+        "committedAt": "2026-11-22T11:15:00.000Z"});
+    harness
+        .s3
+        .put_object()
+        .bucket(EXPORT)
+        .key(key)
+        .body(serde_json::to_vec(&newer).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let error = report.partitions[0].error.as_deref().unwrap();
+    assert!(
+        error.contains(key) && error.contains("version 99 is newer than this flusher reads (2)"),
+        "{error}"
+    );
+    // Its staged data waits for a flusher that reads it.
+    assert_eq!(
+        list_keys(&harness.s3, EXPORT, "staging/")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn hours_still_open_are_left_staged() {
     let harness = Harness::start(DESTINATIONS).await;
     harness
@@ -401,12 +459,8 @@ async fn late_chunk_for_a_flushed_hour_becomes_the_next_part_without_duplicates(
     let harness = Harness::start(DESTINATIONS).await;
     harness.stage_app_events("t1", 0..6, "req-1").await;
     harness.flush(TEN + HOUR + 15 * 60_000).await;
-    let first_part = harness
-        .bytes(
-            EXPORT,
-            "archive/airkit-app-events/t1/2026-11-22/10/part-00001.ndjson.gz",
-        )
-        .await;
+    let part_1 = "archive/airkit-app-events/t1/2026-11-22/10/part-00001.ndjson.gz";
+    let first_part = harness.part_bytes(part_1).await;
 
     // A late redelivery of three old events, and two new ones, for hour 10.
     let late: Vec<SqsMessage> = (3..8)
@@ -425,15 +479,12 @@ async fn late_chunk_for_a_flushed_hour_becomes_the_next_part_without_duplicates(
     );
     assert_eq!(manifest.generation, 2);
     assert_eq!(
-        harness.bytes(EXPORT, &manifest.parts[0].key).await,
+        harness.part_bytes(part_1).await,
         first_part,
         "part 1 untouched"
     );
     let part2 = harness
-        .files(
-            EXPORT,
-            "archive/airkit-app-events/t1/2026-11-22/10/part-00002",
-        )
+        .archive("archive/airkit-app-events/t1/2026-11-22/10/part-00002")
         .await;
     assert_eq!(
         lines(&part2),
@@ -515,21 +566,14 @@ async fn flushing_the_same_staged_input_twice_gives_byte_identical_parts() {
     harness.flush(now).await;
     flush_with(&Flusher::new(copy_config, harness.s3.clone()), now).await;
 
-    let keys = list_keys(&harness.s3, EXPORT, "archive/").await.unwrap();
-    assert_eq!(
-        keys,
-        list_keys(&harness.s3, "exports-copy", "archive/")
-            .await
-            .unwrap()
-    );
-    assert!(keys.len() >= 4);
-    for key in keys {
-        assert_eq!(
-            harness.bytes(EXPORT, &key).await,
-            harness.bytes("exports-copy", &key).await,
-            "{key}"
-        );
-    }
+    // Byte-identical parts, under the same names; only the bundles they
+    // are stored in carry each run's attempt.
+    let parts = archive_parts(&harness.s3, EXPORT, "").await.unwrap();
+    let copies = archive_parts(&harness.s3, "exports-copy", "")
+        .await
+        .unwrap();
+    assert!(parts.len() >= 4);
+    assert_eq!(parts, copies);
 }
 
 #[tokio::test]
@@ -619,7 +663,7 @@ async fn two_flushers_racing_on_a_partition_commit_once() {
         .await;
     assert_eq!(manifest.generation, 1, "exactly one commit");
     assert_eq!(
-        lines(&harness.files(EXPORT, "archive/").await),
+        lines(&harness.archive("archive/").await),
         sorted((0..50).map(|n| app_event("t1", n)).collect())
     );
     assert_eq!(lines(&harness.files("dest-all", "").await).len(), 50);
@@ -673,7 +717,7 @@ async fn a_commit_whose_answer_was_lost_is_recognised_and_published_in_the_same_
         "{report:?}"
     );
     let expected = sorted((0..20).map(|n| app_event("t1", n)).collect());
-    assert_eq!(lines(&harness.files(EXPORT, "archive/").await), expected);
+    assert_eq!(lines(&harness.archive("archive/").await), expected);
     assert_eq!(lines(&harness.files("dest-all", "").await), expected);
     assert_eq!(lines(&harness.files("dest-t1", "").await), expected);
     assert!(
@@ -809,7 +853,7 @@ async fn a_large_part_is_streamed_as_a_multipart_upload() {
         "a multipart ETag: {:?}",
         head.e_tag()
     );
-    let archive = harness.files(EXPORT, "archive/").await;
+    let archive = harness.archive("archive/").await;
     assert_eq!(lines(&archive), sorted(events.clone()));
     assert_eq!(lines(&harness.files("dest-all", "").await), sorted(events));
 }
@@ -833,7 +877,7 @@ async fn parts_roll_over_at_the_configured_size() {
     }
     assert_eq!(manifest.parts.iter().map(|p| p.events).sum::<u64>(), 40);
     assert_eq!(
-        lines(&harness.files(EXPORT, "archive/").await),
+        lines(&harness.archive("archive/").await),
         sorted(events.clone())
     );
     let published = harness.files("dest-all", "").await;
@@ -1252,7 +1296,7 @@ mod staged {
     /// tenant (`dest-all`): both must be `expected`, each event once.
     pub async fn assert_exported_once(harness: &Harness, expected: &[String]) {
         let expected = sorted(expected.to_vec());
-        let archive = harness.files(EXPORT, "archive/").await;
+        let archive = harness.archive("archive/").await;
         assert_eq!(lines(&archive), expected, "the archive: each event once");
         let everyone = harness.files("dest-all", "").await;
         assert_eq!(
@@ -1340,6 +1384,34 @@ mod staged {
             }
         }
         gets
+    }
+
+    /// The PUT-class requests (PutObject, UploadPart, multipart calls) S3
+    /// received, by what they wrote: `manifest`, `id digest`, `archive`,
+    /// `pending`, `destination` (any other bucket) or `other`.
+    pub fn writes_by_kind(proxy: &FaultProxy) -> BTreeMap<&'static str, usize> {
+        let mut writes = BTreeMap::new();
+        for request in proxy.request_log() {
+            let kind = if request.writes(EXPORT, "manifests/") {
+                if request.key().ends_with(".json") {
+                    "manifest"
+                } else {
+                    "id digest"
+                }
+            } else if request.writes(EXPORT, "archive/") {
+                "archive"
+            } else if request.writes(EXPORT, "pending/") {
+                "pending"
+            } else if request.writes(EXPORT, "") {
+                "other"
+            } else if request.writes(request.bucket(), "") {
+                "destination"
+            } else {
+                continue;
+            };
+            *writes.entry(kind).or_default() += 1;
+        }
+        writes
     }
 
     pub const EVERYONE: &str = r#"{"destinations":[{"name":"everyone","bucket":"dest-all","prefix":"exports/","shared":true}]}"#;
@@ -1508,6 +1580,56 @@ async fn a_flush_of_every_partition_reads_each_staged_object_with_two_gets() {
             "{ranges:?}"
         );
     }
+}
+
+/// Stages `tenants` app-event partitions in `objects` staged objects,
+/// flushes them all through a fault proxy, checks each event exported once,
+/// and returns the writes S3 received, by kind.
+async fn flush_many_tenants_counting_writes(
+    objects: usize,
+    tenants: usize,
+) -> (Harness, BTreeMap<&'static str, usize>) {
+    let harness = Harness::start(EVERYONE).await;
+    let expected = stage_many_tenants(&harness, objects, tenants).await;
+    let (flusher, proxy) = staged::through_proxy(&harness, harness.config.clone()).await;
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!((report.failed, report.partitions.len()), (0, tenants));
+    assert_exported_once(&harness, &expected).await;
+    (harness, staged::writes_by_kind(&proxy))
+}
+
+#[tokio::test]
+async fn a_flush_of_sixty_small_partitions_costs_two_puts_each_and_one_bundle() {
+    let (harness, writes) = flush_many_tenants_counting_writes(3, 60).await;
+    // Per partition its commit and its file; the parts and id digests of
+    // all sixty in one bundle.
+    assert_eq!(
+        writes,
+        BTreeMap::from([("archive", 1), ("destination", 60), ("manifest", 60)])
+    );
+    // Each manifest lists its part as published, unconfirmed; nothing it
+    // consumed is staged any more, so a later run takes it as published.
+    assert!(staging(&harness).await.is_empty());
+    let rerun = harness.flush(CLOSED + HOUR).await;
+    assert_eq!((rerun.failed, rerun.pending_publishes), (0, 0), "{rerun:?}");
+    assert!(
+        rerun.partitions.iter().all(|p| p.published == 0),
+        "{rerun:?}"
+    );
+}
+
+#[tokio::test]
+async fn partitions_beyond_one_bundles_share_start_the_next_bundle() {
+    let tenants = flusher::BUNDLE_PARTITIONS + 4;
+    let (_harness, writes) = flush_many_tenants_counting_writes(1, tenants).await;
+    assert_eq!(
+        writes,
+        BTreeMap::from([
+            ("archive", 2),
+            ("destination", tenants),
+            ("manifest", tenants)
+        ])
+    );
 }
 
 #[tokio::test]

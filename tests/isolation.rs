@@ -148,7 +148,9 @@ async fn a_destination_repointed_at_another_tenant_never_receives_the_first_tena
     assert_eq!(state.dropped, [1]);
     assert!(state.published.is_empty());
     // Dropped from the destination, not lost: the archive keeps them.
-    let archived = read_gzip_ndjson(&s3, EXPORT, "archive/").await.unwrap();
+    let archived = s3_export::inspect::read_archive(&s3, EXPORT, "")
+        .await
+        .unwrap();
     let archived_t1 = archived
         .iter()
         .flat_map(|file| file.lines.iter())

@@ -75,11 +75,13 @@ async fn flush(s3: &aws_sdk_s3::Client, config: Config, now: i64) {
 /// The events of the archive parts under `prefix` (not their provenance
 /// sidecars), sorted.
 async fn archived(s3: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
-    let mut lines: Vec<String> = read_gzip_ndjson(s3, EXPORT, prefix)
+    // The committed parts, named `archive/<stream>/<tenant>/…` wherever
+    // they are stored.
+    let under = prefix.strip_prefix("archive/").unwrap();
+    let mut lines: Vec<String> = s3_export::inspect::read_archive(s3, EXPORT, under)
         .await
         .unwrap()
         .into_iter()
-        .filter(|file| file.key.ends_with(".ndjson.gz"))
         .flat_map(|file| file.lines)
         .collect();
     lines.sort();

@@ -145,6 +145,55 @@ async fn status_lists_each_destination_and_hour_from_the_manifests() {
     assert!(error.to_string().starts_with("`--to`:"), "{error}");
 }
 
+#[tokio::test]
+async fn a_commit_whose_run_stopped_before_publishing_shows_pending_until_a_run_publishes_it() {
+    let moto = MotoServer::start().await.expect("moto_server starts");
+    let s3 = moto.s3_client().await;
+    for bucket in [EXPORT, "dest-lake"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    let lake = r#"{"destinations":[{"name":"lake","bucket":"dest-lake","shared":true}]}"#;
+    let batcher = Batcher::new(config(lake), s3.clone());
+    let body = r#"{"organizationId":"t1","eventTime":"2026-11-22T10:01:00Z","type":"step_enter"}"#;
+    let records = [sqs_record("m1", body, TEN + 1000, QUEUE_ARN)];
+    batcher::process(&batcher, &records, TEN, "r1")
+        .await
+        .unwrap();
+    let trigger = Trigger::from_payload(&json!({"time": "2026-11-22T11:15:00Z"})).unwrap();
+    let mut crashing = Flusher::new(config(lake), s3.clone());
+    crashing.stop_after = Some(flusher::Step::ManifestCommitted);
+    let report = flusher::run(&crashing, &trigger, None).await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    // The commit lists its part as published, unconfirmed: the staged
+    // object it consumed is still there, so it is not.
+    let key = layout::manifest_key(&PartitionKey {
+        stream: "airkit-app-events".into(),
+        tenant: TenantKey::encode("t1"),
+        hour: Hour::containing(TEN),
+    });
+    let stored: shared::manifest::Manifest =
+        serde_json::from_slice(&inspect::read_object(&s3, EXPORT, &key).await.unwrap()).unwrap();
+    assert_eq!(stored.destinations["lake"].unconfirmed, [1]);
+    let statuses = |rows: Vec<StatusRow>| -> Vec<(String, usize, usize)> {
+        rows.into_iter()
+            .map(|r| (r.status, r.published, r.pending))
+            .collect()
+    };
+    let rows = status::rows(&s3, &config(lake), &StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(statuses(rows), [("pending".to_owned(), 0, 1)]);
+
+    let report = flusher::run(&Flusher::new(config(lake), s3.clone()), &trigger, None)
+        .await
+        .unwrap();
+    assert_eq!((report.failed, report.partitions[0].published), (0, 1));
+    let rows = status::rows(&s3, &config(lake), &StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(statuses(rows), [("published".to_owned(), 1, 0)]);
+}
+
 /// The `s3-export` command against `moto`, with the standard environment.
 fn command(moto: &MotoServer, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_s3-export"))

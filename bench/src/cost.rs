@@ -273,6 +273,9 @@ pub struct Measured {
     /// compacted (measured on one style's staged output).
     pub flusher_cpu_seconds: f64,
     pub flusher_bytes: f64,
+    /// The archive's compressed bytes over the NDJSON bytes compacted
+    /// (measured by the same flusher phase).
+    pub archive_ratio: f64,
     /// PUT concurrency of the batcher (it waits on its PUTs this many at a time).
     pub put_concurrency: f64,
 }
@@ -309,6 +312,7 @@ impl Measured {
             },
             flusher_cpu_seconds: number(flusher, "/rate/cpu_seconds"),
             flusher_bytes: number(flusher, "/bytes"),
+            archive_ratio: number(flusher, "/part_bytes") / number(flusher, "/bytes"),
             put_concurrency: put_concurrency as f64,
         }
     }
@@ -360,9 +364,11 @@ impl Request {
 }
 
 /// Every S3 request of a million quoted events, by kind. The flusher's are
-/// the request pattern of its partition flush (functions/flusher's
-/// `partition::flush_partition`, `publish`, `scan`) for a partition-hour
-/// flushed once into one part with [`QUOTED_DESTINATIONS`] destination;
+/// the request pattern of its flush (functions/flusher's `partition::prepare`
+/// and `complete`, `bundle`, `publish`, `scan`; tests/flusher.rs counts
+/// them from S3's side) for a partition-hour flushed once into one part
+/// with [`QUOTED_DESTINATIONS`] destination, every partition of the hour
+/// flushed together (one bundle);
 /// what it reads of the staged input follows the staged format the batcher
 /// phase produced.
 pub fn s3_requests(run: &Measured) -> Vec<Request> {
@@ -410,20 +416,23 @@ pub fn s3_requests(run: &Measured) -> Vec<Request> {
             1.0,
             "what the partition committed and consumed before (a 404 the first time, billed all the same)",
         ),
-        per_partition(
-            "flusher",
-            "PUT archive part",
-            Class::Put,
-            1.0,
-            "the partition-hour's export file",
-        ),
-        per_partition(
-            "flusher",
-            "PUT id digest",
-            Class::Put,
-            1.0,
-            "the partition's event ids, so a late chunk is de-duplicated against what was exported",
-        ),
+        {
+            // The quoted hour's archive parts at the measured ratio and its
+            // id digests (16 bytes an event), in bundles of at most
+            // `BUNDLE_PARTITIONS` partitions, each sent in 8 MiB upload
+            // parts with its upload's create and complete.
+            let bundles = (hours / flusher::BUNDLE_PARTITIONS as f64).ceil();
+            let bytes = QUOTED_EVENTS * QUOTED_EVENT_BYTES * run.archive_ratio + 16.0 * QUOTED_EVENTS;
+            let parts_each = (bytes / bundles / flusher::archive::UPLOAD_PART_BYTES as f64).ceil();
+            Request {
+                who: "flusher",
+                what: "PUT bundle (CreateMultipartUpload, UploadPart, Complete)",
+                class: Class::Put,
+                count: bundles * (parts_each + 2.0),
+                per_partition_hour: None,
+                why: "one object holds the archive part and id digest of every partition flushed together (up to 256), each at a range its manifest records",
+            }
+        },
         per_partition(
             "flusher",
             "PUT manifest (commit)",
@@ -444,13 +453,6 @@ pub fn s3_requests(run: &Measured) -> Vec<Request> {
             Class::Put,
             QUOTED_DESTINATIONS,
             "the part in the destination's bucket",
-        ),
-        per_partition(
-            "flusher",
-            "PUT manifest (publish record)",
-            Class::Put,
-            1.0,
-            "records the publish, so a re-run does not publish again",
         ),
     ]);
     requests.push(match run.format {
@@ -619,6 +621,7 @@ mod tests {
             },
             flusher_cpu_seconds: 2.0,
             flusher_bytes: 200_000.0 * 623.0,
+            archive_ratio: 0.15,
             put_concurrency: 16.0,
         }
     }
@@ -666,16 +669,11 @@ mod tests {
     fn larger_events_do_not_multiply_the_partitions() {
         // The same events and partitions in twice the bytes: a million
         // quoted events still hold 2,000 partition-hours, and the
-        // flusher's five PUTs each (one destination) do not change.
+        // flusher's two PUTs each (one destination) do not change.
         let mut larger = run();
         larger.bytes *= 2.0;
         let cost = per_million(&larger);
         assert!(close(usd(&cost, "/partition_hours"), 2_000.0));
-        // Five a partition-hour, and four LISTs for the hour's flush.
-        assert!(close(
-            usd(&cost, "/flusher_puts_per_partition_hour"),
-            5.0 + 4.0 / 2_000.0
-        ));
         let per_kind = |cost: &Value, what: &str| -> f64 {
             cost["s3_requests"]
                 .as_array()
@@ -685,8 +683,18 @@ mod tests {
                 .map(|r| number(r, "/count"))
                 .unwrap()
         };
+        // The hour's archive (0.15 of 1 GiB) and id digests (16 MB) in
+        // eight bundles of 256 partitions or fewer, 21 MB each: three 8 MiB
+        // upload parts, the upload's create and complete.
+        let bundle = "PUT bundle (CreateMultipartUpload, UploadPart, Complete)";
+        assert!(close(per_kind(&cost, bundle), 8.0 * 5.0));
+        // Two a partition-hour, the bundles', and four LISTs for the hour.
+        assert!(close(
+            usd(&cost, "/flusher_puts_per_partition_hour"),
+            2.0 + (40.0 + 4.0) / 2_000.0
+        ));
         let base = per_million(&run());
-        for what in ["PUT archive part", "PUT id digest", "PUT destination copy"] {
+        for what in ["PUT manifest (commit)", "PUT destination copy"] {
             assert!(close(per_kind(&cost, what), 2_000.0), "{what}");
             assert!(close(per_kind(&base, what), 2_000.0), "{what}");
         }

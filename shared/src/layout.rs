@@ -231,6 +231,23 @@ pub fn archive_provenance_key(partition: &PartitionKey, number: u32) -> String {
     )
 }
 
+/// The folder of bundles under `archive/`: `_` starts no stream name, so
+/// it is never a partition's folder.
+pub const BUNDLES_PREFIX: &str = "archive/_bundles/";
+
+/// The key of a bundle: one object holding the archive parts, provenance
+/// sidecars and id digests smaller than an upload part of every partition
+/// a run flushed together, each at a range its manifest records, so that
+/// a small partition costs no PUT of its own for them. `attempt` makes the
+/// key unique to the run that wrote it (nothing else ever writes there).
+pub fn bundle_key(now_millis: i64, attempt: &str) -> String {
+    let hour = Hour::containing(now_millis);
+    format!(
+        "{BUNDLES_PREFIX}{}/{now_millis:013}-{attempt}.bundle",
+        hour.date_path()
+    )
+}
+
 /// The key of a partition's manifest.
 pub fn manifest_key(partition: &PartitionKey) -> String {
     format!("{MANIFESTS_PREFIX}{}.json", partition_path(partition))

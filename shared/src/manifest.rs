@@ -4,13 +4,24 @@
 //! redoing the work rewrites them with the same keys and bytes. After it,
 //! the chunks it lists as consumed are ignored, and destinations it lists as
 //! pending are retried every run until they succeed.
+//!
+//! A commit lists the parts it adds as published but `unconfirmed` before
+//! writing them, so that a run that publishes them all does not pay for a
+//! second write of the manifest: the run deletes the staged data it
+//! consumed only after publishing, so while any of it is still staged the
+//! unconfirmed parts may not have been written, and the next run publishes
+//! them again (the same keys and bytes: an overwrite); once none is, they
+//! were ([`Manifest::settle_unconfirmed`]).
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-/// The manifest format written by this version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest format written by this version: 2 since parts, sidecars
+/// and id digests may be ranges of a bundle (`offset`, `idDigestRange`),
+/// which a flusher of version 1 would read as whole objects. A flusher
+/// refuses a manifest of a version newer than its own.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// A partition's committed state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +45,13 @@ pub struct Manifest {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined_chunks: Vec<String>,
-    /// The key of the digest of every event id in `parts`.
+    /// The key of the digest of every event id in `parts`: the whole
+    /// object, or the range `id_digest_range` of a bundle.
     pub id_digest: Option<String>,
+    /// Where the digest is in `id_digest` when that is a bundle holding
+    /// other partitions' files too. Absent: the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_digest_range: Option<ByteRange>,
     /// How the digest's ids are hashed (`dedup::IdHash::version`); every
     /// commit of a partition keeps it. Manifests written before the field
     /// existed hold version 1 (SHA-256).
@@ -73,6 +89,26 @@ pub struct ArchivePart {
     /// line, see `provenance`), when its events were staged with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<ProvenanceFile>,
+    /// Where the part starts in `key` when that is a bundle (the small
+    /// files of the partitions one run flushed together, see
+    /// `layout::bundle_key`); its length is `bytes`. Absent: the part is
+    /// the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// A byte range of an object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// The range as `start..end`.
+    pub fn as_range(self) -> std::ops::Range<u64> {
+        self.offset..self.offset + self.length
+    }
 }
 
 /// A provenance sidecar: gzip, one line per line of its archive part.
@@ -82,6 +118,10 @@ pub struct ProvenanceFile {
     pub key: String,
     /// Compressed size.
     pub bytes: u64,
+    /// Where it starts in `key` when that is a bundle; absent: the whole
+    /// object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// Which parts a destination has received.
@@ -102,6 +142,13 @@ pub struct DestinationState {
     /// Absent in manifests written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<u32>,
+    /// Part numbers of `published` that the committing run had not written
+    /// yet when it committed: published once none of the staged data the
+    /// manifest consumed is still staged (see the module's doc). Absent in
+    /// manifests written before it existed, and once a run has confirmed
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<u32>,
 }
 
 impl Manifest {
@@ -123,6 +170,70 @@ impl Manifest {
     /// Whether any destination still waits for parts.
     pub fn has_pending(&self) -> bool {
         self.destinations.values().any(|d| !d.pending.is_empty())
+    }
+
+    /// Whether any destination has parts listed as published that the
+    /// committing run had not confirmed.
+    pub fn has_unconfirmed(&self) -> bool {
+        self.destinations
+            .values()
+            .any(|d| !d.unconfirmed.is_empty())
+    }
+
+    /// Settles the unconfirmed parts: `still_staged` says whether any
+    /// staged chunk or object this manifest consumed is still staged, that
+    /// is whether the run that committed it may have stopped before it had
+    /// published them. Then they are pending again (and are published
+    /// again, an overwrite); otherwise they stay published. Either way none
+    /// is unconfirmed afterwards. Returns how many parts went back to
+    /// pending.
+    pub fn settle_unconfirmed(&mut self, still_staged: bool) -> usize {
+        let mut reopened = 0;
+        for state in self.destinations.values_mut() {
+            let unconfirmed = std::mem::take(&mut state.unconfirmed);
+            if !still_staged {
+                continue;
+            }
+            state
+                .published
+                .retain(|number| !unconfirmed.contains(number));
+            reopened += unconfirmed.len();
+            state.pending.extend(unconfirmed);
+            state.pending.sort_unstable();
+            state.pending.dedup();
+        }
+        reopened
+    }
+
+    /// This manifest as a commit stores it when the committing run is about
+    /// to publish `parts` itself: the parts move from `pending` to
+    /// `published`, `unconfirmed`, for every destination that waits for
+    /// nothing else (one that still waits for older parts keeps them all
+    /// pending: a run has to record its outcome anyway).
+    pub fn with_unconfirmed(&self, parts: &[u32]) -> Manifest {
+        let mut stored = self.clone();
+        for state in stored.destinations.values_mut() {
+            if state.pending.is_empty() || !state.pending.iter().all(|n| parts.contains(n)) {
+                continue;
+            }
+            let numbers = std::mem::take(&mut state.pending);
+            state.published.extend(&numbers);
+            state.published.sort_unstable();
+            state.published.dedup();
+            state.unconfirmed = numbers;
+        }
+        stored
+    }
+
+    /// Whether `stored` records the same publish state as this manifest
+    /// once its unconfirmed parts are taken as published: then a run that
+    /// stored it and published everything need not write it again.
+    pub fn publishes_match(&self, stored: &Manifest) -> bool {
+        let mut settled = stored.clone();
+        settled.settle_unconfirmed(false);
+        let mut current = self.clone();
+        current.settle_unconfirmed(false);
+        settled.destinations == current.destinations
     }
 }
 
@@ -191,6 +302,73 @@ mod tests {
         assert!(text.contains("\"consumedChunks\""));
         assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), manifest);
         assert!(manifest.has_pending());
+    }
+
+    fn with_pending(destinations: &[(&str, &[u32], &[u32])]) -> Manifest {
+        let mut manifest = Manifest::default();
+        for (name, published, pending) in destinations {
+            manifest.destinations.insert(
+                (*name).into(),
+                DestinationState {
+                    published: published.to_vec(),
+                    pending: pending.to_vec(),
+                    ..Default::default()
+                },
+            );
+        }
+        manifest
+    }
+
+    #[test]
+    fn a_commit_lists_the_parts_its_run_publishes_as_unconfirmed() {
+        // "old" waits for part 1 from an earlier run: it keeps all pending.
+        let manifest = with_pending(&[("new", &[1], &[2, 3]), ("old", &[], &[1, 2, 3])]);
+        let stored = manifest.with_unconfirmed(&[2, 3]);
+        assert_eq!(stored.destinations["new"].published, [1, 2, 3]);
+        assert!(stored.destinations["new"].pending.is_empty());
+        assert_eq!(stored.destinations["new"].unconfirmed, [2, 3]);
+        assert_eq!(stored.destinations["old"], manifest.destinations["old"]);
+        assert!(stored.has_unconfirmed() && stored.has_pending());
+        let text = serde_json::to_string(&stored).unwrap();
+        assert!(text.contains("\"unconfirmed\":[2,3]"), "{text}");
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), stored);
+        // Written before the field existed, or with nothing unconfirmed.
+        assert!(
+            !serde_json::to_string(&manifest)
+                .unwrap()
+                .contains("unconfirmed")
+        );
+    }
+
+    #[test]
+    fn unconfirmed_parts_are_pending_again_while_consumed_data_is_still_staged() {
+        let stored = with_pending(&[("d", &[1], &[2])]).with_unconfirmed(&[2]);
+        let mut crashed = stored.clone();
+        assert_eq!(crashed.settle_unconfirmed(true), 1);
+        assert_eq!(crashed.destinations["d"].published, [1]);
+        assert_eq!(crashed.destinations["d"].pending, [2]);
+        assert!(!crashed.has_unconfirmed());
+        let mut finished = stored.clone();
+        assert_eq!(finished.settle_unconfirmed(false), 0);
+        assert_eq!(finished.destinations["d"].published, [1, 2]);
+        assert!(!finished.has_pending() && !finished.has_unconfirmed());
+    }
+
+    #[test]
+    fn a_run_that_published_everything_it_committed_need_not_record_it() {
+        let mut manifest = with_pending(&[("d", &[1], &[2])]);
+        let stored = manifest.with_unconfirmed(&[2]);
+        assert!(
+            !manifest.publishes_match(&stored),
+            "part 2 is still pending"
+        );
+        let state = manifest.destinations.get_mut("d").unwrap();
+        state.pending.clear();
+        state.published.push(2);
+        assert!(manifest.publishes_match(&stored));
+        // A failure is a change to record.
+        manifest.destinations.get_mut("d").unwrap().failures = 1;
+        assert!(!manifest.publishes_match(&stored));
     }
 
     #[test]

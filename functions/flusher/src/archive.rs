@@ -1,31 +1,29 @@
 //! Writing one archive part: gzip NDJSON streamed to S3 with a multipart
 //! upload, so memory holds one upload part (8 MiB), not the archive part.
-//! A part that ends up smaller than one upload part is a single PutObject.
+//! A part that ends up smaller than one upload part goes into the run's
+//! bundle (see `bundle`) when it has one, else is a single PutObject.
 //! The same lines at the same level give the same bytes, so rewriting a part
 //! after a crash is an overwrite, not a copy (docs/design.md, invariant 3).
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use sha2::{Digest, Sha256};
 
 use shared::encode::LineGzEncoder;
 use shared::manifest::ArchivePart;
 use shared::time::format_rfc3339_millis;
 
+use crate::bundle::Bundle;
 use crate::error::FlushError;
-
-/// Upload parts are sent at this size (S3's minimum is 5 MiB).
-pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
+pub use crate::upload::UPLOAD_PART_BYTES;
+use crate::upload::Upload;
 
 /// An archive part being written.
 pub struct PartWriter {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-    key: String,
+    upload: Upload,
     number: u32,
     encoder: LineGzEncoder<Vec<u8>>,
-    upload_id: Option<String>,
-    completed: Vec<CompletedPart>,
+    /// Whether an upload part has been sent (the part is then an object of
+    /// its own, whatever its size).
+    started: bool,
     hasher: Sha256,
     uploaded_bytes: u64,
     events: u64,
@@ -38,13 +36,10 @@ impl PartWriter {
     /// Starts part `number` at `key`; nothing is sent until data is.
     pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: String, number: u32, level: u32) -> Self {
         Self {
-            s3,
-            bucket: bucket.to_owned(),
-            key,
+            upload: Upload::new(s3, bucket, key, "application/gzip"),
             number,
             encoder: LineGzEncoder::new(Vec::with_capacity(UPLOAD_PART_BYTES), level),
-            upload_id: None,
-            completed: Vec::new(),
+            started: false,
             hasher: Sha256::new(),
             uploaded_bytes: 0,
             events: 0,
@@ -53,7 +48,6 @@ impl PartWriter {
             max_time: None,
         }
     }
-
     /// Compressed bytes produced so far; the lines of the block still
     /// being gathered (at most `shared::encode::LINE_BLOCK_BYTES`) are not
     /// compressed yet.
@@ -95,84 +89,33 @@ impl PartWriter {
     async fn upload(&mut self, bytes: Vec<u8>) -> Result<(), FlushError> {
         self.hasher.update(&bytes);
         self.uploaded_bytes += bytes.len() as u64;
-        let upload_id = match &self.upload_id {
-            Some(id) => id.clone(),
-            None => {
-                let created = self
-                    .s3
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .content_type("application/gzip")
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        FlushError::s3("CreateMultipartUpload", &self.bucket, &self.key, e)
-                    })?;
-                let id = created.upload_id().unwrap_or_default().to_owned();
-                self.upload_id = Some(id.clone());
-                id
-            }
-        };
-        let part_number = self.completed.len() as i32 + 1;
-        let uploaded = self
-            .s3
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&upload_id)
-            .part_number(part_number)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| FlushError::s3("UploadPart", &self.bucket, &self.key, e))?;
-        self.completed.push(
-            CompletedPart::builder()
-                .part_number(part_number)
-                .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                .build(),
-        );
-        Ok(())
+        self.started = true;
+        self.upload.send_part(bytes).await
     }
 
-    /// Ends the gzip stream, stores the rest, and describes the part.
-    pub async fn finish(mut self) -> Result<ArchivePart, FlushError> {
+    /// Ends the gzip stream, stores the rest, and describes the part. A
+    /// part smaller than an upload part goes into `bundle` when given (its
+    /// key and offset are the bundle's).
+    pub async fn finish(mut self, bundle: Option<&Bundle>) -> Result<ArchivePart, FlushError> {
         let rest = std::mem::take(self.encoder.get_mut());
         let encoder = std::mem::replace(&mut self.encoder, LineGzEncoder::new(Vec::new(), 0));
         let mut tail = rest;
         tail.extend(encoder.finish().expect("writing to memory"));
-        match self.upload_id.clone() {
-            None => {
-                self.hasher.update(&tail);
-                self.uploaded_bytes += tail.len() as u64;
-                self.s3
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .content_type("application/gzip")
-                    .body(ByteStream::from(tail))
-                    .send()
-                    .await
-                    .map_err(|e| FlushError::s3("PutObject", &self.bucket, &self.key, e))?;
+        self.hasher.update(&tail);
+        self.uploaded_bytes += tail.len() as u64;
+        let (key, offset) = match bundle {
+            Some(bundle) if !self.started => {
+                (bundle.key().to_owned(), Some(bundle.append(&tail).await?))
             }
-            Some(upload_id) => {
-                if let Err(error) = self.complete(upload_id.clone(), tail).await {
-                    // The bucket's lifecycle rule also aborts what this misses.
-                    let _ = self
-                        .s3
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(&self.key)
-                        .upload_id(upload_id)
-                        .send()
-                        .await;
-                    return Err(error);
-                }
+            _ => {
+                let key = self.upload.key().to_owned();
+                self.upload.finish(tail).await?;
+                (key, None)
             }
-        }
+        };
         Ok(ArchivePart {
             number: self.number,
-            key: self.key.clone(),
+            key,
             events: self.events,
             bytes: self.uploaded_bytes,
             uncompressed_bytes: self.uncompressed_bytes,
@@ -185,24 +128,7 @@ impl PartWriter {
                 .map(|b| format!("{b:02x}"))
                 .collect(),
             provenance: None,
+            offset,
         })
-    }
-
-    async fn complete(&mut self, upload_id: String, tail: Vec<u8>) -> Result<(), FlushError> {
-        self.upload(tail).await?;
-        self.s3
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.completed)))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| FlushError::s3("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
-        Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! The flusher: closes hours. For every partition of a closed hour it
 //! compacts the staged data (segments of staged objects, and staged chunks
 //! of the format before them) into canonical archive parts without
-//! duplicates, commits the partition's manifest with a conditional write,
+//! duplicates (the small ones, and the id digests, of up to
+//! [`BUNDLE_PARTITIONS`] partitions in one bundle object), commits the
+//! partition's manifest with a conditional write,
 //! publishes the new parts to every destination that selects them, and
 //! deletes what every partition has consumed (see `partition` for why each
 //! step is safe to redo; `staged_read` for how staged objects are read
@@ -11,6 +13,7 @@
 
 pub mod archive;
 pub mod backfill;
+pub mod bundle;
 pub mod compaction;
 pub mod error;
 pub mod export;
@@ -21,6 +24,7 @@ pub mod scan;
 pub mod staged_read;
 pub mod store;
 pub mod trigger;
+pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -35,13 +39,20 @@ use shared::Config;
 use shared::alert::Alerter;
 use shared::config::Destination;
 use shared::config_source::ConfigSource;
+use shared::layout;
 use shared::partition::PartitionKey;
 
+use crate::bundle::Bundle;
 pub use error::FlushError;
 pub use trigger::{BackfillRequest, Invocation, Trigger};
 
 /// How alerts name the function that noticed a problem.
 pub const SOURCE: &str = "flusher";
+
+/// Partitions flushed together into one bundle, at most: their commits
+/// and publishes wait for the bundle, and must fit in the time the
+/// deadline margin leaves.
+pub const BUNDLE_PARTITIONS: usize = 256;
 
 /// No partition is started with less than this left before the deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
@@ -284,7 +295,6 @@ pub async fn run(
     let windows = staged_read::plan_windows(&sizes, flusher.config.spool_bytes as u64);
     let near_deadline =
         || deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline);
-    let no_sources = Vec::new();
     let mut outcomes: Vec<(&PartitionKey, Option<Result<_, FlushError>>)> = Vec::new();
     for window in windows {
         let members = &partitions[window];
@@ -294,25 +304,11 @@ pub async fn run(
         }
         let spools = staged_read::fetch_window(flusher, &work, members).await;
         let spools = &spools;
-        let flushed: Vec<_> = stream::iter(members)
-            .map(|partition| {
-                let sources = work.sources.get(partition).unwrap_or(&no_sources);
-                let marked = work.publishes.contains(partition);
-                async move {
-                    if near_deadline() {
-                        return (partition, None);
-                    }
-                    let result = partition::flush_partition(
-                        flusher, alerts, trigger, partition, sources, spools, marked,
-                    )
-                    .await;
-                    (partition, Some(result))
-                }
-            })
-            .buffered(flusher.config.flush_concurrency)
-            .collect()
-            .await;
-        outcomes.extend(flushed);
+        for group in members.chunks(BUNDLE_PARTITIONS) {
+            outcomes.extend(
+                flush_group(flusher, alerts, trigger, &work, spools, group, deadline).await,
+            );
+        }
         // The window's spool files are freed here.
     }
 
@@ -377,6 +373,78 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+/// Flushes `group` (partitions of one spool window, in order): compacts
+/// each one's new data, its small files into one bundle, stores the bundle
+/// (one PUT for them all), then commits and publishes each. Partitions not
+/// started because the deadline is near are `None`.
+async fn flush_group<'a>(
+    flusher: &Flusher,
+    alerts: &shared::alert::InvocationAlerts<'_>,
+    trigger: &Trigger,
+    work: &scan::Work,
+    spools: &staged_read::Spools,
+    group: &'a [PartitionKey],
+    deadline: Option<Instant>,
+) -> Vec<(
+    &'a PartitionKey,
+    Option<Result<partition::PartitionReport, FlushError>>,
+)> {
+    let near_deadline =
+        || deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline);
+    let no_sources: &Vec<scan::Source> = &Vec::new();
+    let attempt = bundle::attempt_id();
+    let bundle = Bundle::new(
+        flusher.s3.clone(),
+        &flusher.config.export_bucket,
+        layout::bundle_key(trigger.now_millis, &attempt),
+    );
+    let bundle = &bundle;
+    // Every partition's new data compacted, its small files into the
+    // group's bundle...
+    let prepared: Vec<_> = stream::iter(group)
+        .map(|partition| {
+            let sources = work.sources.get(partition).unwrap_or(no_sources);
+            let marked = work.publishes.contains(partition);
+            async move {
+                if near_deadline() {
+                    return (partition, None);
+                }
+                let result =
+                    partition::prepare(flusher, alerts, partition, sources, spools, marked, bundle)
+                        .await;
+                (partition, Some(result))
+            }
+        })
+        .buffered(flusher.config.flush_concurrency)
+        .collect()
+        .await;
+    // ...the bundle stored (one PUT for them all), then each partition
+    // committed and published.
+    let stored = bundle.finish().await;
+    let stored = &stored;
+    stream::iter(prepared)
+        .map(|(partition, prepared)| {
+            let sources = work.sources.get(partition).unwrap_or(no_sources);
+            async move {
+                let Some(prepared) = prepared else {
+                    return (partition, None);
+                };
+                let result = match (prepared, stored) {
+                    (Ok(prepared), Err(error)) if prepared.commits() => Err(error.clone()),
+                    (Ok(prepared), _) => {
+                        partition::complete(flusher, alerts, trigger, partition, sources, prepared)
+                            .await
+                    }
+                    (Err(error), _) => Err(error),
+                };
+                (partition, Some(result))
+            }
+        })
+        .buffered(flusher.config.flush_concurrency)
+        .collect()
+        .await
 }
 
 fn is_zero(count: &usize) -> bool {

@@ -1,25 +1,30 @@
-//! Flushing one partition: compact its new staged data (segments of staged
+//! Flushing one partition, in two halves around its group's bundle (see
+//! `bundle`): [`prepare`] compacts its new staged data (segments of staged
 //! objects, staged chunks of the format before them) into archive parts,
-//! commit the manifest, publish, then delete the consumed chunks (a staged
-//! object holds other partitions too: the run deletes it once all of them
-//! have consumed it, see `run`).
+//! the small ones and the id digest appended to the bundle; once the bundle
+//! is stored, [`complete`] commits the manifest, publishes, then deletes
+//! the consumed chunks (a staged object holds other partitions too: the run
+//! deletes it once all of them have consumed it, see `run`).
 //!
 //! Each step is safe to redo if the run stops after it (docs/design.md,
-//! invariants 2 to 4): before the commit, parts and the id digest are
-//! rewritten with the same keys and bytes; after it, consumed chunks and
-//! objects are skipped and only deleted, and pending publishes are retried.
+//! invariants 2 to 4): before the commit, the parts are written again,
+//! byte-identical, into a new bundle (the old one, named by no manifest,
+//! is ignored); after it, consumed chunks and objects are skipped and only
+//! deleted, and pending publishes are retried, unconfirmed ones included
+//! while what the commit consumed is still staged (docs/archive.md).
 
 use std::collections::HashSet;
 
 use shared::alert::InvocationAlerts;
 use shared::dedup::IdHash;
 use shared::layout;
-use shared::manifest::{self, ArchivePart, MANIFEST_VERSION, Manifest, ProvenanceFile};
+use shared::manifest::{self, ArchivePart, ByteRange, MANIFEST_VERSION, Manifest, ProvenanceFile};
 use shared::partition::PartitionKey;
 use shared::provenance::Provenance;
 use shared::time::format_rfc3339_millis;
 
 use crate::archive::PartWriter;
+use crate::bundle::Bundle;
 use crate::compaction;
 use crate::error::FlushError;
 use crate::publish::{self, PublishOutcome};
@@ -47,25 +52,69 @@ pub struct PartitionReport {
     pub quarantined: Vec<String>,
 }
 
-/// Flushes `partition`, whose staged data is `sources` (in staged order),
-/// the segments of staged objects read from `spools`; `marked` says whether
-/// its pending-publish marker was listed.
-pub async fn flush_partition(
+/// A partition read and compacted, not committed yet: its new parts and
+/// id digest are in the run's bundle (or, when large, objects of their
+/// own), which must be stored before [`complete`] commits them.
+pub struct Prepared {
+    manifest: Manifest,
+    etag: Option<String>,
+    had_pending: bool,
+    /// Whether the partition's pending-publish marker was listed.
+    marked: bool,
+    /// The commit to make, when there was new staged data.
+    commit: Option<Commit>,
+    report: PartitionReport,
+}
+
+impl Prepared {
+    /// Whether there is new data to commit (whose files are in the bundle).
+    pub fn commits(&self) -> bool {
+        self.commit.is_some()
+    }
+}
+
+/// What a partition's next commit adds.
+struct Commit {
+    /// The keys of the new staged data it consumes (quarantined ones apart).
+    consumed: Vec<String>,
+    parts: Vec<ArchivePart>,
+    /// The digest of every id the partition now holds: its key and range.
+    digest: (String, Option<ByteRange>),
+    ids: IdHash,
+}
+
+/// Reads `partition`'s manifest and compacts its new staged data (of
+/// `sources`, in staged order; the segments of staged objects read from
+/// `spools`) into archive parts numbered after the manifest's, appending
+/// the small files to `bundle`. Nothing is committed: a run that stops
+/// after this has changed nothing a manifest names.
+pub async fn prepare(
     flusher: &Flusher,
     alerts: &InvocationAlerts<'_>,
-    trigger: &Trigger,
     partition: &PartitionKey,
     sources: &[Source],
     spools: &Spools,
     marked: bool,
-) -> Result<PartitionReport, FlushError> {
+    bundle: &Bundle,
+) -> Result<Prepared, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
     let manifest_key = layout::manifest_key(partition);
-    let (mut manifest, mut etag) = match store::read_manifest(s3, bucket, &manifest_key).await? {
+    let (mut manifest, etag) = match store::read_manifest(s3, bucket, &manifest_key).await? {
         Some((manifest, etag)) => (manifest, Some(etag)),
         None => (new_manifest(partition), None),
     };
+    // A commit lists the parts its run is about to publish as published,
+    // unconfirmed (see `shared::manifest`); staged data it consumed still
+    // here means that run stopped before it was done: publish them again.
+    let still_staged = {
+        let consumed = manifest.consumed();
+        sources.iter().any(|source| consumed.contains(source.key()))
+    };
+    let reopened = manifest.settle_unconfirmed(still_staged);
+    if reopened > 0 {
+        tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, parts = reopened, "the run that committed these parts stopped before deleting what it consumed: publishing them again");
+    }
     let had_pending = manifest.has_pending();
     let consumed = manifest.consumed();
     let new_sources: Vec<&Source> = sources
@@ -73,6 +122,7 @@ pub async fn flush_partition(
         .filter(|source| !consumed.contains(source.key()))
         .collect();
     let mut report = PartitionReport::default();
+    let mut commit = None;
 
     if !new_sources.is_empty() {
         let ids = id_hash(&manifest).ok_or_else(|| FlushError::Corrupt {
@@ -85,22 +135,7 @@ pub async fn flush_partition(
                 manifest.id_digest_version
             ),
         })?;
-        let mut seen = match &manifest.id_digest {
-            Some(key) => {
-                let (bytes, _) =
-                    store::get(s3, bucket, key)
-                        .await?
-                        .ok_or_else(|| FlushError::Corrupt {
-                            what: format!("id digest s3://{bucket}/{key}"),
-                            message: "named by the manifest but missing".into(),
-                        })?;
-                manifest::decode_id_digest(&bytes).ok_or_else(|| FlushError::Corrupt {
-                    what: format!("id digest s3://{bucket}/{key}"),
-                    message: "its length is not a multiple of 16".into(),
-                })?
-            }
-            None => HashSet::new(),
-        };
+        let mut seen = read_id_digest(flusher, &manifest).await?;
         let parts = compact(
             flusher,
             alerts,
@@ -108,60 +143,138 @@ pub async fn flush_partition(
             &manifest,
             &new_sources,
             spools,
+            bundle,
             ids,
             &mut seen,
             &mut report,
         )
         .await?;
-        if flusher.stop_after == Some(Step::PartsWritten) {
-            return Err(FlushError::Injected("parts written"));
-        }
-
-        let generation = manifest.generation + 1;
-        let digest_key = layout::id_digest_key(partition, generation);
-        store::put(
-            s3,
-            bucket,
-            &digest_key,
-            manifest::encode_id_digest(&seen),
-            "application/octet-stream",
-        )
-        .await?;
-        let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
-        let previous_digest = manifest.id_digest.take();
-        manifest.generation = generation;
-        manifest.events += report.events;
-        manifest.duplicates_dropped += report.duplicates;
-        manifest.parts.extend(parts);
+        let digest = manifest::encode_id_digest(&seen);
+        let offset = bundle.append(&digest).await?;
+        let range = ByteRange {
+            offset,
+            length: digest.len() as u64,
+        };
         let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
-        manifest.consumed_chunks.extend(
-            new_sources
+        commit = Some(Commit {
+            consumed: new_sources
                 .iter()
                 .map(|source| source.key())
                 .filter(|key| !quarantined.contains(key))
-                .map(str::to_owned),
-        );
+                .map(str::to_owned)
+                .collect(),
+            parts,
+            digest: (bundle.key().to_owned(), Some(range)),
+            ids,
+        });
+    }
+    Ok(Prepared {
+        manifest,
+        etag,
+        had_pending,
+        marked,
+        commit,
+        report,
+    })
+}
+
+/// The event ids a partition's manifest says it holds (none before its
+/// first commit).
+async fn read_id_digest(
+    flusher: &Flusher,
+    manifest: &Manifest,
+) -> Result<HashSet<u128>, FlushError> {
+    let Some(key) = &manifest.id_digest else {
+        return Ok(HashSet::new());
+    };
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let missing = || FlushError::Corrupt {
+        what: format!("id digest s3://{bucket}/{key}"),
+        message: "named by the manifest but missing".into(),
+    };
+    let bytes = match manifest.id_digest_range {
+        Some(range) => {
+            let mut bytes = Vec::with_capacity(range.length as usize);
+            store::get_range_into(s3, bucket, key, range.as_range(), &mut bytes)
+                .await?
+                .ok_or_else(missing)?;
+            bytes
+        }
+        None => store::get(s3, bucket, key).await?.ok_or_else(missing)?.0,
+    };
+    manifest::decode_id_digest(&bytes).ok_or_else(|| FlushError::Corrupt {
+        what: format!("id digest s3://{bucket}/{key}"),
+        message: "its length is not a multiple of 16".into(),
+    })
+}
+
+/// Commits a prepared partition (its bundle stored), publishes its pending
+/// parts, and deletes the staged chunks its manifest has consumed; returns
+/// what it did. `sources` are the partition's staged data, as given to
+/// [`prepare`].
+pub async fn complete(
+    flusher: &Flusher,
+    alerts: &InvocationAlerts<'_>,
+    trigger: &Trigger,
+    partition: &PartitionKey,
+    sources: &[Source],
+    prepared: Prepared,
+) -> Result<PartitionReport, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let manifest_key = layout::manifest_key(partition);
+    let Prepared {
+        mut manifest,
+        mut etag,
+        had_pending,
+        marked,
+        commit,
+        mut report,
+    } = prepared;
+    // The manifest as this run's commit stored it.
+    let mut committed: Option<Manifest> = None;
+
+    if let Some(commit) = commit {
+        if flusher.stop_after == Some(Step::PartsWritten) {
+            return Err(FlushError::Injected("parts written"));
+        }
+        let numbers: Vec<u32> = commit.parts.iter().map(|p| p.number).collect();
+        let consumed_now = commit.consumed.len();
+        let previous_digest = match manifest.id_digest_range {
+            // A range of a bundle: it stays with the bundle.
+            Some(_) => None,
+            None => manifest.id_digest.take(),
+        };
+        // Its parts and digest may be ranges of a bundle now.
+        manifest.version = MANIFEST_VERSION;
+        manifest.generation += 1;
+        manifest.events += report.events;
+        manifest.duplicates_dropped += report.duplicates;
+        manifest.parts.extend(commit.parts);
+        manifest.consumed_chunks.extend(commit.consumed);
         manifest
             .quarantined_chunks
             .extend(report.quarantined.iter().cloned());
-        manifest.id_digest = Some(digest_key);
-        manifest.id_digest_version = ids.version();
+        (manifest.id_digest, manifest.id_digest_range) = (Some(commit.digest.0), commit.digest.1);
+        manifest.id_digest_version = commit.ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
         publish::assign(flusher, partition, &mut manifest, &numbers);
+        let stored = manifest.with_unconfirmed(&numbers);
         etag = Some(
-            store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?,
+            store::commit_manifest(s3, bucket, &manifest_key, &stored, etag.as_deref()).await?,
         );
+        committed = Some(stored);
         // The digest the old manifest named is superseded by the new one.
         if let Some(previous) = previous_digest {
             store::delete_keys(s3, bucket, &[previous]).await?;
         }
+        report.chunks_consumed = consumed_now;
         report.parts = numbers;
-        report.chunks_consumed = new_sources.len() - report.quarantined.len();
         if flusher.stop_after == Some(Step::ManifestCommitted) {
             return Err(FlushError::Injected("manifest committed"));
         }
     }
-
     if manifest.has_pending() {
         let stop_early = flusher.stop_after == Some(Step::SomePublished);
         let outcome =
@@ -175,7 +288,14 @@ pub async fn flush_partition(
                 return Err(error);
             }
         };
-        if outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty() {
+        // A run that published every part its commit listed as unconfirmed,
+        // and nothing else changed, has nothing to record.
+        let record = match &committed {
+            // Parts of a paused destination, for one, stay pending.
+            Some(stored) => !manifest.publishes_match(stored),
+            None => outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty(),
+        };
+        if record {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
             store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?;
         }
@@ -301,13 +421,14 @@ impl OpenPart {
         Ok(())
     }
 
-    async fn finish(self) -> Result<ArchivePart, FlushError> {
-        let mut part = self.events.finish().await?;
+    async fn finish(self, bundle: &Bundle) -> Result<ArchivePart, FlushError> {
+        let mut part = self.events.finish(Some(bundle)).await?;
         if let Some(sidecar) = self.provenance {
-            let written = sidecar.finish().await?;
+            let written = sidecar.finish(Some(bundle)).await?;
             part.provenance = Some(ProvenanceFile {
                 key: written.key,
                 bytes: written.bytes,
+                offset: written.offset,
             });
         }
         Ok(part)
@@ -331,6 +452,7 @@ async fn compact(
     manifest: &Manifest,
     sources: &[&Source],
     spools: &Spools,
+    bundle: &Bundle,
     ids: IdHash,
     seen: &mut HashSet<u128>,
     report: &mut PartitionReport,
@@ -340,6 +462,7 @@ async fn compact(
     let mut out = PartsOut {
         flusher,
         partition,
+        bundle,
         parts: Vec::new(),
         number: manifest.next_part_number(),
         writer: None,
@@ -409,6 +532,8 @@ fn profile<'a>(
 struct PartsOut<'a> {
     flusher: &'a Flusher,
     partition: &'a PartitionKey,
+    /// Where parts and sidecars smaller than an upload part go.
+    bundle: &'a Bundle,
     parts: Vec<ArchivePart>,
     /// The number of the part being written (or the next).
     number: u32,
@@ -452,8 +577,13 @@ impl PartsOut<'_> {
                 .await?;
             report.events += 1;
             if current.events.compressed_len() >= max_bytes {
-                self.parts
-                    .push(self.writer.take().expect("just used").finish().await?);
+                self.parts.push(
+                    self.writer
+                        .take()
+                        .expect("just used")
+                        .finish(self.bundle)
+                        .await?,
+                );
                 self.number += 1;
             }
         }
@@ -463,7 +593,7 @@ impl PartsOut<'_> {
 
     async fn finish(mut self) -> Result<Vec<ArchivePart>, FlushError> {
         if let Some(writer) = self.writer.take() {
-            self.parts.push(writer.finish().await?);
+            self.parts.push(writer.finish(self.bundle).await?);
         }
         Ok(self.parts)
     }

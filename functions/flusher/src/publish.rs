@@ -186,7 +186,7 @@ pub async fn publish_part(
     let key = destination
         .layout
         .render(&destination.prefix, partition, number);
-    let archive = read_part(flusher, &part.key, part.bytes)
+    let archive = read_part(flusher, &part.key, part.offset, part.bytes)
         .await
         .map_err(PartFailure::Flush)?;
     let level = flusher.config.archive_gzip_level;
@@ -208,7 +208,7 @@ pub async fn publish_part(
         let metadata = export::ExportMetadata::new(partition, number);
         let provenance = match (&part.provenance, content.include_metadata) {
             (Some(sidecar), true) => Some(
-                read_part(flusher, &sidecar.key, sidecar.bytes)
+                read_part(flusher, &sidecar.key, sidecar.offset, sidecar.bytes)
                     .await
                     .map_err(PartFailure::Flush)?,
             ),
@@ -293,16 +293,26 @@ pub async fn write_success_marker(
     }
 }
 
-/// One archive part (or its provenance sidecar), checked against the size
-/// its manifest recorded. One part is in memory at a time (at most `archivePartMaxBytes`): a buffered
-/// body lets the SDK retry and checksum the write.
-async fn read_part(flusher: &Flusher, archive_key: &str, size: u64) -> Result<Vec<u8>, FlushError> {
+/// One archive part (or its provenance sidecar): the whole object, or
+/// `size` bytes from `offset` of a bundle, checked against the size its
+/// manifest recorded. One part is in memory at a time (at most
+/// `archivePartMaxBytes`): a buffered body lets the SDK retry and checksum
+/// the write.
+async fn read_part(
+    flusher: &Flusher,
+    archive_key: &str,
+    offset: Option<u64>,
+    size: u64,
+) -> Result<Vec<u8>, FlushError> {
     let bucket = &flusher.config.export_bucket;
-    let source = flusher
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(archive_key)
+    let mut request = flusher.s3.get_object().bucket(bucket).key(archive_key);
+    if let Some(offset) = offset {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        request = request.range(format!("bytes={offset}-{}", offset + size - 1));
+    }
+    let source = request
         .send()
         .await
         .map_err(|e| FlushError::s3("GetObject", bucket, archive_key, e))?;

@@ -9,7 +9,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
-use shared::manifest::Manifest;
+use shared::manifest::{MANIFEST_VERSION, Manifest};
 
 use crate::error::FlushError;
 
@@ -194,10 +194,22 @@ pub async fn read_manifest(
     let Some((bytes, etag)) = get(s3, bucket, key).await? else {
         return Ok(None);
     };
-    let manifest = serde_json::from_slice(&bytes).map_err(|error| FlushError::Corrupt {
-        what: format!("manifest s3://{bucket}/{key}"),
-        message: error.to_string(),
-    })?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|error| FlushError::Corrupt {
+            what: format!("manifest s3://{bucket}/{key}"),
+            message: error.to_string(),
+        })?;
+    // A newer release may record what this one cannot read (as bundles
+    // were to the release before them): refuse it rather than guess.
+    if manifest.version > MANIFEST_VERSION {
+        return Err(FlushError::Corrupt {
+            what: format!("manifest s3://{bucket}/{key}"),
+            message: format!(
+                "version {} is newer than this flusher reads ({MANIFEST_VERSION}): deploy the release that wrote it",
+                manifest.version
+            ),
+        });
+    }
     Ok(Some((manifest, etag)))
 }
 
