@@ -1,9 +1,12 @@
 //! Stream profiles: where an event's tenant, time, id and type live, and what
 //! a stream requires of its events.
 //!
-//! Reading an event parses it once, borrowing: only the top-level fields the
+//! Reading an event scans it once, borrowing: only the top-level fields the
 //! profile names are captured (as raw JSON slices); every other field is
 //! skipped without being built. The event's bytes are never changed here.
+//! The scan is `crate::json_scan`'s; what it does not vouch for (text that
+//! is not JSON, escaped keys) is read again with `serde_json`, which gives
+//! the same fields, or the error that names what is wrong.
 //!
 //! One routing field, one value: JSON readers disagree about an object with
 //! a repeated key (this reader would see the first value, most others the
@@ -18,6 +21,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::json_scan::{self, Slot};
 use crate::rejection::{RejectReason, Rejection};
 use crate::time;
 
@@ -284,23 +288,27 @@ impl Profile {
     /// in which a routing field, or an object on its path, appears more than
     /// once in its object is refused `duplicate_field`.
     pub fn read<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
-        self.read_checking(event, true)
+        self.read_checking(event, true, Capture::Scan)
     }
 
     /// Reads an event that was accepted already (a staged or archived line)
     /// as it was read when it was accepted: a repeated routing field gives
     /// its first non-null value. Lines staged before repeated fields were
     /// refused keep their id, time and type; newer lines have no repeats.
+    ///
+    /// Such a line was valid JSON when it was accepted, so it is read only
+    /// as far as its routing fields: the rest is not checked again.
     pub fn read_stored<'a>(&self, event: &'a str) -> Result<EventFields<'a>, Rejection> {
-        self.read_checking(event, false)
+        self.read_checking(event, false, Capture::ScanStored)
     }
 
     fn read_checking<'a>(
         &self,
         event: &'a str,
         refuse_duplicates: bool,
+        capture: Capture,
     ) -> Result<EventFields<'a>, Rejection> {
-        let top = capture_object(event, &self.top_keys)?;
+        let top = capture_object(event, &self.top_keys, capture)?;
         let mut routing_keys = self.top_keys.iter().zip(&top).take(self.routing_top_keys);
         if refuse_duplicates
             && let Some((key, slot)) = routing_keys.find(|(_, slot)| slot.occurrences > 1)
@@ -309,19 +317,19 @@ impl Profile {
         }
         // `routing`: whether a repeated key on the rest of the path refuses
         // the event (string fields are only type-checked).
-        let find = |path: &FieldPath, routing: bool| -> Result<Option<&'a RawValue>, Rejection> {
+        let find = |path: &FieldPath, routing: bool| -> Result<Option<&'a str>, Rejection> {
             let index = self
                 .top_keys
                 .iter()
                 .position(|key| *key == path.tokens[0])
                 .expect("every profile path has its first token captured");
             match top[index].value {
-                Some(raw) => descend(raw, path, routing && refuse_duplicates),
+                Some(raw) => descend(raw, path, routing && refuse_duplicates, capture),
                 None => Ok(None),
             }
         };
         let lookup = |path: &FieldPath| find(path, true);
-        let required = |path: &FieldPath| -> Result<&'a RawValue, Rejection> {
+        let required = |path: &FieldPath| -> Result<&'a str, Rejection> {
             lookup(path)?.ok_or_else(|| {
                 Rejection::new(
                     RejectReason::MissingField,
@@ -337,7 +345,7 @@ impl Profile {
         let time_raw = required(&self.time)?;
         let time_result = match as_str(time_raw) {
             Some(text) => time::parse_timestamp(&text),
-            None if is_number(time_raw) => time::parse_epoch_millis(time_raw.get()),
+            None if is_number(time_raw) => time::parse_epoch_millis(time_raw),
             None => {
                 return Err(wrong_type(
                     &self.time,
@@ -416,17 +424,36 @@ fn duplicate_field(path: &FieldPath, occurrences: u32) -> Rejection {
     )
 }
 
-/// One wanted key of an object: its first non-null value (null counts as
-/// absent), and how many times the key appears, null or not.
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot<'a> {
-    value: Option<&'a RawValue>,
-    occurrences: u32,
+/// How [`capture_object`] finds an object's keys: with the scanner, and
+/// `serde_json` where the scanner does not answer; or with `serde_json`
+/// alone, the reader before the scanner, kept as the tests' oracle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// `json_scan::object`: the whole event is checked.
+    Scan,
+    /// `json_scan::object_prefix`, for stored events (JSON when they were
+    /// accepted): read up to the last wanted key.
+    ScanStored,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Serde,
 }
 
-/// Parses the object `event` once, capturing the raw values of its `wanted`
-/// keys and counting them, and skipping everything else.
-fn capture_object<'a>(event: &'a str, wanted: &[String]) -> Result<Vec<Slot<'a>>, Rejection> {
+/// Reads the object `event` once, capturing the raw values of its `wanted`
+/// keys and counting them, and skipping everything else. Text the scanner
+/// does not vouch for is parsed with `serde_json`, for its error.
+fn capture_object<'a>(
+    event: &'a str,
+    wanted: &[String],
+    capture: Capture,
+) -> Result<Vec<Slot<'a>>, Rejection> {
+    let scanned = match capture {
+        Capture::Scan => json_scan::object(event, wanted),
+        Capture::ScanStored => json_scan::object_prefix(event, wanted),
+        Capture::Serde => None,
+    };
+    if let Some(slots) = scanned {
+        return Ok(slots);
+    }
     if !event.trim_start().starts_with('{') {
         return Err(match serde_json::from_str::<IgnoredAny>(event) {
             Ok(_) => Rejection::new(RejectReason::NotAnObject, "the JSON is not an object"),
@@ -441,18 +468,38 @@ fn capture_object<'a>(event: &'a str, wanted: &[String]) -> Result<Vec<Slot<'a>>
     Ok(captured)
 }
 
+/// The raw text of element `index` of the array `raw` (None past its end).
+fn array_element(
+    raw: &str,
+    index: Option<usize>,
+    capture: Capture,
+) -> Result<Option<&str>, Rejection> {
+    if capture != Capture::Serde
+        && let Some(index) = index
+        && let Some(element) = json_scan::array_element(raw, index)
+    {
+        return Ok(element);
+    }
+    let elements: Vec<&RawValue> = serde_json::from_str(raw)
+        .map_err(|error| Rejection::new(RejectReason::NotJson, error.to_string()))?;
+    Ok(index
+        .and_then(|index| elements.get(index).copied())
+        .map(RawValue::get))
+}
+
 /// Follows `path` below its top-level value `raw` into nested objects and
 /// arrays. With `routing`, a key of the path that appears more than once in
 /// its object refuses the event, naming the path down to that key.
 fn descend<'a>(
-    mut raw: &'a RawValue,
+    mut raw: &'a str,
     path: &FieldPath,
     routing: bool,
-) -> Result<Option<&'a RawValue>, Rejection> {
+    capture: Capture,
+) -> Result<Option<&'a str>, Rejection> {
     for (depth, token) in path.tokens.iter().enumerate().skip(1) {
-        let text = raw.get().trim_start();
+        let text = raw.trim_start();
         let next = if text.starts_with('{') {
-            let [slot] = capture_object(raw.get(), std::slice::from_ref(token))?[..] else {
+            let [slot] = capture_object(raw, std::slice::from_ref(token), capture)?[..] else {
                 unreachable!("one wanted key gives one slot");
             };
             if routing && slot.occurrences > 1 {
@@ -461,28 +508,32 @@ fn descend<'a>(
             }
             slot.value
         } else if text.starts_with('[') {
-            let elements: Vec<&RawValue> = serde_json::from_str(raw.get())
-                .map_err(|error| Rejection::new(RejectReason::NotJson, error.to_string()))?;
-            token
-                .parse::<usize>()
-                .ok()
-                .and_then(|index| elements.get(index).copied())
+            array_element(raw, token.parse::<usize>().ok(), capture)?
         } else {
             return Err(wrong_type(path, "inside an object or array"));
         };
         match next {
-            Some(value) if value.get() != "null" => raw = value,
+            Some(value) if value != "null" => raw = value,
             _ => return Ok(None),
         }
     }
     Ok(Some(raw))
 }
 
-/// The value of a JSON string, borrowed when it has no escapes.
-pub fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
+/// The value of the JSON string whose raw text is `text` (a whole value
+/// as read from a checked event: a string token is complete and valid),
+/// borrowed when it has no escapes; `None` when it is not a string.
+fn as_str(text: &str) -> Option<Cow<'_, str>> {
     if !text.starts_with('"') {
         return None;
+    }
+    // A string token without a backslash is its quotes around its value.
+    if let Some(plain) = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .filter(|plain| memchr::memchr2(b'\\', b'"', plain.as_bytes()).is_none())
+    {
+        return Some(Cow::Borrowed(plain));
     }
     match serde_json::from_str::<&str>(text) {
         Ok(borrowed) => Some(Cow::Borrowed(borrowed)),
@@ -490,16 +541,12 @@ pub fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     }
 }
 
-fn is_number(raw: &RawValue) -> bool {
-    raw.get()
-        .starts_with(|c: char| c == '-' || c.is_ascii_digit())
+fn is_number(raw: &str) -> bool {
+    raw.starts_with(|c: char| c == '-' || c.is_ascii_digit())
 }
 
-fn string_or_integer(raw: &RawValue) -> Option<Cow<'_, str>> {
-    as_str(raw).or_else(|| {
-        let text = raw.get();
-        text.parse::<i64>().is_ok().then_some(Cow::Borrowed(text))
-    })
+fn string_or_integer(raw: &str) -> Option<Cow<'_, str>> {
+    as_str(raw).or_else(|| raw.parse::<i64>().is_ok().then_some(Cow::Borrowed(raw)))
 }
 
 struct CaptureSeed<'w> {
@@ -531,10 +578,10 @@ impl<'de> Visitor<'de> for CaptureSeed<'_> {
         })? {
             match wanted {
                 Some(index) => {
-                    let value: &'de RawValue = map.next_value()?;
+                    let value = map.next_value::<&'de RawValue>()?.get();
                     let slot = &mut captured[index];
                     slot.occurrences = slot.occurrences.saturating_add(1);
-                    if slot.value.is_none() && value.get() != "null" {
+                    if slot.value.is_none() && value != "null" {
                         slot.value = Some(value);
                     }
                 }
@@ -876,6 +923,30 @@ mod tests {
     }
 
     #[test]
+    fn stored_events_are_read_as_far_as_their_routing_fields() {
+        let profile = Profile::generic(
+            FieldPath::parse("/service").unwrap(),
+            FieldPath::parse("/timestamp").unwrap(),
+            Some(FieldPath::parse("/event_id").unwrap()),
+            None,
+        );
+        // What follows the last routing field is not read again: a stored
+        // line was checked whole when it was accepted.
+        let cut = r#"{"event_id":"e-1","timestamp":"2026-01-01T00:00:00Z","service":"s","message":"unfinis"#;
+        assert_eq!(profile.read(cut).unwrap_err().reason, RejectReason::NotJson);
+        let fields = profile.read_stored(cut).unwrap();
+        assert_eq!(fields.id.as_deref(), Some("e-1"));
+        assert_eq!(fields.tenant, "s");
+        assert_eq!(fields.time_millis, 1_767_225_600_000);
+        // Before them, it is read as before.
+        let broken = r#"{"event_id":"e-1","timestamp":"2026-01-01T00:00:00Z",,"service":"s"}"#;
+        assert_eq!(
+            profile.read_stored(broken).unwrap_err().reason,
+            RejectReason::NotJson
+        );
+    }
+
+    #[test]
     fn repeated_keys_off_the_routing_paths_are_accepted() {
         let app = r#"{"organizationId":"acme","eventTime":"2022-11-19T23:23:16Z","type":"x","appId":"a","appId":"b","extra":1,"extra":2}"#;
         assert_eq!(
@@ -890,6 +961,201 @@ mod tests {
         );
         let nested = r#"{"account":{"name":"x","name":"y","id":7},"ts":0,"other":{"id":1},"other":{"id":2}}"#;
         assert_eq!(profile.read(nested).unwrap().tenant, "7");
+    }
+
+    /// Random JSON text, most of it valid, with what a scanner gets wrong:
+    /// escapes (in keys too), unicode, nesting, repeated keys, every kind
+    /// of number and whitespace; then some of it damaged.
+    mod random_json {
+        /// Keys the test profiles read, and others.
+        const KEYS: [&str; 12] = [
+            "service",
+            "timestamp",
+            "event_id",
+            "user",
+            "id",
+            "times",
+            "kind",
+            "serv\\u0069ce",
+            "event\\u005fid",
+            "ti\\u006destamp",
+            "message",
+            "é✓",
+        ];
+        const STRINGS: [&str; 14] = [
+            "\"checkout\"",
+            "\"2026-01-01T00:00:00.018Z\"",
+            "\"2022-11-19 23:40:02.123\"",
+            "\"\"",
+            "\"a\\\"b\"",
+            "\"\\\\\"",
+            "\"\\/\\b\\f\\n\\r\\t\"",
+            "\"\\u00e9t\\u00C9\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\ud800 lone\"",
+            "\"😀 é\"",
+            "\"886fba01-938f-4b22-ad11-cf04549a6c54\"",
+            "\"last tuesday\"",
+            "\"with\\u0000nul\"",
+        ];
+        const NUMBERS: [&str; 12] = [
+            "0",
+            "-0",
+            "1668900196792",
+            "-12",
+            "1.5",
+            "1.5e10",
+            "1E+2",
+            "2e-3",
+            "12345678901234567890",
+            "1e999",
+            "0.000",
+            "42",
+        ];
+        const WHITESPACE: [&str; 5] = ["", " ", "\n", "\t", "\r\n  "];
+        /// What damages a text: characters a scanner must refuse or
+        /// pass over correctly.
+        const DAMAGE: [&str; 16] = [
+            "{", "}", "[", "]", "\"", ",", ":", "\\", "\\u12", "\\x", "\u{1}", "\n", "-", "01",
+            "tru", "nul",
+        ];
+
+        pub fn value(rng: &mut fastrand::Rng, depth: u32) -> String {
+            match rng.u8(..if depth > 4 { 4 } else { 6 }) {
+                0 => STRINGS[rng.usize(..STRINGS.len())].to_owned(),
+                1 => NUMBERS[rng.usize(..NUMBERS.len())].to_owned(),
+                2 => ["true", "false", "null"][rng.usize(..3)].to_owned(),
+                3 => STRINGS[rng.usize(..STRINGS.len())].to_owned(),
+                4 => object(rng, depth + 1),
+                _ => {
+                    let elements: Vec<String> = (0..rng.usize(..4))
+                        .map(|_| {
+                            let before = WHITESPACE[rng.usize(..WHITESPACE.len())];
+                            format!("{before}{}", value(rng, depth + 1))
+                        })
+                        .collect();
+                    format!("[{}]", elements.join(","))
+                }
+            }
+        }
+
+        pub fn object(rng: &mut fastrand::Rng, depth: u32) -> String {
+            let ws = |rng: &mut fastrand::Rng| WHITESPACE[rng.usize(..WHITESPACE.len())];
+            let members: Vec<String> = (0..rng.usize(..7))
+                .map(|_| {
+                    format!(
+                        "{}\"{}\"{}:{}{}{}",
+                        ws(rng),
+                        KEYS[rng.usize(..KEYS.len())],
+                        ws(rng),
+                        ws(rng),
+                        value(rng, depth),
+                        ws(rng)
+                    )
+                })
+                .collect();
+            format!("{}{{{}}}{}", ws(rng), members.join(","), ws(rng))
+        }
+
+        /// `text` with a cut, an insertion or a replacement, at a
+        /// character boundary.
+        pub fn damage(rng: &mut fastrand::Rng, text: &str) -> String {
+            let boundaries: Vec<usize> = (0..=text.len())
+                .filter(|&at| text.is_char_boundary(at))
+                .collect();
+            let at = boundaries[rng.usize(..boundaries.len())];
+            let piece = DAMAGE[rng.usize(..DAMAGE.len())];
+            match rng.u8(..3) {
+                0 => text[..at].to_owned(),
+                1 => format!("{}{piece}{}", &text[..at], &text[at..]),
+                _ => {
+                    let next = boundaries.iter().find(|&&b| b > at).copied();
+                    let end = next.unwrap_or(text.len());
+                    format!("{}{piece}{}", &text[..at], &text[end..])
+                }
+            }
+        }
+    }
+
+    fn test_profiles() -> Vec<Profile> {
+        vec![
+            Profile::generic(
+                FieldPath::parse("/service").unwrap(),
+                FieldPath::parse("/timestamp").unwrap(),
+                Some(FieldPath::parse("/event_id").unwrap()),
+                None,
+            ),
+            Profile::generic(
+                FieldPath::parse("/user/id").unwrap(),
+                FieldPath::parse("/times/1").unwrap(),
+                Some(FieldPath::parse("/user/kind").unwrap()),
+                Some(FieldPath::parse("/kind").unwrap()),
+            ),
+            Profile::airkit_app_events(),
+            Profile::airkit_audit_logs(),
+        ]
+    }
+
+    #[test]
+    fn scanned_fields_equal_serde_json_fields_on_random_and_damaged_json() {
+        let profiles = test_profiles();
+        let mut rng = fastrand::Rng::with_seed(16);
+        let mut scanned = 0;
+        for round in 0..30_000 {
+            let mut event = random_json::object(&mut rng, 0);
+            if round % 3 == 0 {
+                event = random_json::damage(&mut rng, &event);
+            }
+            if round % 5 == 0 {
+                // Routing fields the profiles can read, in any order.
+                event = event.replacen(
+                    '{',
+                    r#"{"service":"s","timestamp":"2026-01-01T00:00:00Z","event_id":7,"user":{"id":"u","kind":"k"},"times":[0,1668900196792],"#,
+                    1,
+                );
+            }
+            let is_json = serde_json::from_str::<IgnoredAny>(&event).is_ok();
+            for profile in &profiles {
+                for refuse_duplicates in [true, false] {
+                    let oracle = profile.read_checking(&event, refuse_duplicates, Capture::Serde);
+                    let fast = profile.read_checking(&event, refuse_duplicates, Capture::Scan);
+                    assert_eq!(fast, oracle, "{event}");
+                }
+                // Stored lines are JSON (they were accepted): read as far
+                // as their fields, they give what a whole read gives.
+                if is_json {
+                    let oracle = profile.read_checking(&event, false, Capture::Serde);
+                    assert_eq!(profile.read_stored(&event), oracle, "{event}");
+                }
+            }
+            if let Some(slots) = json_scan::object(&event, &profiles[0].top_keys) {
+                scanned += 1;
+                let oracle = capture_object(&event, &profiles[0].top_keys, Capture::Serde);
+                assert_eq!(Ok(slots), oracle, "{event}");
+            }
+        }
+        // The scanner answered for most events, not only serde_json.
+        assert!(scanned > 10_000, "{scanned}");
+    }
+
+    #[test]
+    fn events_the_scanner_leaves_to_serde_json_are_read_as_before() {
+        let profile = Profile::generic(
+            FieldPath::parse("/a").unwrap(),
+            FieldPath::parse("/t").unwrap(),
+            None,
+            None,
+        );
+        let deep = format!(
+            "{{\"a\":\"x\",\"t\":0,\"d\":{}1{}}}",
+            "[".repeat(65),
+            "]".repeat(65)
+        );
+        for event in [deep.as_str(), r#"{"\u0061":"x","t":0}"#] {
+            assert!(json_scan::object(event, &profile.top_keys).is_none());
+            assert_eq!(profile.read(event).unwrap().tenant, "x", "{event}");
+            assert_eq!(profile.read_stored(event).unwrap().tenant, "x", "{event}");
+        }
     }
 
     #[test]

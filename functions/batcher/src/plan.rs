@@ -630,7 +630,17 @@ impl<'a> BatchPlanner<'a> {
                 stream: stream.to_owned(),
                 tenant: TenantKey::encode(&fields.tenant),
             };
-            let counts = stats.streams.entry(stream.to_owned()).or_default();
+            // Looked up by name first: the stream's name is copied once a
+            // batch, not once an event.
+            if !stats.streams.contains_key(stream) {
+                stats
+                    .streams
+                    .insert(stream.to_owned(), StreamCounts::default());
+            }
+            let counts = stats
+                .streams
+                .get_mut(stream)
+                .expect("the stream's counts are there or were just inserted");
             counts.accepted += 1;
             if fields.type_known == Some(false) {
                 counts.unknown_types += 1;
