@@ -302,7 +302,18 @@ pub fn function_command(
     runtime: &RuntimeApi,
     endpoint: &str,
 ) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(function_binary(name));
+    lambda_command(&function_binary(name), runtime, endpoint)
+}
+
+/// [`function_command`] for the function binary at `binary` (the
+/// benchmark's release binaries, wherever they are), named after its file.
+pub fn lambda_command(
+    binary: &std::path::Path,
+    runtime: &RuntimeApi,
+    endpoint: &str,
+) -> tokio::process::Command {
+    let name = binary.file_name().unwrap_or_default().to_string_lossy();
+    let mut command = tokio::process::Command::new(binary);
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use s3_export::runtime_api::RuntimeApi;
+use s3_export::runtime_api::{RuntimeApi, lambda_command};
 use serde_json::{Value, json};
 
 /// Starts per function; the median is reported.
@@ -54,23 +54,8 @@ async fn start_once(binary: &Path) -> Result<Duration, String> {
     let runtime = RuntimeApi::start().await.map_err(|e| e.to_string())?;
     let name = binary.file_name().unwrap_or_default().to_string_lossy();
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(binary)
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", format!("s3-export-{name}"))
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env(
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/s3-export-{name}"),
-        )
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        // Nothing listens there: starting up makes no AWS call.
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+    // Nothing listens at the endpoint: starting up makes no AWS call.
+    let mut child = lambda_command(binary, &runtime, "http://127.0.0.1:9")
         .env("EXPORT_BUCKET", "exports")
         .env("DESTINATION_BUCKET", "customer-bucket")
         .env(
@@ -78,10 +63,8 @@ async fn start_once(binary: &Path) -> Result<Duration, String> {
             "arn:aws:iam::123456789012:role/s3-export-writer",
         )
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("{}: {e}", binary.display()))?;
     let ready = runtime

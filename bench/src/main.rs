@@ -11,8 +11,12 @@
 //! - (C) the flusher's compaction (`flusher::compaction`) of the chunks the
 //!   batcher staged: decompress, de-duplicate, recompress; no network;
 //!
-//! each in a child process of this binary (its own peak RSS), then the
-//! functions' cold starts and binary sizes, and the cost per million events.
+//! each in a child process of this binary (its own peak RSS); then the
+//! whole pipeline as processes: the compiled batcher and flusher through
+//! the Runtime API against moto, their own CPU seconds beside `gzip -6` of
+//! the same lines and their peak RSS, and the flusher's peak RSS by
+//! partition size (see `process`); then the functions' cold starts and
+//! binary sizes, and the cost per million events.
 //! It prints a table and ends with one JSON line holding every figure.
 //! Benchmarks are not pass/fail: the figures are reported as measured.
 
@@ -21,6 +25,7 @@ mod corpus;
 mod cost;
 mod measure;
 mod phases;
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -58,6 +63,14 @@ struct Cli {
     /// Skip the cold starts (they need the release binaries of the functions).
     #[arg(long)]
     no_cold_start: bool,
+    /// Skip the process phase (the functions' binaries through the Runtime
+    /// API against moto_server: process CPU against gzip -6, peak RSS).
+    #[arg(long)]
+    no_process: bool,
+    /// Alternating rounds (gzip -6, then the pipeline) of the process
+    /// phase; medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    process_rounds: u32,
     /// Run every throughput phase this many times, in turn, and keep each
     /// rate's best: a shared machine's noise only ever slows a run down.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -80,6 +93,7 @@ enum Phase {
     Levels,
     Batcher,
     Flusher,
+    Process,
 }
 
 fn config(cli: &Cli) -> Config {
@@ -104,6 +118,24 @@ const EVENTS_PER_TENANT: usize = 1000;
 const FEW_TENANTS_FACTOR: usize = 100;
 
 impl Cli {
+    /// Where the functions' binaries are: as given, or beside this one.
+    fn bin_dir(&self) -> Result<PathBuf, String> {
+        match &self.bin_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()),
+        }
+    }
+
+    /// The process phase's lines: the issue's 200,000, or fewer for a
+    /// smaller run (the quick CI run's 20,000).
+    fn process_lines(&self) -> usize {
+        self.events.clamp(1, process::TARGET_LINES)
+    }
+
     /// The tenants of the run: as given, or the default shape's.
     fn tenants(&self) -> usize {
         self.tenants
@@ -140,6 +172,22 @@ fn main() -> ExitCode {
                     .as_deref()
                     .expect("--chunks-dir with --phase flusher"),
             ),
+            Phase::Process => {
+                let work_dir = std::env::temp_dir()
+                    .join(format!("s3-export-bench-process-{}", std::process::id()));
+                let figures = match cli.bin_dir() {
+                    Ok(bin_dir) => process::measure(&process::Options {
+                        lines: cli.process_lines(),
+                        seed: cli.seed,
+                        rounds: cli.process_rounds as usize,
+                        bin_dir,
+                        work_dir: work_dir.clone(),
+                    }),
+                    Err(error) => json!({ "error": error }),
+                };
+                let _ = std::fs::remove_dir_all(&work_dir);
+                figures
+            }
         };
         println!("{result}");
         return ExitCode::SUCCESS;
@@ -265,17 +313,28 @@ fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
     })();
     let _ = std::fs::remove_dir_all(&work);
     let mut figures = outcome?;
+    figures["process"] = if cli.no_process {
+        json!({"error": "skipped (--no-process)"})
+    } else {
+        let bin_dir = path_arg(&cli.bin_dir()?);
+        let rounds = cli.process_rounds.to_string();
+        child(
+            cli,
+            &[
+                "--phase",
+                "process",
+                "--bin-dir",
+                &bin_dir,
+                "--process-rounds",
+                &rounds,
+            ],
+            cli.tenants(),
+        )?
+    };
     figures["cold_start"] = if cli.no_cold_start {
         Value::Null
     } else {
-        let bin_dir = match &cli.bin_dir {
-            Some(dir) => dir.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
-        };
+        let bin_dir = cli.bin_dir()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -623,11 +682,13 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         "b./f. PUTs: the batcher's and the flusher's S3 PUT-class requests; ratio: total / Firehose partitioned"
     );
 
+    report_process(&figures["process"]);
+
     let batcher_rss = Style::ALL
         .iter()
         .map(|style| f(&figures["batcher"][style.name()], "/rss_mb"))
         .fold(0.0, f64::max);
-    let summary = json!({
+    let mut summary = json!({
         "events": cli.events,
         "tenants": cli.tenants(),
         "few_tenants": cli.few_tenants(),
@@ -664,8 +725,142 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         "levels": figures["levels"]["levels"],
         "phases": figures,
     });
+    // The process phase's headline figures, at the top level too (null
+    // when it did not run).
+    for (name, field) in [
+        ("process_cpu_seconds", "process_cpu_seconds"),
+        ("process_cpu_batcher_seconds", "process_cpu_batcher_seconds"),
+        ("process_cpu_flusher_seconds", "process_cpu_flusher_seconds"),
+        ("gzip6_cpu_seconds", "gzip6_cpu_seconds"),
+        ("process_cpu_vs_gzip6", "process_cpu_vs_gzip6"),
+        (
+            "process_cpu_vs_vector_estimate",
+            "process_cpu_vs_vector_estimate",
+        ),
+        ("process_batcher_rss_mb", "batcher_peak_rss_mb"),
+        ("process_flusher_rss_mb", "flusher_peak_rss_mb"),
+        ("flusher_rss_by_partition", "flusher_rss_by_partition"),
+        (
+            "flusher_rss_largest_vs_smallest",
+            "flusher_rss_largest_vs_smallest",
+        ),
+        (
+            "flusher_rss_mb_per_million_lines",
+            "flusher_rss_mb_per_million_lines",
+        ),
+    ] {
+        summary[name] = figures["process"][field].clone();
+    }
     println!();
     println!("{summary}");
+}
+
+/// MB (10^6 B) as MiB, the unit of Lambda's payload limit.
+fn mib(mb: f64) -> f64 {
+    mb * 1e6 / (1024.0 * 1024.0)
+}
+
+/// The process phase's table: CPU seconds of the functions as processes
+/// beside gzip -6, and peak RSS (batcher, and flusher by partition size).
+fn report_process(process: &Value) {
+    println!();
+    if let Some(error) = process["error"].as_str() {
+        println!(
+            "process CPU and RSS (the functions' binaries through the Runtime API): not measured: {error}"
+        );
+        return;
+    }
+    let lines = f(process, "/lines");
+    println!(
+        "process CPU, the whole pipeline: the {} batcher and flusher binaries as processes through the Runtime API against moto_server",
+        match process["profile"].as_str() {
+            Some("release") => "release".to_owned(),
+            other => format!(
+                "{} (not release: the figures mean nothing)",
+                other.unwrap_or("unknown")
+            ),
+        },
+    );
+    println!(
+        "({lines:.0} lines of {:.0} B, generic stream by service, NDJSON bodies of 256 KiB in {:.0} SQS events of up to {:.2} MiB; \
+         CPU seconds of each process, moto's excluded), {} alternating rounds:",
+        f(process, "/line_bytes"),
+        f(process, "/invocations"),
+        mib(f(process, "/largest_sqs_event_mb")),
+        f(process, "/rounds"),
+    );
+    if lines < process::TARGET_LINES as f64 {
+        println!(
+            "  ({lines:.0} lines, fewer than the target's {}: a smaller run's figures, not the target's)",
+            process::TARGET_LINES
+        );
+    }
+    println!("{:<40} {:>9} {:>16}", "", "median", "min-max");
+    for (name, pointer) in [
+        ("batcher CPU seconds", "/detail/batcher"),
+        ("flusher CPU seconds", "/detail/flusher"),
+        ("total CPU seconds", "/detail/total"),
+        ("gzip -6 of the same lines, CPU seconds", "/detail/gzip6"),
+        ("total / gzip -6 (each round's)", "/detail/vs_gzip6"),
+    ] {
+        let figure = &process.pointer(pointer).cloned().unwrap_or_default();
+        println!(
+            "{:<40} {:>9.2} {:>7.2}-{:<8.2}",
+            name,
+            f(figure, "/median"),
+            f(figure, "/min"),
+            f(figure, "/max"),
+        );
+    }
+    println!(
+        "{:<40} {:>9.2}   (target <= 0.55; Vector 0.57.0 = {:.2}x gzip -6, issue 16; gzip here: {})",
+        "estimated CPU vs Vector",
+        f(process, "/process_cpu_vs_vector_estimate"),
+        process::VECTOR_VS_GZIP6,
+        process["gzip_version"].as_str().unwrap_or("unknown"),
+    );
+    let codec = |name: &str| f(process, &format!("/codec_cpu_seconds/{name}"));
+    println!(
+        "codecs alone on the same lines (in-process, one thread): batcher zstd level {} {:.2} s; flusher unzstd {:.2} s + gzip level {} (zlib-rs) {:.2} s",
+        process["codec_cpu_seconds"]["staging_zstd_level"],
+        codec("staging_zstd"),
+        codec("staging_unzstd"),
+        process["codec_cpu_seconds"]["archive_gzip_level"],
+        codec("archive_gzip"),
+    );
+    println!(
+        "batcher peak RSS {:.1} MB at SQS events of up to {:.2} MiB (Lambda's limit: 6 MiB; target <= 128 MB); flusher peak RSS {:.1} MB",
+        f(process, "/batcher_peak_rss_mb"),
+        mib(f(process, "/largest_sqs_event_mb")),
+        f(process, "/flusher_peak_rss_mb"),
+    );
+    println!(
+        "flusher peak RSS by partition size (one tenant's partition, archive parts of {:.0} MiB; target: flat):",
+        f(process, "/sweep_part_max_bytes") / 1024.0 / 1024.0
+    );
+    println!(
+        "{:>10} {:>14} {:>8} {:>14} {:>12}",
+        "lines", "partition MB", "parts", "peak RSS MB", "CPU seconds"
+    );
+    for size in process["flusher_rss_by_partition"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:>10} {:>14.1} {:>8} {:>14.1} {:>12.2}",
+            f(size, "/lines"),
+            f(size, "/partition_mb"),
+            f(size, "/parts"),
+            f(size, "/flusher_rss_mb"),
+            f(size, "/flusher_cpu_seconds"),
+        );
+    }
+    println!(
+        "largest / smallest peak RSS: {:.2} (flat: 1.00); {:.1} MB more a million lines more",
+        f(process, "/flusher_rss_largest_vs_smallest"),
+        f(process, "/flusher_rss_mb_per_million_lines"),
+    );
 }
 
 #[cfg(test)]
