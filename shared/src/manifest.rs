@@ -245,6 +245,26 @@ pub fn encode_id_digest(ids: &HashSet<u128>) -> Vec<u8> {
     sorted.iter().flat_map(|id| id.to_le_bytes()).collect()
 }
 
+/// A partition's id set in the digest's order (ascending), consuming the
+/// set so that its memory is freed as the order is built.
+pub fn digest_order(ids: HashSet<u128>) -> Vec<u128> {
+    let mut sorted: Vec<u128> = ids.into_iter().collect();
+    sorted.sort_unstable();
+    sorted
+}
+
+/// The digest of `sorted` ids (see [`digest_order`]) in pieces of at most
+/// `ids_per_piece` ids: the bytes [`encode_id_digest`] gives, written out
+/// piece by piece instead of held whole.
+pub fn id_digest_pieces(
+    sorted: &[u128],
+    ids_per_piece: usize,
+) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+    sorted
+        .chunks(ids_per_piece.max(1))
+        .map(|ids| ids.iter().flat_map(|id| id.to_le_bytes()).collect())
+}
+
 /// Reads an id digest back; `None` when its length is not a multiple of 16.
 pub fn decode_id_digest(bytes: &[u8]) -> Option<HashSet<u128>> {
     if !bytes.len().is_multiple_of(16) {
@@ -271,6 +291,18 @@ mod tests {
         let again: HashSet<u128> = [0u128, u128::MAX, 1, 3].into_iter().collect();
         assert_eq!(encode_id_digest(&again), bytes);
         assert_eq!(decode_id_digest(&bytes[..15]), None);
+    }
+
+    #[test]
+    fn a_digest_written_in_pieces_is_the_digest() {
+        let ids: HashSet<u128> = (0..1000u128).map(|n| n * 7919 % 1009 + (n << 64)).collect();
+        let whole = encode_id_digest(&ids);
+        for per_piece in [1, 3, 64, 5000] {
+            let sorted = digest_order(ids.clone());
+            let pieces: Vec<Vec<u8>> = id_digest_pieces(&sorted, per_piece).collect();
+            assert!(pieces.iter().all(|piece| piece.len() <= per_piece * 16));
+            assert_eq!(pieces.concat(), whole, "{per_piece} ids a piece");
+        }
     }
 
     #[test]

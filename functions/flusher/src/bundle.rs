@@ -66,13 +66,26 @@ impl Bundle {
     /// [`Bundle::finish`] succeeds, not before: a manifest may name them
     /// only then.
     pub async fn append(&self, file: &[u8]) -> Result<u64, FlushError> {
+        self.append_pieces(std::iter::once(file)).await
+    }
+
+    /// Appends one file given in pieces (contiguous: no other file comes
+    /// between them), sending upload parts as they fill, so the file is
+    /// never held whole here; returns where it starts.
+    pub async fn append_pieces<P: AsRef<[u8]>>(
+        &self,
+        pieces: impl IntoIterator<Item = P>,
+    ) -> Result<u64, FlushError> {
         let mut state = self.state.lock().await;
         let state = &mut *state;
         self.usable(state)?;
         let offset = state.uploaded + state.buffer.len() as u64;
-        state.buffer.extend_from_slice(file);
         state.files += 1;
-        if state.buffer.len() >= UPLOAD_PART_BYTES {
+        for piece in pieces {
+            state.buffer.extend_from_slice(piece.as_ref());
+            if state.buffer.len() < UPLOAD_PART_BYTES {
+                continue;
+            }
             let bytes = std::mem::take(&mut state.buffer);
             let length = bytes.len() as u64;
             let upload = state.upload.as_mut().expect("checked usable");

@@ -52,6 +52,9 @@ pub struct PartitionReport {
     pub quarantined: Vec<String>,
 }
 
+/// Ids of a digest handed to the bundle at once (1 MiB).
+const DIGEST_PIECE_IDS: usize = 64 * 1024;
+
 /// A partition read and compacted, not committed yet: its new parts and
 /// id digest are in the run's bundle (or, when large, objects of their
 /// own), which must be stored before [`complete`] commits them.
@@ -149,12 +152,15 @@ pub async fn prepare(
             &mut report,
         )
         .await?;
-        let digest = manifest::encode_id_digest(&seen);
-        let offset = bundle.append(&digest).await?;
+        // Written to the bundle a piece at a time: held whole, the digest
+        // would double the id set's memory.
+        let ids_sorted = manifest::digest_order(seen);
+        let pieces = manifest::id_digest_pieces(&ids_sorted, DIGEST_PIECE_IDS);
         let range = ByteRange {
-            offset,
-            length: digest.len() as u64,
+            offset: bundle.append_pieces(pieces).await?,
+            length: ids_sorted.len() as u64 * 16,
         };
+        drop(ids_sorted);
         let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
         commit = Some(Commit {
             consumed: new_sources
