@@ -439,7 +439,11 @@ fn iso_micros(millis: i64, rng: &mut fastrand::Rng) -> String {
 
 /// A random UUID-shaped string from `rng`.
 pub fn uuid(rng: &mut fastrand::Rng) -> String {
-    let bits = rng.u128(..);
+    uuid_text(rng.u128(..))
+}
+
+/// 128 bits in the UUID text form (8-4-4-4-12 lowercase hex digits).
+pub fn uuid_text(bits: u128) -> String {
     let hex = format!("{bits:032x}");
     format!(
         "{}-{}-{}-{}-{}",

@@ -243,15 +243,7 @@ fn words(rng: &mut fastrand::Rng, count: std::ops::RangeInclusive<usize>) -> Vec
 /// A random version-4 UUID (RFC 9562: version nibble 4, variant bits 10).
 pub fn uuid4(rng: &mut fastrand::Rng) -> String {
     let bits = rng.u128(..) & !(0xf << 76) & !(0b11 << 62) | (0x4 << 76) | (0b10 << 62);
-    let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    s3_export::workload::uuid_text(bits)
 }
 
 /// How producers put events into messages.
