@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use anyhow::{Context, Result};
-use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use shared::layout;
@@ -82,12 +81,10 @@ pub async fn archive_parts(
             serde_json::from_slice(&read_object(s3, bucket, &key).await?)
                 .with_context(|| format!("s3://{bucket}/{key} is not a manifest"))?;
         for part in &manifest.parts {
-            let bytes = match part.offset {
-                Some(offset) => {
-                    read_range(s3, bucket, &part.key, offset..offset + part.bytes).await?
-                }
-                None => read_object(s3, bucket, &part.key).await?,
-            };
+            let range = part.offset.map(|offset| offset..offset + part.bytes);
+            let bytes = flusher::store::get_bytes(s3, bucket, &part.key, range)
+                .await?
+                .with_context(|| format!("s3://{bucket}/{} is missing", part.key))?;
             parts.insert(layout::archive_part_key(&partition, part.number), bytes);
         }
     }
@@ -358,21 +355,7 @@ pub async fn read_staged_index(
     size: u64,
 ) -> Result<Result<staged::StagedIndex, staged::StagedError>> {
     let index = staged::fetch_index(size, |range| async move {
-        let context = || format!("reading bytes {range:?} of s3://{bucket}/{key}");
-        let object = match s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await
-        {
-            Ok(object) => object,
-            Err(error) if error.code() == Some("NoSuchKey") => return Ok(None),
-            Err(error) => return Err(error).with_context(context),
-        };
-        let bytes = object.body.collect().await.with_context(context)?;
-        anyhow::Ok(Some(bytes.into_bytes().to_vec()))
+        anyhow::Ok(flusher::store::get_bytes(s3, bucket, key, Some(range)).await?)
     })
     .await?;
     Ok(index.unwrap_or_else(|| {
@@ -394,20 +377,6 @@ pub async fn read_export_files(
 }
 
 /// The bytes of `s3://bucket/key`; an error names the object.
-/// Bytes `range` of an object (empty for an empty range).
-pub async fn read_range(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    range: std::ops::Range<u64>,
-) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    flusher::store::get_range_into(s3, bucket, key, range, &mut bytes)
-        .await?
-        .with_context(|| format!("s3://{bucket}/{key} does not exist"))?;
-    Ok(bytes)
-}
-
 pub async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>> {
     let object = s3
         .get_object()

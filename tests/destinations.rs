@@ -300,14 +300,11 @@ async fn archive_and_sidecar(
     let part = &manifest.parts[0];
     // Each where the manifest says: the whole object, or a bundle's range.
     let read = |key: String, offset: Option<u64>, bytes: u64| async move {
-        match offset {
-            Some(offset) => {
-                s3_export::inspect::read_range(&harness.s3, EXPORT, &key, offset..offset + bytes)
-                    .await
-                    .unwrap()
-            }
-            None => harness.bytes(EXPORT, &key).await,
-        }
+        let range = offset.map(|offset| offset..offset + bytes);
+        flusher::store::get_bytes(&harness.s3, EXPORT, &key, range)
+            .await
+            .unwrap()
+            .unwrap()
     };
     let archive = lines(&gunzip(&read(part.key.clone(), part.offset, part.bytes).await).unwrap());
     let sidecar = match &part.provenance {

@@ -99,8 +99,8 @@ impl Bundle {
     }
 
     /// Stores the bundle (one PutObject when it is smaller than an upload
-    /// part); nothing when no file was appended. Returns the files stored.
-    pub async fn finish(&self) -> Result<usize, FlushError> {
+    /// part); nothing when no file was appended.
+    pub async fn finish(&self) -> Result<(), FlushError> {
         let mut state = self.state.lock().await;
         let state = &mut *state;
         self.usable(state)?;
@@ -108,7 +108,7 @@ impl Bundle {
         if state.files > 0 {
             upload.finish(std::mem::take(&mut state.buffer)).await?;
         }
-        Ok(state.files)
+        Ok(())
     }
 
     /// Refuses a bundle that lost bytes or is already finished.

@@ -199,16 +199,10 @@ async fn read_id_digest(
         what: format!("id digest s3://{bucket}/{key}"),
         message: "named by the manifest but missing".into(),
     };
-    let bytes = match manifest.id_digest_range {
-        Some(range) => {
-            let mut bytes = Vec::with_capacity(range.length as usize);
-            store::get_range_into(s3, bucket, key, range.as_range(), &mut bytes)
-                .await?
-                .ok_or_else(missing)?;
-            bytes
-        }
-        None => store::get(s3, bucket, key).await?.ok_or_else(missing)?.0,
-    };
+    let range = manifest.id_digest_range.map(ByteRange::as_range);
+    let bytes = store::get_bytes(s3, bucket, key, range)
+        .await?
+        .ok_or_else(missing)?;
     manifest::decode_id_digest(&bytes).ok_or_else(|| FlushError::Corrupt {
         what: format!("id digest s3://{bucket}/{key}"),
         message: "its length is not a multiple of 16".into(),

@@ -38,6 +38,7 @@ use shared::partition::PartitionKey;
 use crate::Flusher;
 use crate::error::FlushError;
 use crate::export;
+use crate::store;
 
 /// What publishing a partition did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -305,34 +306,21 @@ async fn read_part(
     size: u64,
 ) -> Result<Vec<u8>, FlushError> {
     let bucket = &flusher.config.export_bucket;
-    let mut request = flusher.s3.get_object().bucket(bucket).key(archive_key);
-    if let Some(offset) = offset {
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        request = request.range(format!("bytes={offset}-{}", offset + size - 1));
-    }
-    let source = request
-        .send()
-        .await
-        .map_err(|e| FlushError::s3("GetObject", bucket, archive_key, e))?;
     let corrupt = |message: String| FlushError::Corrupt {
         what: format!("s3://{bucket}/{archive_key}"),
         message,
     };
-    let bytes = source
-        .body
-        .collect()
-        .await
-        .map_err(|e| corrupt(e.to_string()))?
-        .into_bytes();
+    let range = offset.map(|offset| offset..offset + size);
+    let bytes = store::get_bytes(&flusher.s3, bucket, archive_key, range)
+        .await?
+        .ok_or_else(|| corrupt("named by the manifest but missing".into()))?;
     if bytes.len() as u64 != size {
         return Err(corrupt(format!(
             "{} bytes, the manifest says {size}",
             bytes.len()
         )));
     }
-    Ok(bytes.to_vec())
+    Ok(bytes)
 }
 
 /// Writes one object to a destination with its encryption and owner check.

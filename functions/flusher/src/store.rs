@@ -103,6 +103,24 @@ pub async fn get_range_into(
     Ok(Some(written))
 }
 
+/// An object's bytes, or the bytes `range` of it (a file in a bundle);
+/// `None` when it does not exist.
+pub async fn get_bytes(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: Option<Range<u64>>,
+) -> Result<Option<Vec<u8>>, FlushError> {
+    match range {
+        Some(range) => {
+            let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
+            let found = get_range_into(s3, bucket, key, range, &mut bytes).await?;
+            Ok(found.map(|_| bytes))
+        }
+        None => Ok(get(s3, bucket, key).await?.map(|(bytes, _)| bytes)),
+    }
+}
+
 /// Whether an object exists (HeadObject).
 pub async fn exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<bool, FlushError> {
     match s3.head_object().bucket(bucket).key(key).send().await {
