@@ -2093,3 +2093,44 @@ async fn a_damaged_segment_whose_quarantine_copy_fails_fails_its_partition_until
     );
     assert_exported_once(&harness, &expected).await;
 }
+
+#[tokio::test]
+async fn a_bundle_that_cannot_be_stored_fails_its_partitions_uncommitted_and_the_next_run_converges()
+ {
+    let harness = Harness::start(EVERYONE).await;
+    let expected = stage_many_tenants(&harness, 2, 5).await;
+    let log = FailingRequests::default();
+    let flusher = log.flusher(&harness, harness.config.clone());
+    log.fail(Some(|method, key, _| {
+        method == "PUT" && key.starts_with("archive/_bundles/")
+    }));
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!(report.failed, 5, "{report:?}");
+    for partition in &report.partitions {
+        let error = partition.error.as_deref().unwrap();
+        assert!(
+            error.contains("PutObject") && error.contains("archive/_bundles/"),
+            "{error}"
+        );
+    }
+    // Nothing committed, nothing published, nothing consumed.
+    assert!(
+        list_keys(&harness.s3, EXPORT, "manifests/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        list_keys(&harness.s3, "dest-all", "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(staging(&harness).await.len(), 2);
+
+    log.fail(None);
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty());
+}
