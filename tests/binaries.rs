@@ -170,3 +170,64 @@ async fn a_function_with_invalid_configuration_exits_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("EXPORT_BUCKET"), "{stderr}");
 }
+
+/// The compiled flusher with `FLUSH_QUEUE_URL` set, as the template deploys
+/// it: the scheduled sample makes it the coordinator (its answer says how
+/// many work items it queued), and the queue's message, delivered to the
+/// same process as the event source mapping would, makes it a worker that
+/// flushes the item (no batch item failures) into the destination.
+#[tokio::test]
+async fn the_compiled_flusher_coordinates_with_a_flush_queue_and_works_its_items() {
+    let moto = MotoServer::start().await.unwrap();
+    let s3 = moto.s3_client().await;
+    for bucket in [EXPORT, DESTINATION] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    let sqs = moto.sqs_client().await;
+    let queues = s3_export::esm::create_queue_with_dlq(&sqs, "flush", 3, 900)
+        .await
+        .unwrap();
+
+    let runtime = RuntimeApi::start().await.unwrap();
+    let _batcher = start("batcher", &runtime, &moto).await;
+    response(&runtime, sample("sqs-mixed-batch.json")).await;
+
+    let runtime = RuntimeApi::start().await.unwrap();
+    let _flusher = spawn(
+        "flusher",
+        &runtime,
+        &moto,
+        &[("FLUSH_QUEUE_URL", queues.url.as_str())],
+    );
+    runtime.first_poll(WAIT).await.unwrap();
+    // The sample's hour closed long ago: every staged hour is closed.
+    let mut scheduled = sample("flusher-scheduled.json");
+    scheduled["time"] = "2100-01-01T00:15:00Z".into();
+    let planned = response(&runtime, scheduled).await;
+    assert_eq!(planned["items"], 1, "{planned}");
+    assert!(list_keys(&s3, DESTINATION, "").await.unwrap().is_empty());
+
+    let received = sqs
+        .receive_message()
+        .queue_url(&queues.url)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 1);
+    let record = s3_export::esm::lambda_record(received[0].clone(), &queues.arn, "us-east-1");
+    let event = serde_json::json!({ "Records": [record] });
+    let answer = response(&runtime, event).await;
+    assert_eq!(
+        answer["batchItemFailures"],
+        serde_json::json!([]),
+        "{answer}"
+    );
+    assert!(list_keys(&s3, EXPORT, "staging/").await.unwrap().is_empty());
+    assert!(list_keys(&s3, EXPORT, "work/").await.unwrap().is_empty());
+    let published = read_gzip_ndjson(&s3, DESTINATION, "exports/")
+        .await
+        .unwrap();
+    assert_eq!(published.iter().map(|f| f.lines.len()).sum::<usize>(), 5);
+}

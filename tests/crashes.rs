@@ -429,3 +429,93 @@ async fn batcher_killed_in_the_middle_of_its_puts_converges_after_redelivery() {
         "{lines} rejected records in errors/, {rejected} sent"
     );
 }
+
+/// A flush worker (the compiled flusher, given a work item from the flush
+/// queue as Lambda's event source mapping would) killed after its first
+/// manifest commit: its item was not acknowledged, so SQS delivers it
+/// again, and the next attempt, then the run's other items, converge:
+/// each event once, the parts byte-identical to a flush that never
+/// crashed, the staged objects and the run's records deleted.
+#[tokio::test]
+async fn flush_worker_killed_after_a_commit_converges_when_its_item_comes_back() {
+    use flusher::coordinator::{FlushQueue, coordinate};
+    use s3_export::esm::{create_queue_with_dlq, lambda_record};
+
+    let (moto, s3) = setup().await;
+    let workload = workload();
+    stage(&s3, &sqs_event(&workload)).await;
+    let reference = reference_archive(&s3).await;
+
+    // The coordinator, in-process: items of one or two partitions.
+    let sqs = moto.sqs_client().await;
+    let queues = create_queue_with_dlq(&sqs, "flush", 3, 600).await.unwrap();
+    let coordinator_config = Config::from_sources(
+        |name| match name {
+            "WORK_ITEM_BYTES" => Some("1024".to_owned()),
+            other => setting(other, EXPORT),
+        },
+        None,
+    )
+    .unwrap();
+    let mut coordinator = Flusher::new(coordinator_config, s3.clone());
+    let queue = FlushQueue {
+        sqs: sqs.clone(),
+        url: queues.url.clone(),
+    };
+    coordinator.queue = Some(queue.clone());
+    let trigger = Trigger::from_payload(&json!({"flush": {"until": FLUSH_UNTIL}})).unwrap();
+    let planned = coordinate(&coordinator, &queue, &trigger, None)
+        .await
+        .unwrap();
+    assert!(planned.items >= 3, "{planned:?}");
+
+    let mut records = Vec::new();
+    while records.len() < planned.items {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queues.url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        records.extend(
+            received
+                .messages
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| lambda_record(m, &queues.arn, "us-east-1")),
+        );
+    }
+    let event = |record| {
+        let mut event = SqsEvent::default();
+        event.records = vec![record];
+        serde_json::to_value(event).unwrap()
+    };
+    let first = event(records.remove(0));
+
+    let kill = KillRule::new(1, KillMoment::AfterForwarding, |r| {
+        r.writes(EXPORT, "manifests/") && r.key().ends_with(".json")
+    });
+    let proxy =
+        FaultProxy::start_with_kill(&moto.endpoint(), FaultPlan::none(), Some(kill.clone()))
+            .await
+            .unwrap();
+    run_until_killed("flusher", &proxy, &kill, first.clone()).await;
+
+    // Delivered again: the worker finishes it.
+    match run_to_answer("flusher", &proxy.endpoint(), first).await {
+        Answer::Response(answer) => assert_eq!(answer["batchItemFailures"], json!([])),
+        Answer::Error(error) => panic!("the worker failed again: {error}"),
+    }
+    // The run's other items.
+    for record in records {
+        match run_to_answer("flusher", &proxy.endpoint(), event(record)).await {
+            Answer::Response(answer) => assert_eq!(answer["batchItemFailures"], json!([])),
+            Answer::Error(error) => panic!("a worker failed: {error}"),
+        }
+    }
+
+    assert_converged(&s3, &expected_lines(&workload)).await;
+    assert_eq!(archive_bytes(&s3, EXPORT).await, reference);
+    assert!(list_keys(&s3, EXPORT, "work/").await.unwrap().is_empty());
+}
