@@ -15,6 +15,7 @@ pub mod archive;
 pub mod backfill;
 pub mod bundle;
 pub mod compaction;
+pub mod destination_upload;
 pub mod error;
 pub mod export;
 pub mod metrics;
