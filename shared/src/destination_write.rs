@@ -161,7 +161,9 @@ pub fn abort_multipart_upload(
 /// The destination's server-side encryption as S3's three request fields:
 /// the algorithm, the KMS key and the S3 Bucket Key setting (all `None` for
 /// the bucket's default). Decided here for every write that sets it.
-fn encryption(destination: &Destination) -> (Option<ServerSideEncryption>, Option<String>, Option<bool>) {
+fn encryption(
+    destination: &Destination,
+) -> (Option<ServerSideEncryption>, Option<String>, Option<bool>) {
     match &destination.encryption {
         Encryption::BucketDefault => (None, None, None),
         Encryption::Aes256 => (Some(ServerSideEncryption::Aes256), None, None),

@@ -170,15 +170,18 @@ impl<'a> DestinationUpload<'a> {
         let upload_id = match &self.upload_id {
             Some(id) => id.clone(),
             None => {
-                let created =
-                    destination_write::create_multipart_upload(&self.s3, self.destination, self.key)
-                        .content_type(self.content_type)
-                        .send()
-                        .await
-                        .map_err(|error| StepFailure {
-                            operation: "CreateMultipartUpload",
-                            failure: destination_write::write_failure(&error),
-                        })?;
+                let created = destination_write::create_multipart_upload(
+                    &self.s3,
+                    self.destination,
+                    self.key,
+                )
+                .content_type(self.content_type)
+                .send()
+                .await
+                .map_err(|error| StepFailure {
+                    operation: "CreateMultipartUpload",
+                    failure: destination_write::write_failure(&error),
+                })?;
                 let id = created.upload_id().unwrap_or_default().to_owned();
                 self.upload_id = Some(id.clone());
                 id

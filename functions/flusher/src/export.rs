@@ -660,8 +660,8 @@ mod tests {
             },
         ];
         for options in &options {
-            let whole = encode_part(&archive, options, 6, &profile, &metadata, Some(&sidecar))
-                .unwrap();
+            let whole =
+                encode_part(&archive, options, 6, &profile, &metadata, Some(&sidecar)).unwrap();
             for piece in [1, 7, 4096] {
                 let mut encoder = PartEncoder::new(
                     options,
@@ -678,7 +678,10 @@ mod tests {
                 }
                 let rest = encoder.finish().unwrap();
                 bytes.extend_from_slice(&rest.bytes);
-                assert_eq!(rest.events, whole.events, "{options:?} in pieces of {piece}");
+                assert_eq!(
+                    rest.events, whole.events,
+                    "{options:?} in pieces of {piece}"
+                );
                 assert!(bytes == whole.bytes, "{options:?} in pieces of {piece}");
             }
         }
@@ -702,10 +705,27 @@ mod tests {
         let error = encode_part(cut, &options, 6, &profile, &metadata, None).unwrap_err();
         assert!(error.to_string().contains("corrupt gzip"), "{error:?}");
         // Not gzip at all.
-        assert!(encode_part(b"{\"type\":\"a\"}\n", &options, 6, &profile, &metadata, None).is_err());
+        assert!(
+            encode_part(
+                b"{\"type\":\"a\"}\n",
+                &options,
+                6,
+                &profile,
+                &metadata,
+                None
+            )
+            .is_err()
+        );
         // Not UTF-8.
-        let error =
-            encode_part(&gzip_bytes(b"\xff\xfe\n"), &options, 6, &profile, &metadata, None).unwrap_err();
+        let error = encode_part(
+            &gzip_bytes(b"\xff\xfe\n"),
+            &options,
+            6,
+            &profile,
+            &metadata,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
     }
 
