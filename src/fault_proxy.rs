@@ -14,6 +14,10 @@
 //! - a [`KillRule`] sends `SIGKILL` to a process when it sees the Nth request
 //!   of a kind (before or after the upstream has applied it), so crash tests
 //!   need no hook in production code. Each rule fires once.
+//! - a [`Hold`] keeps the requests it accepts waiting, unforwarded, until
+//!   the test opens its [`Gate`], so a test can force an interleaving of
+//!   two runs (one run's writes held while another commits) instead of
+//!   hoping for it.
 //!
 //! The faults, in the shapes the SDK classifies as transient:
 //! - [`Fault::InternalError`]: HTTP 500 `InternalError` (S3 XML) or
@@ -91,6 +95,67 @@ pub struct FaultPlan {
     /// whatever was drawn for them (the draws are made all the same): a
     /// failure a test needs, not left to chance and the requests' order.
     pub always: Option<RequestFilter>,
+    /// When set, the requests it accepts wait until its gate opens.
+    pub hold: Option<Hold>,
+}
+
+/// Requests to hold back (those `filter` accepts) until `gate` opens.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub filter: RequestFilter,
+    pub gate: Gate,
+}
+
+/// A gate held requests wait at: closed when made, opened once by the
+/// test, never closed again. Clones share one gate.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    held: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            open: Arc::new(tokio::sync::watch::Sender::new(false)),
+            held: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits until `count` requests have arrived at the gate (held, or let
+    /// through when it is open).
+    pub async fn wait_for(&self, count: usize) {
+        let mut held = self.held.subscribe();
+        held.wait_for(|held| *held >= count)
+            .await
+            .expect("the gate's sender lives as long as the gate");
+    }
+
+    /// Requests that have arrived at the gate so far.
+    pub fn arrived(&self) -> usize {
+        *self.held.borrow()
+    }
+
+    /// Lets every held request (and every later one) through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Counts a request in, then waits until the gate is open.
+    async fn pass(&self) {
+        self.held.send_modify(|held| *held += 1);
+        let mut open = self.open.subscribe();
+        open.wait_for(|open| *open)
+            .await
+            .expect("the gate's sender lives as long as the gate");
+    }
 }
 
 /// Which requests a [`FaultPlan`] may fault; it may keep state (for
@@ -121,6 +186,7 @@ impl FaultPlan {
             delay: Duration::from_millis(150),
             only: None,
             always: None,
+            hold: None,
         }
     }
 
@@ -486,6 +552,10 @@ async fn serve(
         Ok(collected) => collected.to_bytes(),
         Err(error) => return Err(std::io::Error::other(error)),
     };
+    let hold = shared.plan.lock().expect("lock").hold.clone();
+    if let Some(hold) = hold.filter(|hold| (hold.filter.0)(&info)) {
+        hold.gate.pass().await;
+    }
     if kill_due(shared, &info, KillMoment::BeforeForwarding) {
         kill(shared, &info);
         return Err(std::io::Error::other("killed before forwarding"));

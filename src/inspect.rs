@@ -85,6 +85,15 @@ pub async fn archive_parts(
             let bytes = flusher::store::get_bytes(s3, bucket, &part.key, range)
                 .await?
                 .with_context(|| format!("s3://{bucket}/{} is missing", part.key))?;
+            anyhow::ensure!(
+                part.holds(&bytes),
+                "archive part {} at s3://{bucket}/{}{} is not what s3://{bucket}/{key} committed (its length or SHA-256 differs)",
+                part.number,
+                part.key,
+                part.offset
+                    .map(|offset| format!(" (bytes {offset}..{})", offset + part.bytes))
+                    .unwrap_or_default(),
+            );
             parts.insert(layout::archive_part_key(&partition, part.number), bytes);
         }
     }

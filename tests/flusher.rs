@@ -810,13 +810,19 @@ fn bulky_events(tenant: &str, count: usize, size: usize, seed: u64) -> Vec<Strin
 }
 
 async fn stage_bulky(harness: &Harness, events: &[String]) {
+    stage_bulky_as(harness, events, "bulk").await;
+}
+
+/// Stages `events`, twenty a batcher invocation, whose request ids (and so
+/// staged keys) start with `label`.
+async fn stage_bulky_as(harness: &Harness, events: &[String], label: &str) {
     for (batch, chunk) in events.chunks(20).enumerate() {
         let records = chunk
             .iter()
             .enumerate()
-            .map(|(n, event)| record(&format!("bulk-{batch}-{n}"), event, TEN + 1000))
+            .map(|(n, event)| record(&format!("{label}-{batch}-{n}"), event, TEN + 1000))
             .collect();
-        harness.stage(records, &format!("bulk-{batch}")).await;
+        harness.stage(records, &format!("{label}-{batch}")).await;
     }
 }
 
@@ -2608,4 +2614,144 @@ async fn a_bundle_that_cannot_be_stored_fails_its_partitions_uncommitted_and_the
     assert_eq!(report.failed, 0, "{report:?}");
     assert_exported_once(&harness, &expected).await;
     assert!(staging(&harness).await.is_empty());
+}
+
+/// Two flush runs of one hour at once (docs/design.md, invariant 7), their
+/// interleavings forced with the fault proxy's gate.
+mod concurrent {
+    use super::*;
+    use s3_export::fault_proxy::{FaultPlan, FaultProxy, Gate, Hold, RequestFilter};
+
+    const FLUSH_TIME: i64 = TEN + HOUR + 15 * 60_000;
+    const EVERYONE: &str =
+        r#"{"destinations":[{"name":"everyone","bucket":"dest-all","shared":true}]}"#;
+
+    /// A flusher whose requests go through a proxy that holds those
+    /// `hold` accepts until `gate` opens.
+    async fn held_flusher(
+        harness: &Harness,
+        hold: impl Fn(&s3_export::fault_proxy::RequestInfo) -> bool + Send + Sync + 'static,
+        gate: &Gate,
+    ) -> (Flusher, FaultProxy) {
+        let plan = FaultPlan {
+            hold: Some(Hold {
+                filter: RequestFilter::new(hold),
+                gate: gate.clone(),
+            }),
+            ..FaultPlan::none()
+        };
+        let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+            .await
+            .unwrap();
+        let flusher = Flusher::new(harness.config.clone(), proxy.s3_client(&harness.s3));
+        (flusher, proxy)
+    }
+
+    /// The keys under `prefix` in the export bucket.
+    async fn keys(harness: &Harness, prefix: &str) -> Vec<String> {
+        list_keys(&harness.s3, EXPORT, prefix).await.unwrap()
+    }
+
+    /// Run A has read the hour and is writing a large part (an object of
+    /// its own) when run B, which also sees a late batch, flushes and
+    /// commits the same partitions; A's archive writes are held until then.
+    /// A then loses its commits: every part B committed is still what its
+    /// manifest says (length and SHA-256, checked by the archive reader),
+    /// the late events are there, A's own part is removed, and each event
+    /// reached the archive and the destination once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_held_while_another_commits_changes_nothing_the_winner_committed() {
+        let harness = Harness::start(EVERYONE).await;
+        // About 12 MB of letters, 9 MB compressed: a part of its own.
+        let early = bulky_events("big", 120, 100_000, 3);
+        stage_bulky_as(&harness, &early, "early").await;
+        harness.stage_app_events("t1", 0..20, "small-early").await;
+
+        let gate = Gate::new();
+        let (run_a, _proxy) = held_flusher(
+            &harness,
+            |request| request.writes(EXPORT, "archive/airkit-app-events/big/"),
+            &gate,
+        )
+        .await;
+        // A batch staged late, which only run B sees.
+        let late = bulky_events("big", 10, 100_000, 4);
+        let run_b = async {
+            gate.wait_for(1).await;
+            stage_bulky_as(&harness, &late, "late").await;
+            harness.stage_app_events("t1", 20..30, "small-late").await;
+            let b = harness.flush(FLUSH_TIME).await;
+            gate.open();
+            b
+        };
+        let (a, b) = tokio::join!(flush_with(&run_a, FLUSH_TIME), run_b);
+        assert_eq!(b.failed, 0, "{b:?}");
+        assert_eq!(b.events, 160, "{b:?}");
+        assert_eq!(a.failed, 0, "a lost race is not a failure: {a:?}");
+        assert_eq!(a.events, 0, "run A committed nothing: {a:?}");
+
+        let big = harness
+            .manifest("manifests/airkit-app-events/big/2026-11-22/10.json")
+            .await;
+        assert_eq!(big.generation, 1, "only run B committed");
+        assert_eq!(big.parts.len(), 1);
+        assert_eq!(
+            keys(&harness, "archive/airkit-app-events/big/").await,
+            vec![big.parts[0].key.clone()],
+            "run A's part, named by no manifest, is removed"
+        );
+        let t1: Vec<String> = (0..30).map(|n| app_event("t1", n)).collect();
+        let all = sorted([early, late, t1].concat());
+        assert_eq!(lines(&harness.archive("archive/").await), all);
+        assert_eq!(lines(&harness.files("dest-all", "").await), all);
+
+        // A later run finds nothing left to do.
+        let before = harness.snapshot().await;
+        let again = harness.flush(FLUSH_TIME + 60_000).await;
+        assert_eq!((again.events, again.failed), (0, 0), "{again:?}");
+        assert_eq!(harness.snapshot().await, before);
+        assert!(keys(&harness, "staging/").await.is_empty());
+    }
+
+    /// Run A has committed and is publishing (its destination writes held)
+    /// when run B flushes the same partition with a late batch: B publishes
+    /// A's unconfirmed part again (what A consumed is still staged), commits
+    /// the late events as the next part and publishes it; then A's held
+    /// publish lands, the same bytes at the same key. Each event reaches the
+    /// destination once, in parts 1 and 2.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_held_while_publishing_and_a_later_run_publish_each_part_once() {
+        let harness = Harness::start(EVERYONE).await;
+        harness.stage_app_events("t1", 0..20, "early").await;
+
+        let gate = Gate::new();
+        let (run_a, _proxy) =
+            held_flusher(&harness, |request| request.writes("dest-all", ""), &gate).await;
+        let run_b = async {
+            gate.wait_for(1).await;
+            harness.stage_app_events("t1", 20..30, "late").await;
+            let b = harness.flush(FLUSH_TIME).await;
+            gate.open();
+            b
+        };
+        let (a, b) = tokio::join!(flush_with(&run_a, FLUSH_TIME), run_b);
+        assert_eq!(b.failed, 0, "{b:?}");
+        assert_eq!(b.events, 10, "only the late events are new to run B: {b:?}");
+        assert_eq!((a.events, a.failed), (20, 0), "{a:?}");
+
+        let manifest = harness
+            .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+            .await;
+        assert_eq!(manifest.generation, 2);
+        let everyone = &manifest.destinations["everyone"];
+        assert_eq!(everyone.published, vec![1, 2]);
+        assert!(everyone.pending.is_empty() && everyone.unconfirmed.is_empty());
+        let files = harness.files("dest-all", "").await;
+        assert_eq!(files.len(), 2, "{files:?}");
+        let t1: Vec<String> = (0..30).map(|n| app_event("t1", n)).collect();
+        assert_eq!(lines(&files), sorted(t1.clone()));
+        assert_eq!(lines(&harness.archive("archive/").await), sorted(t1));
+        assert!(keys(&harness, "staging/").await.is_empty());
+        assert!(keys(&harness, "pending/").await.is_empty());
+    }
 }

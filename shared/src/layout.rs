@@ -11,9 +11,13 @@
 //!   or `…/<ingest-ms>-<request-id>.<sub-batch>.ndjson.gz` for the second and
 //!   later sub-batches of an invocation (`<sub-batch>` four digits or more, from 0001)
 //! - rejected records: `errors/<yyyy-mm-dd>/<HH>/<ingest-ms>-<request-id>.ndjson.gz`
-//! - archive part: `archive/<stream>/<tenant>/<yyyy-mm-dd>/<HH>/part-NNNNN.ndjson.gz`
+//! - archive part: `archive/<stream>/<tenant>/<yyyy-mm-dd>/<HH>/part-NNNNN.<attempt>.ndjson.gz`
+//!   (before attempts: `…/part-NNNNN.ndjson.gz`), or a range of a bundle
 //! - manifest (the commit record): `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
-//! - the hour's id digest: `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
+//! - a bundle (the small parts, sidecars and id digests of a run's group of
+//!   partitions): `archive/_bundles/<yyyy-mm-dd>/<HH>/<now-ms>-<attempt>.bundle`
+//! - the hour's id digest, before bundles held it:
+//!   `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
 //! - a partition with parts to publish: `pending/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
 //! - a backfill's progress: `backfills/<id>.json`
 //!
@@ -214,7 +218,10 @@ fn partition_path(partition: &PartitionKey) -> String {
     )
 }
 
-/// The key of archive part `number` (from 1) of a partition.
+/// The name of archive part `number` (from 1) of a partition: how readers
+/// (`inspect`, the tests) call it wherever it is stored, and the key the
+/// flusher stored parts at before their keys carried the attempt (such
+/// parts stay where their manifests say they are).
 pub fn archive_part_key(partition: &PartitionKey, number: u32) -> String {
     format!(
         "{ARCHIVE_PREFIX}{}/part-{number:05}.ndjson.gz",
@@ -222,11 +229,26 @@ pub fn archive_part_key(partition: &PartitionKey, number: u32) -> String {
     )
 }
 
-/// The key of the provenance sidecar of archive part `number`: one line per
-/// line of the part (see `provenance`).
-pub fn archive_provenance_key(partition: &PartitionKey, number: u32) -> String {
+/// The key at which the run `attempt` (see `bundle_key`) stores archive
+/// part `number` of a partition when the part is an object of its own:
+/// written before the commit that names it, so unique to the attempt
+/// (docs/design.md, invariant 7). Two runs flushing the same partition at
+/// once each write their own; the one whose commit wins is the archive,
+/// the other's is never named by a manifest.
+pub fn archive_part_object_key(partition: &PartitionKey, number: u32, attempt: &str) -> String {
     format!(
-        "{ARCHIVE_PREFIX}{}/part-{number:05}.provenance.gz",
+        "{ARCHIVE_PREFIX}{}/part-{number:05}.{attempt}.ndjson.gz",
+        partition_path(partition)
+    )
+}
+
+/// The key of the provenance sidecar (one line per line of the part, see
+/// `provenance`) of archive part `number` written by the run `attempt`,
+/// when the sidecar is an object of its own (see
+/// [`archive_part_object_key`]).
+pub fn archive_provenance_key(partition: &PartitionKey, number: u32, attempt: &str) -> String {
+    format!(
+        "{ARCHIVE_PREFIX}{}/part-{number:05}.{attempt}.provenance.gz",
         partition_path(partition)
     )
 }

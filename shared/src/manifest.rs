@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The manifest format written by this version: 2 since parts, sidecars
 /// and id digests may be ranges of a bundle (`offset`, `idDigestRange`),
@@ -95,6 +96,25 @@ pub struct ArchivePart {
     /// the whole object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+}
+
+impl ArchivePart {
+    /// Whether `bytes` are this part as committed: its length and SHA-256.
+    /// A reader checks it, so that an object changed after its commit
+    /// (which invariant 7 forbids) is an error, never silently other data.
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        bytes.len() as u64 == self.bytes && sha256_hex(bytes) == self.sha256
+    }
+}
+
+/// SHA-256 of `bytes`, lowercase hex, as [`ArchivePart::sha256`] holds it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex_of(&Sha256::digest(bytes))
+}
+
+/// `digest` in lowercase hex.
+pub fn hex_of(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A byte range of an object.

@@ -8,7 +8,7 @@
 use sha2::{Digest, Sha256};
 
 use shared::encode::LineGzEncoder;
-use shared::manifest::ArchivePart;
+use shared::manifest::{self, ArchivePart};
 use shared::time::format_rfc3339_millis;
 
 use crate::bundle::Bundle;
@@ -121,12 +121,7 @@ impl PartWriter {
             uncompressed_bytes: self.uncompressed_bytes,
             min_event_time: self.min_time.map(format_rfc3339_millis),
             max_event_time: self.max_time.map(format_rfc3339_millis),
-            sha256: self
-                .hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: manifest::hex_of(&self.hasher.finalize()),
             provenance: None,
             offset,
         })

@@ -17,12 +17,15 @@
 
 use tokio::sync::Mutex;
 
+use shared::layout;
+
 use crate::error::FlushError;
 use crate::upload::{UPLOAD_PART_BYTES, Upload};
 
 /// A bundle being written.
 pub struct Bundle {
     key: String,
+    attempt: String,
     state: Mutex<State>,
 }
 
@@ -41,12 +44,16 @@ struct State {
 }
 
 impl Bundle {
-    /// A bundle to be stored at `key` (see `layout::bundle_key`); nothing
-    /// is sent until files are appended.
-    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: String) -> Self {
+    /// The bundle of a new attempt (a run's group of partitions) whose
+    /// "now" is `now_millis`, with a new attempt id (see [`attempt_id`]);
+    /// nothing is sent until files are appended.
+    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, now_millis: i64) -> Self {
+        let attempt = attempt_id();
+        let key = layout::bundle_key(now_millis, &attempt);
         let upload = Upload::new(s3, bucket, key.clone(), "application/octet-stream");
         Self {
             key,
+            attempt,
             state: Mutex::new(State {
                 upload: Some(upload),
                 buffer: Vec::new(),
@@ -60,6 +67,13 @@ impl Bundle {
     /// Where the bundle is stored.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The attempt this bundle belongs to: the other objects its run
+    /// writes before committing (large parts, their sidecars) carry it in
+    /// their keys too (`layout::archive_part_object_key`).
+    pub fn attempt(&self) -> &str {
+        &self.attempt
     }
 
     /// Appends one file; returns where it starts. Its bytes are stored once
@@ -128,7 +142,7 @@ impl Bundle {
 }
 
 /// A new attempt id: 128 random bits, hex, so that two runs (or workers)
-/// never write the same bundle key.
-pub fn attempt_id() -> String {
+/// never write the same key before their commits.
+fn attempt_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }

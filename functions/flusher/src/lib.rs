@@ -40,7 +40,6 @@ use shared::Config;
 use shared::alert::Alerter;
 use shared::config::Destination;
 use shared::config_source::ConfigSource;
-use shared::layout;
 use shared::partition::PartitionKey;
 
 use crate::bundle::Bundle;
@@ -395,11 +394,10 @@ async fn flush_group<'a>(
     let near_deadline =
         || deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline);
     let no_sources: &Vec<scan::Source> = &Vec::new();
-    let attempt = bundle::attempt_id();
     let bundle = Bundle::new(
         flusher.s3.clone(),
         &flusher.config.export_bucket,
-        layout::bundle_key(trigger.now_millis, &attempt),
+        trigger.now_millis,
     );
     let bundle = &bundle;
     // Every partition's new data compacted, its small files into the
@@ -433,7 +431,10 @@ async fn flush_group<'a>(
                     return (partition, None);
                 };
                 let result = match (prepared, stored) {
-                    (Ok(prepared), Err(error)) if prepared.commits() => Err(error.clone()),
+                    (Ok(prepared), Err(error)) if prepared.commits() => {
+                        prepared.abandon(flusher).await;
+                        Err(error.clone())
+                    }
                     (Ok(prepared), _) => {
                         partition::complete(flusher, alerts, trigger, partition, sources, prepared)
                             .await

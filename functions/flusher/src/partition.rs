@@ -74,6 +74,35 @@ impl Prepared {
     pub fn commits(&self) -> bool {
         self.commit.is_some()
     }
+
+    /// Gives up the commit (its bundle could not be stored): deletes the
+    /// objects of its own it wrote, which no manifest can name. A failure
+    /// to delete them is logged: unnamed, they are not the archive, and
+    /// the archive's lifecycle expires them.
+    pub async fn abandon(self, flusher: &Flusher) {
+        if let Some(commit) = &self.commit {
+            remove_unnamed(flusher, &commit.own_objects()).await;
+        }
+    }
+}
+
+/// Deletes `keys`, objects this run wrote that no manifest names (its
+/// commit lost, or was never made); logs a failure (see
+/// [`Prepared::abandon`]).
+async fn remove_unnamed(flusher: &Flusher, keys: &[String]) {
+    if keys.is_empty() {
+        return;
+    }
+    let bucket = &flusher.config.export_bucket;
+    match store::delete_keys(&flusher.s3, bucket, keys).await {
+        Ok(()) => tracing::info!(
+            objects = keys.len(),
+            "removed the uncommitted parts of this run"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, objects = keys.len(), "uncommitted parts of this run not removed: no manifest names them; the archive's lifecycle expires them")
+        }
+    }
 }
 
 /// What a partition's next commit adds.
@@ -84,6 +113,25 @@ struct Commit {
     /// The digest of every id the partition now holds: its key and range.
     digest: (String, Option<ByteRange>),
     ids: IdHash,
+}
+
+impl Commit {
+    /// The objects of their own (not ranges of the bundle) this commit's
+    /// parts and sidecars were written to, at keys of this run's attempt.
+    fn own_objects(&self) -> Vec<String> {
+        let parts = self
+            .parts
+            .iter()
+            .filter(|part| part.offset.is_none())
+            .map(|part| part.key.clone());
+        let sidecars = self
+            .parts
+            .iter()
+            .filter_map(|part| part.provenance.as_ref())
+            .filter(|sidecar| sidecar.offset.is_none())
+            .map(|sidecar| sidecar.key.clone());
+        parts.chain(sidecars).collect()
+    }
 }
 
 /// Reads `partition`'s manifest and compacts its new staged data (of
@@ -138,7 +186,7 @@ pub async fn prepare(
                 manifest.id_digest_version
             ),
         })?;
-        let mut seen = read_id_digest(flusher, &manifest).await?;
+        let mut seen = read_id_digest(flusher, partition, &manifest, etag.as_deref()).await?;
         let parts = compact(
             flusher,
             alerts,
@@ -184,25 +232,33 @@ pub async fn prepare(
     })
 }
 
-/// The event ids a partition's manifest says it holds (none before its
-/// first commit).
+/// The event ids a partition's manifest (read with `etag`) says it holds
+/// (none before its first commit). A digest gone because another run has
+/// committed since (a digest of its own object is deleted once superseded)
+/// is a lost race, not damage.
 async fn read_id_digest(
     flusher: &Flusher,
+    partition: &PartitionKey,
     manifest: &Manifest,
+    etag: Option<&str>,
 ) -> Result<HashSet<u128>, FlushError> {
     let Some(key) = &manifest.id_digest else {
         return Ok(HashSet::new());
     };
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
-    let missing = || FlushError::Corrupt {
-        what: format!("id digest s3://{bucket}/{key}"),
-        message: "named by the manifest but missing".into(),
-    };
     let range = manifest.id_digest_range.map(ByteRange::as_range);
-    let bytes = store::get_bytes(s3, bucket, key, range)
-        .await?
-        .ok_or_else(missing)?;
+    let Some(bytes) = store::get_bytes(s3, bucket, key, range).await? else {
+        let manifest_key = layout::manifest_key(partition);
+        let now = store::read_manifest(s3, bucket, &manifest_key).await?;
+        if now.as_ref().map(|(_, etag)| etag.as_str()) != etag {
+            return Err(FlushError::LostRace { key: manifest_key });
+        }
+        return Err(FlushError::Corrupt {
+            what: format!("id digest s3://{bucket}/{key}"),
+            message: "named by the manifest but missing".into(),
+        });
+    };
     manifest::decode_id_digest(&bytes).ok_or_else(|| FlushError::Corrupt {
         what: format!("id digest s3://{bucket}/{key}"),
         message: "its length is not a multiple of 16".into(),
@@ -241,6 +297,7 @@ pub async fn complete(
         }
         let numbers: Vec<u32> = commit.parts.iter().map(|p| p.number).collect();
         let consumed_now = commit.consumed.len();
+        let own_objects = commit.own_objects();
         let previous_digest = match manifest.id_digest_range {
             // A range of a bundle: it stays with the bundle.
             Some(_) => None,
@@ -261,9 +318,19 @@ pub async fn complete(
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
         publish::assign(flusher, partition, &mut manifest, &numbers);
         let stored = manifest.with_unconfirmed(&numbers);
-        etag = Some(
-            store::commit_manifest(s3, bucket, &manifest_key, &stored, etag.as_deref()).await?,
-        );
+        // The conditional write is the only decision (docs/design.md,
+        // invariant 7): a run that loses it removes the parts it wrote for
+        // nothing (keys of its own attempt, which no manifest names).
+        etag = match store::commit_manifest(s3, bucket, &manifest_key, &stored, etag.as_deref())
+            .await
+        {
+            Ok(etag) => Some(etag),
+            Err(error @ FlushError::LostRace { .. }) => {
+                remove_unnamed(flusher, &own_objects).await;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         committed = Some(stored);
         // The digest the old manifest named is superseded by the new one.
         if let Some(previous) = previous_digest {
@@ -367,22 +434,27 @@ struct OpenPart {
 }
 
 impl OpenPart {
+    /// Part `number` of `partition`, stored in `bundle` when small, else at
+    /// a key of the bundle's attempt.
     fn new(
         flusher: &Flusher,
         partition: &PartitionKey,
         number: u32,
         keep_provenance: bool,
+        bundle: &Bundle,
     ) -> Self {
         let config = &flusher.config;
+        let attempt = bundle.attempt();
         Self {
             events: PartWriter::new(
                 flusher.s3.clone(),
                 &config.export_bucket,
-                layout::archive_part_key(partition, number),
+                layout::archive_part_object_key(partition, number, attempt),
                 number,
                 config.archive_gzip_level,
             ),
-            sidecar_key: keep_provenance.then(|| layout::archive_provenance_key(partition, number)),
+            sidecar_key: keep_provenance
+                .then(|| layout::archive_provenance_key(partition, number, attempt)),
             s3: flusher.s3.clone(),
             bucket: config.export_bucket.clone(),
             provenance: None,
@@ -557,15 +629,16 @@ impl PartsOut<'_> {
                 what: what.to_owned(),
                 message: error.to_string(),
             })?;
-            let (flusher, partition, number, keep) = (
+            let (flusher, partition, number, keep, bundle) = (
                 self.flusher,
                 self.partition,
                 self.number,
                 self.keep_provenance,
+                self.bundle,
             );
             let current = self
                 .writer
-                .get_or_insert_with(|| OpenPart::new(flusher, partition, number, keep));
+                .get_or_insert_with(|| OpenPart::new(flusher, partition, number, keep, bundle));
             current
                 .push(
                     event.event(),
