@@ -288,6 +288,7 @@ async fn stream_part(
     upload.write(&rest.bytes).await.map_err(written)?;
     Ok(true)
 }
+
 /// Moves every pending part of a destination that no longer selects the
 /// partition to its `dropped` list, clears its failure, and returns how
 /// many parts were dropped.
