@@ -977,12 +977,15 @@ mod streaming {
             .collect()
     }
 
+    /// Which requests a test makes fail.
+    pub type Fails = fn(&RequestInfo) -> bool;
+
     /// A flusher through a fault proxy that fails (S3 internal errors, SDK
     /// retries included) the destination requests `fails` accepts until
     /// the returned switch is turned off.
     pub async fn failing(
         harness: &Harness,
-        fails: fn(&RequestInfo) -> bool,
+        fails: Fails,
     ) -> (Flusher, FaultProxy, Arc<AtomicBool>) {
         let armed = Arc::new(AtomicBool::new(true));
         let switch = armed.clone();
@@ -1128,7 +1131,6 @@ async fn a_large_part_streams_to_each_destination_the_bytes_of_the_whole_rewrite
 #[tokio::test]
 async fn a_failing_step_of_a_multipart_publish_leaves_the_part_pending_and_a_later_run_writes_the_same_bytes()
  {
-    use s3_export::fault_proxy::RequestInfo;
     use shared::partition::{Hour, PartitionKey, TenantKey};
     use std::sync::atomic::Ordering;
     use streaming::*;
@@ -1139,7 +1141,7 @@ async fn a_failing_step_of_a_multipart_publish_leaves_the_part_pending_and_a_lat
     // the first.
     let manifest_key = "manifests/airkit-app-events/big/2026-11-22/10.json";
     let mut now = TEN + HOUR + 15 * 60_000;
-    let fails: [(&str, fn(&RequestInfo) -> bool); 4] = [
+    let fails: [(&str, Fails); 4] = [
         ("CreateMultipartUpload", |r| {
             r.bucket() == "dest-t1" && r.method == "POST" && has_param(r, "uploads")
         }),

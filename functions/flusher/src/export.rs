@@ -80,7 +80,7 @@ pub fn encode_part(
     metadata: &ExportMetadata,
     provenance: Option<&[u8]>,
 ) -> std::io::Result<Encoded> {
-    let sidecar = provenance.map(|bytes| gzip_lines(bytes));
+    let sidecar = provenance.map(gzip_lines);
     let mut encoder = PartEncoder::new(options, archive_gzip_level, profile, metadata, sidecar)?;
     encoder.write(archive)?;
     let mut bytes = std::mem::take(encoder.output());
