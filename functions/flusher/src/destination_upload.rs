@@ -26,8 +26,7 @@ pub struct DestinationUpload<'a> {
     destination: &'a Destination,
     key: &'a str,
     content_type: &'a str,
-    part_bytes: usize,
-    /// Bytes not sent yet: at most `part_bytes` between calls.
+    /// Bytes not sent yet: at most [`UPLOAD_PART_BYTES`] between calls.
     buffered: Vec<u8>,
     upload_id: Option<String>,
     completed: Vec<CompletedPart>,
@@ -51,24 +50,11 @@ impl<'a> DestinationUpload<'a> {
         key: &'a str,
         content_type: &'a str,
     ) -> Self {
-        Self::with_part_bytes(s3, destination, key, content_type, UPLOAD_PART_BYTES)
-    }
-
-    /// As [`DestinationUpload::new`], in upload parts of `part_bytes` (S3
-    /// refuses parts below 5 MiB but the last).
-    pub fn with_part_bytes(
-        s3: aws_sdk_s3::Client,
-        destination: &'a Destination,
-        key: &'a str,
-        content_type: &'a str,
-        part_bytes: usize,
-    ) -> Self {
         Self {
             s3,
             destination,
             key,
             content_type,
-            part_bytes,
             buffered: Vec::new(),
             upload_id: None,
             completed: Vec::new(),
@@ -80,11 +66,11 @@ impl<'a> DestinationUpload<'a> {
     /// part is never empty and an object of one part's size or less is one
     /// PutObject.
     pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), StepFailure> {
-        while self.buffered.len() + bytes.len() > self.part_bytes {
-            let take = self.part_bytes - self.buffered.len();
+        while self.buffered.len() + bytes.len() > UPLOAD_PART_BYTES {
+            let take = UPLOAD_PART_BYTES - self.buffered.len();
             // The next part is as large: allocate it once.
             let mut part =
-                std::mem::replace(&mut self.buffered, Vec::with_capacity(self.part_bytes));
+                std::mem::replace(&mut self.buffered, Vec::with_capacity(UPLOAD_PART_BYTES));
             part.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             self.send_part(part).await?;
