@@ -3,18 +3,21 @@
 //! destination bucket and the events queue with its dead-letter queue, sends
 //! a realistic workload through SQS with the SDK, delivers it to the real
 //! batcher handler through the event source mapping emulation, flushes every
-//! staged hour with the real flusher, runs the real verify function against
+//! staged hour with the real flusher (its coordinator sending work items to
+//! a flush queue on moto, and `--flush-workers` workers flushing them at
+//! once, each on a thread of its own), runs the real verify function against
 //! the destination, then reads back everything stored and checks it against
 //! what was sent.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::event::sqs::SqsEvent;
 use batcher::Batcher;
+use flusher::coordinator::FlushQueue;
 use flusher::{Flusher, Trigger};
 use lambda_runtime::LambdaEvent;
 use shared::Config;
@@ -22,7 +25,7 @@ use shared::layout::STAGING_PREFIX;
 use shared::partition::Hour;
 
 use crate::esm::{
-    DrainReport, EventSourceMapping, approximate_message_count, create_queue_with_dlq,
+    DrainReport, EventSourceMapping, QueueSet, approximate_message_count, create_queue_with_dlq,
 };
 use crate::inspect::{
     StagingFormat, StagingObject, StoredFile, list_keys, read_export_files, read_gzip_ndjson,
@@ -67,11 +70,25 @@ pub struct LocalOptions {
     /// producer crate: far fewer messages, for large runs).
     #[arg(long, value_enum, default_value_t = ProducerStyle::Mixed)]
     pub producer: ProducerStyle,
+    /// Flush workers running at once, as the flush queue's event source
+    /// mapping runs them (FlushWorkers in the template): the coordinator
+    /// sends the closed hours' work items to a flush queue on moto and this
+    /// many workers, each on its own thread, flush them. 0: one in-process
+    /// flush run instead, as a deployment without a flush queue does.
+    #[arg(long, default_value_t = 2)]
+    pub flush_workers: usize,
+    /// The most staged bytes in one work item (WORK_ITEM_BYTES); smaller
+    /// items spread a small run over the workers.
+    #[arg(long)]
+    pub work_item_bytes: Option<usize>,
 }
 
 const MAX_RECEIVE_COUNT: u32 = 3;
 const VISIBILITY_TIMEOUT_SECS: u32 = 2;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The flush queue's: longer than a debug build takes to flush one item of
+/// a large local run, so that no item still being flushed comes back.
+const FLUSH_VISIBILITY_TIMEOUT_SECS: u32 = 120;
 /// Messages sent before the mapping delivers them: moto's SQS slows down with
 /// queue depth, and real producers do not wait for the whole workload either.
 const SEND_WAVE: usize = 200;
@@ -143,6 +160,9 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
             shared::config::env::EXPORT_BUCKET => Some(bucket.clone()),
             shared::config::env::MAX_EVENT_BYTES if options.max_event_bytes.is_some() => {
                 options.max_event_bytes.map(|bytes| bytes.to_string())
+            }
+            shared::config::env::WORK_ITEM_BYTES if options.work_item_bytes.is_some() => {
+                options.work_item_bytes.map(|bytes| bytes.to_string())
             }
             other => std::env::var(other).ok(),
         },
@@ -230,15 +250,58 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     let trigger = Trigger::from_payload(&serde_json::json!({
         "flush": { "until": shared::time::format_rfc3339_millis(until) }
     }))?;
-    let flusher = Flusher::new(config.clone(), s3.clone());
-    let flushed = flusher::run(&flusher, &trigger, None).await?;
-    println!(
-        "flushed       {} partitions: {} events archived and published, {} duplicates dropped, {} failed",
-        flushed.partitions.len(),
-        flushed.events,
-        flushed.duplicates,
-        flushed.failed
-    );
+    let mut flusher = Flusher::new(config.clone(), s3.clone());
+    let started = Instant::now();
+    if options.flush_workers == 0 {
+        let flushed = flusher::run(&flusher, &trigger, None).await?;
+        println!(
+            "flushed       {} partitions in one run: {} events archived and published, {} duplicates dropped, {} failed ({:.1} s)",
+            flushed.partitions.len(),
+            flushed.events,
+            flushed.duplicates,
+            flushed.failed,
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        let flush_queues = create_queue_with_dlq(
+            &sqs,
+            &format!("s3-export-flush-{run_id}"),
+            MAX_RECEIVE_COUNT,
+            FLUSH_VISIBILITY_TIMEOUT_SECS,
+        )
+        .await?;
+        let queue = FlushQueue {
+            sqs: sqs.clone(),
+            url: flush_queues.url.clone(),
+        };
+        flusher.queue = Some(queue.clone());
+        let planned = flusher::coordinator::coordinate(&flusher, &queue, &trigger, None).await?;
+        // On a blocking thread of their own: this runtime keeps serving
+        // whatever runs on it (a fault proxy in front of moto, for one).
+        let worked = {
+            let (config, endpoint, queues) =
+                (config.clone(), endpoint.clone(), flush_queues.clone());
+            let workers = options.flush_workers;
+            tokio::task::spawn_blocking(move || {
+                run_workers(&config, &endpoint, &queues, workers, DRAIN_TIMEOUT)
+            })
+            .await
+            .context("the flush workers' thread")??
+        };
+        let flush_dead_letters = approximate_message_count(&sqs, &flush_queues.dlq_url).await?;
+        println!(
+            "flushed       {} partitions in {} work items by {} workers: {} events archived and published, {} duplicates dropped, {} failed, {} items retried, {} in the flush DLQ ({:.1} s)",
+            planned.partitions,
+            planned.items,
+            options.flush_workers,
+            worked.events,
+            worked.duplicates,
+            worked.failed,
+            worked.drained.failed.len(),
+            flush_dead_letters,
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     // Verify, as after a deploy and every day: the real function writes its
     // airkit-verify-test object into the destination.
@@ -283,6 +346,97 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     }
     drop(moto);
     Ok(ok)
+}
+
+/// What a set of flush workers did, summed over the items they flushed.
+#[derive(Debug, Default)]
+pub struct WorkersReport {
+    /// The flush queue's deliveries and deletions.
+    pub drained: DrainReport,
+    pub events: u64,
+    pub duplicates: u64,
+    /// Partitions that failed (their items were delivered again).
+    pub failed: usize,
+}
+
+/// Runs `workers` flush workers at once, each on a thread of its own with
+/// its own runtime and clients of `endpoint` (as Lambda runs concurrent
+/// invocations), each polling the flush queue `queue` (one message a
+/// batch) until it is empty or `timeout` has passed. Blocks the calling
+/// thread.
+pub fn run_workers(
+    config: &Config,
+    endpoint: &str,
+    queue: &QueueSet,
+    workers: usize,
+    timeout: Duration,
+) -> Result<WorkersReport> {
+    let reports: Vec<Result<WorkersReport>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                scope.spawn(move || -> Result<WorkersReport> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async {
+                        let sdk = endpoint_config(endpoint).await;
+                        let s3 = aws_sdk_s3::Client::from_conf(
+                            aws_sdk_s3::config::Builder::from(&sdk)
+                                .force_path_style(true)
+                                .build(),
+                        );
+                        let flusher = &Flusher::new(config.clone(), s3);
+                        let mapping = EventSourceMapping::new(
+                            aws_sdk_sqs::Client::new(&sdk),
+                            &queue.url,
+                            &queue.arn,
+                            1,
+                            Duration::ZERO,
+                        )?;
+                        let items = std::sync::Mutex::new(Vec::new());
+                        let drained = mapping
+                            .drain(
+                                |event: SqsEvent| {
+                                    let items = &items;
+                                    async move {
+                                        let (response, reports) =
+                                            flusher::worker::handle_event(flusher, event, None)
+                                                .await;
+                                        items.lock().expect("lock").extend(reports);
+                                        Ok::<_, lambda_runtime::Error>(response)
+                                    }
+                                },
+                                timeout,
+                            )
+                            .await?;
+                        let mut report = WorkersReport {
+                            drained,
+                            ..WorkersReport::default()
+                        };
+                        for item in items.into_inner().expect("lock") {
+                            report.events += item.flush.events;
+                            report.duplicates += item.flush.duplicates;
+                            report.failed += item.flush.failed;
+                        }
+                        Ok(report)
+                    })
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("a flush worker thread panicked"))
+            .collect()
+    });
+    let mut total = WorkersReport::default();
+    for report in reports {
+        let report = report?;
+        total.drained.merge(report.drained);
+        total.events += report.events;
+        total.duplicates += report.duplicates;
+        total.failed += report.failed;
+    }
+    Ok(total)
 }
 
 /// Runs the verify function in-process against every enabled destination

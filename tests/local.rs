@@ -18,6 +18,9 @@ fn options(endpoint: String) -> LocalOptions {
         batching_window_ms: 1000,
         max_event_bytes: None,
         producer: ProducerStyle::Mixed,
+        flush_workers: 2,
+        // One or two tenants' hour an item: several items for two workers.
+        work_item_bytes: Some(4096),
     }
 }
 

@@ -47,6 +47,12 @@ pub mod env {
     /// The most compressed staged bytes the flusher spools to disk at once
     /// (one window of partitions, see the flusher's `staged_read`).
     pub const SPOOL_BYTES: &str = "SPOOL_BYTES";
+    /// The most compressed staged bytes in one work item the coordinator
+    /// sends a flush worker (see the flusher's `work_item`).
+    pub const WORK_ITEM_BYTES: &str = "WORK_ITEM_BYTES";
+    /// The flush queue's URL: when set, scheduled runs coordinate (send
+    /// work items to it) instead of flushing in their own invocation.
+    pub const FLUSH_QUEUE_URL: &str = "FLUSH_QUEUE_URL";
     /// Where the flusher spools staged bytes (default: the system's
     /// temporary directory, Lambda's ephemeral storage `/tmp`).
     pub const SPOOL_DIR: &str = "SPOOL_DIR";
@@ -129,6 +135,10 @@ pub mod defaults {
     /// segments; a typical hour's staged objects fit, so each is read with
     /// one GET of its tail and one of its data.
     pub const SPOOL_BYTES: usize = 1536 * 1024 * 1024;
+    /// A work item's staged bytes: about a minute of one worker's
+    /// compaction at the benchmark's rates, so an hour of many gigabytes
+    /// spreads over many workers, while a small hour is one item.
+    pub const WORK_ITEM_BYTES: usize = 64 * 1024 * 1024;
     /// The archive is kept forever unless the lifecycle says otherwise.
     pub const ARCHIVE_RETENTION_DAYS: usize = 0;
     /// The Amplitude-style key layout.
@@ -274,6 +284,9 @@ pub struct Config {
     /// The compressed staged bytes one window of partitions spools to disk
     /// (a single larger partition is a window of its own).
     pub spool_bytes: usize,
+    /// The compressed staged bytes of one work item, at most (a single
+    /// larger partition is an item of its own).
+    pub work_item_bytes: usize,
     /// Where spool files go.
     pub spool_dir: std::path::PathBuf,
     /// Days the archive is kept (0: forever): a backfill cannot reach
@@ -363,6 +376,7 @@ struct Document {
     archive_part_max_bytes: Option<usize>,
     flush_concurrency: Option<usize>,
     spool_bytes: Option<usize>,
+    work_item_bytes: Option<usize>,
     archive_retention_days: Option<usize>,
     #[serde(default)]
     queues: BTreeMap<String, String>,
@@ -696,6 +710,14 @@ impl Config {
             defaults::SPOOL_BYTES,
             1024..=10 * 1024 * 1024 * 1024,
         )?;
+        let work_item_bytes = number_setting(
+            &lookup,
+            env::WORK_ITEM_BYTES,
+            "workItemBytes",
+            document.work_item_bytes,
+            defaults::WORK_ITEM_BYTES,
+            1024..=10 * 1024 * 1024 * 1024,
+        )?;
         let spool_dir = lookup(env::SPOOL_DIR)
             .map(std::path::PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -770,6 +792,7 @@ impl Config {
             archive_part_max_bytes,
             flush_concurrency,
             spool_bytes,
+            work_item_bytes,
             spool_dir,
             archive_retention_days,
             queues,
@@ -2205,6 +2228,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(set.spool_bytes, 4096);
+        assert_eq!(config.work_item_bytes, 64 * 1024 * 1024);
+        let error = config_error(&[("EXPORT_BUCKET", "exports"), ("WORK_ITEM_BYTES", "1")]);
+        assert_eq!(error.field, "WORK_ITEM_BYTES");
+        let error = self::config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"workItemBytes": "many"}"#),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "workItemBytes");
         assert_eq!(set.spool_dir, std::path::PathBuf::from("spool"));
     }
 

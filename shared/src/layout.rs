@@ -20,6 +20,7 @@
 //!   `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
 //! - a partition with parts to publish: `pending/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
 //! - a backfill's progress: `backfills/<id>.json`
+//! - a coordinator run's work items and records: `work/<now-ms>-<attempt>/…`
 //!
 //! `<ingest-ms>` is 13 digits (zero-padded), so keys sort in ingest order.
 //! The stream is a validated name and the tenant a [`TenantKey`]; the request
@@ -48,9 +49,13 @@ pub const CONFIG_PREFIX: &str = "config/";
 /// flusher refused as corrupt or truncated, each at
 /// `quarantine/<its staging key>`, for inspection.
 pub const QUARANTINE_PREFIX: &str = "quarantine/";
+/// The folder of the coordinator's runs: each run's work items, the
+/// record of which staged objects it may delete, and its workers' done
+/// records (`work/<run>/…`, see [`work_item_key`]).
+pub const WORK_PREFIX: &str = "work/";
 /// Every folder of the export bucket the pipeline reads back: no
 /// destination may write into one (see `Config`'s destination checks).
-pub const PIPELINE_PREFIXES: [&str; 8] = [
+pub const PIPELINE_PREFIXES: [&str; 9] = [
     STAGING_PREFIX,
     ERRORS_PREFIX,
     ARCHIVE_PREFIX,
@@ -59,7 +64,32 @@ pub const PIPELINE_PREFIXES: [&str; 8] = [
     BACKFILLS_PREFIX,
     CONFIG_PREFIX,
     QUARANTINE_PREFIX,
+    WORK_PREFIX,
 ];
+
+/// The folder of coordinator run `run` (its "now" and attempt,
+/// `<now-ms>-<attempt>`): everything the run and its workers write.
+pub fn work_run_prefix(run: &str) -> String {
+    format!("{WORK_PREFIX}{run}/")
+}
+
+/// The record of coordinator run `run`: how many items it sent, and which
+/// staged objects its workers may delete once every item touching them is
+/// done.
+pub fn work_run_key(run: &str) -> String {
+    format!("{WORK_PREFIX}{run}/run.json")
+}
+
+/// Work item `item` (from 0) of coordinator run `run`.
+pub fn work_item_key(run: &str, item: u32) -> String {
+    format!("{WORK_PREFIX}{run}/item-{item:05}.json")
+}
+
+/// The record a worker writes once it has flushed every partition of
+/// work item `item` of run `run`.
+pub fn work_done_key(run: &str, item: u32) -> String {
+    format!("{WORK_PREFIX}{run}/done-{item:05}.json")
+}
 
 /// The key of the chunk one invocation stages for one partition (its first
 /// sub-batch: the key every batcher wrote before sub-batches).

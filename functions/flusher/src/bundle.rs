@@ -143,6 +143,6 @@ impl Bundle {
 
 /// A new attempt id: 128 random bits, hex, so that two runs (or workers)
 /// never write the same key before their commits.
-fn attempt_id() -> String {
+pub(crate) fn attempt_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }

@@ -21,6 +21,14 @@ pub enum FlushError {
     Corrupt { what: String, message: String },
     #[error("spool directory {dir}: {message}")]
     Spool { dir: String, message: String },
+    #[error("{operation} {queue}: {message}")]
+    Sqs {
+        operation: &'static str,
+        queue: String,
+        message: String,
+    },
+    #[error(transparent)]
+    WorkItem(#[from] crate::work_item::WorkItemError),
     #[error("stopped after step `{0}` (injected failure)")]
     Injected(&'static str),
 }

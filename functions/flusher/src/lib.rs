@@ -15,6 +15,7 @@ pub mod archive;
 pub mod backfill;
 pub mod bundle;
 pub mod compaction;
+pub mod coordinator;
 pub mod destination_upload;
 pub mod error;
 pub mod export;
@@ -26,6 +27,8 @@ pub mod staged_read;
 pub mod store;
 pub mod trigger;
 pub mod upload;
+pub mod work_item;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -86,6 +89,9 @@ pub struct Flusher {
     pub principals: Vec<String>,
     /// Stop every partition after this step (tests only).
     pub stop_after: Option<Step>,
+    /// The flush queue (`FLUSH_QUEUE_URL`): when set, flush runs
+    /// coordinate (send work items to it) instead of flushing themselves.
+    pub queue: Option<coordinator::FlushQueue>,
     /// Destination clients by (name, region, role, external id): each keeps
     /// its assumed role's credentials cached (shared by [`Flusher::with_config`]).
     clients: Arc<Mutex<HashMap<ClientKey, aws_sdk_s3::Client>>>,
@@ -104,6 +110,7 @@ impl Flusher {
             alerter: Alerter::disabled("s3-export", SOURCE),
             principals: Vec::new(),
             stop_after: None,
+            queue: None,
             clients: Arc::default(),
         }
     }
@@ -119,6 +126,7 @@ impl Flusher {
             alerter: Alerter::disabled("s3-export", SOURCE),
             principals: Vec::new(),
             stop_after: None,
+            queue: None,
             clients: Arc::default(),
         }
     }
@@ -134,6 +142,7 @@ impl Flusher {
             alerter: self.alerter.clone(),
             principals: self.principals.clone(),
             stop_after: self.stop_after,
+            queue: self.queue.clone(),
             clients: self.clients.clone(),
         }
     }
@@ -224,13 +233,37 @@ pub struct FlushReport {
 /// those parts stay pending and are retried every run. A backfill payload
 /// runs [`backfill::run_backfill`] instead (with the wall clock as "now",
 /// for the retention check) and fails when the backfill stopped on an error
-/// (its progress is kept: it resumes there).
+/// (its progress is kept: it resumes there). With a flush queue, a flush
+/// payload coordinates ([`coordinator::coordinate`]: work items sent to
+/// the queue); an SQS event from the queue is a worker's
+/// ([`worker::handle_event`]), answered with its batch item failures.
 pub async fn handle(
     flusher: &Flusher,
     event: LambdaEvent<Value>,
 ) -> Result<Value, lambda_runtime::Error> {
-    let invocation = Invocation::from_payload(&event.payload)?;
     let deadline = deadline_of(&event.context);
+    if is_sqs_event(&event.payload) {
+        let flusher = current(flusher).await;
+        let sqs_event: aws_lambda_events::event::sqs::SqsEvent =
+            serde_json::from_value(event.payload)?;
+        let (response, reports) = worker::handle_event(&flusher, sqs_event, deadline).await;
+        let wall_clock = wall_clock_millis();
+        for report in &reports {
+            tracing::info!(report = %serde_json::to_string(report).unwrap_or_default(), "work item");
+            if report.found {
+                println!(
+                    "{}",
+                    metrics::embedded_metrics(
+                        flusher.alerter.deployment(),
+                        &report.flush,
+                        wall_clock
+                    )
+                );
+            }
+        }
+        return Ok(serde_json::to_value(response)?);
+    }
+    let invocation = Invocation::from_payload(&event.payload)?;
     // The configuration document may have changed (checked once a minute).
     let reloaded;
     let flusher = match &flusher.source {
@@ -256,6 +289,11 @@ pub async fn handle(
             return Ok(serde_json::to_value(report)?);
         }
     };
+    if let Some(queue) = &flusher.queue {
+        let report = coordinator::coordinate(flusher, queue, &trigger, deadline).await?;
+        tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "coordinator run");
+        return Ok(serde_json::to_value(report)?);
+    }
     let report = run(flusher, &trigger, deadline).await?;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "flush run");
     // CloudWatch reads the metrics from this line (Embedded Metric Format),
@@ -277,11 +315,13 @@ pub async fn handle(
     Ok(serde_json::to_value(report)?)
 }
 
-/// Runs one flush: finds the work, then flushes partitions concurrently
-/// (at most `flush_concurrency` at once) until the deadline nears, in
-/// windows whose staged bytes fit in `spoolBytes` (see `staged_read`), and
-/// deletes the staged objects every partition of which has consumed them.
-/// A scheduled run then continues unfinished backfills with the time left.
+/// Runs one flush in this invocation: finds the work, then flushes
+/// partitions concurrently (at most `flush_concurrency` at once) until the
+/// deadline nears, in windows whose staged bytes fit in `spoolBytes` (see
+/// `staged_read`), and deletes the staged objects every partition of which
+/// has consumed them. A scheduled run then continues unfinished backfills
+/// with the time left. (A deployment with a flush queue spreads the same
+/// work over workers instead: see `coordinator`.)
 pub async fn run(
     flusher: &Flusher,
     trigger: &Trigger,
@@ -290,68 +330,17 @@ pub async fn run(
     let alerts = flusher.alerter.invocation();
     let alerts = &alerts;
     let work = scan::find_work(flusher, trigger, alerts).await?;
-    let partitions: Vec<PartitionKey> = work.partitions().into_iter().collect();
-    let sizes: Vec<u64> = partitions.iter().map(|p| work.spooled_bytes(p)).collect();
-    let windows = staged_read::plan_windows(&sizes, flusher.config.spool_bytes as u64);
-    let near_deadline =
-        || deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline);
-    let mut outcomes: Vec<(&PartitionKey, Option<Result<_, FlushError>>)> = Vec::new();
-    for window in windows {
-        let members = &partitions[window];
-        if near_deadline() {
-            outcomes.extend(members.iter().map(|partition| (partition, None)));
-            continue;
-        }
-        let spools = staged_read::fetch_window(flusher, &work, members).await;
-        let spools = &spools;
-        for group in members.chunks(BUNDLE_PARTITIONS) {
-            outcomes.extend(
-                flush_group(flusher, alerts, trigger, &work, spools, group, deadline).await,
-            );
-        }
-        // The window's spool files are freed here.
-    }
-
-    let mut report = FlushReport {
-        now: shared::time::format_rfc3339_millis(trigger.now_millis),
-        ..FlushReport::default()
-    };
-    let mut done: HashSet<(&str, &PartitionKey)> = HashSet::new();
-    let mut quarantined: HashSet<String> = work.quarantined.iter().cloned().collect();
-    for (partition, outcome) in outcomes {
-        let chunks = work.chunk_count(partition);
-        let Some(result) = outcome else {
-            report.deferred += 1;
-            report.pending_chunks += chunks;
-            continue;
-        };
-        if let Ok(flushed) = &result {
-            for object in &flushed.objects_done {
-                if let Some((key, _)) = work.objects.get_key_value(object) {
-                    done.insert((key.as_str(), partition));
-                }
-            }
-            quarantined.extend(flushed.quarantined.iter().cloned());
-        }
-        let summary = summarize(partition, result);
-        report.events += summary.events;
-        report.duplicates += summary.duplicates;
-        if summary.error.is_some() {
-            report.failed += 1;
-            report.pending_chunks += chunks;
-        }
-        report.pending_publishes += usize::from(!summary.pending.is_empty());
-        report.dropped_publishes += summary.dropped;
-        report.partitions.push(summary);
-    }
-    report.quarantined = quarantined.len();
-    report.pending_chunks += work.unread;
+    let outcomes = flush_work(flusher, alerts, trigger, &work, deadline).await;
+    let (mut report, done) = tally(trigger, &work, outcomes);
 
     // A staged object goes once every partition in its index is known, this
     // run, to be done with it; otherwise a later run deletes it.
     let mut consumed = Vec::new();
     for (key, partitions) in &work.objects {
-        if partitions.iter().all(|p| done.contains(&(key.as_str(), p))) {
+        if partitions
+            .iter()
+            .all(|p| done.contains(&(key.clone(), p.clone())))
+        {
             consumed.push(key.clone());
         } else {
             report.pending_chunks += 1;
@@ -373,6 +362,96 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+/// What flushing a partition came to: `None` when it was not started (the
+/// deadline was near).
+pub type Outcome = (
+    PartitionKey,
+    Option<Result<partition::PartitionReport, FlushError>>,
+);
+
+/// Flushes every partition of `work`, in order, in spool windows and
+/// bundle groups, until the deadline nears (partitions not started then
+/// are `None`).
+pub async fn flush_work(
+    flusher: &Flusher,
+    alerts: &shared::alert::InvocationAlerts<'_>,
+    trigger: &Trigger,
+    work: &scan::Work,
+    deadline: Option<Instant>,
+) -> Vec<Outcome> {
+    let partitions: Vec<PartitionKey> = work.partitions().into_iter().collect();
+    let sizes: Vec<u64> = partitions.iter().map(|p| work.spooled_bytes(p)).collect();
+    let windows = staged_read::plan_windows(&sizes, flusher.config.spool_bytes as u64);
+    let near_deadline =
+        || deadline.is_some_and(|deadline| Instant::now() + DEADLINE_MARGIN >= deadline);
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for window in windows {
+        let members = &partitions[window];
+        if near_deadline() {
+            outcomes.extend(members.iter().map(|partition| (partition.clone(), None)));
+            continue;
+        }
+        let spools = staged_read::fetch_window(flusher, work, members).await;
+        let spools = &spools;
+        for group in members.chunks(BUNDLE_PARTITIONS) {
+            let flushed =
+                flush_group(flusher, alerts, trigger, work, spools, group, deadline).await;
+            outcomes.extend(
+                flushed
+                    .into_iter()
+                    .map(|(partition, result)| (partition.clone(), result)),
+            );
+        }
+        // The window's spool files are freed here.
+    }
+    outcomes
+}
+
+/// The run report of `outcomes` (of `work`'s partitions), and which
+/// (staged object, partition) pairs are done: the partition's committed
+/// manifest lists the object (consumed or quarantined).
+pub fn tally(
+    trigger: &Trigger,
+    work: &scan::Work,
+    outcomes: Vec<Outcome>,
+) -> (FlushReport, HashSet<(String, PartitionKey)>) {
+    let mut report = FlushReport {
+        now: shared::time::format_rfc3339_millis(trigger.now_millis),
+        ..FlushReport::default()
+    };
+    let mut done: HashSet<(String, PartitionKey)> = HashSet::new();
+    let mut quarantined: HashSet<String> = work.quarantined.iter().cloned().collect();
+    for (partition, outcome) in outcomes {
+        let chunks = work.chunk_count(&partition);
+        let Some(result) = outcome else {
+            report.deferred += 1;
+            report.pending_chunks += chunks;
+            continue;
+        };
+        if let Ok(flushed) = &result {
+            for object in &flushed.objects_done {
+                if work.objects.contains_key(object) {
+                    done.insert((object.clone(), partition.clone()));
+                }
+            }
+            quarantined.extend(flushed.quarantined.iter().cloned());
+        }
+        let summary = summarize(&partition, result);
+        report.events += summary.events;
+        report.duplicates += summary.duplicates;
+        if summary.error.is_some() {
+            report.failed += 1;
+            report.pending_chunks += chunks;
+        }
+        report.pending_publishes += usize::from(!summary.pending.is_empty());
+        report.dropped_publishes += summary.dropped;
+        report.partitions.push(summary);
+    }
+    report.quarantined = quarantined.len();
+    report.pending_chunks += work.unread;
+    (report, done)
 }
 
 /// Flushes `group` (partitions of one spool window, in order): compacts
@@ -447,6 +526,25 @@ async fn flush_group<'a>(
         .buffered(flusher.config.flush_concurrency)
         .collect()
         .await
+}
+
+/// Whether `payload` is an SQS event (the flush queue's, for a worker).
+fn is_sqs_event(payload: &Value) -> bool {
+    payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .and_then(|records| records.first())
+        .and_then(|record| record.get("eventSource"))
+        .is_some_and(|source| source == "aws:sqs")
+}
+
+/// The flusher with its configuration as of now (the document may have
+/// changed: checked once a minute).
+async fn current(flusher: &Flusher) -> Flusher {
+    match &flusher.source {
+        Some(source) => flusher.with_config(source.current().await),
+        None => flusher.with_config(flusher.config.clone()),
+    }
 }
 
 fn is_zero(count: &usize) -> bool {

@@ -1,5 +1,6 @@
 //! The flusher Lambda: builds its clients and configuration once, then
-//! serves scheduled and manual flush runs (see the library).
+//! serves scheduled and manual flush runs, as the coordinator when a flush
+//! queue is set, and the queue's work items as a worker (see the library).
 
 use flusher::{Flusher, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
@@ -20,6 +21,15 @@ async fn main() -> Result<(), Error> {
     let mut flusher = Flusher::from_source(std::sync::Arc::new(source), s3);
     flusher.alerter = alerter;
     flusher.sts = Some(aws_sdk_sts::Client::new(&sdk));
+    // With a flush queue, flush runs coordinate and the queue's messages
+    // are flushed by workers (the same binary, another function).
+    flusher.queue = std::env::var(shared::config::env::FLUSH_QUEUE_URL)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .map(|url| flusher::coordinator::FlushQueue {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            url,
+        });
     flusher.principals = std::env::var(shared::config::env::FUNCTION_ROLE_ARN)
         .unwrap_or_default()
         .split(',')

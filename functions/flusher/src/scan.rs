@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
 
 use shared::alert::InvocationAlerts;
 use shared::layout::{self, PENDING_PREFIX, STAGING_PREFIX};
@@ -28,8 +29,10 @@ use crate::trigger::Trigger;
 /// Staged objects whose tails are read at once.
 const TAIL_READS_AT_ONCE: usize = 16;
 
-/// Staged data of one partition, in one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Staged data of one partition, in one object (as a work item stores
+/// it: `{"chunk": key}` or `{"segments": {"object": key, "segments": […]}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Source {
     /// A staged chunk of the format before staged objects (gzip NDJSON, the
     /// partition's only), read whole.

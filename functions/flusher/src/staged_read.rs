@@ -50,9 +50,11 @@ pub async fn read_index(
 ) -> Result<Option<Result<StagedIndex, StagedError>>, FlushError> {
     let index = staged::fetch_index(size, |range| async move {
         let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
-        Ok(store::get_range_into(s3, bucket, key, range, &mut bytes)
-            .await?
-            .map(|_| bytes))
+        Ok::<_, FlushError>(
+            store::get_range_into(s3, bucket, key, range, &mut bytes)
+                .await?
+                .map(|_| bytes),
+        )
     })
     .await?;
     Ok(index.map(|index| index.and_then(|index| check_partitions(key, index))))

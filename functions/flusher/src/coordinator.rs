@@ -1,0 +1,325 @@
+//! The coordinator: a flush run that spreads its work over flush workers
+//! (docs/scale-out.md). It finds the closed work as an in-process run does
+//! (`scan::find_work`: closed hours, late objects of flushed hours, pending
+//! publishes), cuts it into work items of bounded staged bytes
+//! (`work_item::plan`), stores them and a record of the run in the export
+//! bucket (`work/<run>/…`), and sends one message per item to the flush
+//! queue, whose event source mapping runs the workers (`worker`).
+//!
+//! Nothing here decides what is exported: the workers' conditional
+//! manifest commits do (docs/design.md, invariant 7). A coordinator that
+//! stops half-way, an item sent twice, or a second coordinator planning the
+//! same hour costs work, never correctness: staged data stays until every
+//! partition in it is committed, and the next run plans what is left.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use shared::layout;
+use shared::partition::PartitionKey;
+
+use crate::error::FlushError;
+use crate::trigger::Trigger;
+use crate::work_item::{self, ITEM_PARTITIONS, WorkItem};
+use crate::{Flusher, backfill, bundle, scan, store};
+
+/// The flush queue work items are sent to.
+#[derive(Debug, Clone)]
+pub struct FlushQueue {
+    pub sqs: aws_sdk_sqs::Client,
+    pub url: String,
+}
+
+/// The format of run and done records.
+pub const RUN_RECORD_VERSION: u32 = 1;
+
+/// SQS's most entries in one `SendMessageBatch`.
+const SEND_BATCH: usize = 10;
+
+/// A coordinator run's record (`layout::work_run_key`): how many items it
+/// sent, and, for each staged object every partition of which is in one
+/// of its items, the items that read it. Once each of those items is done
+/// with the object, the object is deleted (see `worker`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub version: u32,
+    pub items: u32,
+    pub objects: BTreeMap<String, BTreeSet<u32>>,
+}
+
+/// What a worker records once it has flushed every partition of an item
+/// (`layout::work_done_key`): the staged objects every partition of the
+/// item that reads them has committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoneRecord {
+    pub version: u32,
+    pub objects: BTreeSet<String>,
+}
+
+/// The body of a flush queue message: the key of its work item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ItemMessage {
+    pub work_item: String,
+}
+
+/// What a coordinator run did; the handler returns it and logs it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinatorReport {
+    pub now: String,
+    /// The run's id (`work/<run>/`), when it sent items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Work items sent to the flush queue.
+    pub items: usize,
+    /// Partitions in them.
+    pub partitions: usize,
+    /// Their compressed staged bytes.
+    pub staged_bytes: u64,
+    /// Staged objects refused as damaged while reading their indexes.
+    pub quarantined: usize,
+    /// Staged objects whose index could not be read (S3 failed): the next
+    /// run plans them.
+    pub unread: usize,
+    /// Unfinished backfills a scheduled run continued after sending its
+    /// items.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backfills: Vec<backfill::BackfillReport>,
+}
+
+/// Plans `work` into items: which partitions each holds, and the run
+/// record that says which staged objects the run's workers may delete.
+pub fn plan_run(work: &scan::Work, item_bytes: u64) -> (Vec<Vec<PartitionKey>>, RunRecord) {
+    let items = work_item::plan(work, item_bytes, ITEM_PARTITIONS);
+    let item_of: HashMap<&PartitionKey, u32> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(n, partitions)| partitions.iter().map(move |p| (p, n as u32)))
+        .collect();
+    let mut record = RunRecord {
+        version: RUN_RECORD_VERSION,
+        items: items.len() as u32,
+        objects: BTreeMap::new(),
+    };
+    for (object, partitions) in &work.objects {
+        // An object with a partition outside this run (a manual flush of
+        // some tenants) is not this run's to delete.
+        let readers: Option<BTreeSet<u32>> =
+            partitions.iter().map(|p| item_of.get(p).copied()).collect();
+        if let Some(readers) = readers {
+            record.objects.insert(object.clone(), readers);
+        }
+    }
+    (items, record)
+}
+
+/// Runs the coordinator: finds the work, stores its items and the run
+/// record, sends one message per item to `queue`; a scheduled run then
+/// continues unfinished backfills. An error means the run stopped: items
+/// not sent are planned again by the next run.
+pub async fn coordinate(
+    flusher: &Flusher,
+    queue: &FlushQueue,
+    trigger: &Trigger,
+    deadline: Option<Instant>,
+) -> Result<CoordinatorReport, FlushError> {
+    let config = &flusher.config;
+    let bucket = &config.export_bucket;
+    let alerts = flusher.alerter.invocation();
+    let work = scan::find_work(flusher, trigger, &alerts).await?;
+    let item_bytes = config.work_item_bytes.min(config.spool_bytes) as u64;
+    let (items, record) = plan_run(&work, item_bytes);
+    let mut report = CoordinatorReport {
+        now: shared::time::format_rfc3339_millis(trigger.now_millis),
+        items: items.len(),
+        partitions: items.iter().map(Vec::len).sum(),
+        staged_bytes: work
+            .partitions()
+            .iter()
+            .map(|p| work.spooled_bytes(p))
+            .sum(),
+        quarantined: work.quarantined.len(),
+        unread: work.unread,
+        ..CoordinatorReport::default()
+    };
+    if !items.is_empty() {
+        let run = format!("{:013}-{}", trigger.now_millis, bundle::attempt_id());
+        let body = serde_json::to_vec(&record).expect("run records serialize");
+        store::put(
+            &flusher.s3,
+            bucket,
+            &layout::work_run_key(&run),
+            body,
+            "application/json",
+        )
+        .await?;
+        let count = items.len() as u32;
+        let keys: Vec<String> = stream::iter(items.iter().enumerate())
+            .map(|(n, partitions)| {
+                let item =
+                    WorkItem::new(&run, n as u32, count, trigger.now_millis, &work, partitions);
+                let key = layout::work_item_key(&run, n as u32);
+                async move {
+                    store::put(
+                        &flusher.s3,
+                        bucket,
+                        &key,
+                        item.to_json(),
+                        "application/json",
+                    )
+                    .await
+                    .map(|()| key)
+                }
+            })
+            .buffered(config.flush_concurrency)
+            .try_collect()
+            .await?;
+        send_items(queue, &keys).await?;
+        report.run = Some(run);
+    }
+    if trigger.apply_grace {
+        match backfill::continue_unfinished(flusher, trigger.now_millis, deadline).await {
+            Ok(backfills) => report.backfills = backfills,
+            // The items are sent; the backfills are tried next run.
+            Err(error) => tracing::error!(%error, "unfinished backfills not continued"),
+        }
+    }
+    Ok(report)
+}
+
+/// Sends one message per work item key, ten a `SendMessageBatch`; an
+/// entry SQS refuses fails the run (naming it).
+pub async fn send_items(queue: &FlushQueue, keys: &[String]) -> Result<(), FlushError> {
+    let sqs_error = |operation: &'static str, message: String| FlushError::Sqs {
+        operation,
+        queue: queue.url.clone(),
+        message,
+    };
+    for batch in keys.chunks(SEND_BATCH) {
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(n, key)| {
+                let body = serde_json::to_string(&ItemMessage {
+                    work_item: key.clone(),
+                })
+                .expect("messages serialize");
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(n.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|error| sqs_error("SendMessageBatch", error.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = queue
+            .sqs
+            .send_message_batch()
+            .queue_url(&queue.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|error| {
+                sqs_error(
+                    "SendMessageBatch",
+                    aws_sdk_sqs::error::DisplayErrorContext(&error).to_string(),
+                )
+            })?;
+        if let Some(failed) = output.failed.first() {
+            let key = failed
+                .id
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| batch.get(n))
+                .map_or("?", String::as_str);
+            return Err(sqs_error(
+                "SendMessageBatch",
+                format!(
+                    "the message for work item {key} was refused: {} {}",
+                    failed.code,
+                    failed.message.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::{Source, Work};
+    use shared::partition::{Hour, TenantKey};
+    use shared::staged::Segment;
+
+    fn partition(tenant: &str) -> PartitionKey {
+        PartitionKey {
+            hour: Hour::containing(1_795_341_600_000),
+            stream: "app".into(),
+            tenant: TenantKey::encode(tenant),
+        }
+    }
+
+    /// Objects `x` (tenants a, b, c) and `y` (tenant c, and z, which this
+    /// run did not select), 100 bytes a segment.
+    fn work() -> Work {
+        let mut work = Work::default();
+        let mut add = |object: &str, tenant: &str, offset: u64, selected: bool| {
+            let segment = Segment {
+                stream: "app".into(),
+                tenant: tenant.into(),
+                shard: 0,
+                shards: 1,
+                offset,
+                length: 100,
+                events: 1,
+                bytes: 10,
+            };
+            work.objects
+                .entry(object.to_owned())
+                .or_default()
+                .insert(partition(tenant));
+            if selected {
+                work.sources
+                    .entry(partition(tenant))
+                    .or_default()
+                    .push(Source::Segments {
+                        object: object.to_owned(),
+                        segments: vec![segment],
+                    });
+            }
+        };
+        add("x", "a", 0, true);
+        add("x", "b", 100, true);
+        add("x", "c", 200, true);
+        add("y", "c", 0, true);
+        add("y", "z", 100, false);
+        work
+    }
+
+    #[test]
+    fn a_run_may_delete_only_objects_all_of_whose_partitions_it_planned() {
+        let (items, record) = plan_run(&work(), 150);
+        // a (100), b (100), c (200 bytes: over the budget, alone).
+        assert_eq!(items.len(), 3);
+        assert_eq!(record.items, 3);
+        assert_eq!(
+            record.objects,
+            BTreeMap::from([("x".to_owned(), BTreeSet::from([0, 1, 2]))]),
+            "y holds z, which this run did not select"
+        );
+    }
+
+    #[test]
+    fn a_message_names_its_item_and_nothing_else() {
+        let message: ItemMessage =
+            serde_json::from_str(r#"{"workItem":"work/r/item-00000.json"}"#).unwrap();
+        assert_eq!(message.work_item, "work/r/item-00000.json");
+        assert!(serde_json::from_str::<ItemMessage>(r#"{"workItem":"k","x":1}"#).is_err());
+    }
+}

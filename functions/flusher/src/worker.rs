@@ -1,0 +1,200 @@
+//! A flush worker: flushes the work items the coordinator sent to the
+//! flush queue (docs/scale-out.md), one message at a time, reporting the
+//! items it could not finish as batch item failures so that SQS delivers
+//! them again (after the queue's visibility timeout) and, after
+//! `maxReceiveCount` attempts, to the dead-letter queue.
+//!
+//! An item is flushed exactly as an in-process run flushes its work
+//! (`flush_work`: spool windows, bundle groups, conditional commits), so
+//! any number of workers, and a manual run beside them, can touch the same
+//! partition at once (docs/design.md, invariant 7). A worker that finishes
+//! an item records it (`layout::work_done_key`); the worker that finds
+//! every item of its run recorded deletes the staged objects all of whose
+//! partitions the run committed, then the run's records.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde::Serialize;
+
+use shared::layout;
+
+use crate::coordinator::{DoneRecord, ItemMessage, RUN_RECORD_VERSION, RunRecord};
+use crate::error::FlushError;
+use crate::trigger::Trigger;
+use crate::work_item::WorkItem;
+use crate::{FlushReport, Flusher, flush_work, store, tally};
+
+/// What flushing one work item did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemReport {
+    /// The item's key.
+    pub work_item: String,
+    /// False when the item was already done and cleaned up (a message
+    /// delivered again after its run finished).
+    pub found: bool,
+    /// Whether every partition of it was flushed (else it is delivered
+    /// again).
+    pub finished: bool,
+    /// Staged objects this worker deleted, the last of its run to finish.
+    pub objects_deleted: usize,
+    pub flush: FlushReport,
+}
+
+/// The worker's handler: flushes each record's item in turn; an item that
+/// is not finished (a partition failed or was deferred for the deadline,
+/// or the item could not be read) is a batch item failure.
+pub async fn handle_event(
+    flusher: &Flusher,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> (SqsBatchResponse, Vec<ItemReport>) {
+    let mut response = SqsBatchResponse::default();
+    let mut reports = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.unwrap_or_default();
+        let outcome = match serde_json::from_str::<ItemMessage>(&body) {
+            Ok(message) => flush_item(flusher, &message.work_item, deadline).await,
+            Err(error) => Err(FlushError::Corrupt {
+                what: format!("flush queue message {id}"),
+                message: format!("not a work item message ({error}): {body:.200}"),
+            }),
+        };
+        match outcome {
+            Ok(report) => {
+                if !report.finished {
+                    response.batch_item_failures.push(failure(&id));
+                }
+                reports.push(report);
+            }
+            Err(error) => {
+                tracing::error!(message = %id, %error, "work item not flushed; delivered again");
+                response.batch_item_failures.push(failure(&id));
+            }
+        }
+    }
+    (response, reports)
+}
+
+fn failure(id: &str) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = id.to_owned();
+    failure
+}
+
+/// Flushes the work item stored at `key`: every partition in it, then, when
+/// all are done, records the item and, as the last of its run, deletes
+/// what the run consumed. An item already cleaned up is found done.
+pub async fn flush_item(
+    flusher: &Flusher,
+    key: &str,
+    deadline: Option<Instant>,
+) -> Result<ItemReport, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let mut report = ItemReport {
+        work_item: key.to_owned(),
+        ..ItemReport::default()
+    };
+    let Some((bytes, _)) = store::get(s3, bucket, key).await? else {
+        tracing::info!(%key, "work item gone: its run has finished");
+        report.finished = true;
+        return Ok(report);
+    };
+    report.found = true;
+    let item = WorkItem::from_json(key, &bytes)?;
+    let work = item.to_work();
+    let trigger = Trigger {
+        now_millis: item.now_millis,
+        apply_grace: true,
+        streams: None,
+        tenants: None,
+    };
+    let alerts = flusher.alerter.invocation();
+    let outcomes = flush_work(flusher, &alerts, &trigger, &work, deadline).await;
+    let (flush, done) = tally(&trigger, &work, outcomes);
+    report.finished = flush.failed == 0 && flush.deferred == 0;
+    report.flush = flush;
+    if !report.finished {
+        return Ok(report);
+    }
+    let objects: BTreeSet<String> = work
+        .objects
+        .iter()
+        .filter(|(object, partitions)| {
+            partitions
+                .iter()
+                .all(|p| done.contains(&((*object).clone(), p.clone())))
+        })
+        .map(|(object, _)| object.clone())
+        .collect();
+    let record = DoneRecord {
+        version: RUN_RECORD_VERSION,
+        objects,
+    };
+    store::put(
+        s3,
+        bucket,
+        &layout::work_done_key(&item.run, item.item),
+        serde_json::to_vec(&record).expect("done records serialize"),
+        "application/json",
+    )
+    .await?;
+    report.objects_deleted = finish_run(flusher, &item.run, item.items).await?;
+    Ok(report)
+}
+
+/// When every item of run `run` (of `items`) is recorded done: deletes
+/// the staged objects each of whose readers is done with them, then the
+/// run's records; returns the objects deleted. Two workers finishing last
+/// at once both do it, harmlessly.
+async fn finish_run(flusher: &Flusher, run: &str, items: u32) -> Result<usize, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let keys = store::list_keys(s3, bucket, &layout::work_run_prefix(run)).await?;
+    let done_keys: Vec<&String> = keys.iter().filter(|k| k.contains("/done-")).collect();
+    if done_keys.len() < items as usize {
+        return Ok(0);
+    }
+    let run_key = layout::work_run_key(run);
+    let Some((bytes, _)) = store::get(s3, bucket, &run_key).await? else {
+        // Another worker has finished the run.
+        return Ok(0);
+    };
+    let record: RunRecord =
+        serde_json::from_slice(&bytes).map_err(|error| FlushError::Corrupt {
+            what: format!("run record s3://{bucket}/{run_key}"),
+            message: error.to_string(),
+        })?;
+    let mut done: Vec<DoneRecord> = Vec::with_capacity(items as usize);
+    for n in 0..items {
+        let key = layout::work_done_key(run, n);
+        let Some((bytes, _)) = store::get(s3, bucket, &key).await? else {
+            return Ok(0);
+        };
+        done.push(
+            serde_json::from_slice(&bytes).map_err(|error| FlushError::Corrupt {
+                what: format!("done record s3://{bucket}/{key}"),
+                message: error.to_string(),
+            })?,
+        );
+    }
+    let consumed: Vec<String> = record
+        .objects
+        .iter()
+        .filter(|(object, readers)| {
+            readers.iter().all(|n| {
+                done.get(*n as usize)
+                    .is_some_and(|record| record.objects.contains(*object))
+            })
+        })
+        .map(|(object, _)| object.clone())
+        .collect();
+    store::delete_keys(s3, bucket, &consumed).await?;
+    store::delete_keys(s3, bucket, &keys).await?;
+    tracing::info!(%run, objects = consumed.len(), "run finished: consumed staged objects deleted");
+    Ok(consumed.len())
+}

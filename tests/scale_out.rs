@@ -1,0 +1,416 @@
+//! The coordinator and flush workers against moto: the coordinator's work
+//! items go through a real SQS queue (moto's) to workers run by the event
+//! source mapping emulation, several at once; every event is read back
+//! from the archive and the destination, each once, and what the run
+//! leaves behind is checked (no staged data, no run records).
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use batcher::Batcher;
+use batcher::records::{sqs_record, with_stream};
+use flusher::coordinator::{self, CoordinatorReport, FlushQueue};
+use flusher::{Flusher, Trigger, worker};
+use s3_export::esm::{
+    DrainReport, EventSourceMapping, QueueSet, approximate_message_count, create_queue_with_dlq,
+};
+use s3_export::fault_proxy::{FaultPlan, FaultProxy, RequestFilter};
+use s3_export::inspect::{StoredFile, list_keys, read_archive, read_gzip_ndjson};
+use s3_export::moto::MotoServer;
+use shared::Config;
+
+const EXPORT: &str = "exports";
+const DESTINATION: &str = "dest-all";
+const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:events";
+/// 2026-11-22T10:00:00Z
+const TEN: i64 = 1_795_341_600_000;
+const HOUR: i64 = 3_600_000;
+/// A scheduled run after hour 10 has closed.
+const CLOSED: i64 = TEN + HOUR + 15 * 60_000;
+/// The flush queue's visibility timeout.
+const VISIBILITY_SECONDS: u32 = 10;
+/// Items of at most 1 KiB of staged bytes: one or two partitions each, so
+/// that a small hour makes many items.
+const DOCUMENT: &str = r#"{"workItemBytes": 1024,
+  "destinations":[{"name":"everyone","bucket":"dest-all","shared":true}]}"#;
+
+struct Harness {
+    moto: MotoServer,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    config: Config,
+    queues: QueueSet,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let moto = MotoServer::start().await.expect("moto_server starts");
+        let s3 = moto.s3_client().await;
+        let sqs = moto.sqs_client().await;
+        for bucket in [EXPORT, DESTINATION] {
+            s3.create_bucket().bucket(bucket).send().await.unwrap();
+        }
+        let config = Config::from_sources(
+            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+            Some(DOCUMENT),
+        )
+        .unwrap();
+        // A failed item comes back after the visibility timeout, long
+        // enough that no item still being flushed (by a debug build, on a
+        // busy machine) is delivered again; three receives, then the
+        // dead-letter queue.
+        let queues = create_queue_with_dlq(&sqs, "flush", 3, VISIBILITY_SECONDS)
+            .await
+            .unwrap();
+        Self {
+            moto,
+            s3,
+            sqs,
+            config,
+            queues,
+        }
+    }
+
+    /// A flusher (coordinator or worker) talking to S3 through `s3`.
+    fn flusher_with(&self, s3: aws_sdk_s3::Client) -> Flusher {
+        let mut flusher = Flusher::new(self.config.clone(), s3);
+        flusher.queue = Some(FlushQueue {
+            sqs: self.sqs.clone(),
+            url: self.queues.url.clone(),
+        });
+        flusher
+    }
+
+    fn flusher(&self) -> Flusher {
+        self.flusher_with(self.s3.clone())
+    }
+
+    async fn stage(&self, records: Vec<SqsMessage>, request_id: &str) {
+        let batcher = Batcher::new(self.config.clone(), self.s3.clone());
+        let response = batcher::process(&batcher, &records, TEN, request_id)
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    /// `tenants` tenants' app events, and an audit event each, over
+    /// `invocations` batcher invocations (each a staged object holding
+    /// every tenant): the events, as staged.
+    async fn stage_tenants(&self, tenants: usize, invocations: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        for invocation in 0..invocations {
+            let mut records = Vec::new();
+            for tenant in 0..tenants {
+                let event = app_event(&format!("t{tenant:03}"), invocation);
+                records.push(record(&format!("a-{invocation}-{tenant}"), &event));
+                all.push(event);
+                let audit = audit_event(&format!("t{tenant:03}"), invocation);
+                records.push(with_stream(
+                    record(&format!("u-{invocation}-{tenant}"), &audit),
+                    "airkit-audit-logs",
+                ));
+                all.push(audit);
+            }
+            self.stage(records, &format!("req-{invocation}")).await;
+        }
+        all.sort();
+        all
+    }
+
+    async fn coordinate(&self, flusher: &Flusher, now: i64) -> CoordinatorReport {
+        let queue = flusher.queue.as_ref().unwrap();
+        coordinator::coordinate(flusher, queue, &trigger(now), None)
+            .await
+            .unwrap()
+    }
+
+    fn mapping(&self) -> EventSourceMapping {
+        EventSourceMapping::new(
+            self.sqs.clone(),
+            &self.queues.url,
+            &self.queues.arn,
+            1,
+            Duration::ZERO,
+        )
+        .unwrap()
+    }
+
+    /// Runs `count` workers at once, each polling the flush queue until it
+    /// is empty (nothing visible or in flight).
+    async fn workers(&self, flusher: &Flusher, count: usize) -> DrainReport {
+        let mapping = self.mapping();
+        let drains = (0..count).map(|_| {
+            mapping.drain(
+                |event: SqsEvent| async move {
+                    let (response, _) = worker::handle_event(flusher, event, None).await;
+                    Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
+                },
+                Duration::from_secs(120),
+            )
+        });
+        let mut total = DrainReport::default();
+        for report in futures::future::join_all(drains).await {
+            total.merge(report.unwrap());
+        }
+        total
+    }
+
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        list_keys(&self.s3, EXPORT, prefix).await.unwrap()
+    }
+
+    async fn archived(&self) -> Vec<String> {
+        lines(&read_archive(&self.s3, EXPORT, "").await.unwrap())
+    }
+
+    async fn delivered(&self) -> Vec<String> {
+        lines(&read_gzip_ndjson(&self.s3, DESTINATION, "").await.unwrap())
+    }
+
+    async fn dead_letters(&self) -> u64 {
+        approximate_message_count(&self.sqs, &self.queues.dlq_url)
+            .await
+            .unwrap()
+    }
+}
+
+fn trigger(now: i64) -> Trigger {
+    Trigger::from_payload(&serde_json::json!({ "time": shared::time::format_rfc3339_millis(now) }))
+        .unwrap()
+}
+
+fn app_event(tenant: &str, n: usize) -> String {
+    format!(
+        r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T10:{:02}:00Z","type":"step_enter","sessionId":"s{n}","n":{n}}}"#,
+        n % 60
+    )
+}
+
+fn audit_event(tenant: &str, n: usize) -> String {
+    format!(
+        r#"{{"ORGANIZATION_ID":"{tenant}","EVENT_ID":"E-{tenant}-{n}","EVENT_TIME":"2026-11-22 10:40:02.123","EVENT_TYPE":"user_login","USER_ID":"u{n}"}}"#
+    )
+}
+
+fn record(id: &str, body: &str) -> SqsMessage {
+    sqs_record(id, body, TEN + 1000, QUEUE_ARN)
+}
+
+fn lines(files: &[StoredFile]) -> Vec<String> {
+    let mut lines: Vec<String> = files.iter().flat_map(|f| f.lines.iter().cloned()).collect();
+    lines.sort();
+    lines
+}
+
+/// The coordinator cuts a closed hour of 40 partitions (20 tenants, two
+/// streams, in 3 staged objects) into many work items; four workers flush
+/// them at once through the queue. Each event reaches the archive and the
+/// destination once, the last worker deletes the staged objects and the
+/// run's records, and nothing goes to the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_flush_a_coordinated_hour_each_event_once() {
+    let harness = Harness::start().await;
+    let events = harness.stage_tenants(20, 3).await;
+    let flusher = harness.flusher();
+
+    let planned = harness.coordinate(&flusher, CLOSED).await;
+    assert_eq!(planned.partitions, 40, "{planned:?}");
+    assert!(planned.items >= 8, "{planned:?}");
+    let run = planned.run.clone().expect("items were sent");
+    assert_eq!(
+        harness.keys(&format!("work/{run}/item-")).await.len(),
+        planned.items
+    );
+    assert_eq!(harness.keys("staging/").await.len(), 3);
+
+    let drained = harness.workers(&flusher, 4).await;
+    assert_eq!(drained.deleted, planned.items, "{drained:?}");
+    assert!(drained.failed.is_empty(), "{drained:?}");
+
+    assert_eq!(harness.archived().await, events);
+    assert_eq!(harness.delivered().await, events);
+    assert!(harness.keys("staging/").await.is_empty());
+    assert!(
+        harness.keys("work/").await.is_empty(),
+        "the run's records are removed"
+    );
+    assert_eq!(harness.dead_letters().await, 0);
+
+    // The next scheduled run finds nothing to do.
+    let next = harness.coordinate(&flusher, CLOSED + HOUR).await;
+    assert_eq!((next.items, next.run), (0, None));
+}
+
+/// Every item delivered twice, both copies flushed at once by two workers,
+/// and a second coordinator planning the same hour before any worker ran:
+/// each event is still exported once, and both runs clean up after
+/// themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_delivered_twice_and_a_second_coordinator_change_nothing() {
+    let harness = Harness::start().await;
+    let events = harness.stage_tenants(6, 2).await;
+    let flusher = harness.flusher();
+    let first = harness.coordinate(&flusher, CLOSED).await;
+    let second = harness.coordinate(&flusher, CLOSED).await;
+    assert_eq!(first.items, second.items);
+    assert_ne!(first.run, second.run);
+    // Each of the first run's messages sent again.
+    let run = first.run.unwrap();
+    let items: Vec<String> = harness.keys(&format!("work/{run}/item-")).await;
+    let queue = flusher.queue.as_ref().unwrap();
+    coordinator::send_items(queue, &items).await.unwrap();
+
+    let drained = harness.workers(&flusher, 2).await;
+    assert!(drained.failed.is_empty(), "{drained:?}");
+    assert_eq!(drained.deleted, 3 * first.items);
+
+    assert_eq!(harness.archived().await, events);
+    assert_eq!(harness.delivered().await, events);
+    assert!(harness.keys("staging/").await.is_empty());
+    assert!(harness.keys("work/").await.is_empty());
+}
+
+/// A worker whose manifest commit fails (S3 answers 500 to the first
+/// commit of one partition, past the SDK's retries) reports its item as a
+/// batch item failure; SQS delivers it again after the visibility timeout,
+/// and the next attempt finishes it: the run completes then (its staged
+/// objects and records deleted), and each event is exported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_that_fails_comes_back_and_its_run_finishes_then() {
+    let harness = Harness::start().await;
+    let events = harness.stage_tenants(4, 2).await;
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = failures.clone();
+    let plan = FaultPlan {
+        // Every attempt of the SDK's retries, for one run of the worker.
+        always: Some(RequestFilter::new(move |request| {
+            request.puts_object(EXPORT)
+                && request.key() == "manifests/airkit-app-events/t002/2026-11-22/10.json"
+                && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3
+        })),
+        ..FaultPlan::none()
+    };
+    let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+        .await
+        .unwrap();
+    let flusher = harness.flusher_with(proxy.s3_client(&harness.s3));
+    let planned = harness.coordinate(&flusher, CLOSED).await;
+
+    let drained = harness.workers(&flusher, 2).await;
+    assert_eq!(drained.failed.len(), 1, "{drained:?}");
+    assert_eq!(drained.deleted, planned.items);
+    assert!(failures.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+
+    assert_eq!(harness.archived().await, events);
+    assert_eq!(harness.delivered().await, events);
+    assert!(harness.keys("staging/").await.is_empty());
+    assert!(harness.keys("work/").await.is_empty());
+    assert_eq!(harness.dead_letters().await, 0);
+}
+
+/// Bad messages fail alone, naming what is wrong: a body that is not a
+/// work item message, and a work item of a newer format (a worker older
+/// than its coordinator). A message whose item is gone (its run finished)
+/// is acknowledged.
+#[tokio::test]
+async fn a_message_that_names_no_usable_item_fails_alone_and_a_finished_one_is_acknowledged() {
+    let harness = Harness::start().await;
+    let flusher = harness.flusher();
+    let newer =
+        r#"{"version": 99, "run": "r", "item": 0, "items": 1, "nowMillis": 0, "partitions": []}"#;
+    harness
+        .s3
+        .put_object()
+        .bucket(EXPORT)
+        .key("work/r/item-00000.json")
+        .body(newer.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let message = |id: &str, body: &str| {
+        let mut message = SqsMessage::default();
+        message.message_id = Some(id.into());
+        message.body = Some(body.into());
+        message.event_source = Some("aws:sqs".into());
+        message
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![
+        message("garbage", "hello"),
+        message("newer", r#"{"workItem":"work/r/item-00000.json"}"#),
+        message("finished", r#"{"workItem":"work/gone/item-00000.json"}"#),
+    ];
+    let (response, reports) = worker::handle_event(&flusher, event, None).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["garbage", "newer"]);
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].finished && !reports[0].found, "{reports:?}");
+
+    let error = worker::flush_item(&flusher, "work/r/item-00000.json", None)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("work item work/r/item-00000.json: version 99 is newer"),
+        "{error}"
+    );
+}
+
+/// The Lambda handler: with a flush queue, a scheduled event coordinates
+/// (its answer is the coordinator's report) and the queue's SQS event is
+/// a worker's (its answer the batch item failures, none here).
+#[tokio::test]
+async fn the_handler_coordinates_a_schedule_and_works_the_queue() {
+    let harness = Harness::start().await;
+    let events = harness.stage_tenants(2, 1).await;
+    let flusher = harness.flusher();
+    let scheduled = serde_json::json!({
+        "source": "aws.events",
+        "detail-type": "Scheduled Event",
+        "time": shared::time::format_rfc3339_millis(CLOSED),
+    });
+    let answer = flusher::handle(
+        &flusher,
+        lambda_runtime::LambdaEvent::new(scheduled, Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["partitions"], 4, "{answer}");
+    let items = answer["items"].as_u64().unwrap() as usize;
+
+    let received = harness
+        .sqs
+        .receive_message()
+        .queue_url(&harness.queues.url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), items);
+    let records: Vec<SqsMessage> = received
+        .into_iter()
+        .map(|m| s3_export::esm::lambda_record(m, &harness.queues.arn, "us-east-1"))
+        .collect();
+    let mut event = SqsEvent::default();
+    event.records = records;
+    let answer = flusher::handle(
+        &flusher,
+        lambda_runtime::LambdaEvent::new(serde_json::to_value(&event).unwrap(), Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer["batchItemFailures"],
+        serde_json::json!([]),
+        "{answer}"
+    );
+    assert_eq!(harness.archived().await, events);
+    assert!(harness.keys("staging/").await.is_empty());
+}
