@@ -864,6 +864,483 @@ async fn a_large_part_is_streamed_as_a_multipart_upload() {
     assert_eq!(lines(&harness.files("dest-all", "").await), sorted(events));
 }
 
+// Streaming destination writes: a part above one upload part is sent as a
+// multipart upload of fixed 8 MiB parts, the bytes the whole rewrite gives;
+// a small one is one PutObject.
+
+mod streaming {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use flusher::export;
+    use s3_export::fault_proxy::{Fault, FaultPlan, FaultProxy, RequestFilter, RequestInfo};
+    use shared::manifest::ArchivePart;
+    use shared::partition::{Hour, PartitionKey, TenantKey};
+
+    /// An archive-format destination and a rewriting one (plain NDJSON with
+    /// `_export`), both with the encryption and owner every write carries.
+    pub const DESTINATIONS: &str = r#"{"destinations":[
+      {"name":"archive","bucket":"dest-all","shared":true,"layout":"hive","encryption":"AES256","accountId":"123456789012"},
+      {"name":"plain","bucket":"dest-t1","shared":true,"layout":"hive","format":"ndjson","includeMetadata":true,"encryption":"AES256","accountId":"123456789012"}]}"#;
+    pub const BIG: &str = "airkit-app-events/tenant=big/";
+    pub const SMALL: &str = "airkit-app-events/tenant=small/";
+
+    /// Stages a partition of `count` events of 100 kB (120: about 12 MB of
+    /// text, 9 MB compressed, above one upload part either way) and one of
+    /// three small events.
+    pub async fn stage(harness: &Harness, count: usize) -> Vec<String> {
+        let events = bulky_events("big", count, 100_000, 3);
+        stage_bulky(harness, &events).await;
+        harness.stage_app_events("small", 0..3, "small").await;
+        events
+    }
+
+    /// The bytes `bytes` from `offset` of `key` in the export bucket (a
+    /// part or sidecar where its manifest says).
+    async fn stored(harness: &Harness, key: &str, offset: Option<u64>, bytes: u64) -> Vec<u8> {
+        let mut request = harness.s3.get_object().bucket(EXPORT).key(key);
+        if let Some(offset) = offset {
+            request = request.range(format!("bytes={offset}-{}", offset + bytes - 1));
+        }
+        let object = request.send().await.unwrap();
+        object.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    /// The committed part 1 of `tenant`'s partition of hour 10.
+    pub async fn part(harness: &Harness, tenant: &str) -> ArchivePart {
+        let manifest = harness
+            .manifest(&format!(
+                "manifests/airkit-app-events/{tenant}/2026-11-22/10.json"
+            ))
+            .await;
+        assert_eq!(manifest.parts.len(), 1, "{manifest:?}");
+        manifest.parts[0].clone()
+    }
+
+    /// What each destination should hold for `tenant`'s part: the archive
+    /// part's bytes, and `export::encode_part` of them (the rewrite, whole,
+    /// in memory) for the plain destination.
+    pub async fn expected(harness: &Harness, tenant: &str) -> (Vec<u8>, Vec<u8>) {
+        let part = part(harness, tenant).await;
+        let archive = stored(harness, &part.key, part.offset, part.bytes).await;
+        let sidecar = part.provenance.as_ref().expect("staged with provenance");
+        let sidecar = stored(harness, &sidecar.key, sidecar.offset, sidecar.bytes).await;
+        let plain = harness
+            .config
+            .destinations
+            .iter()
+            .find(|d| d.name == "plain")
+            .unwrap();
+        let partition = PartitionKey {
+            hour: Hour::containing(TEN),
+            stream: "airkit-app-events".into(),
+            tenant: TenantKey::encode(tenant),
+        };
+        let encoded = export::encode_part(
+            &archive,
+            &plain.content,
+            harness.config.archive_gzip_level,
+            &harness.config.streams["airkit-app-events"],
+            &export::ExportMetadata::new(&partition, part.number),
+            Some(&sidecar),
+        )
+        .unwrap();
+        (archive, encoded.bytes)
+    }
+
+    /// Whether the request's query has parameter `name`.
+    pub fn has_param(request: &RequestInfo, name: &str) -> bool {
+        request
+            .query
+            .split('&')
+            .any(|p| p.split('=').next() == Some(name))
+    }
+
+    /// The destination requests S3 received for keys under `prefix` of
+    /// `bucket`, as `METHOD?query-operation` (`PUT`, `POST?uploads`,
+    /// `PUT?partNumber`, `POST?uploadId`, `DELETE?uploadId`).
+    pub fn requests_to(proxy: &FaultProxy, bucket: &str, prefix: &str) -> Vec<String> {
+        proxy
+            .request_log()
+            .into_iter()
+            .filter(|r| !r.is_sqs() && r.bucket() == bucket && r.key().starts_with(prefix))
+            .map(|r| {
+                let operation = ["uploads", "partNumber", "uploadId"]
+                    .into_iter()
+                    .find(|name| has_param(&r, name));
+                match operation {
+                    Some(name) => format!("{}?{name}", r.method),
+                    None => r.method.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Which requests a test makes fail.
+    pub type Fails = fn(&RequestInfo) -> bool;
+
+    /// A flusher through a fault proxy that fails (S3 internal errors, SDK
+    /// retries included) the destination requests `fails` accepts until
+    /// the returned switch is turned off.
+    pub async fn failing(
+        harness: &Harness,
+        fails: Fails,
+    ) -> (Flusher, FaultProxy, Arc<AtomicBool>) {
+        let armed = Arc::new(AtomicBool::new(true));
+        let switch = armed.clone();
+        let mut plan = FaultPlan::none();
+        plan.kinds = vec![Fault::InternalError];
+        plan.always = Some(RequestFilter::new(move |request| {
+            armed.load(Ordering::SeqCst) && fails(request)
+        }));
+        let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+            .await
+            .unwrap();
+        let flusher = Flusher::new(harness.config.clone(), proxy.s3_client(&harness.s3));
+        (flusher, proxy, switch)
+    }
+
+    /// The multipart uploads left in progress in `bucket`.
+    pub async fn uploads_in_progress(harness: &Harness, bucket: &str) -> usize {
+        harness
+            .s3
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .len()
+    }
+
+    /// The single object under `prefix` of `bucket`.
+    pub async fn object(harness: &Harness, bucket: &str, prefix: &str) -> Vec<u8> {
+        let keys = list_keys(&harness.s3, bucket, prefix).await.unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        harness.bytes(bucket, &keys[0]).await
+    }
+}
+
+#[tokio::test]
+async fn a_large_part_streams_to_each_destination_the_bytes_of_the_whole_rewrite() {
+    use s3_export::recorder::RequestRecorder;
+    use streaming::*;
+    let harness = Harness::start(DESTINATIONS).await;
+    let events = stage(&harness, 120).await;
+    let (flusher, proxy) = staged::through_proxy(&harness, harness.config.clone()).await;
+    let recorder = RequestRecorder::new();
+    let mut flusher = flusher;
+    flusher.s3 = recorder.wrap(&flusher.s3);
+    let report = flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(
+        (report.failed, report.pending_publishes),
+        (0, 0),
+        "{report:?}"
+    );
+
+    let (archive, rewritten) = expected(&harness, "big").await;
+    assert!(
+        archive.len() > flusher::upload::UPLOAD_PART_BYTES,
+        "{}",
+        archive.len()
+    );
+    assert!(rewritten.len() > archive.len());
+    assert!(
+        object(&harness, "dest-all", BIG).await == archive,
+        "the archive's bytes"
+    );
+    assert!(
+        object(&harness, "dest-t1", BIG).await == rewritten,
+        "encode_part's bytes"
+    );
+    // Two upload parts each (8 MiB and the rest), no PutObject.
+    let multipart = [
+        "POST?uploads",
+        "PUT?partNumber",
+        "PUT?partNumber",
+        "POST?uploadId",
+    ];
+    assert_eq!(requests_to(&proxy, "dest-all", BIG), multipart);
+    assert_eq!(requests_to(&proxy, "dest-t1", BIG), multipart);
+    // A small part: one PutObject, nothing else.
+    for bucket in ["dest-all", "dest-t1"] {
+        assert_eq!(requests_to(&proxy, bucket, SMALL), ["PUT"], "{bucket}");
+    }
+    let (small_archive, small_rewritten) = expected(&harness, "small").await;
+    assert!(object(&harness, "dest-all", SMALL).await == small_archive);
+    assert!(object(&harness, "dest-t1", SMALL).await == small_rewritten);
+    // Each event once.
+    let mut all = events.clone();
+    all.extend((0..3).map(|n| app_event("small", n)));
+    assert_eq!(
+        lines(&harness.files("dest-all", "").await),
+        sorted(all.clone())
+    );
+    let plain: Vec<String> = String::from_utf8(object(&harness, "dest-t1", BIG).await)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut event: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(event["_export"]["part"], 1);
+            event.as_object_mut().unwrap().remove("_export");
+            event.to_string()
+        })
+        .collect();
+    let reparsed: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap().to_string())
+        .collect();
+    assert_eq!(sorted(plain), sorted(reparsed));
+    // Every step of the uploads carried the owner; the create, the object's
+    // settings (its parts inherit them).
+    for request in recorder.to("/dest-") {
+        let header = |name: &str| request.headers.get(name).map(String::as_str);
+        let what = format!("{} {}", request.method, request.uri);
+        assert_eq!(
+            header("x-amz-expected-bucket-owner"),
+            Some("123456789012"),
+            "{what}"
+        );
+        if request.method == "PUT" {
+            // The object's, or the part's, SHA-256, which S3 checks.
+            assert!(header("x-amz-checksum-sha256").is_some(), "{what}");
+        }
+        if request.uri.contains("?uploads") || request.uri.contains("x-id=PutObject") {
+            // The object's settings (its parts inherit them).
+            assert_eq!(
+                header("x-amz-server-side-encryption"),
+                Some("AES256"),
+                "{what}"
+            );
+        }
+        if request.uri.contains("?uploads") {
+            assert_eq!(header("x-amz-checksum-algorithm"), Some("SHA256"), "{what}");
+        }
+        if request.method == "POST" && request.uri.contains("?uploadId") {
+            // The completion lists each part with its checksum.
+            assert_eq!(
+                request.body.matches("<ChecksumSHA256>").count(),
+                2,
+                "{what}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_step_of_a_multipart_publish_leaves_the_part_pending_and_a_later_run_writes_the_same_bytes()
+ {
+    use shared::partition::{Hour, PartitionKey, TenantKey};
+    use std::sync::atomic::Ordering;
+    use streaming::*;
+    let harness = Harness::start(DESTINATIONS).await;
+    let events = stage(&harness, 120).await;
+    // Each run fails one step of the plain destination's upload of the large
+    // part; the archive destination and the small part are published in
+    // the first.
+    let manifest_key = "manifests/airkit-app-events/big/2026-11-22/10.json";
+    let mut now = TEN + HOUR + 15 * 60_000;
+    let fails: [(&str, Fails); 4] = [
+        ("CreateMultipartUpload", |r| {
+            r.bucket() == "dest-t1" && r.method == "POST" && has_param(r, "uploads")
+        }),
+        ("UploadPart 2", |r| {
+            r.bucket() == "dest-t1"
+                && r.method == "PUT"
+                && r.query.split('&').any(|p| p == "partNumber=2")
+        }),
+        ("CompleteMultipartUpload", |r| {
+            r.bucket() == "dest-t1" && r.method == "POST" && has_param(r, "uploadId")
+        }),
+        // The completion fails and so does the abort: the upload is left to
+        // the bucket's lifecycle rule.
+        ("CompleteMultipartUpload and AbortMultipartUpload", |r| {
+            r.bucket() == "dest-t1"
+                && (r.method == "POST" || r.method == "DELETE")
+                && has_param(r, "uploadId")
+        }),
+    ];
+    let mut left = 0;
+    for (step, fails) in fails {
+        let (flusher, proxy, armed) = failing(&harness, fails).await;
+        let report = flush_with(&flusher, now).await;
+        now += HOUR;
+        assert_eq!(report.failed, 0, "{step}: {report:?}");
+        assert_eq!(report.pending_publishes, 1, "{step}: {report:?}");
+        let pending = report
+            .partitions
+            .iter()
+            .flat_map(|p| p.pending.iter())
+            .collect::<Vec<_>>();
+        assert!(
+            pending.len() == 1 && pending[0].starts_with("plain: "),
+            "{step}: {pending:?}"
+        );
+        let manifest = harness.manifest(manifest_key).await;
+        assert_eq!(manifest.destinations["plain"].pending, vec![1], "{step}");
+        assert!(
+            list_keys(&harness.s3, "dest-t1", BIG)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{step}: nothing stored"
+        );
+        assert!(proxy.failures_injected() > 0, "{step}");
+        if step.contains("Abort") {
+            left += 1;
+        }
+        assert_eq!(
+            uploads_in_progress(&harness, "dest-t1").await,
+            left,
+            "{step}: aborted where permitted"
+        );
+        armed.store(false, Ordering::SeqCst);
+    }
+    // The next run publishes it: the bytes of the whole rewrite, each event
+    // once, the archive destination untouched.
+    let (archive, rewritten) = expected(&harness, "big").await;
+    let report = harness.flush(now).await;
+    assert_eq!(
+        (report.failed, report.pending_publishes),
+        (0, 0),
+        "{report:?}"
+    );
+    assert!(object(&harness, "dest-t1", BIG).await == rewritten);
+    assert!(object(&harness, "dest-all", BIG).await == archive);
+    assert_eq!(
+        String::from_utf8(rewritten).unwrap().lines().count(),
+        events.len()
+    );
+    assert!(!harness.manifest(manifest_key).await.has_pending());
+
+    // Published again (a retry whose answer was lost, a backfill): the same
+    // key, the same bytes.
+    let flusher = harness.flusher();
+    let destination = harness
+        .config
+        .destinations
+        .iter()
+        .find(|d| d.name == "plain")
+        .unwrap();
+    let partition = PartitionKey {
+        hour: Hour::containing(TEN),
+        stream: "airkit-app-events".into(),
+        tenant: TenantKey::encode("big"),
+    };
+    let part = part(&harness, "big").await;
+    let before = object(&harness, "dest-t1", BIG).await;
+    let published = flusher::publish::publish_part(&flusher, destination, &partition, &part)
+        .await
+        .unwrap();
+    assert!(matches!(
+        published,
+        flusher::publish::PartPublished::Written(_)
+    ));
+    assert!(object(&harness, "dest-t1", BIG).await == before);
+}
+
+#[tokio::test]
+async fn a_refused_multipart_publish_is_diagnosed_as_a_refused_put() {
+    use s3_export::faults::RespondWith;
+    use streaming::*;
+    // The destination's owner has not granted s3:PutObject: S3 refuses the
+    // upload's creation (the bucket does not exist on moto, so nothing is
+    // stored).
+    let document = r#"{"destinations":[{"name":"denied","bucket":"dest-denied","shared":true,"layout":"hive","format":"ndjson"}]}"#;
+    let harness = Harness::start(document).await;
+    stage(&harness, 120).await;
+    let denial = RespondWith::s3_error("/dest-denied/", 403, "AccessDenied", "Access Denied");
+    let mut flusher = harness.flusher();
+    flusher.s3 = denial.wrap(&harness.s3);
+    let report = flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+    let pending: Vec<&String> = report.partitions.iter().flat_map(|p| &p.pending).collect();
+    // The small part's PutObject and the large part's multipart upload:
+    // the same diagnosis.
+    assert_eq!(pending.len(), 2, "{report:?}");
+    for diagnosis in pending {
+        assert!(
+            diagnosis.starts_with("denied: AccessDenied") && diagnosis.contains("s3:PutObject"),
+            "{diagnosis}"
+        );
+    }
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/big/2026-11-22/10.json")
+        .await;
+    assert_eq!(manifest.destinations["denied"].pending, vec![1]);
+}
+
+#[tokio::test]
+async fn an_archive_part_cut_short_while_streaming_is_not_published_and_the_next_run_publishes_it()
+{
+    use s3_export::fault_proxy::{Fault, FaultPlan, FaultProxy, RequestFilter};
+    use std::sync::atomic::Ordering;
+    use streaming::*;
+    let harness = Harness::start(DESTINATIONS).await;
+    // 18 MB compressed: half of it, what a cut read delivers, is more than
+    // one upload part, so the upload has started when the read fails.
+    let events = stage(&harness, 240).await;
+    // Commit first, with every destination refusing, so the next run's
+    // reads of the committed part can be cut.
+    let (flusher, _proxy, armed) = failing(&harness, |r| r.bucket().starts_with("dest-")).await;
+    let report = flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.pending_publishes, 2, "{report:?}");
+    armed.store(false, Ordering::SeqCst);
+    let part = part(&harness, "big").await;
+    assert!(part.offset.is_none(), "a large part is its own object");
+
+    // Every read of the part ends early: the transfer is cut.
+    let mut plan = FaultPlan::new(1.0, 7);
+    plan.kinds = vec![Fault::Truncate];
+    let part_key = part.key.clone();
+    plan.only = Some(RequestFilter::new(move |r| {
+        r.reads_object(EXPORT) && r.key() == part_key
+    }));
+    let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+        .await
+        .unwrap();
+    let flusher = Flusher::new(harness.config.clone(), proxy.s3_client(&harness.s3));
+    let report = flush_with(&flusher, TEN + 2 * HOUR + 15 * 60_000).await;
+    assert!(proxy.failures_injected() > 0);
+    assert!(
+        report.failed > 0 || report.pending_publishes > 0,
+        "{report:?}"
+    );
+    // The archive destination (published first) had its upload started,
+    // then aborted.
+    let requests = requests_to(&proxy, "dest-all", BIG);
+    assert_eq!(
+        requests,
+        ["POST?uploads", "PUT?partNumber", "DELETE?uploadId"],
+        "{report:?}"
+    );
+    for bucket in ["dest-all", "dest-t1"] {
+        assert!(
+            list_keys(&harness.s3, bucket, BIG)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{bucket}: nothing stored from a part read in part"
+        );
+        assert_eq!(uploads_in_progress(&harness, bucket).await, 0, "{bucket}");
+    }
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/big/2026-11-22/10.json")
+        .await;
+    assert!(manifest.has_pending());
+
+    let report = harness.flush(TEN + 3 * HOUR + 15 * 60_000).await;
+    assert_eq!(
+        (report.failed, report.pending_publishes),
+        (0, 0),
+        "{report:?}"
+    );
+    let (archive, rewritten) = expected(&harness, "big").await;
+    assert!(object(&harness, "dest-all", BIG).await == archive);
+    assert!(object(&harness, "dest-t1", BIG).await == rewritten);
+    assert_eq!(lines(&harness.files("dest-all", BIG).await), sorted(events));
+}
+
 #[tokio::test]
 async fn parts_roll_over_at_the_configured_size() {
     let document = r#"{"archivePartMaxBytes": 1048576, "destinations":[{"name":"everyone","bucket":"dest-all","shared":true}]}"#;

@@ -748,6 +748,11 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
             "flusher_rss_mb_per_million_lines",
             "flusher_rss_mb_per_million_lines",
         ),
+        ("flusher_rss_publishing", "flusher_rss_publishing"),
+        (
+            "publish_rss_largest_difference_mb",
+            "publish_rss_largest_difference_mb",
+        ),
     ] {
         summary[name] = figures["process"][field].clone();
     }
@@ -861,6 +866,28 @@ fn report_process(process: &Value) {
         f(process, "/flusher_rss_largest_vs_smallest"),
         f(process, "/flusher_rss_mb_per_million_lines"),
     );
+    println!(
+        "flusher peak RSS publishing one part (one tenant's partition) to a destination in the archive's format (streamed unchanged) and in plain NDJSON (rewritten as it streams); target: the difference flat, not growing with the part:"
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>16} {:>14} {:>12}",
+        "lines", "part MB", "NDJSON MB", "archive-fmt RSS", "NDJSON RSS", "difference"
+    );
+    for size in process["flusher_rss_publishing"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:>10} {:>10.1} {:>10.1} {:>16.1} {:>14.1} {:>12.1}",
+            f(size, "/lines"),
+            f(size, "/archive_part_mb"),
+            f(size, "/ndjson_part_mb"),
+            f(size, "/archive_format_rss_mb"),
+            f(size, "/ndjson_rss_mb"),
+            f(size, "/difference_mb"),
+        );
+    }
 }
 
 #[cfg(test)]

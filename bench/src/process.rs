@@ -5,8 +5,12 @@
 //! CPU seconds (SDK, HTTP and JSON work included, moto's excluded) and peak
 //! RSS, beside GNU `gzip -6` of the same lines as a machine-independent
 //! yardstick, in alternating rounds; then the flusher's peak RSS flushing
-//! one tenant's partition at three sizes. Every run reads the destination
-//! back and checks that each line was exported exactly once.
+//! one tenant's partition at three sizes; then its peak RSS publishing one
+//! archive part as large as the partition, at two sizes, to the archive's
+//! format (streamed unchanged) and to plain NDJSON (decompressed and
+//! rewritten as it streams): what publishing holds shows as the difference,
+//! which must not grow with the part. Every run reads the destination back
+//! and checks that each line was exported exactly once.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -14,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use s3_export::inspect::{StoredFile, read_gzip_ndjson};
+use s3_export::inspect::{StoredFile, read_export_files};
 use s3_export::moto::MotoServer;
 use s3_export::runtime_api::{Answer, RuntimeApi, lambda_command};
 use serde_json::{Value, json};
@@ -34,6 +38,9 @@ pub const VECTOR_VS_GZIP6: f64 = 5.17 / 2.92;
 pub const SWEEP_PART_MAX_BYTES: usize = 1024 * 1024;
 /// The sweep's partition sizes, as multiples of the smallest.
 pub const SWEEP_FACTORS: [usize; 3] = [1, 2, 4];
+/// The publishing sweep's part sizes, as fractions of the CPU rounds' lines
+/// (the whole of them: 127 MB of NDJSON at the target's 200,000).
+pub const PUBLISH_DIVISORS: [usize; 2] = [4, 1];
 
 const EXPORT_BUCKET: &str = "exports";
 const DESTINATION_BUCKET: &str = "customer-bucket";
@@ -75,6 +82,8 @@ struct PipelineRun {
     largest_sqs_event_bytes: usize,
     /// Destination files (archive parts published) of the run.
     files: usize,
+    /// Their bytes, as stored.
+    file_bytes: usize,
 }
 
 async fn run(options: &Options) -> Result<Value, String> {
@@ -147,7 +156,13 @@ async fn run(options: &Options) -> Result<Value, String> {
             "flusher_cpu_seconds": run.flusher.cpu_seconds,
         }));
     }
+    let publish = publish_sweep(&pipeline, options).await?;
     let mut figures = summary(options, line_bytes, &rounds, sweep);
+    figures["publish_rss_largest_difference_mb"] = publish
+        .last()
+        .map(|size| size["difference_mb"].clone())
+        .unwrap_or_default();
+    figures["flusher_rss_publishing"] = publish.into();
     // The yardstick is GNU gzip's; say which one measured it.
     figures["gzip_version"] = std::process::Command::new("gzip")
         .arg("--version")
@@ -170,6 +185,41 @@ async fn run(options: &Options) -> Result<Value, String> {
         "archive_gzip_level": shared::config::defaults::ARCHIVE_GZIP_LEVEL,
     });
     Ok(figures)
+}
+
+/// The flusher's peak RSS publishing one tenant's partition as one archive
+/// part (the default part size) of each of [`PUBLISH_DIVISORS`]' sizes, to
+/// a destination in the archive's format and to a plain NDJSON one, each in
+/// its own run: the NDJSON run decompresses and rewrites the part, so what
+/// it holds beyond the other run's is what publishing costs in memory.
+async fn publish_sweep(pipeline: &Pipeline<'_>, options: &Options) -> Result<Vec<Value>, String> {
+    let mut sizes = Vec::new();
+    for divisor in PUBLISH_DIVISORS {
+        let lines = (options.lines / divisor).max(1);
+        let events = sqs_events(LogLines::of_service(lines, options.seed, LOG_SERVICES[0]));
+        let mut runs = Vec::new();
+        for format in ["gzip", "ndjson"] {
+            eprintln!("  flusher RSS: publishing one part of {lines} lines as {format}");
+            runs.push(
+                pipeline
+                    .run(&events, lines, &[("DESTINATION_FORMAT", format)])
+                    .await?,
+            );
+        }
+        let (archive, ndjson) = (&runs[0], &runs[1]);
+        sizes.push(json!({
+            "lines": lines,
+            "parts": ndjson.files,
+            "archive_part_mb": archive.file_bytes as f64 / 1e6,
+            "ndjson_part_mb": ndjson.file_bytes as f64 / 1e6,
+            "archive_format_rss_mb": archive.flusher.peak_rss_mb,
+            "ndjson_rss_mb": ndjson.flusher.peak_rss_mb,
+            "difference_mb": ndjson.flusher.peak_rss_mb - archive.flusher.peak_rss_mb,
+            "ndjson_cpu_seconds": ndjson.flusher.cpu_seconds,
+            "archive_format_cpu_seconds": archive.flusher.cpu_seconds,
+        }));
+    }
+    Ok(sizes)
 }
 
 /// The codecs' own work on the same lines, in this process, one thread:
@@ -382,13 +432,14 @@ impl Pipeline<'_> {
         let flusher_usage = idle_usage(&flusher).await?;
         let _ = flusher.kill().await;
 
-        let files = exported_once(&s3, lines).await?;
+        let (files, file_bytes) = exported_once(&s3, lines).await?;
         Ok(PipelineRun {
             batcher: batcher_usage,
             flusher: flusher_usage,
             invocations: events.len(),
             largest_sqs_event_bytes: events.iter().map(|e| e.json.len()).max().unwrap_or(0),
             files,
+            file_bytes,
         })
     }
 
@@ -478,14 +529,14 @@ async fn idle_usage(child: &tokio::process::Child) -> Result<ProcessUsage, Strin
     Ok(last)
 }
 
-/// Reads the destination back: every line of `0..lines` by `seq`, each
-/// exactly once; the number of files.
-async fn exported_once(s3: &aws_sdk_s3::Client, lines: usize) -> Result<usize, String> {
-    let files = read_gzip_ndjson(s3, DESTINATION_BUCKET, DESTINATION_PREFIX)
+/// Reads the destination back (in its format): every line of `0..lines`
+/// by `seq`, each exactly once; the number of files and their bytes.
+async fn exported_once(s3: &aws_sdk_s3::Client, lines: usize) -> Result<(usize, usize), String> {
+    let files = read_export_files(s3, DESTINATION_BUCKET, DESTINATION_PREFIX)
         .await
         .map_err(|e| format!("reading the destination back: {e:#}"))?;
     check_once(&files, lines)?;
-    Ok(files.len())
+    Ok((files.len(), files.iter().map(|file| file.size).sum()))
 }
 
 /// Whether `files` hold every line of `0..lines` (by `seq`) exactly once.
@@ -536,6 +587,7 @@ mod tests {
             invocations: 22,
             largest_sqs_event_bytes: 6_000_000,
             files: 6,
+            file_bytes: 6_000,
         };
         (usage(gzip, 1.0), run)
     }
@@ -666,6 +718,20 @@ mod tests {
         let sweep = figures["flusher_rss_by_partition"].as_array().unwrap();
         let lines: Vec<u64> = sweep.iter().map(|s| s["lines"].as_u64().unwrap()).collect();
         assert_eq!(lines, [50, 100, 200]);
+        let publish = figures["flusher_rss_publishing"].as_array().unwrap();
+        let lines: Vec<u64> = publish
+            .iter()
+            .map(|s| s["lines"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lines, [100, 400]);
+        for size in publish {
+            // One part; plain NDJSON is larger than the archive's gzip.
+            assert_eq!(size["parts"], 1, "{size}");
+            assert!(
+                size["ndjson_part_mb"].as_f64() > size["archive_part_mb"].as_f64(),
+                "{size}"
+            );
+        }
     }
 
     #[test]

@@ -13,9 +13,15 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::abort_multipart_upload::builders::AbortMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
+};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 
 use crate::config::{Destination, Encryption};
@@ -58,33 +64,124 @@ pub fn client_for(
 /// checked by S3); the caller adds the body and content headers. Tags make
 /// S3 require `s3:PutObjectTagging` as well as `s3:PutObject`.
 pub fn put_object(s3: &Client, destination: &Destination, key: &str) -> PutObjectFluentBuilder {
-    let mut request = s3
-        .put_object()
+    let (sse, kms_key_id, bucket_key) = encryption(destination);
+    s3.put_object()
         .bucket(&destination.bucket)
         .key(key)
-        .set_expected_bucket_owner(destination.account_id.clone())
+        .set_expected_bucket_owner(expected_bucket_owner(destination))
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .set_storage_class(
-            destination
-                .content
-                .storage_class
-                .as_deref()
-                .map(StorageClass::from),
+        .set_storage_class(storage_class(destination))
+        .set_tagging(destination.content.tagging())
+        .set_server_side_encryption(sse)
+        .set_ssekms_key_id(kms_key_id)
+        .set_bucket_key_enabled(bucket_key)
+}
+
+/// `CreateMultipartUpload` of `key` into the destination: the object's
+/// settings as [`put_object`] gives them (encryption, expected owner,
+/// storage class, tags), and SHA-256 checksums, which every part then
+/// carries ([`upload_part`]); the caller adds the content headers. Needs
+/// nothing but `s3:PutObject` (and `s3:PutObjectTagging` with tags).
+pub fn create_multipart_upload(
+    s3: &Client,
+    destination: &Destination,
+    key: &str,
+) -> CreateMultipartUploadFluentBuilder {
+    let (sse, kms_key_id, bucket_key) = encryption(destination);
+    s3.create_multipart_upload()
+        .bucket(&destination.bucket)
+        .key(key)
+        .set_expected_bucket_owner(expected_bucket_owner(destination))
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .set_storage_class(storage_class(destination))
+        .set_tagging(destination.content.tagging())
+        .set_server_side_encryption(sse)
+        .set_ssekms_key_id(kms_key_id)
+        .set_bucket_key_enabled(bucket_key)
+}
+
+/// `UploadPart` number `part_number` of `upload_id`, with the expected owner
+/// and the part's SHA-256 checksum (computed by the SDK over the body, the
+/// algorithm [`create_multipart_upload`] named); the caller adds the body.
+/// The encryption is the upload's, set when it was created.
+pub fn upload_part(
+    s3: &Client,
+    destination: &Destination,
+    key: &str,
+    upload_id: &str,
+    part_number: i32,
+) -> UploadPartFluentBuilder {
+    s3.upload_part()
+        .bucket(&destination.bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(part_number)
+        .set_expected_bucket_owner(expected_bucket_owner(destination))
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+}
+
+/// `CompleteMultipartUpload` of `upload_id` from `parts` (each with the
+/// ETag and checksum its `UploadPart` answered), with the expected owner.
+pub fn complete_multipart_upload(
+    s3: &Client,
+    destination: &Destination,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<CompletedPart>,
+) -> CompleteMultipartUploadFluentBuilder {
+    s3.complete_multipart_upload()
+        .bucket(&destination.bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .set_expected_bucket_owner(expected_bucket_owner(destination))
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
         )
-        .set_tagging(destination.content.tagging());
+}
+
+/// `AbortMultipartUpload` of `upload_id`, with the expected owner. S3 asks
+/// for `s3:AbortMultipartUpload`, which a destination need not grant: an
+/// upload that cannot be aborted is left to the bucket's lifecycle rule
+/// (`AbortIncompleteMultipartUpload`).
+pub fn abort_multipart_upload(
+    s3: &Client,
+    destination: &Destination,
+    key: &str,
+    upload_id: &str,
+) -> AbortMultipartUploadFluentBuilder {
+    s3.abort_multipart_upload()
+        .bucket(&destination.bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .set_expected_bucket_owner(expected_bucket_owner(destination))
+}
+
+/// The destination's server-side encryption as S3's three request fields:
+/// the algorithm, the KMS key and the S3 Bucket Key setting (all `None` for
+/// the bucket's default). Decided here for every write that sets it.
+fn encryption(
+    destination: &Destination,
+) -> (Option<ServerSideEncryption>, Option<String>, Option<bool>) {
     match &destination.encryption {
-        Encryption::BucketDefault => {}
-        Encryption::Aes256 => {
-            request = request.server_side_encryption(ServerSideEncryption::Aes256);
-        }
-        Encryption::Kms { key_id, bucket_key } => {
-            request = request
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone())
-                .bucket_key_enabled(*bucket_key);
-        }
+        Encryption::BucketDefault => (None, None, None),
+        Encryption::Aes256 => (Some(ServerSideEncryption::Aes256), None, None),
+        Encryption::Kms { key_id, bucket_key } => (
+            Some(ServerSideEncryption::AwsKms),
+            key_id.clone(),
+            Some(*bucket_key),
+        ),
     }
-    request
+}
+
+/// The destination's storage class, when it sets one.
+fn storage_class(destination: &Destination) -> Option<StorageClass> {
+    destination
+        .content
+        .storage_class
+        .as_deref()
+        .map(StorageClass::from)
 }
 
 /// The `ExpectedBucketOwner` every request to the destination carries.

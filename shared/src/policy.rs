@@ -13,7 +13,13 @@ use serde_json::{Value, json};
 
 use crate::config::{Destination, Encryption};
 
-/// The S3 action every destination needs, and the only one.
+/// The S3 action every destination needs, and the only one. It covers the
+/// multipart upload the flusher sends a large export file with (S3
+/// authorizes `CreateMultipartUpload`, `UploadPart` and
+/// `CompleteMultipartUpload` as `s3:PutObject`). `s3:AbortMultipartUpload`
+/// is not asked for: an upload that failed and could not be aborted is
+/// removed by the bucket's lifecycle rule (`AbortIncompleteMultipartUpload`),
+/// never completed, so no object holds it.
 pub const PUT_OBJECT: &str = "s3:PutObject";
 
 /// The S3 action a destination with object tags needs as well: S3

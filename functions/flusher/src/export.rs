@@ -2,10 +2,13 @@
 //! event type, with `omitFields` removed and `_export` added when asked, in
 //! the destination's format (gzip at its level, plain NDJSON, or zstd).
 //!
-//! Streaming: the part is decompressed and rewritten one line at a time, so
-//! memory holds the archive part's compressed bytes and the destination's
-//! file, never the decompressed part. Deterministic: the same part gives the
-//! same bytes (gzip without a timestamp, single-threaded zstd), so a retried
+//! Streaming: [`PartEncoder`] takes the part's compressed bytes in pieces
+//! as they are read and rewrites them one line at a time into a buffer the
+//! caller drains, so memory holds neither the part nor its rewritten copy
+//! (publishing sends the buffer in upload parts as it fills).
+//! [`encode_part`] is the same encoder fed a whole part at once.
+//! Deterministic: the same part gives the same bytes however it is cut into
+//! pieces (gzip without a timestamp, single-threaded zstd), so a retried
 //! publish overwrites with identical content.
 //!
 //! Fields are removed by a small rewriter over the line's text: every kept
@@ -64,10 +67,11 @@ pub struct Encoded {
     pub events: u64,
 }
 
-/// Rewrites an archive part (`archive`: its gzip bytes) for a destination.
-/// `profile` reads event types; `metadata` is what `_export` holds, with
-/// each line's provenance from `provenance` (the part's sidecar, gzip, one
-/// line per archive line) when given.
+/// Rewrites an archive part (`archive`: its gzip bytes) for a destination,
+/// whole: [`PartEncoder`] fed the part at once. `profile` reads event
+/// types; `metadata` is what `_export` holds, with each line's provenance
+/// from `provenance` (the part's sidecar, gzip, one line per archive line)
+/// when given.
 pub fn encode_part(
     archive: &[u8],
     options: &ContentOptions,
@@ -76,78 +80,203 @@ pub fn encode_part(
     metadata: &ExportMetadata,
     provenance: Option<&[u8]>,
 ) -> std::io::Result<Encoded> {
-    let mut sink = Sink::new(options, archive_gzip_level)?;
-    let mut reader = BufReader::new(MultiGzDecoder::new(archive));
-    let mut sidecar = provenance.map(|bytes| BufReader::new(MultiGzDecoder::new(bytes)));
-    let mut sidecar_line = String::new();
-    let mut line = Vec::new();
-    let mut events = 0;
-    let mut omit: Vec<&[String]> = options
-        .omit_fields
-        .iter()
-        .map(|f: &OmitField| f.tokens.as_slice())
-        .collect();
-    let export_key = ["_export".to_owned()];
-    if options.include_metadata {
-        omit.push(&export_key);
+    let sidecar = provenance.map(gzip_lines);
+    let mut encoder = PartEncoder::new(options, archive_gzip_level, profile, metadata, sidecar)?;
+    encoder.write(archive)?;
+    let mut bytes = std::mem::take(encoder.output());
+    let rest = encoder.finish()?;
+    bytes.extend_from_slice(&rest.bytes);
+    Ok(Encoded {
+        bytes,
+        events: rest.events,
+    })
+}
+
+/// The lines of gzip `source` (for example a provenance sidecar), read as
+/// [`PartEncoder`] reads a sidecar.
+pub fn gzip_lines<'a>(source: impl BufRead + Send + 'a) -> Sidecar<'a> {
+    Box::new(BufReader::new(MultiGzDecoder::new(source)))
+}
+
+/// A provenance sidecar's decompressed lines.
+pub type Sidecar<'a> = Box<dyn BufRead + Send + 'a>;
+
+/// Rewrites an archive part for a destination as its compressed bytes
+/// come, in pieces of any size: memory holds one line and what the caller
+/// has not taken from [`PartEncoder::output`] yet, never the part or its
+/// rewritten copy. The output does not depend on how the part was cut into
+/// pieces (the tests feed it byte by byte).
+pub struct PartEncoder<'a> {
+    decoder: flate2::write::MultiGzDecoder<Lines<'a>>,
+}
+
+impl<'a> PartEncoder<'a> {
+    /// An encoder for one part; see [`encode_part`] for the arguments.
+    pub fn new(
+        options: &'a ContentOptions,
+        archive_gzip_level: u32,
+        profile: &'a Profile,
+        metadata: &'a ExportMetadata,
+        sidecar: Option<Sidecar<'a>>,
+    ) -> std::io::Result<Self> {
+        let mut omit: Vec<&'a [String]> = options
+            .omit_fields
+            .iter()
+            .map(|f: &OmitField| f.tokens.as_slice())
+            .collect();
+        if options.include_metadata {
+            // An `_export` the event already had is replaced.
+            omit.push(EXPORT_PATH.as_slice());
+        }
+        let rewriter = Rewriter {
+            options,
+            profile,
+            metadata,
+            omit,
+            sidecar,
+            sidecar_line: String::new(),
+            sink: Sink::new(options, archive_gzip_level)?,
+            events: 0,
+        };
+        Ok(Self {
+            decoder: flate2::write::MultiGzDecoder::new(Lines {
+                partial: Vec::new(),
+                rewriter,
+            }),
+        })
     }
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
+
+    /// Decodes and rewrites the part's next compressed bytes.
+    pub fn write(&mut self, compressed: &[u8]) -> std::io::Result<()> {
+        self.decoder.write_all(compressed)
+    }
+
+    /// The destination's bytes produced so far and not yet taken: the
+    /// caller sends and clears them.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        self.decoder.get_mut().rewriter.sink.output()
+    }
+
+    /// Ends the part (its last line need not end with a line break): the
+    /// destination's bytes not yet taken, and the events written in all.
+    pub fn finish(mut self) -> std::io::Result<Encoded> {
+        self.decoder.try_finish()?;
+        let Lines {
+            partial,
+            mut rewriter,
+        } = self.decoder.finish()?;
+        rewriter.line(&partial)?;
+        Ok(Encoded {
+            events: rewriter.events,
+            bytes: rewriter.sink.finish()?,
+        })
+    }
+}
+
+/// The key `_export` as an omitted field's path.
+static EXPORT_PATH: std::sync::LazyLock<[String; 1]> =
+    std::sync::LazyLock::new(|| ["_export".to_owned()]);
+
+/// Cuts decompressed bytes into lines for the [`Rewriter`]; holds the line
+/// that has not ended yet.
+struct Lines<'a> {
+    partial: Vec<u8>,
+    rewriter: Rewriter<'a>,
+}
+
+impl Write for Lines<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut rest = bytes;
+        if !self.partial.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', rest) else {
+                self.partial.extend_from_slice(rest);
+                return Ok(bytes.len());
+            };
+            self.partial.extend_from_slice(&rest[..end]);
+            self.rewriter.line(&self.partial)?;
+            self.partial.clear();
+            rest = &rest[end + 1..];
         }
-        let text = std::str::from_utf8(&line)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            .trim_end_matches('\n');
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            self.rewriter.line(&rest[..end])?;
+            rest = &rest[end + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Rewrites one archive line at a time into the destination's format.
+struct Rewriter<'a> {
+    options: &'a ContentOptions,
+    profile: &'a Profile,
+    metadata: &'a ExportMetadata,
+    omit: Vec<&'a [String]>,
+    sidecar: Option<Sidecar<'a>>,
+    sidecar_line: String,
+    sink: Sink,
+    events: u64,
+}
+
+impl Rewriter<'_> {
+    /// Rewrites one archive line (without its line break); an empty line is
+    /// skipped.
+    fn line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let text = std::str::from_utf8(line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         if text.is_empty() {
-            continue;
+            return Ok(());
         }
+        let options = self.options;
         // The sidecar keeps step with every line, selected or not.
-        let line_provenance = match &mut sidecar {
+        let line_provenance = match &mut self.sidecar {
             Some(sidecar) => {
-                sidecar_line.clear();
-                if sidecar.read_line(&mut sidecar_line)? == 0 {
+                self.sidecar_line.clear();
+                if sidecar.read_line(&mut self.sidecar_line)? == 0 {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         "the provenance sidecar has fewer lines than its archive part",
                     ));
                 }
-                provenance::parse_sidecar_line(sidecar_line.trim_end_matches('\n'))
+                provenance::parse_sidecar_line(self.sidecar_line.trim_end_matches('\n'))
             }
             None => Provenance::default(),
         };
         if options.filters_events() {
             // Archive lines passed the profile when they were batched.
-            let event_type = profile
+            let event_type = self
+                .profile
                 .read_stored(text)
                 .ok()
                 .and_then(|fields| fields.event_type);
             if !options.selects(event_type.as_deref()) {
-                continue;
+                return Ok(());
             }
         }
-        let mut out: Cow<str> = if omit.is_empty() {
+        let mut out: Cow<str> = if self.omit.is_empty() {
             Cow::Borrowed(text)
         } else {
-            omit_fields(text, &omit)
+            omit_fields(text, &self.omit)
         };
         if options.include_metadata {
             out = Cow::Owned(append_member(
                 &out,
                 "_export",
-                &metadata.json(line_provenance),
+                &self.metadata.json(line_provenance),
             ));
         }
-        sink.write_all(out.as_bytes())?;
-        sink.write_all(b"\n")?;
-        events += 1;
+        self.sink.write_all(out.as_bytes())?;
+        self.sink.write_all(b"\n")?;
+        self.events += 1;
+        Ok(())
     }
-    Ok(Encoded {
-        bytes: sink.finish()?,
-        events,
-    })
 }
 
+/// The destination's format, writing into a buffer the caller drains.
 enum Sink {
     Plain(Vec<u8>),
     Gzip(GzEncoder<Vec<u8>>),
@@ -176,6 +305,15 @@ impl Sink {
             Self::Plain(out) => out.write_all(bytes),
             Self::Gzip(out) => out.write_all(bytes),
             Self::Zstd(out) => out.write_all(bytes),
+        }
+    }
+
+    /// The encoded bytes so far (the compressors only ever append to it).
+    fn output(&mut self) -> &mut Vec<u8> {
+        match self {
+            Self::Plain(out) => out,
+            Self::Gzip(out) => out.get_mut(),
+            Self::Zstd(out) => out.get_mut(),
         }
     }
 
@@ -471,6 +609,130 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
         assert!(error.to_string().contains("fewer lines"), "{error}");
+    }
+
+    /// A gzip file of several members, as archive parts may be.
+    fn multi_member(texts: &[&str]) -> Vec<u8> {
+        texts.iter().flat_map(|text| gzip(text)).collect()
+    }
+
+    #[test]
+    fn a_part_fed_in_pieces_of_any_size_gives_the_bytes_fed_whole() {
+        let lines: Vec<String> = (0..300)
+            .map(|n| {
+                format!(
+                    r#"{{"organizationId":"t","eventTime":"2026-11-22T10:00:00Z","type":"{}","n":{n},"user":{{"id":"u{n}","secret":"s"}}}}"#,
+                    if n % 3 == 0 { "a" } else { "b" }
+                )
+            })
+            .collect();
+        let text = lines.join("\n");
+        // Three members; the last line has no line break.
+        let (first, rest) = text.split_at(text.len() / 3);
+        let (second, third) = rest.split_at(rest.len() / 2);
+        let archive = multi_member(&[first, second, third]);
+        let sidecar_text: String = (0..300).map(|n| format!("{n}\tm-{n}\n")).collect();
+        let sidecar = gzip(&sidecar_text);
+        let profile = Profile::airkit_app_events();
+        let metadata = ExportMetadata::new(&partition(), 2);
+        let omitted = vec![OmitField {
+            pointer: "/user/secret".to_owned(),
+            tokens: vec!["user".to_owned(), "secret".to_owned()],
+        }];
+        let options = [
+            ContentOptions {
+                format: ExportFormat::Ndjson,
+                ..ContentOptions::default()
+            },
+            ContentOptions {
+                omit_fields: omitted.clone(),
+                ..metadata_options(Some(&["a"]))
+            },
+            ContentOptions {
+                format: ExportFormat::Gzip,
+                omit_fields: omitted,
+                ..ContentOptions::default()
+            },
+            ContentOptions {
+                format: ExportFormat::Zstd,
+                include_metadata: true,
+                ..ContentOptions::default()
+            },
+        ];
+        for options in &options {
+            let whole =
+                encode_part(&archive, options, 6, &profile, &metadata, Some(&sidecar)).unwrap();
+            for piece in [1, 7, 4096] {
+                let mut encoder = PartEncoder::new(
+                    options,
+                    6,
+                    &profile,
+                    &metadata,
+                    Some(gzip_lines(sidecar.as_slice())),
+                )
+                .unwrap();
+                let mut bytes = Vec::new();
+                for chunk in archive.chunks(piece) {
+                    encoder.write(chunk).unwrap();
+                    bytes.append(encoder.output());
+                }
+                let rest = encoder.finish().unwrap();
+                bytes.extend_from_slice(&rest.bytes);
+                assert_eq!(
+                    rest.events, whole.events,
+                    "{options:?} in pieces of {piece}"
+                );
+                assert!(bytes == whole.bytes, "{options:?} in pieces of {piece}");
+            }
+        }
+        // Unchanged lines, plain: the part's text, each line ended.
+        let plain = encode_part(&archive, &options[0], 6, &profile, &metadata, None).unwrap();
+        assert_eq!(plain.bytes, format!("{text}\n").into_bytes());
+        assert_eq!(plain.events, 300);
+    }
+
+    #[test]
+    fn a_damaged_part_is_an_error_whenever_it_shows() {
+        let archive = gzip("{\"type\":\"a\"}\n");
+        let options = ContentOptions {
+            format: ExportFormat::Ndjson,
+            ..ContentOptions::default()
+        };
+        let profile = Profile::airkit_app_events();
+        let metadata = ExportMetadata::new(&partition(), 1);
+        // Cut short: the gzip trailer is missing when the part ends.
+        let cut = &archive[..archive.len() - 4];
+        let error = encode_part(cut, &options, 6, &profile, &metadata, None).unwrap_err();
+        assert!(error.to_string().contains("corrupt gzip"), "{error:?}");
+        // Not gzip at all.
+        assert!(
+            encode_part(
+                b"{\"type\":\"a\"}\n",
+                &options,
+                6,
+                &profile,
+                &metadata,
+                None
+            )
+            .is_err()
+        );
+        // Not UTF-8.
+        let error = encode_part(
+            &gzip_bytes(b"\xff\xfe\n"),
+            &options,
+            6,
+            &profile,
+            &metadata,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    fn gzip_bytes(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::new(1));
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod backfill;
 pub mod bundle;
 pub mod compaction;
 pub mod coordinator;
+pub mod destination_upload;
 pub mod error;
 pub mod export;
 pub mod metrics;

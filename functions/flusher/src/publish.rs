@@ -26,19 +26,24 @@
 //! `status`), never sent to the bucket the new selection is meant for. A
 //! disabled destination keeps its parts pending.
 
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
 use shared::alert::InvocationAlerts;
 use shared::config::Destination;
 use shared::destination_write;
 use shared::diagnose;
-use shared::manifest::{ArchivePart, DestinationState, Manifest};
+use shared::manifest::{ArchivePart, DestinationState, Manifest, ProvenanceFile};
 use shared::partition::PartitionKey;
 
 use crate::Flusher;
+use crate::destination_upload::{DestinationUpload, StepFailure};
 use crate::error::FlushError;
 use crate::export;
-use crate::store;
 
 /// What publishing a partition did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -177,72 +182,111 @@ pub enum PartFailure {
 /// unchanged for the archive's encoding). The same part always gives the
 /// same key and bytes, so publishing it again (a retry, a backfill) is an
 /// overwrite.
+///
+/// The part streams from the export bucket to the destination (read with
+/// one GET, a ranged one in a bundle; rewritten as it comes; written through
+/// [`DestinationUpload`]), so memory does not grow with its size; a
+/// provenance sidecar the rewrite needs is spooled to the spool directory
+/// first. Nothing is stored when the part turns out unreadable or damaged:
+/// a multipart upload started is aborted, never completed.
 pub async fn publish_part(
     flusher: &Flusher,
     destination: &Destination,
     partition: &PartitionKey,
     part: &ArchivePart,
 ) -> Result<PartPublished, PartFailure> {
-    let number = part.number;
     let key = destination
         .layout
-        .render(&destination.prefix, partition, number);
-    let archive = read_part(flusher, &part.key, part.offset, part.bytes)
+        .render(&destination.prefix, partition, part.number);
+    let mut upload = DestinationUpload::new(
+        flusher.client_for(destination),
+        destination,
+        &key,
+        destination.content.format.content_type(),
+    );
+    match stream_part(flusher, destination, partition, part, &key, &mut upload).await {
+        Ok(true) => {}
+        Ok(false) => {
+            upload.abort().await;
+            tracing::info!(destination = %destination.name, part = part.number, "no event of the part is selected; nothing written");
+            return Ok(PartPublished::NothingSelected);
+        }
+        Err(failure) => {
+            upload.abort().await;
+            return Err(failure);
+        }
+    }
+    upload
+        .finish()
+        .await
+        .map_err(|step| write_failed(&key, step))?;
+    Ok(PartPublished::Written(key))
+}
+
+/// Reads `part` and writes what `destination` receives of it into
+/// `upload`, all but finishing it; `false` when none of its events is
+/// selected (nothing was sent).
+async fn stream_part(
+    flusher: &Flusher,
+    destination: &Destination,
+    partition: &PartitionKey,
+    part: &ArchivePart,
+    key: &str,
+    upload: &mut DestinationUpload<'_>,
+) -> Result<bool, PartFailure> {
+    let mut archive = PartBody::open(flusher, &part.key, part.offset, part.bytes)
         .await
         .map_err(PartFailure::Flush)?;
     let level = flusher.config.archive_gzip_level;
     let content = &destination.content;
-    let bytes = if content.is_archive_encoding(level) {
-        Some(archive)
-    } else {
-        let corrupt = |message: String| {
-            PartFailure::Flush(FlushError::Corrupt {
-                what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
-                message,
-            })
-        };
-        let profile = flusher
-            .config
-            .streams
-            .get(&partition.stream)
-            .ok_or_else(|| corrupt(format!("stream `{}` is not configured", partition.stream)))?;
-        let metadata = export::ExportMetadata::new(partition, number);
-        let provenance = match (&part.provenance, content.include_metadata) {
-            (Some(sidecar), true) => Some(
-                read_part(flusher, &sidecar.key, sidecar.offset, sidecar.bytes)
-                    .await
-                    .map_err(PartFailure::Flush)?,
-            ),
-            _ => None,
-        };
-        let encoded = export::encode_part(
-            &archive,
-            content,
-            level,
-            profile,
-            &metadata,
-            provenance.as_deref(),
-        )
+    let written = |step| write_failed(key, step);
+    if content.is_archive_encoding(level) {
+        while let Some(chunk) = archive.next().await.map_err(PartFailure::Flush)? {
+            upload.write(&chunk).await.map_err(written)?;
+        }
+        return Ok(true);
+    }
+    let corrupt = |message: String| {
+        PartFailure::Flush(FlushError::Corrupt {
+            what: format!("s3://{}/{}", flusher.config.export_bucket, part.key),
+            message,
+        })
+    };
+    let profile = flusher
+        .config
+        .streams
+        .get(&partition.stream)
+        .ok_or_else(|| corrupt(format!("stream `{}` is not configured", partition.stream)))?;
+    let metadata = export::ExportMetadata::new(partition, part.number);
+    let sidecar = match (&part.provenance, content.include_metadata) {
+        (Some(sidecar), true) => Some(export::gzip_lines(std::io::BufReader::new(
+            spool(flusher, sidecar).await.map_err(PartFailure::Flush)?,
+        ))),
+        _ => None,
+    };
+    let mut encoder = export::PartEncoder::new(content, level, profile, &metadata, sidecar)
         .map_err(|error| corrupt(error.to_string()))?;
-        (encoded.events > 0).then_some(encoded.bytes)
-    };
-    let Some(bytes) = bytes else {
-        tracing::info!(destination = %destination.name, part = number, "no event of the part is selected; nothing written");
-        return Ok(PartPublished::NothingSelected);
-    };
-    write(
-        flusher,
-        destination,
-        &key,
-        bytes,
-        content.format.content_type(),
-    )
-    .await
-    .map_err(|failure| PartFailure::Write {
-        key: key.clone(),
-        failure,
-    })?;
-    Ok(PartPublished::Written(key))
+    while let Some(chunk) = archive.next().await.map_err(PartFailure::Flush)? {
+        encoder
+            .write(&chunk)
+            .map_err(|error| corrupt(error.to_string()))?;
+        let output = encoder.output();
+        if !output.is_empty() {
+            upload.write(output).await.map_err(written)?;
+            output.clear();
+        }
+    }
+    let rest = encoder
+        .finish()
+        .map_err(|error| corrupt(error.to_string()))?;
+    if rest.events == 0 {
+        // Nothing but a compressor's header and trailer was produced, far
+        // below one upload part: nothing has been sent.
+        debug_assert!(!upload.is_multipart());
+        return Ok(false);
+    }
+    upload.write(&rest.bytes).await.map_err(written)?;
+    Ok(true)
 }
 
 /// Moves every pending part of a destination that no longer selects the
@@ -294,33 +338,122 @@ pub async fn write_success_marker(
     }
 }
 
-/// One archive part (or its provenance sidecar): the whole object, or
-/// `size` bytes from `offset` of a bundle, checked against the size its
-/// manifest recorded. One part is in memory at a time (at most
-/// `archivePartMaxBytes`): a buffered body lets the SDK retry and checksum
-/// the write.
-async fn read_part(
-    flusher: &Flusher,
-    archive_key: &str,
-    offset: Option<u64>,
-    size: u64,
-) -> Result<Vec<u8>, FlushError> {
-    let bucket = &flusher.config.export_bucket;
-    let corrupt = |message: String| FlushError::Corrupt {
-        what: format!("s3://{bucket}/{archive_key}"),
-        message,
-    };
-    let range = offset.map(|offset| offset..offset + size);
-    let bytes = store::get_bytes(&flusher.s3, bucket, archive_key, range)
-        .await?
-        .ok_or_else(|| corrupt("named by the manifest but missing".into()))?;
-    if bytes.len() as u64 != size {
-        return Err(corrupt(format!(
-            "{} bytes, the manifest says {size}",
-            bytes.len()
-        )));
+/// A destination's refusal of one step of writing `key`, for the
+/// diagnosis (which does not depend on the step: S3 authorizes every step
+/// of a multipart upload as `s3:PutObject`).
+fn write_failed(key: &str, step: StepFailure) -> PartFailure {
+    tracing::debug!(key = %key, operation = step.operation, failure = ?step.failure, "destination write failed");
+    PartFailure::Write {
+        key: key.to_owned(),
+        failure: step.failure,
     }
-    Ok(bytes)
+}
+
+/// One archive part (or its provenance sidecar) as it is read: the whole
+/// object, or `size` bytes from `offset` of a bundle (one GET either way),
+/// checked against the size its manifest recorded when it ends.
+struct PartBody {
+    body: ByteStream,
+    /// `s3://bucket/key`, for errors.
+    location: String,
+    size: u64,
+    read: u64,
+}
+
+impl PartBody {
+    async fn open(
+        flusher: &Flusher,
+        archive_key: &str,
+        offset: Option<u64>,
+        size: u64,
+    ) -> Result<Self, FlushError> {
+        let bucket = &flusher.config.export_bucket;
+        let mut request = flusher.s3.get_object().bucket(bucket).key(archive_key);
+        if let Some(offset) = offset.filter(|_| size > 0) {
+            request = request.range(format!("bytes={offset}-{}", offset + size - 1));
+        }
+        let location = format!("s3://{bucket}/{archive_key}");
+        let body = match request.send().await {
+            Ok(object) => object.body,
+            Err(error) if error.code() == Some("NoSuchKey") => {
+                return Err(FlushError::Corrupt {
+                    what: location,
+                    message: "named by the manifest but missing".into(),
+                });
+            }
+            // An empty range of a bundle is no range at all: nothing to read.
+            Err(error) if offset.is_some() && size == 0 && error.code() == Some("InvalidRange") => {
+                ByteStream::from_static(b"")
+            }
+            Err(error) => return Err(FlushError::s3("GetObject", bucket, archive_key, error)),
+        };
+        Ok(Self {
+            body,
+            location,
+            size,
+            read: 0,
+        })
+    }
+
+    /// The next bytes; `None` at the end, once they add up to the size the
+    /// manifest recorded.
+    async fn next(&mut self) -> Result<Option<bytes::Bytes>, FlushError> {
+        match self.body.try_next().await {
+            Ok(Some(bytes)) => {
+                self.read += bytes.len() as u64;
+                Ok(Some(bytes))
+            }
+            Ok(None) if self.read != self.size => Err(FlushError::Corrupt {
+                what: std::mem::take(&mut self.location),
+                message: format!("{} bytes, the manifest says {}", self.read, self.size),
+            }),
+            Ok(None) => Ok(None),
+            Err(error) => Err(FlushError::S3 {
+                operation: "GetObject",
+                bucket: String::new(),
+                key: std::mem::take(&mut self.location),
+                code: None,
+                message: format!("reading byte {} on: {error}", self.read),
+            }),
+        }
+    }
+}
+
+/// Copies a part's provenance sidecar into a spool file (unlinked, so it is
+/// freed when dropped or the process ends), read back from its start: the
+/// rewrite reads it a line at a time beside the part, whatever its size.
+async fn spool(flusher: &Flusher, sidecar: &ProvenanceFile) -> Result<File, FlushError> {
+    let dir = &flusher.config.spool_dir;
+    let failed = |error: std::io::Error| FlushError::Spool {
+        dir: dir.display().to_string(),
+        message: format!("spooling the provenance sidecar {}: {error}", sidecar.key),
+    };
+    let mut body = PartBody::open(flusher, &sidecar.key, sidecar.offset, sidecar.bytes).await?;
+    let mut file = spool_file(dir).map_err(failed)?;
+    while let Some(bytes) = body.next().await? {
+        file.write_all(&bytes).map_err(failed)?;
+    }
+    file.seek(SeekFrom::Start(0)).map_err(failed)?;
+    Ok(file)
+}
+
+/// Distinguishes the sidecar spool files of one process.
+static SIDECAR_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// A new, empty, already unlinked file in `dir`.
+fn spool_file(dir: &std::path::Path) -> std::io::Result<File> {
+    let path = dir.join(format!(
+        "s3-export-sidecar-{}-{}",
+        std::process::id(),
+        SIDECAR_FILES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
 /// Writes one object to a destination with its encryption and owner check.
