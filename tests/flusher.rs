@@ -2618,6 +2618,63 @@ async fn a_bundle_that_cannot_be_stored_fails_its_partitions_uncommitted_and_the
     assert!(staging(&harness).await.is_empty());
 }
 
+/// A pending part whose stored bytes are no longer those its manifest
+/// committed (same length, one byte changed in the bundle) is never
+/// written to the destination: the partition fails, naming where the part
+/// is stored, the part stays pending, and nothing reaches the bucket.
+#[tokio::test]
+async fn a_part_changed_after_its_commit_is_not_published() {
+    let harness = Harness::start(
+        r#"{"destinations":[{"name":"everyone","bucket":"dest-late","shared":true}]}"#,
+    )
+    .await;
+    harness.stage_app_events("t1", 0..20, "req-1").await;
+    // The destination does not exist yet: the part stays pending.
+    let report = harness.flush(TEN + HOUR + 15 * 60_000).await;
+    assert_eq!(report.pending_publishes, 1, "{report:?}");
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    let part = &manifest.parts[0];
+    let mut stored = harness.bytes(EXPORT, &part.key).await;
+    let at = part.offset.unwrap_or(0) as usize + 20;
+    stored[at] ^= 0x01;
+    harness
+        .s3
+        .put_object()
+        .bucket(EXPORT)
+        .key(&part.key)
+        .body(stored.into())
+        .send()
+        .await
+        .unwrap();
+    harness
+        .s3
+        .create_bucket()
+        .bucket("dest-late")
+        .send()
+        .await
+        .unwrap();
+
+    let report = harness.flush(TEN + HOUR + 75 * 60_000).await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let error = report.partitions[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&part.key) && error.contains("SHA-256"),
+        "{error}"
+    );
+    assert!(
+        list_keys(&harness.s3, "dest-late", "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let manifest = harness
+        .manifest("manifests/airkit-app-events/t1/2026-11-22/10.json")
+        .await;
+    assert_eq!(manifest.destinations["everyone"].pending, vec![1]);
+}
+
 /// Two flush runs of one hour at once (docs/design.md, invariant 7), their
 /// interleavings forced with the fault proxy's gate.
 mod concurrent {

@@ -33,11 +33,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
+use sha2::{Digest, Sha256};
 use shared::alert::InvocationAlerts;
 use shared::config::Destination;
 use shared::destination_write;
 use shared::diagnose;
-use shared::manifest::{ArchivePart, DestinationState, Manifest, ProvenanceFile};
+
+use shared::manifest::{self, ArchivePart, DestinationState, Manifest, ProvenanceFile};
 use shared::partition::PartitionKey;
 
 use crate::Flusher;
@@ -234,9 +236,15 @@ async fn stream_part(
     key: &str,
     upload: &mut DestinationUpload<'_>,
 ) -> Result<bool, PartFailure> {
-    let mut archive = PartBody::open(flusher, &part.key, part.offset, part.bytes)
-        .await
-        .map_err(PartFailure::Flush)?;
+    let mut archive = PartBody::open(
+        flusher,
+        &part.key,
+        part.offset,
+        part.bytes,
+        Some(&part.sha256),
+    )
+    .await
+    .map_err(PartFailure::Flush)?;
     let level = flusher.config.archive_gzip_level;
     let content = &destination.content;
     let written = |step| write_failed(key, step);
@@ -351,13 +359,17 @@ fn write_failed(key: &str, step: StepFailure) -> PartFailure {
 
 /// One archive part (or its provenance sidecar) as it is read: the whole
 /// object, or `size` bytes from `offset` of a bundle (one GET either way),
-/// checked against the size its manifest recorded when it ends.
+/// checked against the size (and, for a part, the SHA-256) its manifest
+/// recorded when it ends, so that bytes other than those committed are
+/// never completed into a destination file (docs/design.md, invariant 7).
 struct PartBody {
     body: ByteStream,
     /// `s3://bucket/key`, for errors.
     location: String,
     size: u64,
     read: u64,
+    /// The SHA-256 the manifest recorded, lowercase hex, and the bytes'.
+    sha256: Option<(String, Sha256)>,
 }
 
 impl PartBody {
@@ -366,6 +378,7 @@ impl PartBody {
         archive_key: &str,
         offset: Option<u64>,
         size: u64,
+        sha256: Option<&str>,
     ) -> Result<Self, FlushError> {
         let bucket = &flusher.config.export_bucket;
         let mut request = flusher.s3.get_object().bucket(bucket).key(archive_key);
@@ -392,6 +405,9 @@ impl PartBody {
             location,
             size,
             read: 0,
+            sha256: sha256
+                .filter(|hex| !hex.is_empty())
+                .map(|hex| (hex.to_owned(), Sha256::new())),
         })
     }
 
@@ -401,13 +417,27 @@ impl PartBody {
         match self.body.try_next().await {
             Ok(Some(bytes)) => {
                 self.read += bytes.len() as u64;
+                if let Some((_, hasher)) = &mut self.sha256 {
+                    hasher.update(&bytes);
+                }
                 Ok(Some(bytes))
             }
             Ok(None) if self.read != self.size => Err(FlushError::Corrupt {
                 what: std::mem::take(&mut self.location),
                 message: format!("{} bytes, the manifest says {}", self.read, self.size),
             }),
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                let Some((expected, hasher)) = self.sha256.take() else {
+                    return Ok(None);
+                };
+                if manifest::hex_of(&hasher.finalize()) == expected {
+                    return Ok(None);
+                }
+                Err(FlushError::Corrupt {
+                    what: std::mem::take(&mut self.location),
+                    message: format!("its SHA-256 is not the {expected} its manifest committed"),
+                })
+            }
             Err(error) => Err(FlushError::S3 {
                 operation: "GetObject",
                 bucket: String::new(),
@@ -428,7 +458,8 @@ async fn spool(flusher: &Flusher, sidecar: &ProvenanceFile) -> Result<File, Flus
         dir: dir.display().to_string(),
         message: format!("spooling the provenance sidecar {}: {error}", sidecar.key),
     };
-    let mut body = PartBody::open(flusher, &sidecar.key, sidecar.offset, sidecar.bytes).await?;
+    let mut body =
+        PartBody::open(flusher, &sidecar.key, sidecar.offset, sidecar.bytes, None).await?;
     let mut file = spool_file(dir).map_err(failed)?;
     while let Some(bytes) = body.next().await? {
         file.write_all(&bytes).map_err(failed)?;
