@@ -241,24 +241,33 @@ async fn four_workers_flush_a_coordinated_hour_each_event_once() {
     assert_eq!((next.items, next.run), (0, None));
 }
 
-/// Every item delivered twice, both copies flushed at once by two workers,
-/// and a second coordinator planning the same hour before any worker ran:
-/// each event is still exported once, and both runs clean up after
-/// themselves.
+/// A second coordinator run while the first one's items are queued plans
+/// nothing (those staged objects are in flight); one that finds the first
+/// run too old to be in flight (its wall clock past the run's lifetime)
+/// plans the same items again. With every item of the first run also
+/// delivered twice, two workers flush three copies of each item: each
+/// event is still exported once, and both runs clean up after themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_delivered_twice_and_a_second_coordinator_change_nothing() {
     let harness = Harness::start().await;
     let events = harness.stage_tenants(6, 2).await;
     let flusher = harness.flusher();
-    let first = harness.coordinate(&flusher, CLOSED).await;
-    let second = harness.coordinate(&flusher, CLOSED).await;
-    assert_eq!(first.items, second.items);
-    assert_ne!(first.run, second.run);
+    let queue = flusher.queue.clone().unwrap();
+    let wall = flusher::wall_clock_millis();
+    let closed = trigger(CLOSED);
+    let at = |wall| coordinator::coordinate_at(&flusher, &queue, &closed, None, wall);
+    let first = at(wall).await.unwrap();
+    let second = at(wall + 60_000).await.unwrap();
+    assert_eq!((second.items, second.in_flight), (0, 2), "{second:?}");
+    let stale = at(wall + coordinator::RUN_LIFETIME_MILLIS + 1)
+        .await
+        .unwrap();
+    assert_eq!(stale.items, first.items, "{stale:?}");
+    assert_ne!(first.run, stale.run);
     // Each of the first run's messages sent again.
     let run = first.run.unwrap();
     let items: Vec<String> = harness.keys(&format!("work/{run}/item-")).await;
-    let queue = flusher.queue.as_ref().unwrap();
-    coordinator::send_items(queue, &items).await.unwrap();
+    coordinator::send_items(&queue, &items).await.unwrap();
 
     let drained = harness.workers(&flusher, 2).await;
     assert!(drained.failed.is_empty(), "{drained:?}");

@@ -49,7 +49,20 @@ pub struct RunRecord {
     pub version: u32,
     pub items: u32,
     pub objects: BTreeMap<String, BTreeSet<u32>>,
+    /// When the run queued its items (the wall clock, epoch milliseconds):
+    /// a later coordinator leaves the run's objects to it for
+    /// [`RUN_LIFETIME_MILLIS`].
+    #[serde(default)]
+    pub created_millis: i64,
 }
+
+/// How long a run's items can still be delivered to a worker: the flush
+/// queue's message retention (one hour, the template's
+/// `MessageRetentionPeriod`) plus one visibility timeout (960 s). Until
+/// then, a later coordinator run does not plan the objects it planned
+/// (they would be flushed twice, the second time for nothing); after it,
+/// what the run left staged is planned again.
+pub const RUN_LIFETIME_MILLIS: i64 = (3600 + 960) * 1000;
 
 /// What a worker records once it has flushed every partition of an item
 /// (`layout::work_done_key`): the staged objects every partition of the
@@ -87,6 +100,9 @@ pub struct CoordinatorReport {
     /// Staged objects whose index could not be read (S3 failed): the next
     /// run plans them.
     pub unread: usize,
+    /// Staged objects left to earlier runs whose items may still be
+    /// flushing them.
+    pub in_flight: usize,
     /// Unfinished backfills a scheduled run continued after sending its
     /// items.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -106,6 +122,7 @@ pub fn plan_run(work: &scan::Work, item_bytes: u64) -> (Vec<Vec<PartitionKey>>, 
         version: RUN_RECORD_VERSION,
         items: items.len() as u32,
         objects: BTreeMap::new(),
+        created_millis: 0,
     };
     for (object, partitions) in &work.objects {
         // An object with a partition outside this run (a manual flush of
@@ -119,7 +136,8 @@ pub fn plan_run(work: &scan::Work, item_bytes: u64) -> (Vec<Vec<PartitionKey>>, 
     (items, record)
 }
 
-/// Runs the coordinator: finds the work, stores its items and the run
+/// Runs the coordinator: finds the work (leaving out staged objects that
+/// earlier runs' items are still flushing), stores its items and the run
 /// record, sends one message per item to `queue`; a scheduled run then
 /// continues unfinished backfills. An error means the run stopped: items
 /// not sent are planned again by the next run.
@@ -129,12 +147,34 @@ pub async fn coordinate(
     trigger: &Trigger,
     deadline: Option<Instant>,
 ) -> Result<CoordinatorReport, FlushError> {
+    coordinate_at(
+        flusher,
+        queue,
+        trigger,
+        deadline,
+        crate::wall_clock_millis(),
+    )
+    .await
+}
+
+/// [`coordinate`], with `wall_millis` as the wall clock (which decides
+/// only which earlier runs may still be in flight).
+pub async fn coordinate_at(
+    flusher: &Flusher,
+    queue: &FlushQueue,
+    trigger: &Trigger,
+    deadline: Option<Instant>,
+    wall_millis: i64,
+) -> Result<CoordinatorReport, FlushError> {
     let config = &flusher.config;
     let bucket = &config.export_bucket;
     let alerts = flusher.alerter.invocation();
-    let work = scan::find_work(flusher, trigger, &alerts).await?;
+    let mut work = scan::find_work(flusher, trigger, &alerts).await?;
+    let busy = in_flight(flusher, wall_millis).await?;
+    work.exclude(&busy);
     let item_bytes = config.work_item_bytes.min(config.spool_bytes) as u64;
-    let (items, record) = plan_run(&work, item_bytes);
+    let (items, mut record) = plan_run(&work, item_bytes);
+    record.created_millis = wall_millis;
     let mut report = CoordinatorReport {
         now: shared::time::format_rfc3339_millis(trigger.now_millis),
         items: items.len(),
@@ -146,6 +186,7 @@ pub async fn coordinate(
             .sum(),
         quarantined: work.quarantined.len(),
         unread: work.unread,
+        in_flight: busy.len(),
         ..CoordinatorReport::default()
     };
     if !items.is_empty() {
@@ -191,6 +232,34 @@ pub async fn coordinate(
         }
     }
     Ok(report)
+}
+
+/// The staged objects of earlier coordinator runs that may still be in
+/// flight at `wall_millis` (see [`RUN_LIFETIME_MILLIS`]); a run whose
+/// record is gone (finished) or unreadable holds none.
+async fn in_flight(flusher: &Flusher, wall_millis: i64) -> Result<BTreeSet<String>, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let mut busy = BTreeSet::new();
+    for folder in store::list_folders(s3, bucket, layout::WORK_PREFIX).await? {
+        let run = folder
+            .trim_start_matches(layout::WORK_PREFIX)
+            .trim_end_matches('/');
+        let key = layout::work_run_key(run);
+        let Some((bytes, _)) = store::get(s3, bucket, &key).await? else {
+            continue;
+        };
+        match serde_json::from_slice::<RunRecord>(&bytes) {
+            Ok(record) if wall_millis - record.created_millis < RUN_LIFETIME_MILLIS => {
+                busy.extend(record.objects.into_keys());
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%key, %error, "not a run record: its objects are planned again")
+            }
+        }
+    }
+    Ok(busy)
 }
 
 /// Sends one message per work item key, ten a `SendMessageBatch`; an

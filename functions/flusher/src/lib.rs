@@ -551,7 +551,9 @@ fn is_zero(count: &usize) -> bool {
     *count == 0
 }
 
-fn wall_clock_millis() -> i64 {
+/// The wall clock, epoch milliseconds (for what must not depend on a
+/// run's "now": metrics' timestamps, the age of a coordinator run).
+pub fn wall_clock_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as i64)

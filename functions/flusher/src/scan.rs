@@ -103,6 +103,21 @@ impl Work {
             .map_or(0, |sources| sources.iter().map(Source::spooled_bytes).sum())
     }
 
+    /// Leaves out the staged objects `busy` (another coordinator run's
+    /// items are flushing them): their segments, the partitions left with
+    /// no other staged data (unless they have a publish pending), and the
+    /// objects themselves.
+    pub fn exclude(&mut self, busy: &BTreeSet<String>) {
+        if busy.is_empty() {
+            return;
+        }
+        self.sources.retain(|_, sources| {
+            sources.retain(|source| !busy.contains(source.key()));
+            !sources.is_empty()
+        });
+        self.objects.retain(|object, _| !busy.contains(object));
+    }
+
     /// Staged chunks (of the format before staged objects) of `partition`.
     pub fn chunk_count(&self, partition: &PartitionKey) -> usize {
         self.sources.get(partition).map_or(0, |sources| {
