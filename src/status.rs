@@ -6,7 +6,8 @@
 //! backfill sends them). `--backfills` lists the backfills' progress
 //! records instead, and `--staging` the hours still staged (not yet
 //! flushed): their staged objects and older chunks, and the objects'
-//! events counted from their indexes.
+//! events counted from their indexes. `--runs` lists the coordinator runs
+//! whose work items are still being flushed (their records under `work/`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +60,11 @@ pub struct StatusOptions {
     /// read from each object's tail) and older chunks (counted, not read).
     #[arg(long, conflicts_with_all = ["backfills", "destination"])]
     pub staging: bool,
+    /// List the coordinator runs whose work items are not all flushed yet
+    /// (their records under `work/`): items done of items sent, and the
+    /// staged objects the run will delete.
+    #[arg(long, conflicts_with_all = ["backfills", "staging", "destination"])]
+    pub runs: bool,
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
@@ -110,6 +116,15 @@ pub async fn run(options: &StatusOptions) -> anyhow::Result<bool> {
             println!("{}", serde_json::to_string_pretty(&backfills)?);
         } else {
             print!("{}", render_backfills(&backfills));
+        }
+        return Ok(true);
+    }
+    if options.runs {
+        let runs = runs(&s3, &config.export_bucket).await?;
+        if options.json {
+            println!("{}", serde_json::to_string_pretty(&runs)?);
+        } else {
+            print!("{}", render_runs(&runs));
         }
         return Ok(true);
     }
@@ -318,6 +333,76 @@ pub fn render_staged_hours(hours: &[StagedHour]) -> String {
         hours.iter().map(|h| h.chunks).sum::<usize>(),
         unreadable.len()
     ));
+    out
+}
+
+/// A coordinator run whose records are still under `work/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunProgress {
+    /// The run's id (`work/<run>/`): its "now" and attempt.
+    pub run: String,
+    /// When it queued its items, RFC 3339 (the wall clock).
+    pub created: String,
+    pub items: u32,
+    /// Items a worker has finished (done records).
+    pub done: usize,
+    /// Staged objects the run deletes once every item reading them is done.
+    pub objects: usize,
+}
+
+/// Every coordinator run with records under `work/`, in id order; a run
+/// whose record is gone (its last worker is cleaning up) is skipped.
+pub async fn runs(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Vec<RunProgress>> {
+    let mut runs = Vec::new();
+    let listing = |prefix: &str| {
+        let prefix = prefix.to_owned();
+        async move {
+            shared::listing::keys(s3, bucket, &prefix)
+                .await
+                .with_context(|| format!("listing s3://{bucket}/{prefix}"))
+        }
+    };
+    let folders = shared::listing::folders(s3, bucket, layout::WORK_PREFIX)
+        .await
+        .with_context(|| format!("listing s3://{bucket}/{}", layout::WORK_PREFIX))?;
+    for folder in folders {
+        let run = folder
+            .trim_start_matches(layout::WORK_PREFIX)
+            .trim_end_matches('/')
+            .to_owned();
+        let key = layout::work_run_key(&run);
+        let Ok(bytes) = crate::inspect::read_object(s3, bucket, &key).await else {
+            continue;
+        };
+        let record: flusher::coordinator::RunRecord = serde_json::from_slice(&bytes)
+            .with_context(|| format!("s3://{bucket}/{key} is not a run record"))?;
+        let done = listing(&folder)
+            .await?
+            .iter()
+            .filter(|key| key.contains("/done-"))
+            .count();
+        runs.push(RunProgress {
+            run,
+            created: shared::time::format_rfc3339_millis(record.created_millis),
+            items: record.items,
+            done,
+            objects: record.objects.len(),
+        });
+    }
+    Ok(runs)
+}
+
+/// The runs as text: one line each.
+pub fn render_runs(runs: &[RunProgress]) -> String {
+    let mut out = String::new();
+    for run in runs {
+        out.push_str(&format!(
+            "{}  queued {}  {} of {} item(s) done  {} staged object(s) to delete\n",
+            run.run, run.created, run.done, run.items, run.objects
+        ));
+    }
+    out.push_str(&format!("{} run(s) in flight\n", runs.len()));
     out
 }
 

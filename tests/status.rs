@@ -708,3 +708,84 @@ async fn inspect_reads_what_the_batcher_staged_event_by_event() {
         assert_eq!(got, want, "{:?}", source.partition);
     }
 }
+
+/// `status --runs`: a coordinator run is listed with its items done of
+/// those it queued, and the staged objects it will delete, until its last
+/// worker finishes and removes its records.
+#[tokio::test]
+async fn status_runs_lists_a_coordinator_run_until_its_last_item_is_flushed() {
+    use flusher::coordinator::{FlushQueue, coordinate};
+
+    let moto = MotoServer::start().await.unwrap();
+    let s3 = moto.s3_client().await;
+    for bucket in [EXPORT, "dest-lake"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    let document = r#"{"workItemBytes": 1024, "destinations":[{"name":"lake","bucket":"dest-lake","shared":true}]}"#;
+    let batcher = Batcher::new(config(document), s3.clone());
+    // Random letters, which zstd cannot shrink: a tenant's segment is over
+    // the 1 KiB items are made of, so each tenant is an item.
+    let mut rng = fastrand::Rng::with_seed(5);
+    let records: Vec<SqsMessage> = ["t1", "t2", "t3"]
+        .iter()
+        .flat_map(|tenant| (0..10).map(move |n| (tenant, n)))
+        .map(|(tenant, n)| {
+            let pad: String = (0..200).map(|_| rng.alphanumeric()).collect();
+            let body = format!(
+                r#"{{"organizationId":"{tenant}","eventTime":"2026-11-22T10:00:00Z","type":"step_enter","pad":"{pad}"}}"#
+            );
+            sqs_record(&format!("{tenant}-{n}"), &body, TEN + 1000, QUEUE_ARN)
+        })
+        .collect();
+    batcher::process(&batcher, &records, TEN, "r-1")
+        .await
+        .unwrap();
+
+    let sqs = moto.sqs_client().await;
+    let queues = s3_export::esm::create_queue_with_dlq(&sqs, "flush", 3, 600)
+        .await
+        .unwrap();
+    let queue = FlushQueue {
+        sqs,
+        url: queues.url.clone(),
+    };
+    let mut flusher = Flusher::new(config(document), s3.clone());
+    flusher.queue = Some(queue.clone());
+    let trigger = Trigger::from_payload(&json!({"time": "2026-11-22T11:15:00Z"})).unwrap();
+    let planned = coordinate(&flusher, &queue, &trigger, None).await.unwrap();
+    assert_eq!(planned.items, 3, "{planned:?}");
+    let run = planned.run.unwrap();
+
+    let runs = status::runs(&s3, EXPORT).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (
+            runs[0].run.as_str(),
+            runs[0].items,
+            runs[0].done,
+            runs[0].objects
+        ),
+        (run.as_str(), 3, 0, 1)
+    );
+    let text = status::render_runs(&runs);
+    assert!(
+        text.contains(&format!("{run}  queued "))
+            && text.contains("0 of 3 item(s) done  1 staged object(s) to delete")
+            && text.ends_with("1 run(s) in flight\n"),
+        "{text}"
+    );
+
+    for item in 0..3 {
+        let key = layout::work_item_key(&run, item);
+        let flushed = flusher::worker::flush_item(&flusher, &key, None)
+            .await
+            .unwrap();
+        assert!(flushed.finished, "{flushed:?}");
+        let runs = status::runs(&s3, EXPORT).await.unwrap();
+        if item < 2 {
+            assert_eq!(runs[0].done, item as usize + 1);
+        } else {
+            assert!(runs.is_empty(), "{runs:?}");
+        }
+    }
+}
