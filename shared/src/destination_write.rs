@@ -64,18 +64,30 @@ pub fn client_for(
 /// checked by S3); the caller adds the body and content headers. Tags make
 /// S3 require `s3:PutObjectTagging` as well as `s3:PutObject`.
 pub fn put_object(s3: &Client, destination: &Destination, key: &str) -> PutObjectFluentBuilder {
-    let (sse, kms_key_id, bucket_key) = encryption(destination);
-    s3.put_object()
-        .bucket(&destination.bucket)
-        .key(key)
-        .set_expected_bucket_owner(expected_bucket_owner(destination))
-        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .set_storage_class(storage_class(destination))
-        .set_tagging(destination.content.tagging())
-        .set_server_side_encryption(sse)
-        .set_ssekms_key_id(kms_key_id)
-        .set_bucket_key_enabled(bucket_key)
+    with_object_settings!(s3.put_object(), destination, key)
 }
+
+/// A new object's settings, the same on `PutObject` and
+/// `CreateMultipartUpload` (two SDK builders with the same setters): bucket
+/// and key, expected owner, SHA-256 checksums, storage class, tags and
+/// encryption.
+macro_rules! with_object_settings {
+    ($builder:expr, $destination:expr, $key:expr) => {{
+        let destination = $destination;
+        let (sse, kms_key_id, bucket_key) = encryption(destination);
+        $builder
+            .bucket(&destination.bucket)
+            .key($key)
+            .set_expected_bucket_owner(expected_bucket_owner(destination))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .set_storage_class(storage_class(destination))
+            .set_tagging(destination.content.tagging())
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key_id)
+            .set_bucket_key_enabled(bucket_key)
+    }};
+}
+use with_object_settings;
 
 /// `CreateMultipartUpload` of `key` into the destination: the object's
 /// settings as [`put_object`] gives them (encryption, expected owner,
@@ -87,17 +99,7 @@ pub fn create_multipart_upload(
     destination: &Destination,
     key: &str,
 ) -> CreateMultipartUploadFluentBuilder {
-    let (sse, kms_key_id, bucket_key) = encryption(destination);
-    s3.create_multipart_upload()
-        .bucket(&destination.bucket)
-        .key(key)
-        .set_expected_bucket_owner(expected_bucket_owner(destination))
-        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .set_storage_class(storage_class(destination))
-        .set_tagging(destination.content.tagging())
-        .set_server_side_encryption(sse)
-        .set_ssekms_key_id(kms_key_id)
-        .set_bucket_key_enabled(bucket_key)
+    with_object_settings!(s3.create_multipart_upload(), destination, key)
 }
 
 /// `UploadPart` number `part_number` of `upload_id`, with the expected owner

@@ -28,7 +28,6 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
@@ -460,30 +459,11 @@ async fn spool(flusher: &Flusher, sidecar: &ProvenanceFile) -> Result<File, Flus
     };
     let mut body =
         PartBody::open(flusher, &sidecar.key, sidecar.offset, sidecar.bytes, None).await?;
-    let mut file = spool_file(dir).map_err(failed)?;
+    let mut file = crate::staged_read::unlinked_file(dir, "sidecar").map_err(failed)?;
     while let Some(bytes) = body.next().await? {
         file.write_all(&bytes).map_err(failed)?;
     }
     file.seek(SeekFrom::Start(0)).map_err(failed)?;
-    Ok(file)
-}
-
-/// Distinguishes the sidecar spool files of one process.
-static SIDECAR_FILES: AtomicU64 = AtomicU64::new(0);
-
-/// A new, empty, already unlinked file in `dir`.
-fn spool_file(dir: &std::path::Path) -> std::io::Result<File> {
-    let path = dir.join(format!(
-        "s3-export-sidecar-{}-{}",
-        std::process::id(),
-        SIDECAR_FILES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
     Ok(file)
 }
 

@@ -72,21 +72,7 @@ fn check_partitions(key: &str, index: StagedIndex) -> Result<StagedIndex, Staged
 /// a partition larger than the budget is a window of its own. Every
 /// partition is in exactly one window, in order.
 pub fn plan_windows(sizes: &[u64], budget: u64) -> Vec<Range<usize>> {
-    let mut windows = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0u64;
-    for (at, &size) in sizes.iter().enumerate() {
-        if at > start && bytes.saturating_add(size) > budget {
-            windows.push(start..at);
-            start = at;
-            bytes = 0;
-        }
-        bytes = bytes.saturating_add(size);
-    }
-    if start < sizes.len() {
-        windows.push(start..sizes.len());
-    }
-    windows
+    crate::work_item::split(sizes, budget, usize::MAX)
 }
 
 /// The byte range of each staged object that holds the segments of
@@ -118,6 +104,25 @@ pub fn window_ranges<'a>(
 /// Distinguishes the spool files of one process.
 static SPOOL_FILES: AtomicU64 = AtomicU64::new(0);
 
+/// A new, empty file in `dir`, unlinked at once (named
+/// `s3-export-<label>-<pid>-<n>` for the moment it exists), so that
+/// nothing is left in the function's ephemeral storage when the file is
+/// dropped or the process is killed.
+pub fn unlinked_file(dir: &Path, label: &str) -> io::Result<File> {
+    let path = dir.join(format!(
+        "s3-export-{label}-{}-{}",
+        std::process::id(),
+        SPOOL_FILES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
 /// One window's spool file: each object's range at its own offset, so a
 /// window holds one file open whatever the number of objects (an hour may
 /// have thousands). The file is unlinked as soon as it is created, so it is
@@ -131,18 +136,9 @@ pub struct SpoolFile {
 impl SpoolFile {
     /// A new empty spool file in `dir`.
     fn create(dir: &Path) -> io::Result<Self> {
-        let path = dir.join(format!(
-            "s3-export-spool-{}-{}",
-            std::process::id(),
-            SPOOL_FILES.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        std::fs::remove_file(&path)?;
-        Ok(Self { file })
+        Ok(Self {
+            file: unlinked_file(dir, "spool")?,
+        })
     }
 
     /// A writer of bytes from `offset` in the file: concurrent writers of
