@@ -224,12 +224,16 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     let drained = delivered;
     let dead_letters = approximate_message_count(&sqs, &queues.dlq_url).await?;
     println!(
-        "delivered     {} messages in {} batcher invocations; {} reported failed; {} in the DLQ",
+        "delivered     {} messages in {} batcher invocations; {} reported failed; {} in the DLQ; {} deletes refused",
         drained.received,
         drained.invocations,
         drained.failed.len(),
-        dead_letters
+        dead_letters,
+        drained.delete_failures.len()
     );
+    for failure in drained.delete_failures.iter().take(5) {
+        println!("  delete refused: {failure}");
+    }
 
     let staged = read_staging(&s3, &bucket, STAGING_PREFIX).await?;
     println!("staged        {}", staged_summary(&staged));
