@@ -48,9 +48,12 @@ struct SnsAttribute {
 /// envelope (SNS to SQS without raw message delivery).
 pub fn unwrap_body(body: &str) -> Unwrapped<'_> {
     let body = body.strip_prefix(BYTE_ORDER_MARK).unwrap_or(body);
-    let looks_like_sns = body.trim_start().starts_with('{')
-        && body.contains("\"TopicArn\"")
-        && body.contains("\"Notification\"");
+    // memmem, not `str::contains`: every body is searched whole, and
+    // str's search stops at each quote (the needle's first and last
+    // byte), which a body of JSON lines has every few bytes.
+    let has = |needle: &str| memchr::memmem::find(body.as_bytes(), needle.as_bytes()).is_some();
+    let looks_like_sns =
+        body.trim_start().starts_with('{') && has("\"TopicArn\"") && has("\"Notification\"");
     if looks_like_sns
         && let Ok(envelope) = serde_json::from_str::<SnsEnvelope>(body)
         && envelope.kind == "Notification"
