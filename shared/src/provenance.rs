@@ -91,9 +91,10 @@ fn json_string(text: &str) -> String {
 /// Splits a staged line into its event and its provenance, if it has one.
 /// A line whose text after the first tab is not provenance is all event.
 pub fn split_staged_line(line: &str) -> (&str, Option<Provenance<'_>>) {
-    match line.split_once('\t') {
-        Some((event, fields)) => match Provenance::parse_fields(fields) {
-            Some(provenance) => (event, Some(provenance)),
+    // memchr: the tab is after the whole event, read on every staged line.
+    match memchr::memchr(b'\t', line.as_bytes()) {
+        Some(tab) => match Provenance::parse_fields(&line[tab + 1..]) {
+            Some(provenance) => (&line[..tab], Some(provenance)),
             None => (line, None),
         },
         None => (line, None),

@@ -200,6 +200,11 @@ async fn put(
         .key(key)
         .content_type(content_type)
         .body(ByteStream::from(body))
+        // The body's integrity is the CRC-32 checksum the SDK sends with it
+        // (and TLS to S3); a SHA-256 of every staged byte for the
+        // signature as well cost the batcher 3% of its CPU.
+        .customize()
+        .disable_payload_signing()
         .send()
         .await
         .map(|_| ())
