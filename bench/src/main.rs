@@ -71,6 +71,10 @@ struct Cli {
     /// phase; medians are reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     process_rounds: u32,
+    /// Lines of the largest partition of the process phase's flusher RSS
+    /// sweep (three sizes, 1:2:4); default: half the process phase's lines.
+    #[arg(long)]
+    sweep_lines: Option<usize>,
     /// Run every throughput phase this many times, in turn, and keep each
     /// rate's best: a shared machine's noise only ever slows a run down.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
                 let figures = match cli.bin_dir() {
                     Ok(bin_dir) => process::measure(&process::Options {
                         lines: cli.process_lines(),
+                        sweep_lines: cli.sweep_lines.unwrap_or(cli.process_lines() / 2).max(1),
                         seed: cli.seed,
                         rounds: cli.process_rounds as usize,
                         bin_dir,
@@ -318,6 +323,10 @@ fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
     } else {
         let bin_dir = path_arg(&cli.bin_dir()?);
         let rounds = cli.process_rounds.to_string();
+        let sweep_lines = cli
+            .sweep_lines
+            .unwrap_or(cli.process_lines() / 2)
+            .to_string();
         child(
             cli,
             &[
@@ -327,6 +336,8 @@ fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
                 &bin_dir,
                 "--process-rounds",
                 &rounds,
+                "--sweep-lines",
+                &sweep_lines,
             ],
             cli.tenants(),
         )?

@@ -51,8 +51,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the phase runs on, and where.
 pub struct Options {
-    /// Lines of the CPU rounds; the sweep's largest partition is half that.
+    /// Lines of the CPU rounds.
     pub lines: usize,
+    /// Lines of the RSS sweep's largest partition (by default half the
+    /// CPU rounds'; larger to show the memory's slope further out).
+    pub sweep_lines: usize,
     pub seed: u64,
     pub rounds: usize,
     /// Where the `batcher` and `flusher` binaries are.
@@ -137,7 +140,7 @@ async fn run(options: &Options) -> Result<Value, String> {
     drop(events);
 
     // The flusher's memory by partition size: one tenant, three sizes.
-    let smallest = (options.lines / 2 / SWEEP_FACTORS[SWEEP_FACTORS.len() - 1]).max(1);
+    let smallest = (options.sweep_lines / SWEEP_FACTORS[SWEEP_FACTORS.len() - 1]).max(1);
     let mut sweep = Vec::new();
     for factor in SWEEP_FACTORS {
         let lines = smallest * factor;
@@ -596,6 +599,7 @@ mod tests {
     fn the_summary_takes_medians_and_each_rounds_ratio_to_its_own_gzip() {
         let options = Options {
             lines: 1000,
+            sweep_lines: 1000 / 2,
             seed: 1,
             rounds: 3,
             bin_dir: PathBuf::from("target/release"),
@@ -667,6 +671,7 @@ mod tests {
     fn without_the_functions_binaries_the_phase_says_how_to_build_them() {
         let figures = measure(&Options {
             lines: 10,
+            sweep_lines: 10 / 2,
             seed: 1,
             rounds: 1,
             bin_dir: PathBuf::from("no-such-target/release"),
@@ -694,6 +699,7 @@ mod tests {
         ));
         let figures = measure(&Options {
             lines: 400,
+            sweep_lines: 400 / 2,
             seed: 3,
             rounds: 1,
             bin_dir,
