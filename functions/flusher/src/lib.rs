@@ -242,11 +242,19 @@ pub async fn handle(
     event: LambdaEvent<Value>,
 ) -> Result<Value, lambda_runtime::Error> {
     let deadline = deadline_of(&event.context);
+    // The configuration document may have changed (checked once a minute).
+    let reloaded;
+    let flusher = match &flusher.source {
+        Some(source) => {
+            reloaded = flusher.with_config(source.current().await);
+            &reloaded
+        }
+        None => flusher,
+    };
     if is_sqs_event(&event.payload) {
-        let flusher = current(flusher).await;
         let sqs_event: aws_lambda_events::event::sqs::SqsEvent =
             serde_json::from_value(event.payload)?;
-        let (response, reports) = worker::handle_event(&flusher, sqs_event, deadline).await;
+        let (response, reports) = worker::handle_event(flusher, sqs_event, deadline).await;
         let wall_clock = wall_clock_millis();
         for report in &reports {
             tracing::info!(report = %serde_json::to_string(report).unwrap_or_default(), "work item");
@@ -264,15 +272,6 @@ pub async fn handle(
         return Ok(serde_json::to_value(response)?);
     }
     let invocation = Invocation::from_payload(&event.payload)?;
-    // The configuration document may have changed (checked once a minute).
-    let reloaded;
-    let flusher = match &flusher.source {
-        Some(source) => {
-            reloaded = flusher.with_config(source.current().await);
-            &reloaded
-        }
-        None => flusher,
-    };
     let trigger = match invocation {
         Invocation::Flush(trigger) => trigger,
         Invocation::Backfill(request) => {
@@ -335,17 +334,8 @@ pub async fn run(
 
     // A staged object goes once every partition in its index is known, this
     // run, to be done with it; otherwise a later run deletes it.
-    let mut consumed = Vec::new();
-    for (key, partitions) in &work.objects {
-        if partitions
-            .iter()
-            .all(|p| done.contains(&(key.clone(), p.clone())))
-        {
-            consumed.push(key.clone());
-        } else {
-            report.pending_chunks += 1;
-        }
-    }
+    let consumed = work.consumed_objects(&done);
+    report.pending_chunks += work.objects.len() - consumed.len();
     if let Err(error) =
         store::delete_keys(&flusher.s3, &flusher.config.export_bucket, &consumed).await
     {
@@ -409,19 +399,19 @@ pub async fn flush_work(
     outcomes
 }
 
-/// The run report of `outcomes` (of `work`'s partitions), and which
-/// (staged object, partition) pairs are done: the partition's committed
-/// manifest lists the object (consumed or quarantined).
+/// The run report of `outcomes` (of `work`'s partitions), and, per staged
+/// object, the partitions done with it: their committed manifests list it
+/// (consumed or quarantined).
 pub fn tally(
     trigger: &Trigger,
     work: &scan::Work,
     outcomes: Vec<Outcome>,
-) -> (FlushReport, HashSet<(String, PartitionKey)>) {
+) -> (FlushReport, scan::DoneWith) {
     let mut report = FlushReport {
         now: shared::time::format_rfc3339_millis(trigger.now_millis),
         ..FlushReport::default()
     };
-    let mut done: HashSet<(String, PartitionKey)> = HashSet::new();
+    let mut done = scan::DoneWith::new();
     let mut quarantined: HashSet<String> = work.quarantined.iter().cloned().collect();
     for (partition, outcome) in outcomes {
         let chunks = work.chunk_count(&partition);
@@ -433,7 +423,9 @@ pub fn tally(
         if let Ok(flushed) = &result {
             for object in &flushed.objects_done {
                 if work.objects.contains_key(object) {
-                    done.insert((object.clone(), partition.clone()));
+                    done.entry(object.clone())
+                        .or_default()
+                        .insert(partition.clone());
                 }
             }
             quarantined.extend(flushed.quarantined.iter().cloned());
@@ -536,15 +528,6 @@ fn is_sqs_event(payload: &Value) -> bool {
         .and_then(|records| records.first())
         .and_then(|record| record.get("eventSource"))
         .is_some_and(|source| source == "aws:sqs")
-}
-
-/// The flusher with its configuration as of now (the document may have
-/// changed: checked once a minute).
-async fn current(flusher: &Flusher) -> Flusher {
-    match &flusher.source {
-        Some(source) => flusher.with_config(source.current().await),
-        None => flusher.with_config(flusher.config.clone()),
-    }
 }
 
 fn is_zero(count: &usize) -> bool {

@@ -64,6 +64,9 @@ impl Source {
     }
 }
 
+/// Per staged object, the partitions that are done with it.
+pub type DoneWith = BTreeMap<String, BTreeSet<PartitionKey>>;
+
 /// What a run has to do.
 #[derive(Debug, Default)]
 pub struct Work {
@@ -116,6 +119,20 @@ impl Work {
             !sources.is_empty()
         });
         self.objects.retain(|object, _| !busy.contains(object));
+    }
+
+    /// The staged objects of this work every partition of which `done`
+    /// says is done with them: those the run (or, for a work item, the
+    /// item) may consider consumed.
+    pub fn consumed_objects(&self, done: &DoneWith) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter(|(object, partitions)| {
+                done.get(*object)
+                    .is_some_and(|finished| partitions.is_subset(finished))
+            })
+            .map(|(object, _)| object.clone())
+            .collect()
     }
 
     /// Staged chunks (of the format before staged objects) of `partition`.

@@ -12,7 +12,6 @@
 //! every item of its run recorded deletes the staged objects all of whose
 //! partitions the run committed, then the run's records.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -121,19 +120,9 @@ pub async fn flush_item(
     if !report.finished {
         return Ok(report);
     }
-    let objects: BTreeSet<String> = work
-        .objects
-        .iter()
-        .filter(|(object, partitions)| {
-            partitions
-                .iter()
-                .all(|p| done.contains(&((*object).clone(), p.clone())))
-        })
-        .map(|(object, _)| object.clone())
-        .collect();
     let record = DoneRecord {
         version: RUN_RECORD_VERSION,
-        objects,
+        objects: work.consumed_objects(&done).into_iter().collect(),
     };
     store::put(
         s3,
