@@ -91,7 +91,9 @@ pub struct StatusRow {
     /// Parts that were pending when the destination stopped selecting this
     /// stream and tenant, and were therefore never sent.
     pub dropped: usize,
-    /// `published`, `pending`, `dropped` (parts were dropped: the
+    /// `flushing` (the hour's compaction stopped at a checkpoint and goes
+    /// on in the next run: more parts to come), `published`, `pending`,
+    /// `dropped` (parts were dropped: the
     /// destination no longer selects this stream and tenant), `partial`
     /// (only the parts committed after
     /// the destination was added: backfill the rest), `not-sent` (the
@@ -482,7 +484,9 @@ pub fn manifest_rows(manifest: &Manifest, configured: &[String]) -> Vec<StatusRo
             published: state.published.len(),
             pending: state.pending.len(),
             dropped: state.dropped.len(),
-            status: if !state.pending.is_empty() {
+            status: if manifest.cursor.is_some() {
+                "flushing"
+            } else if !state.pending.is_empty() {
                 "pending"
             } else if !state.dropped.is_empty() {
                 "dropped"
@@ -548,6 +552,10 @@ pub fn render(rows: &[StatusRow]) -> String {
                     "dropped" => format!(
                         "dropped ({} part(s): the destination no longer selects this stream and tenant)",
                         row.dropped
+                    ),
+                    "flushing" => format!(
+                        "flushing ({} part(s) so far; the next run goes on from a checkpoint)",
+                        row.parts
                     ),
                     "not-sent" => "not-sent (added later: backfill)".to_owned(),
                     "partial" => "partial (added later: backfill)".to_owned(),
@@ -687,6 +695,22 @@ mod tests {
         );
         assert!(
             text.ends_with("3 row(s): 1 published, 1 pending, 1 not sent\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_hour_stopped_at_a_checkpoint_is_flushing_for_every_destination() {
+        let mut checkpointed = manifest();
+        checkpointed.cursor = Some(shared::manifest::Cursor {
+            source: "staging/2026-11-22/10/1795341601000-r.staged".into(),
+            lines: 25,
+        });
+        let rows = manifest_rows(&checkpointed, &[]);
+        assert!(rows.iter().all(|r| r.status == "flushing"), "{rows:?}");
+        let text = render(&rows);
+        assert!(
+            text.contains("flushing (2 part(s) so far; the next run goes on from a checkpoint)"),
             "{text}"
         );
     }

@@ -2814,3 +2814,177 @@ mod concurrent {
         assert!(keys(&harness, "pending/").await.is_empty());
     }
 }
+
+/// Partitions larger than one invocation: the deadline stops a
+/// partition's compaction, which commits its progress (a checkpoint) and
+/// goes on in the next run from the manifest's cursor.
+mod checkpoints {
+    use super::*;
+
+    const CLOSED: i64 = TEN + HOUR + 15 * 60_000;
+
+    /// t1's events in three staged objects: 0..40, then 20..60 (20
+    /// duplicates of the first), then 60..90; t2's 0..5 beside them.
+    async fn stage_large_partition(harness: &Harness) -> Vec<String> {
+        harness.stage_app_events("t1", 0..40, "c1").await;
+        let mut second: Vec<SqsMessage> = (20..60)
+            .map(|n| record(&format!("m{n}"), &app_event("t1", n), TEN + 1000))
+            .collect();
+        second.push(record("small", &app_event("t2", 0), TEN + 1000));
+        harness.stage(second, "c2").await;
+        harness.stage_app_events("t1", 60..90, "c3").await;
+        (0..90).map(|n| app_event("t1", n)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_partition_larger_than_a_run_finishes_over_several_from_its_cursor() {
+        let harness = Harness::start(DESTINATIONS).await;
+        let expected = stage_large_partition(&harness).await;
+        let mut flusher = harness.flusher();
+        flusher.checkpoint_after_events = Some(25);
+        let manifest_key = "manifests/airkit-app-events/t1/2026-11-22/10.json";
+        let marker = "airkit-app-events/tenant=t1/dt=2026-11-22/hour=10/_SUCCESS";
+
+        // The first run stops t1 after 25 events, inside the first object.
+        let report = flush_with(&flusher, CLOSED).await;
+        assert_eq!(
+            (report.checkpointed, report.failed, report.events),
+            (1, 0, 26),
+            "{report:?}"
+        );
+        let manifest = harness.manifest(manifest_key).await;
+        let cursor = manifest.cursor.clone().expect("a cursor");
+        assert!(cursor.source.ends_with("-c1.staged"), "{cursor:?}");
+        assert_eq!(cursor.lines, 25);
+        assert!(manifest.consumed_chunks.is_empty());
+        assert_eq!((manifest.events, manifest.parts.len()), (25, 1));
+        // Committed, not yet published; the hour is not complete.
+        assert_eq!(manifest.destinations["t1-hive"].pending, vec![1]);
+        assert!(
+            !list_keys(&harness.s3, "dest-t1", "")
+                .await
+                .unwrap()
+                .iter()
+                .any(|k| k == marker)
+        );
+        // t2, in the second object, is done; no object is deleted yet.
+        assert_eq!(
+            list_keys(&harness.s3, EXPORT, "staging/")
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+
+        // Each later run goes on from the cursor, 25 new events at a time
+        // (the duplicates of the second object are not counted as new).
+        let mut runs = 1;
+        let mut cursors = vec![cursor];
+        loop {
+            let report = flush_with(&flusher, CLOSED).await;
+            runs += 1;
+            assert_eq!(report.failed, 0, "{report:?}");
+            let manifest = harness.manifest(manifest_key).await;
+            if report.checkpointed == 0 {
+                assert_eq!(manifest.cursor, None);
+                break;
+            }
+            let cursor = manifest
+                .cursor
+                .clone()
+                .expect("a cursor while checkpointed");
+            assert!(!cursors.contains(&cursor), "each run moves on: {cursor:?}");
+            cursors.push(cursor);
+            assert!(runs < 6, "the partition should finish in four runs");
+        }
+        assert_eq!(runs, 4);
+        assert_eq!(
+            cursors
+                .iter()
+                .map(|c| (c.source.rsplit('-').next().unwrap().to_owned(), c.lines))
+                .collect::<Vec<_>>(),
+            [
+                ("c1.staged".into(), 25),
+                ("c2.staged".into(), 30),
+                ("c3.staged".into(), 15)
+            ]
+        );
+
+        let manifest = harness.manifest(manifest_key).await;
+        assert_eq!((manifest.events, manifest.duplicates_dropped), (90, 20));
+        let numbers: Vec<u32> = manifest.parts.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, [1, 2, 3, 4]);
+        assert!(manifest.destinations.values().all(|d| d.pending.is_empty()));
+        // Every event once in the archive and in each destination.
+        let t1_archive: Vec<String> = lines(&harness.archive("").await)
+            .into_iter()
+            .filter(|line| line.contains(r#""organizationId":"t1""#))
+            .collect();
+        assert_eq!(t1_archive, sorted(expected.clone()));
+        let hive = harness.files("dest-t1", "airkit-app-events/").await;
+        assert_eq!(lines(&hive), sorted(expected.clone()));
+        let mut everyone = expected;
+        everyone.push(app_event("t2", 0));
+        assert_eq!(
+            lines(&harness.files("dest-all", "exports/").await),
+            sorted(everyone)
+        );
+        // Complete now: marked, and the staged data is gone.
+        assert!(
+            list_keys(&harness.s3, "dest-t1", "")
+                .await
+                .unwrap()
+                .iter()
+                .any(|k| k == marker)
+        );
+        assert!(
+            list_keys(&harness.s3, EXPORT, "staging/")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // One digest object, the last commit's (a bundle's range).
+        let digests: Vec<String> = list_keys(&harness.s3, EXPORT, "manifests/")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|key| key.contains(".ids-"))
+            .collect();
+        assert!(
+            digests.is_empty(),
+            "superseded digests are deleted: {digests:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_stopped_after_a_checkpoint_converges_to_the_same_export() {
+        // One run checkpoints, the next crashes after its commit (before
+        // publishing), a third finishes: the export is the same as a
+        // single run's.
+        let single = Harness::start(DESTINATIONS).await;
+        let expected = stage_large_partition(&single).await;
+        flush_with(&single.flusher(), CLOSED).await;
+        let reference = lines(&single.files("dest-all", "exports/").await);
+
+        let harness = Harness::start(DESTINATIONS).await;
+        stage_large_partition(&harness).await;
+        let mut checkpointing = harness.flusher();
+        checkpointing.checkpoint_after_events = Some(40);
+        let report = flush_with(&checkpointing, CLOSED).await;
+        assert_eq!(report.checkpointed, 1, "{report:?}");
+        let mut crashing = harness.flusher();
+        crashing.stop_after = Some(Step::ManifestCommitted);
+        let trigger = Trigger::from_payload(
+            &serde_json::json!({ "time": shared::time::format_rfc3339_millis(CLOSED) }),
+        )
+        .unwrap();
+        let _ = flusher::run(&crashing, &trigger, None).await;
+        let report = flush_with(&harness.flusher(), CLOSED).await;
+        assert_eq!((report.failed, report.checkpointed), (0, 0), "{report:?}");
+        assert_eq!(
+            lines(&harness.files("dest-all", "exports/").await),
+            reference
+        );
+        assert!(reference.len() == expected.len() + 1);
+    }
+}

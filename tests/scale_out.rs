@@ -423,3 +423,58 @@ async fn the_handler_coordinates_a_schedule_and_works_the_queue() {
     assert_eq!(harness.archived().await, events);
     assert!(harness.keys("staging/").await.is_empty());
 }
+
+/// A partition too large for one worker's invocation: each worker stops
+/// it at a checkpoint (after 10 new events here, as if the deadline had
+/// come), commits its progress and sends the item to the queue again, so
+/// the next worker goes on from the cursor. More deliveries than the
+/// dead-letter queue's three receives, yet none fails and none goes
+/// there; each event is exported once and the run cleans up after itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_larger_than_a_worker_goes_on_from_its_checkpoint_in_the_next() {
+    let harness = Harness::start().await;
+    let mut events = harness.stage_tenants(3, 1).await;
+    for invocation in 0..3 {
+        let records = (0..15)
+            .map(|n| {
+                let event = app_event("big", invocation * 15 + n);
+                events.push(event.clone());
+                record(&format!("big-{invocation}-{n}"), &event)
+            })
+            .collect();
+        harness.stage(records, &format!("big-{invocation}")).await;
+    }
+    events.sort();
+    let mut flusher = harness.flusher();
+    flusher.checkpoint_after_events = Some(10);
+
+    let planned = harness.coordinate(&flusher, CLOSED).await;
+    let drained = harness.workers(&flusher, 2).await;
+    assert!(drained.failed.is_empty(), "{drained:?}");
+    // The big partition's item needed five deliveries (45 events, 10 a
+    // run): four of them sent again by the worker.
+    assert_eq!(drained.deleted, planned.items + 4, "{drained:?}");
+    assert_eq!(harness.dead_letters().await, 0);
+
+    assert_eq!(harness.archived().await, events);
+    assert_eq!(harness.delivered().await, events);
+    let manifest: shared::manifest::Manifest = serde_json::from_slice(
+        &harness
+            .s3
+            .get_object()
+            .bucket(EXPORT)
+            .key("manifests/airkit-app-events/big/2026-11-22/10.json")
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    assert_eq!((manifest.parts.len(), manifest.cursor), (5, None));
+    assert!(harness.keys("staging/").await.is_empty());
+    assert!(harness.keys("work/").await.is_empty());
+}

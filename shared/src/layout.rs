@@ -17,7 +17,9 @@
 //! - a bundle (the small parts, sidecars and id digests of a run's group of
 //!   partitions): `archive/_bundles/<yyyy-mm-dd>/<HH>/<now-ms>-<attempt>.bundle`
 //! - the hour's id digest, before bundles held it:
-//!   `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`
+//!   `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>`, and
+//!   as a checkpoint commit writes it:
+//!   `manifests/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.ids-<generation>.<attempt>`
 //! - a partition with parts to publish: `pending/<stream>/<tenant>/<yyyy-mm-dd>/<HH>.json`
 //! - a backfill's progress: `backfills/<id>.json`
 //! - a coordinator run's work items and records: `work/<now-ms>-<attempt>/…`
@@ -309,6 +311,21 @@ pub fn manifest_key(partition: &PartitionKey) -> String {
 pub fn id_digest_key(partition: &PartitionKey, generation: u64) -> String {
     format!(
         "{MANIFESTS_PREFIX}{}.ids-{generation:06}",
+        partition_path(partition)
+    )
+}
+
+/// The key of the id digest a checkpoint commit (generation `generation`)
+/// of the run `attempt` writes as an object of its own: unique to the
+/// attempt, so two runs checkpointing the same partition at once never
+/// write the same object (docs/design.md, invariant 7).
+pub fn checkpoint_id_digest_key(
+    partition: &PartitionKey,
+    generation: u64,
+    attempt: &str,
+) -> String {
+    format!(
+        "{MANIFESTS_PREFIX}{}.ids-{generation:06}.{attempt}",
         partition_path(partition)
     )
 }

@@ -65,6 +65,29 @@ pub struct Manifest {
     pub destinations: BTreeMap<String, DestinationState>,
     /// The flusher's "now" when it committed, RFC 3339.
     pub committed_at: String,
+    /// Set by a commit made at a checkpoint (the invocation's deadline came
+    /// while the partition was being compacted): how far into one staged
+    /// source `parts` already go. The sources before it are in
+    /// `consumed_chunks`; the next run skips the cursor's lines of its
+    /// source and goes on from there. Absent once a commit has consumed
+    /// every source it read (and in manifests written before it existed;
+    /// a flusher that does not know it reads the source again from its
+    /// start, and the id digest drops the lines already archived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Cursor>,
+}
+
+/// Where a checkpoint stopped inside a staged source (see
+/// [`Manifest::cursor`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    /// The staged object or chunk, as `consumed_chunks` names sources.
+    pub source: String,
+    /// Its first staged lines of this partition (blank lines not counted,
+    /// duplicates counted) whose events are in the manifest's parts or
+    /// were dropped as duplicates.
+    pub lines: u64,
 }
 
 fn first_id_digest_version() -> u32 {

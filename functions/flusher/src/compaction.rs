@@ -69,6 +69,10 @@ pub struct NewEvents<'a, D: Read> {
     ids: IdHash,
     seen: &'a mut HashSet<u128>,
     duplicates: u64,
+    /// Staged lines read so far (blank ones apart), skipped ones included.
+    lines: u64,
+    /// The first lines not to read for events (see [`NewEvents::skip_lines`]).
+    skip: u64,
 }
 
 /// Reads the staged chunk `chunk` (gzip NDJSON, buffered: a chunk in memory
@@ -107,6 +111,8 @@ pub fn new_events_from<'a, D: Read>(
         ids,
         seen,
         duplicates: 0,
+        lines: 0,
+        skip: 0,
     }
 }
 
@@ -114,6 +120,22 @@ impl<'a, D: Read> NewEvents<'a, D> {
     /// Events dropped so far because they were already in `seen`.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
+    }
+
+    /// Passes over the first `lines` staged lines (blank ones not counted)
+    /// without reading them for events: a checkpoint's cursor
+    /// (`shared::manifest::Cursor`) says they are archived already. Their
+    /// identities are not added to `seen`: the id digest holds them.
+    pub fn skip_lines(mut self, lines: u64) -> Self {
+        self.skip = lines;
+        self
+    }
+
+    /// Staged lines read so far, blank ones apart: the skipped ones, the
+    /// events returned and the duplicates dropped. A cursor after the last
+    /// event returned holds this many lines.
+    pub fn lines_read(&self) -> u64 {
+        self.lines
     }
 
     /// The next line's place in the buffer, without its newline (or
@@ -165,6 +187,10 @@ impl<'a, D: Read> NewEvents<'a, D> {
                 Err(error) => return Some(Err(error)),
             };
             if line.is_empty() {
+                continue;
+            }
+            self.lines += 1;
+            if self.lines <= self.skip {
                 continue;
             }
             let Ok(text) = std::str::from_utf8(&self.buffer[line.clone()]) else {
@@ -308,6 +334,32 @@ mod tests {
         assert_eq!(compacted.duplicates, 2);
         assert_eq!(compacted.uncompressed_bytes, (A.len() + B.len() + 2) as u64);
         assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn skipped_lines_are_counted_and_not_read_for_events() {
+        let profile = Profile::airkit_audit_logs();
+        let c = r#"{"ORGANIZATION_ID":"t","EVENT_ID":"3","EVENT_TIME":"2022-11-19 23:40:05","EVENT_TYPE":"user_login"}"#;
+        // As a checkpoint leaves it: A and its duplicate archived, their
+        // ids in the digest.
+        let staged = chunk(&[A, "", A_AGAIN, B, A, c]);
+        let mut seen = HashSet::from([IdHash::CURRENT.id_key("1")]);
+        let mut buffer = Vec::new();
+        let mut events = new_events(
+            &staged[..],
+            Some(&profile),
+            IdHash::CURRENT,
+            &mut seen,
+            &mut buffer,
+        )
+        .skip_lines(2);
+        let mut read = Vec::new();
+        while let Some(event) = events.next_event() {
+            read.push(event.unwrap().event().to_owned());
+        }
+        // The blank line is not a line; A after the cursor is a duplicate.
+        assert_eq!(read, [B, c]);
+        assert_eq!((events.lines_read(), events.duplicates()), (5, 1));
     }
 
     #[test]

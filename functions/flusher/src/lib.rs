@@ -89,6 +89,10 @@ pub struct Flusher {
     pub principals: Vec<String>,
     /// Stop every partition after this step (tests only).
     pub stop_after: Option<Step>,
+    /// Commit a partition's progress after this many new events of a run,
+    /// as if its deadline had come (tests only; see
+    /// `partition::Checkpoints`).
+    pub checkpoint_after_events: Option<u64>,
     /// The flush queue (`FLUSH_QUEUE_URL`): when set, flush runs
     /// coordinate (send work items to it) instead of flushing themselves.
     pub queue: Option<coordinator::FlushQueue>,
@@ -110,6 +114,7 @@ impl Flusher {
             alerter: Alerter::disabled("s3-export", SOURCE),
             principals: Vec::new(),
             stop_after: None,
+            checkpoint_after_events: None,
             queue: None,
             clients: Arc::default(),
         }
@@ -126,6 +131,7 @@ impl Flusher {
             alerter: Alerter::disabled("s3-export", SOURCE),
             principals: Vec::new(),
             stop_after: None,
+            checkpoint_after_events: None,
             queue: None,
             clients: Arc::default(),
         }
@@ -142,6 +148,7 @@ impl Flusher {
             alerter: self.alerter.clone(),
             principals: self.principals.clone(),
             stop_after: self.stop_after,
+            checkpoint_after_events: self.checkpoint_after_events,
             queue: self.queue.clone(),
             clients: self.clients.clone(),
         }
@@ -208,6 +215,10 @@ pub struct FlushReport {
     pub partitions: Vec<PartitionSummary>,
     /// Partitions left for the next run because the deadline was near.
     pub deferred: usize,
+    /// Partitions whose compaction the deadline stopped after committing
+    /// its progress (a checkpoint): the next run goes on from there.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub checkpointed: usize,
     pub events: u64,
     pub duplicates: u64,
     pub failed: usize,
@@ -421,6 +432,10 @@ pub fn tally(
             continue;
         };
         if let Ok(flushed) = &result {
+            if flushed.checkpointed {
+                report.checkpointed += 1;
+                report.pending_chunks += chunks;
+            }
             for object in &flushed.objects_done {
                 if work.objects.contains_key(object) {
                     done.entry(object.clone())
@@ -481,9 +496,22 @@ async fn flush_group<'a>(
                 if near_deadline() {
                     return (partition, None);
                 }
-                let result =
-                    partition::prepare(flusher, alerts, partition, sources, spools, marked, bundle)
-                        .await;
+                let checkpoints = partition::Checkpoints {
+                    deadline,
+                    after_events: flusher.checkpoint_after_events,
+                };
+                let result = partition::prepare(
+                    flusher,
+                    alerts,
+                    trigger,
+                    partition,
+                    sources,
+                    spools,
+                    marked,
+                    bundle,
+                    checkpoints,
+                )
+                .await;
                 (partition, Some(result))
             }
         })

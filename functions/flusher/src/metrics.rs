@@ -16,6 +16,7 @@ pub fn embedded_metrics(deployment: &str, report: &FlushReport, timestamp_millis
         ("PendingPublishes", report.pending_publishes as u64),
         ("DroppedPublishes", report.dropped_publishes as u64),
         ("DeferredPartitions", report.deferred as u64),
+        ("CheckpointedPartitions", report.checkpointed as u64),
         ("FailedPartitions", report.failed as u64),
         ("EventsFlushed", report.events),
         ("DuplicatesDropped", report.duplicates),

@@ -14,11 +14,14 @@
 //! while what the commit consumed is still staged (docs/archive.md).
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use shared::alert::InvocationAlerts;
 use shared::dedup::IdHash;
 use shared::layout;
-use shared::manifest::{self, ArchivePart, ByteRange, MANIFEST_VERSION, Manifest, ProvenanceFile};
+use shared::manifest::{
+    self, ArchivePart, ByteRange, Cursor, MANIFEST_VERSION, Manifest, ProvenanceFile,
+};
 use shared::partition::PartitionKey;
 use shared::provenance::Provenance;
 use shared::time::format_rfc3339_millis;
@@ -50,6 +53,44 @@ pub struct PartitionReport {
     /// Staged objects this run refused for a damaged segment of this
     /// partition and recorded as quarantined.
     pub quarantined: Vec<String>,
+    /// Whether the run stopped compacting at a checkpoint (its deadline
+    /// came) and committed its progress: the partition has staged data
+    /// left, which the next run (or the item's next delivery) goes on
+    /// with, from the manifest's cursor. Its new parts are published then.
+    pub checkpointed: bool,
+}
+
+/// A partition being compacted commits its progress (a checkpoint) once
+/// the invocation's deadline is this near, so that a partition larger than
+/// one invocation can compact finishes over several.
+pub const CHECKPOINT_MARGIN: Duration = Duration::from_secs(45);
+
+/// When a partition's compaction stops to commit its progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checkpoints {
+    /// The invocation's deadline (see [`CHECKPOINT_MARGIN`]).
+    pub deadline: Option<Instant>,
+    /// Tests only: stop after this many new events of the run, as if the
+    /// deadline had come then (`Flusher::checkpoint_after_events`).
+    pub after_events: Option<u64>,
+}
+
+/// Events between two looks at the clock while compacting.
+const CLOCK_EVENTS: u64 = 256;
+
+impl Checkpoints {
+    /// Whether a partition that has written `events` new events in this
+    /// run should stop now; `anywhere` looks at the clock whatever the
+    /// count (between sources), else every [`CLOCK_EVENTS`] events.
+    fn due(&self, events: u64, anywhere: bool) -> bool {
+        if self.after_events.is_some_and(|after| events >= after) {
+            return true;
+        }
+        (anywhere || events.is_multiple_of(CLOCK_EVENTS))
+            && self
+                .deadline
+                .is_some_and(|deadline| Instant::now() + CHECKPOINT_MARGIN >= deadline)
+    }
 }
 
 /// Ids of a digest handed to the bundle at once (1 MiB).
@@ -119,19 +160,23 @@ impl Commit {
     /// The objects of their own (not ranges of the bundle) this commit's
     /// parts and sidecars were written to, at keys of this run's attempt.
     fn own_objects(&self) -> Vec<String> {
-        let parts = self
-            .parts
-            .iter()
-            .filter(|part| part.offset.is_none())
-            .map(|part| part.key.clone());
-        let sidecars = self
-            .parts
-            .iter()
-            .filter_map(|part| part.provenance.as_ref())
-            .filter(|sidecar| sidecar.offset.is_none())
-            .map(|sidecar| sidecar.key.clone());
-        parts.chain(sidecars).collect()
+        own_objects(&self.parts)
     }
+}
+
+/// The keys of the objects of their own (not ranges of a bundle) `parts`
+/// and their sidecars are.
+fn own_objects(parts: &[ArchivePart]) -> Vec<String> {
+    let whole = parts
+        .iter()
+        .filter(|part| part.offset.is_none())
+        .map(|part| part.key.clone());
+    let sidecars = parts
+        .iter()
+        .filter_map(|part| part.provenance.as_ref())
+        .filter(|sidecar| sidecar.offset.is_none())
+        .map(|sidecar| sidecar.key.clone());
+    whole.chain(sidecars).collect()
 }
 
 /// Reads `partition`'s manifest and compacts its new staged data (of
@@ -139,14 +184,23 @@ impl Commit {
 /// `spools`) into archive parts numbered after the manifest's, appending
 /// the small files to `bundle`. Nothing is committed: a run that stops
 /// after this has changed nothing a manifest names.
+///
+/// Except at a checkpoint (`checkpoints`, the deadline near): then the
+/// parts written so far (objects of their own) are committed with the
+/// sources read whole and a cursor into the one being read (see
+/// [`commit_checkpoint`]), and the partition is reported `checkpointed`;
+/// nothing of it is in the bundle.
+#[allow(clippy::too_many_arguments)]
 pub async fn prepare(
     flusher: &Flusher,
     alerts: &InvocationAlerts<'_>,
+    trigger: &Trigger,
     partition: &PartitionKey,
     sources: &[Source],
     spools: &Spools,
     marked: bool,
     bundle: &Bundle,
+    checkpoints: Checkpoints,
 ) -> Result<Prepared, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
@@ -187,7 +241,7 @@ pub async fn prepare(
             ),
         })?;
         let mut seen = read_id_digest(flusher, partition, &manifest, etag.as_deref()).await?;
-        let parts = compact(
+        let (parts, stop) = compact(
             flusher,
             alerts,
             partition,
@@ -198,8 +252,39 @@ pub async fn prepare(
             ids,
             &mut seen,
             &mut report,
+            checkpoints,
         )
         .await?;
+        if let Some(stop) = stop {
+            let progress = Progress {
+                parts,
+                read: new_sources[..stop.read]
+                    .iter()
+                    .map(|source| source.key().to_owned())
+                    .collect(),
+                cursor: stop.cursor,
+            };
+            let etag = commit_checkpoint(
+                flusher,
+                trigger,
+                partition,
+                bundle.attempt(),
+                (&mut manifest, etag.as_deref()),
+                progress,
+                seen,
+                ids,
+                &mut report,
+            )
+            .await?;
+            return Ok(Prepared {
+                manifest,
+                etag: Some(etag),
+                had_pending,
+                marked,
+                commit: None,
+                report,
+            });
+        }
         // Written to the bundle a piece at a time: held whole, the digest
         // would double the id set's memory.
         let ids_sorted = manifest::digest_order(seen);
@@ -313,6 +398,8 @@ pub async fn complete(
         manifest
             .quarantined_chunks
             .extend(report.quarantined.iter().cloned());
+        // Every source read, the cursor's too.
+        manifest.cursor = None;
         (manifest.id_digest, manifest.id_digest_range) = (Some(commit.digest.0), commit.digest.1);
         manifest.id_digest_version = commit.ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
@@ -342,7 +429,8 @@ pub async fn complete(
             return Err(FlushError::Injected("manifest committed"));
         }
     }
-    if manifest.has_pending() {
+    // A checkpoint is out of time: its parts are published by the next run.
+    if manifest.has_pending() && !report.checkpointed {
         let stop_early = flusher.stop_after == Some(Step::SomePublished);
         let outcome =
             publish::publish_pending(flusher, alerts, partition, &mut manifest, stop_early).await;
@@ -493,10 +581,12 @@ impl OpenPart {
         Ok(())
     }
 
-    async fn finish(self, bundle: &Bundle) -> Result<ArchivePart, FlushError> {
-        let mut part = self.events.finish(Some(bundle)).await?;
+    /// Ends the part (and its sidecar): into `bundle` when given and small,
+    /// else objects of their own.
+    async fn finish(self, bundle: Option<&Bundle>) -> Result<ArchivePart, FlushError> {
+        let mut part = self.events.finish(bundle).await?;
         if let Some(sidecar) = self.provenance {
-            let written = sidecar.finish(Some(bundle)).await?;
+            let written = sidecar.finish(bundle).await?;
             part.provenance = Some(ProvenanceFile {
                 key: written.key,
                 bytes: written.bytes,
@@ -528,7 +618,8 @@ async fn compact(
     ids: IdHash,
     seen: &mut HashSet<u128>,
     report: &mut PartitionReport,
-) -> Result<Vec<ArchivePart>, FlushError> {
+    checkpoints: Checkpoints,
+) -> Result<(Vec<ArchivePart>, Option<Stop>), FlushError> {
     let config = &flusher.config;
     let bucket = &config.export_bucket;
     let mut out = PartsOut {
@@ -540,11 +631,25 @@ async fn compact(
         writer: None,
         fields: String::new(),
         keep_provenance: config.records_provenance(),
+        checkpoints,
     };
     let mut buffer = Vec::new();
     let mut text = Vec::new();
-    for source in sources {
-        match source {
+    for (index, source) in sources.iter().enumerate() {
+        // Between sources: the clock first.
+        if index > 0 && report.events > 0 && checkpoints.due(report.events, true) {
+            let stop = Stop {
+                read: index,
+                cursor: None,
+            };
+            return Ok((out.close().await?, Some(stop)));
+        }
+        let skip = manifest
+            .cursor
+            .as_ref()
+            .filter(|cursor| cursor.source == source.key())
+            .map_or(0, |cursor| cursor.lines);
+        let stopped = match source {
             Source::Chunk(chunk) => {
                 let Some((bytes, _)) = store::get(&flusher.s3, bucket, chunk).await? else {
                     // Listed a moment ago, gone now: another flusher consumed it.
@@ -557,8 +662,9 @@ async fn compact(
                     ids,
                     seen,
                     &mut buffer,
-                );
-                out.write(events, &what, report).await?;
+                )
+                .skip_lines(skip);
+                out.write(events, &what, report).await?
             }
             Source::Segments { object, segments } => {
                 let mut compressed = Vec::with_capacity(segments.len());
@@ -585,12 +691,121 @@ async fn compact(
                     ids,
                     seen,
                     &mut buffer,
-                );
-                out.write(events, &what, report).await?;
+                )
+                .skip_lines(skip);
+                out.write(events, &what, report).await?
             }
+        };
+        if let Some(lines) = stopped {
+            let stop = Stop {
+                read: index,
+                cursor: Some(Cursor {
+                    source: source.key().to_owned(),
+                    lines,
+                }),
+            };
+            return Ok((out.close().await?, Some(stop)));
         }
     }
-    out.finish().await
+    Ok((out.finish().await?, None))
+}
+
+/// Where a compaction stopped at a checkpoint.
+struct Stop {
+    /// The sources read whole (or quarantined), the first ones.
+    read: usize,
+    /// How far it had read into the next.
+    cursor: Option<Cursor>,
+}
+
+/// What a checkpoint commits.
+struct Progress {
+    /// The parts written (objects of their own).
+    parts: Vec<ArchivePart>,
+    /// The sources read whole, quarantined ones included.
+    read: Vec<String>,
+    cursor: Option<Cursor>,
+}
+
+/// Commits the progress of a partition whose compaction stopped at a
+/// checkpoint: `progress`'s parts, its sources read whole as consumed
+/// (those of `report.quarantined` as quarantined), its cursor, and a digest
+/// of `seen` (every id the partition now holds) as an object of the
+/// run's `attempt`, with the conditional write on `manifest` as read
+/// (its etag beside it). The parts are left pending for every destination
+/// that selects the partition: the next run publishes them (this one is
+/// out of time). Returns the new manifest's etag, `manifest` updated; a
+/// lost race removes what this run wrote and is an error.
+#[allow(clippy::too_many_arguments)]
+async fn commit_checkpoint(
+    flusher: &Flusher,
+    trigger: &Trigger,
+    partition: &PartitionKey,
+    attempt: &str,
+    (manifest, etag): (&mut Manifest, Option<&str>),
+    progress: Progress,
+    seen: HashSet<u128>,
+    ids: IdHash,
+    report: &mut PartitionReport,
+) -> Result<String, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let generation = manifest.generation + 1;
+    let digest_key = layout::checkpoint_id_digest_key(partition, generation, attempt);
+    let mut own = own_objects(&progress.parts);
+    own.push(digest_key.clone());
+    let digest = manifest::digest_order(seen);
+    let bytes: Vec<u8> = manifest::id_digest_pieces(&digest, DIGEST_PIECE_IDS)
+        .flatten()
+        .collect();
+    drop(digest);
+    if let Err(error) = store::put(s3, bucket, &digest_key, bytes, "application/octet-stream").await
+    {
+        remove_unnamed(flusher, &own).await;
+        return Err(error);
+    }
+    let previous_digest = match manifest.id_digest_range {
+        Some(_) => None,
+        None => manifest.id_digest.clone(),
+    };
+    let numbers: Vec<u32> = progress.parts.iter().map(|part| part.number).collect();
+    let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
+    let consumed: Vec<String> = progress
+        .read
+        .into_iter()
+        .filter(|key| !quarantined.contains(key.as_str()))
+        .collect();
+    report.chunks_consumed = consumed.len();
+    manifest.version = MANIFEST_VERSION;
+    manifest.generation = generation;
+    manifest.events += report.events;
+    manifest.duplicates_dropped += report.duplicates;
+    manifest.parts.extend(progress.parts);
+    manifest.consumed_chunks.extend(consumed);
+    manifest
+        .quarantined_chunks
+        .extend(report.quarantined.iter().cloned());
+    (manifest.id_digest, manifest.id_digest_range) = (Some(digest_key), None);
+    manifest.id_digest_version = ids.version();
+    manifest.cursor = progress.cursor;
+    manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
+    publish::assign(flusher, partition, manifest, &numbers);
+    let manifest_key = layout::manifest_key(partition);
+    let etag = match store::commit_manifest(s3, bucket, &manifest_key, manifest, etag).await {
+        Ok(etag) => etag,
+        Err(error @ FlushError::LostRace { .. }) => {
+            remove_unnamed(flusher, &own).await;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
+    if let Some(previous) = previous_digest {
+        store::delete_keys(s3, bucket, &[previous]).await?;
+    }
+    tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, parts = numbers.len(), events = report.events, cursor = ?manifest.cursor, "checkpoint: progress committed before the deadline; the next run goes on from here");
+    report.parts = numbers;
+    report.checkpointed = true;
+    Ok(etag)
 }
 
 fn profile<'a>(
@@ -612,17 +827,20 @@ struct PartsOut<'a> {
     writer: Option<OpenPart>,
     fields: String,
     keep_provenance: bool,
+    checkpoints: Checkpoints,
 }
 
 impl PartsOut<'_> {
     /// Writes every event of `events` (staged data named `what` in errors),
-    /// rolling parts over at the configured size.
+    /// rolling parts over at the configured size (a rolled part is an
+    /// object of its own, so that a checkpoint can commit it); stops early
+    /// at a checkpoint, returning the lines read then.
     async fn write<D: std::io::Read>(
         &mut self,
         mut events: compaction::NewEvents<'_, D>,
         what: &str,
         report: &mut PartitionReport,
-    ) -> Result<(), FlushError> {
+    ) -> Result<Option<u64>, FlushError> {
         let max_bytes = self.flusher.config.archive_part_max_bytes as u64;
         while let Some(event) = events.next_event() {
             let event = event.map_err(|error| FlushError::Corrupt {
@@ -650,24 +868,37 @@ impl PartsOut<'_> {
                 .await?;
             report.events += 1;
             if current.events.compressed_len() >= max_bytes {
-                self.parts.push(
-                    self.writer
-                        .take()
-                        .expect("just used")
-                        .finish(self.bundle)
-                        .await?,
-                );
-                self.number += 1;
+                self.roll().await?;
+            }
+            if self.checkpoints.due(report.events, false) {
+                report.duplicates += events.duplicates();
+                return Ok(Some(events.lines_read()));
             }
         }
         report.duplicates += events.duplicates();
+        Ok(None)
+    }
+
+    /// Ends the part being written, as an object of its own.
+    async fn roll(&mut self) -> Result<(), FlushError> {
+        if let Some(writer) = self.writer.take() {
+            self.parts.push(writer.finish(None).await?);
+            self.number += 1;
+        }
         Ok(())
     }
 
+    /// The parts, the last one ended into the bundle when small.
     async fn finish(mut self) -> Result<Vec<ArchivePart>, FlushError> {
         if let Some(writer) = self.writer.take() {
-            self.parts.push(writer.finish(self.bundle).await?);
+            self.parts.push(writer.finish(Some(self.bundle)).await?);
         }
+        Ok(self.parts)
+    }
+
+    /// The parts at a checkpoint, every one an object of its own.
+    async fn close(mut self) -> Result<Vec<ArchivePart>, FlushError> {
+        self.roll().await?;
         Ok(self.parts)
     }
 }

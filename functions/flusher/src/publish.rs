@@ -145,7 +145,8 @@ pub async fn publish_pending(
                 }
             }
         }
-        let complete = manifest.destinations[&name].pending.is_empty();
+        // A partition stopped at a checkpoint has more to come.
+        let complete = manifest.destinations[&name].pending.is_empty() && manifest.cursor.is_none();
         if published_here && complete {
             write_success_marker(flusher, destination, partition).await;
         }

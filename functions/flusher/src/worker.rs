@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use shared::layout;
 
-use crate::coordinator::{DoneRecord, ItemMessage, RUN_RECORD_VERSION, RunRecord};
+use crate::coordinator::{self, DoneRecord, ItemMessage, RUN_RECORD_VERSION, RunRecord};
 use crate::error::FlushError;
 use crate::trigger::Trigger;
 use crate::work_item::WorkItem;
@@ -37,14 +37,18 @@ pub struct ItemReport {
     /// Whether every partition of it was flushed (else it is delivered
     /// again).
     pub finished: bool,
+    /// Whether, unfinished for the deadline alone, it was sent to the flush
+    /// queue again (a new message) instead of failing this one.
+    pub continued: bool,
     /// Staged objects this worker deleted, the last of its run to finish.
     pub objects_deleted: usize,
     pub flush: FlushReport,
 }
 
 /// The worker's handler: flushes each record's item in turn; an item that
-/// is not finished (a partition failed or was deferred for the deadline,
-/// or the item could not be read) is a batch item failure.
+/// is not finished (a partition failed, or the item could not be read) is
+/// a batch item failure. One the deadline stopped (partitions deferred or
+/// checkpointed) is sent again and acknowledged ([`continue_later`]).
 pub async fn handle_event(
     flusher: &Flusher,
     event: SqsEvent,
@@ -63,8 +67,8 @@ pub async fn handle_event(
             }),
         };
         match outcome {
-            Ok(report) => {
-                if !report.finished {
+            Ok(mut report) => {
+                if !report.finished && !continue_later(flusher, &mut report).await {
                     response.batch_item_failures.push(failure(&id));
                 }
                 reports.push(report);
@@ -76,6 +80,34 @@ pub async fn handle_event(
         }
     }
     (response, reports)
+}
+
+/// Sends an item that the deadline stopped (partitions deferred or
+/// checkpointed, none failed) to the flush queue again, so that the next
+/// worker goes on with it now rather than after the visibility timeout,
+/// and without the receive count that would move a large item to the
+/// dead-letter queue; the message in hand is then acknowledged. Returns
+/// whether it was sent (else the message is a batch item failure, and
+/// comes back after the visibility timeout).
+async fn continue_later(flusher: &Flusher, report: &mut ItemReport) -> bool {
+    let Some(queue) = &flusher.queue else {
+        return false;
+    };
+    if report.flush.failed > 0 {
+        return false;
+    }
+    let again = std::slice::from_ref(&report.work_item);
+    match coordinator::send_items(queue, again).await {
+        Ok(()) => {
+            tracing::info!(work_item = %report.work_item, deferred = report.flush.deferred, checkpointed = report.flush.checkpointed, "the deadline stopped this item: sent again to go on with it");
+            report.continued = true;
+            true
+        }
+        Err(error) => {
+            tracing::warn!(work_item = %report.work_item, %error, "the unfinished item could not be sent again: it comes back after the visibility timeout");
+            false
+        }
+    }
 }
 
 fn failure(id: &str) -> BatchItemFailure {
@@ -115,7 +147,7 @@ pub async fn flush_item(
     let alerts = flusher.alerter.invocation();
     let outcomes = flush_work(flusher, &alerts, &trigger, &work, deadline).await;
     let (flush, done) = tally(&trigger, &work, outcomes);
-    report.finished = flush.failed == 0 && flush.deferred == 0;
+    report.finished = flush.failed == 0 && flush.deferred == 0 && flush.checkpointed == 0;
     report.flush = flush;
     if !report.finished {
         return Ok(report);
