@@ -478,3 +478,106 @@ async fn a_partition_larger_than_a_worker_goes_on_from_its_checkpoint_in_the_nex
     assert!(harness.keys("staging/").await.is_empty());
     assert!(harness.keys("work/").await.is_empty());
 }
+
+/// With a flush queue, a manual backfill is checked, recorded and queued
+/// (the coordinator's role writes to no destination); a worker runs it.
+/// A scheduled coordinator run queues a running backfill again once no
+/// worker has advanced it for a visibility timeout; the worker that gets
+/// the second message finds it done and acknowledges it. The destination
+/// added after the hour was flushed receives each of its events once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_is_queued_by_the_coordinator_and_run_by_a_worker() {
+    let harness = Harness::start().await;
+    let events = harness.stage_tenants(3, 1).await;
+    let flusher = harness.flusher();
+    harness.coordinate(&flusher, CLOSED).await;
+    harness.workers(&flusher, 1).await;
+    assert_eq!(harness.delivered().await, events);
+
+    // A destination added later, backfilled.
+    harness
+        .s3
+        .create_bucket()
+        .bucket("dest-later")
+        .send()
+        .await
+        .unwrap();
+    let document = r#"{"workItemBytes": 1024, "destinations":[
+        {"name":"everyone","bucket":"dest-all","shared":true},
+        {"name":"later","bucket":"dest-later","shared":true}]}"#;
+    let config = Config::from_sources(
+        |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+        Some(document),
+    )
+    .unwrap();
+    let mut later = Flusher::new(config, harness.s3.clone());
+    later.queue = flusher.queue.clone();
+    let payload = serde_json::json!({"backfill": {"destination": "later",
+        "from": "2026-11-22T10:00:00Z", "to": "2026-11-22T11:00:00Z"}});
+    let invoke = || {
+        flusher::handle(
+            &later,
+            lambda_runtime::LambdaEvent::new(payload.clone(), lambda_runtime::Context::default()),
+        )
+    };
+    let answer = invoke().await.unwrap();
+    // Asked again at once: not queued twice.
+    assert_eq!(invoke().await.unwrap()["status"], "running");
+    let queued = approximate_message_count(&harness.sqs, &harness.queues.url)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+    assert_eq!(answer["status"], "running", "{answer}");
+    assert_eq!(
+        answer["parts"], 0,
+        "queued, nothing published yet: {answer}"
+    );
+    let progress_key = answer["progressKey"].as_str().unwrap().to_owned();
+    assert!(
+        read_gzip_ndjson(&harness.s3, "dest-later", "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A scheduled run that finds it idle queues it again.
+    let queue = later.queue.clone().unwrap();
+    let idle = flusher::wall_clock_millis() + coordinator::BACKFILL_IDLE_MILLIS + 1;
+    let scheduled = coordinator::coordinate_at(&later, &queue, &trigger(CLOSED + HOUR), None, idle)
+        .await
+        .unwrap();
+    assert_eq!(scheduled.backfills_queued, vec![progress_key.clone()]);
+
+    let drained = harness.workers(&later, 1).await;
+    assert_eq!(
+        (drained.deleted, drained.failed.len()),
+        (2, 0),
+        "{drained:?}"
+    );
+    assert_eq!(
+        lines(
+            &read_gzip_ndjson(&harness.s3, "dest-later", "")
+                .await
+                .unwrap()
+        ),
+        events
+    );
+    let progress: serde_json::Value = serde_json::from_slice(
+        &harness
+            .s3
+            .get_object()
+            .bucket(EXPORT)
+            .key(&progress_key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    assert_eq!(progress["status"], "done", "{progress}");
+    assert_eq!(harness.dead_letters().await, 0);
+}

@@ -875,3 +875,264 @@ async fn a_mapped_sender_reaches_only_its_tenants_through_sqs() {
     staged.sort();
     assert_eq!(staged, vec![event("acme", 1), event("acme-eu", 3)]);
 }
+
+/// The IAM action and resource (as the evaluated template names them:
+/// `ExportBucket.Arn/<key>`) of each S3 request `recorded` made, and the
+/// `s3:prefix` of a listing; a request to another bucket than `bucket` is
+/// named by its bucket, so that no statement of the export bucket allows it.
+fn iam_requests(
+    recorded: &[s3_export::recorder::Recorded],
+    bucket: &str,
+) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    for request in recorded {
+        let url = path_and_query(&request.uri);
+        let (path, query) = url;
+        let path = path.trim_start_matches('/');
+        let (in_bucket, key) = path.split_once('/').unwrap_or((path, ""));
+        let resource_of = |key: &str| match in_bucket == bucket {
+            true => format!("ExportBucket.Arn/{key}"),
+            false => format!("arn:aws:s3:::{in_bucket}/{key}"),
+        };
+        let param = |name: &str| {
+            query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then(|| percent_decode(v))
+            })
+        };
+        let method = request.method.as_str();
+        if key.is_empty() {
+            if method == "GET" && param("list-type").is_some() {
+                let resource = if in_bucket == bucket {
+                    "ExportBucket.Arn".to_owned()
+                } else {
+                    format!("arn:aws:s3:::{in_bucket}")
+                };
+                out.push((
+                    "s3:ListBucket".to_owned(),
+                    resource,
+                    Some(param("prefix").unwrap_or_default()),
+                ));
+            } else if method == "POST" && param("delete").is_some() {
+                out.push(("s3:DeleteObject".to_owned(), resource_of("*"), None));
+            } else {
+                out.push((format!("s3:{method}Bucket"), resource_of(""), None));
+            }
+            continue;
+        }
+        let key = percent_decode(key);
+        match method {
+            "GET" | "HEAD" => out.push(("s3:GetObject".to_owned(), resource_of(&key), None)),
+            "PUT" | "POST" => {
+                out.push(("s3:PutObject".to_owned(), resource_of(&key), None));
+                if let Some(source) = request.headers.get("x-amz-copy-source") {
+                    let source = percent_decode(source.trim_start_matches('/'));
+                    let (source_bucket, source_key) = source.split_once('/').unwrap();
+                    assert_eq!(source_bucket, bucket, "a copy from another bucket");
+                    out.push((
+                        "s3:GetObject".to_owned(),
+                        format!("ExportBucket.Arn/{source_key}"),
+                        None,
+                    ));
+                }
+            }
+            "DELETE" => out.push(("s3:DeleteObject".to_owned(), resource_of(&key), None)),
+            other => out.push((format!("s3:{other}"), resource_of(&key), None)),
+        }
+    }
+    out
+}
+
+/// The path and query of a URL.
+fn path_and_query(uri: &str) -> (String, String) {
+    let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let path = rest.find('/').map_or("/", |at| &rest[at..]);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    (path.to_owned(), query.to_owned())
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%'
+            && at + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&text[at + 1..at + 3], 16)
+        {
+            out.push(byte);
+            at += 3;
+            continue;
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Whether `pattern` (an IAM resource or condition value, `*` any run of
+/// characters) matches `text`.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head)
+                && (0..=text.len() - head.len()).any(|skip| glob(tail, &text[head.len() + skip..]))
+        }
+    }
+}
+
+/// Whether `statements` allow `action` on `resource` (with `prefix` as the
+/// `s3:prefix` of a listing, checked against a `StringLike` condition).
+fn allows(
+    statements: &[serde_json::Value],
+    action: &str,
+    resource: &str,
+    prefix: Option<&str>,
+) -> bool {
+    statements.iter().any(|statement| {
+        statement["Effect"] == "Allow"
+            && template::strings(&statement["Action"])
+                .iter()
+                .any(|a| a == action)
+            && template::strings(&statement["Resource"])
+                .iter()
+                .any(|r| glob(r, resource))
+            && match &statement["Condition"]["StringLike"]["s3:prefix"] {
+                serde_json::Value::Null => true,
+                patterns => prefix.is_some_and(|prefix| {
+                    template::strings(patterns).iter().any(|p| glob(p, prefix))
+                }),
+            }
+    })
+}
+
+/// The flush coordinator's role (the template's `FlushCoordinatorRole`)
+/// allows every S3 request the coordinator makes, recorded on moto while
+/// it plans two closed hours (one with a staged object whose index is
+/// damaged, quarantined), queues a manual backfill, and runs again beside
+/// the first run (reading its record); it sends to the flush queue; and
+/// the role allows no write to the archive, manifests, staging, pending
+/// publishes or any destination, and no delete at all.
+#[tokio::test]
+async fn the_coordinator_needs_only_what_its_role_grants() {
+    let (moto, s3) = moto_with_buckets().await;
+    let sqs = moto.sqs_client().await;
+    let queues = s3_export::esm::create_queue_with_dlq(&sqs, "flush", 3, 30)
+        .await
+        .unwrap();
+    let batcher = Batcher::new(config(), s3.clone());
+    let response = batcher::process(&batcher, &hostile_batch().records, NINE + 1000, "req-1")
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let hour = Hour::containing(NINE);
+    let damaged = shared::layout::staged_object_key(hour, NINE + 2000, "damaged", 0);
+    s3.put_object()
+        .bucket(EXPORT)
+        .key(&damaged)
+        .body(b"not a staged object".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    let recorder = RequestRecorder::new();
+    let mut flusher = Flusher::new(config(), recorder.wrap(&s3));
+    flusher.queue = Some(flusher::coordinator::FlushQueue {
+        sqs: sqs.clone(),
+        url: queues.url.clone(),
+    });
+    for payload in [
+        json!({"time": "2026-11-22T10:15:00Z", "detail-type": "Scheduled Event", "source": "aws.events"}),
+        json!({"backfill": {"destination": "d", "from": "2026-11-22T09:00:00Z", "to": "2026-11-22T10:00:00Z"}}),
+        json!({"time": "2026-11-22T11:15:00Z", "detail-type": "Scheduled Event", "source": "aws.events"}),
+    ] {
+        flusher::handle(
+            &flusher,
+            LambdaEvent::new(payload.clone(), Context::default()),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{payload}: {error}"));
+    }
+    let sent = s3_export::esm::approximate_message_count(&sqs, &queues.url)
+        .await
+        .unwrap();
+    assert!(
+        sent >= 2,
+        "a work item and the backfill were queued: {sent}"
+    );
+    assert!(
+        s3_export::inspect::list_keys(&s3, EXPORT, "quarantine/")
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.ends_with(&damaged)),
+        "the damaged object was quarantined"
+    );
+
+    let document = template::load();
+    let stack = template::Stack::new(&document, &[]);
+    let statements = stack.role_statements("FlushCoordinatorRole");
+    let requests = iam_requests(&recorder.requests(), EXPORT);
+    assert!(requests.len() > 10, "{requests:?}");
+    for (action, resource, prefix) in &requests {
+        assert!(
+            allows(&statements, action, resource, prefix.as_deref()),
+            "the coordinator's role does not allow {action} on {resource} (prefix {prefix:?})"
+        );
+    }
+    assert!(allows(
+        &statements,
+        "sqs:SendMessage",
+        "FlushQueue.Arn",
+        None
+    ));
+    // The schedule runs the coordinator; the queue runs the workers, whose
+    // role (the destination writer's) the coordinator does not have.
+    let events = |function: &str| -> Vec<String> {
+        let properties = stack.resource(function).unwrap();
+        properties["Events"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|event| event["Type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(events("FlushCoordinatorFunction"), ["Schedule"]);
+    assert_eq!(events("FlusherFunction"), ["SQS"]);
+    assert_eq!(
+        stack.resource("FlushCoordinatorFunction").unwrap()["Role"],
+        "FlushCoordinatorRole.Arn"
+    );
+    let coordinator = stack.environment("FlushCoordinatorFunction");
+    assert_eq!(coordinator["FLUSH_QUEUE_URL"], "flushqueue");
+    // Least privilege: nothing it must not do.
+    for prefix in ["archive/", "manifests/", "staging/", "pending/", "errors/"] {
+        let resource = format!("ExportBucket.Arn/{prefix}x");
+        for action in ["s3:PutObject", "s3:DeleteObject"] {
+            assert!(
+                !allows(&statements, action, &resource, None),
+                "{action} on {resource}"
+            );
+        }
+    }
+    for statement in &statements {
+        let actions = template::strings(&statement["Action"]);
+        assert!(
+            !actions.iter().any(|a| a == "s3:DeleteObject"
+                || a.starts_with("sts:")
+                || a.starts_with("kms:Encrypt")),
+            "{statement}"
+        );
+        for resource in template::strings(&statement["Resource"]) {
+            assert!(
+                resource.starts_with("ExportBucket.Arn")
+                    || resource == "FlushQueue.Arn"
+                    || resource.starts_with("FlushCoordinatorLogGroup")
+                    || resource == "alerttopic"
+                    || resource.starts_with("AlertTopicKey"),
+                "the coordinator reaches {resource}"
+            );
+        }
+    }
+}

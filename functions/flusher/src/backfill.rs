@@ -408,6 +408,73 @@ pub async fn run_backfill(
     now_millis: i64,
     deadline: Option<Instant>,
 ) -> Result<BackfillReport, RunError> {
+    match start(flusher, request, now_millis).await? {
+        Started::Done(report) => Ok(report),
+        Started::Running {
+            plan,
+            progress,
+            key,
+        } => Ok(advance(flusher, &plan, progress, &key, now_millis, deadline).await?),
+    }
+}
+
+/// Records the backfill `request` asks for as running (its progress
+/// record, new or continued) and sends its first step to the flush queue,
+/// for a worker to run ([`continue_one`]): what a coordinator does with a
+/// manual backfill payload. A request whose backfill is done does nothing
+/// unless it says `restart`; one a worker has advanced within
+/// `coordinator::BACKFILL_IDLE_MILLIS` is not queued again; an invalid one
+/// is refused before anything is written. The report says `running`, with
+/// nothing published by this invocation.
+pub async fn queue_backfill(
+    flusher: &Flusher,
+    queue: &crate::coordinator::FlushQueue,
+    request: &BackfillRequest,
+    now_millis: i64,
+) -> Result<BackfillReport, RunError> {
+    // Asked again while a worker is on it: it is not queued twice.
+    let plan = plan(&flusher.config, request, now_millis)?;
+    let key = layout::backfill_progress_key(&plan.id);
+    if let Some(progress) = read_progress(flusher, &key).await?
+        && progress.status == BackfillStatus::Running
+        && !request.restart
+        && now_millis - parse_timestamp(&progress.updated_at).unwrap_or(0)
+            < crate::coordinator::BACKFILL_IDLE_MILLIS
+    {
+        tracing::info!(id = %plan.id, "backfill already queued or running");
+        return Ok(report_of(&progress, &key, 0, None));
+    }
+    match start(flusher, request, now_millis).await? {
+        Started::Done(report) => Ok(report),
+        Started::Running {
+            plan,
+            progress,
+            key,
+        } => {
+            crate::coordinator::send_backfills(queue, std::slice::from_ref(&key)).await?;
+            tracing::info!(id = %plan.id, %key, "backfill queued for a flush worker");
+            Ok(report_of(&progress, &key, 0, None))
+        }
+    }
+}
+
+/// A backfill request, checked and recorded.
+enum Started {
+    /// Done before: nothing to do.
+    Done(BackfillReport),
+    /// Its progress record saved as running.
+    Running {
+        plan: Box<BackfillPlan>,
+        progress: BackfillProgress,
+        key: String,
+    },
+}
+
+async fn start(
+    flusher: &Flusher,
+    request: &BackfillRequest,
+    now_millis: i64,
+) -> Result<Started, RunError> {
     let plan = plan(&flusher.config, request, now_millis)?;
     let key = layout::backfill_progress_key(&plan.id);
     let progress = match read_progress(flusher, &key).await? {
@@ -416,10 +483,14 @@ pub async fn run_backfill(
     };
     if progress.status == BackfillStatus::Done {
         tracing::info!(id = %plan.id, "backfill already done; `restart: true` redoes it");
-        return Ok(report_of(&progress, &key, 0, None));
+        return Ok(Started::Done(report_of(&progress, &key, 0, None)));
     }
     save_progress(flusher, &key, &progress).await?;
-    Ok(advance(flusher, &plan, progress, &key, now_millis, deadline).await?)
+    Ok(Started::Running {
+        plan: Box::new(plan),
+        progress,
+        key,
+    })
 }
 
 /// Continues every unfinished backfill (status `running`) while the
@@ -437,33 +508,80 @@ pub async fn continue_unfinished(
         if near(deadline) {
             break;
         }
-        let mut progress = match read_progress(flusher, &key).await {
-            Ok(Some(progress)) if progress.status == BackfillStatus::Running => progress,
-            Ok(_) => continue,
-            // One unreadable record does not hold the others back.
-            Err(error) => {
-                tracing::error!(%key, %error, "backfill progress unreadable; skipped");
-                continue;
-            }
-        };
-        let plan = progress
-            .request()
-            .and_then(|request| plan(&flusher.config, &request, now_millis));
-        let plan = match plan {
-            Ok(plan) => plan,
-            Err(error) => {
-                tracing::warn!(%key, %error, "backfill can no longer run; marked failed");
-                progress.status = BackfillStatus::Failed;
-                progress.last_error = Some(error.to_string());
-                progress.updated_at = format_rfc3339_millis(now_millis);
-                save_progress(flusher, &key, &progress).await?;
-                reports.push(report_of(&progress, &key, 0, progress.last_error.clone()));
-                continue;
-            }
-        };
-        reports.push(advance(flusher, &plan, progress, &key, now_millis, deadline).await?);
+        if let Some(report) = continue_one(flusher, &key, now_millis, deadline).await? {
+            reports.push(report);
+        }
     }
     Ok(reports)
+}
+
+/// Continues the backfill whose progress record is `key` while the
+/// deadline allows (a flush worker, for a backfill message): `None` when
+/// it is not running (done, failed, gone) or its record cannot be read
+/// (logged). A backfill that can no longer run as asked is marked
+/// `failed`, naming the reason.
+pub async fn continue_one(
+    flusher: &Flusher,
+    key: &str,
+    now_millis: i64,
+    deadline: Option<Instant>,
+) -> Result<Option<BackfillReport>, FlushError> {
+    let mut progress = match read_progress(flusher, key).await {
+        Ok(Some(progress)) if progress.status == BackfillStatus::Running => progress,
+        Ok(_) => return Ok(None),
+        // One unreadable record does not hold the others back.
+        Err(error) => {
+            tracing::error!(%key, %error, "backfill progress unreadable; skipped");
+            return Ok(None);
+        }
+    };
+    let plan = progress
+        .request()
+        .and_then(|request| plan(&flusher.config, &request, now_millis));
+    match plan {
+        Ok(plan) => Ok(Some(
+            advance(flusher, &plan, progress, key, now_millis, deadline).await?,
+        )),
+        Err(error) => {
+            tracing::warn!(%key, %error, "backfill can no longer run; marked failed");
+            progress.status = BackfillStatus::Failed;
+            progress.last_error = Some(error.to_string());
+            progress.updated_at = format_rfc3339_millis(now_millis);
+            save_progress(flusher, key, &progress).await?;
+            Ok(Some(report_of(
+                &progress,
+                key,
+                0,
+                progress.last_error.clone(),
+            )))
+        }
+    }
+}
+
+/// The progress records of running backfills that no worker has advanced
+/// for `idle_millis` at `wall_millis` (none is on it now): what a
+/// scheduled coordinator sends to the flush queue again. Unreadable
+/// records are logged and left out.
+pub async fn idle_running(
+    flusher: &Flusher,
+    wall_millis: i64,
+    idle_millis: i64,
+) -> Result<Vec<String>, FlushError> {
+    let bucket = &flusher.config.export_bucket;
+    let mut idle = Vec::new();
+    for key in store::list_keys(&flusher.s3, bucket, BACKFILLS_PREFIX).await? {
+        match read_progress(flusher, &key).await {
+            Ok(Some(progress)) if progress.status == BackfillStatus::Running => {
+                let updated = parse_timestamp(&progress.updated_at).unwrap_or(0);
+                if wall_millis - updated >= idle_millis {
+                    idle.push(key);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%key, %error, "backfill progress unreadable; skipped"),
+        }
+    }
+    Ok(idle)
 }
 
 /// Why a backfill invocation failed as a whole.

@@ -81,6 +81,28 @@ pub struct ItemMessage {
     pub work_item: String,
 }
 
+/// The body of a flush queue message for a backfill step: the key of the
+/// backfill's progress record (`layout::backfill_progress_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackfillMessage {
+    pub backfill: String,
+}
+
+/// Any flush queue message, as a worker reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QueueMessage {
+    Item(ItemMessage),
+    Backfill(BackfillMessage),
+}
+
+/// A running backfill no worker has advanced for this long is sent to the
+/// flush queue again by the next scheduled coordinator run: the flush
+/// queue's visibility timeout, after which a worker that was on it has
+/// stopped (a worker advancing it records its progress as it goes).
+pub const BACKFILL_IDLE_MILLIS: i64 = 960 * 1000;
+
 /// What a coordinator run did; the handler returns it and logs it.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -103,10 +125,10 @@ pub struct CoordinatorReport {
     /// Staged objects left to earlier runs whose items may still be
     /// flushing them.
     pub in_flight: usize,
-    /// Unfinished backfills a scheduled run continued after sending its
-    /// items.
+    /// The progress records of unfinished backfills a scheduled run sent
+    /// to the flush queue (for workers to continue) after its items.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub backfills: Vec<backfill::BackfillReport>,
+    pub backfills_queued: Vec<String>,
 }
 
 /// Plans `work` into items: which partitions each holds, and the run
@@ -132,6 +154,10 @@ pub fn plan_run(work: &scan::Work, item_bytes: u64) -> (Vec<Vec<PartitionKey>>, 
         if let Some(readers) = readers {
             record.objects.insert(object.clone(), readers);
         }
+    }
+    // Quarantined: no item reads them; the run's last worker deletes them.
+    for object in &work.discard {
+        record.objects.insert(object.clone(), BTreeSet::new());
     }
     (items, record)
 }
@@ -224,11 +250,18 @@ pub async fn coordinate_at(
         send_items(queue, &keys).await?;
         report.run = Some(run);
     }
-    if trigger.apply_grace {
-        match backfill::continue_unfinished(flusher, trigger.now_millis, deadline).await {
-            Ok(backfills) => report.backfills = backfills,
-            // The items are sent; the backfills are tried next run.
-            Err(error) => tracing::error!(%error, "unfinished backfills not continued"),
+    let near_deadline =
+        deadline.is_some_and(|deadline| Instant::now() + crate::DEADLINE_MARGIN >= deadline);
+    if trigger.apply_grace && !near_deadline {
+        let queued = match backfill::idle_running(flusher, wall_millis, BACKFILL_IDLE_MILLIS).await
+        {
+            Ok(keys) => send_backfills(queue, &keys).await.map(|()| keys),
+            Err(error) => Err(error),
+        };
+        match queued {
+            Ok(keys) => report.backfills_queued = keys,
+            // The items are sent; the backfills are queued next run.
+            Err(error) => tracing::error!(%error, "unfinished backfills not queued"),
         }
     }
     Ok(report)
@@ -265,6 +298,29 @@ async fn in_flight(flusher: &Flusher, wall_millis: i64) -> Result<BTreeSet<Strin
 /// Sends one message per work item key, ten a `SendMessageBatch`; an
 /// entry SQS refuses fails the run (naming it).
 pub async fn send_items(queue: &FlushQueue, keys: &[String]) -> Result<(), FlushError> {
+    send(queue, keys, "work item", |key| {
+        QueueMessage::Item(ItemMessage { work_item: key })
+    })
+    .await
+}
+
+/// Sends one message per backfill progress record key (a backfill step
+/// for a worker, see `backfill::continue_one`); an entry SQS refuses fails
+/// the send (naming it).
+pub async fn send_backfills(queue: &FlushQueue, keys: &[String]) -> Result<(), FlushError> {
+    send(queue, keys, "backfill", |key| {
+        QueueMessage::Backfill(BackfillMessage { backfill: key })
+    })
+    .await
+}
+
+/// Sends `message(key)` for each of `keys` (`what` they name, in errors).
+async fn send(
+    queue: &FlushQueue,
+    keys: &[String],
+    what: &str,
+    message: impl Fn(String) -> QueueMessage,
+) -> Result<(), FlushError> {
     let sqs_error = |operation: &'static str, message: String| FlushError::Sqs {
         operation,
         queue: queue.url.clone(),
@@ -275,10 +331,8 @@ pub async fn send_items(queue: &FlushQueue, keys: &[String]) -> Result<(), Flush
             .iter()
             .enumerate()
             .map(|(n, key)| {
-                let body = serde_json::to_string(&ItemMessage {
-                    work_item: key.clone(),
-                })
-                .expect("messages serialize");
+                let body =
+                    serde_json::to_string(&message(key.clone())).expect("messages serialize");
                 aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                     .id(n.to_string())
                     .message_body(body)
@@ -309,7 +363,7 @@ pub async fn send_items(queue: &FlushQueue, keys: &[String]) -> Result<(), Flush
             return Err(sqs_error(
                 "SendMessageBatch",
                 format!(
-                    "the message for work item {key} was refused: {} {}",
+                    "the message for {what} {key} was refused: {} {}",
                     failed.code,
                     failed.message.as_deref().unwrap_or_default()
                 ),

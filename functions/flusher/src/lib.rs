@@ -246,8 +246,10 @@ pub struct FlushReport {
 /// for the retention check) and fails when the backfill stopped on an error
 /// (its progress is kept: it resumes there). With a flush queue, a flush
 /// payload coordinates ([`coordinator::coordinate`]: work items sent to
-/// the queue); an SQS event from the queue is a worker's
-/// ([`worker::handle_event`]), answered with its batch item failures.
+/// the queue), a backfill payload is recorded and queued for a worker
+/// ([`backfill::queue_backfill`]), and an SQS event from the queue is a
+/// worker's ([`worker::handle_event`]), answered with its batch item
+/// failures.
 pub async fn handle(
     flusher: &Flusher,
     event: LambdaEvent<Value>,
@@ -269,7 +271,7 @@ pub async fn handle(
         let wall_clock = wall_clock_millis();
         for report in &reports {
             tracing::info!(report = %serde_json::to_string(report).unwrap_or_default(), "work item");
-            if report.found {
+            if report.found && report.backfill.is_none() {
                 println!(
                     "{}",
                     metrics::embedded_metrics(
@@ -285,6 +287,15 @@ pub async fn handle(
     let invocation = Invocation::from_payload(&event.payload)?;
     let trigger = match invocation {
         Invocation::Flush(trigger) => trigger,
+        // With a flush queue, a worker runs it (and the coordinator's role
+        // needs no destination's permissions).
+        Invocation::Backfill(request) if flusher.queue.is_some() => {
+            let queue = flusher.queue.as_ref().expect("matched");
+            let report =
+                backfill::queue_backfill(flusher, queue, &request, wall_clock_millis()).await?;
+            tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "backfill");
+            return Ok(serde_json::to_value(report)?);
+        }
         Invocation::Backfill(request) => {
             let report =
                 backfill::run_backfill(flusher, &request, wall_clock_millis(), deadline).await?;
@@ -345,8 +356,9 @@ pub async fn run(
 
     // A staged object goes once every partition in its index is known, this
     // run, to be done with it; otherwise a later run deletes it.
-    let consumed = work.consumed_objects(&done);
+    let mut consumed = work.consumed_objects(&done);
     report.pending_chunks += work.objects.len() - consumed.len();
+    consumed.extend(work.discard.iter().cloned());
     if let Err(error) =
         store::delete_keys(&flusher.s3, &flusher.config.export_bucket, &consumed).await
     {

@@ -83,6 +83,11 @@ pub struct Work {
     /// Staged objects whose index could not be read, quarantined while
     /// listing (a copy made now).
     pub quarantined: Vec<String>,
+    /// Staged objects whose index could not be read, now quarantined (a
+    /// copy made now or by an earlier run): whoever consumes the run's
+    /// work deletes them (the in-process run, or a coordinator run's last
+    /// worker; a coordinator itself deletes nothing).
+    pub discard: Vec<String>,
     /// Staged objects whose tail could not be fetched, or whose quarantine
     /// copy could not be made (S3 failed): left for the next run, which
     /// reads them as late objects of their hour.
@@ -245,7 +250,7 @@ pub async fn find_work(
                                 }
                                 // No partition can claim it: the copy is
                                 // all that is kept.
-                                store::delete_keys(&flusher.s3, bucket, &[key]).await?;
+                                work.discard.push(key.clone());
                             }
                             // Left for the next run, which tries again.
                             Err(error) => {

@@ -19,7 +19,8 @@ use serde::Serialize;
 
 use shared::layout;
 
-use crate::coordinator::{self, DoneRecord, ItemMessage, RUN_RECORD_VERSION, RunRecord};
+use crate::backfill::{self, BackfillReport};
+use crate::coordinator::{self, DoneRecord, QueueMessage, RUN_RECORD_VERSION, RunRecord};
 use crate::error::FlushError;
 use crate::trigger::Trigger;
 use crate::work_item::WorkItem;
@@ -43,6 +44,9 @@ pub struct ItemReport {
     /// Staged objects this worker deleted, the last of its run to finish.
     pub objects_deleted: usize,
     pub flush: FlushReport,
+    /// For a backfill message: what this step of the backfill did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillReport>,
 }
 
 /// The worker's handler: flushes each record's item in turn; an item that
@@ -59,8 +63,13 @@ pub async fn handle_event(
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let body = record.body.unwrap_or_default();
-        let outcome = match serde_json::from_str::<ItemMessage>(&body) {
-            Ok(message) => flush_item(flusher, &message.work_item, deadline).await,
+        let outcome = match serde_json::from_str::<QueueMessage>(&body) {
+            Ok(QueueMessage::Item(message)) => {
+                flush_item(flusher, &message.work_item, deadline).await
+            }
+            Ok(QueueMessage::Backfill(message)) => {
+                backfill_step(flusher, &message.backfill, deadline).await
+            }
             Err(error) => Err(FlushError::Corrupt {
                 what: format!("flush queue message {id}"),
                 message: format!("not a work item message ({error}): {body:.200}"),
@@ -97,7 +106,11 @@ async fn continue_later(flusher: &Flusher, report: &mut ItemReport) -> bool {
         return false;
     }
     let again = std::slice::from_ref(&report.work_item);
-    match coordinator::send_items(queue, again).await {
+    let sent = match &report.backfill {
+        Some(_) => coordinator::send_backfills(queue, again).await,
+        None => coordinator::send_items(queue, again).await,
+    };
+    match sent {
         Ok(()) => {
             tracing::info!(work_item = %report.work_item, deferred = report.flush.deferred, checkpointed = report.flush.checkpointed, "the deadline stopped this item: sent again to go on with it");
             report.continued = true;
@@ -114,6 +127,38 @@ fn failure(id: &str) -> BatchItemFailure {
     let mut failure = BatchItemFailure::default();
     failure.item_identifier = id.to_owned();
     failure
+}
+
+/// Advances the backfill whose progress record is `key` until it is done,
+/// the deadline nears, or a partition fails (see
+/// `backfill::continue_one`). Unfinished for the deadline alone, it is
+/// sent again ([`continue_later`]); stopped on an error, it is delivered
+/// again after the visibility timeout, and after that the next scheduled
+/// coordinator run queues it again. A backfill not running any more (done,
+/// failed for good, its record gone) is acknowledged.
+async fn backfill_step(
+    flusher: &Flusher,
+    key: &str,
+    deadline: Option<Instant>,
+) -> Result<ItemReport, FlushError> {
+    let mut report = ItemReport {
+        work_item: key.to_owned(),
+        ..ItemReport::default()
+    };
+    let Some(step) =
+        backfill::continue_one(flusher, key, crate::wall_clock_millis(), deadline).await?
+    else {
+        report.finished = true;
+        return Ok(report);
+    };
+    report.found = true;
+    if let Some(error) = &step.error {
+        report.flush.failed = 1;
+        tracing::warn!(backfill = %step.id, %error, "backfill step stopped on an error");
+    }
+    report.finished = step.remaining == 0 && step.error.is_none();
+    report.backfill = Some(step);
+    Ok(report)
 }
 
 /// Flushes the work item stored at `key`: every partition in it, then, when
