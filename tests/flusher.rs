@@ -3154,3 +3154,93 @@ mod vanished_digest {
         );
     }
 }
+
+/// A run whose bundle cannot be stored (S3 answers 500 to its PUT, past
+/// the SDK's retries) gives up the commits of its whole group. A partition
+/// of that group with a part large enough to be an object of its own (a
+/// multipart upload at `…/part-00001.<attempt>.ndjson.gz`, written before
+/// the bundle) has that object removed: no manifest will ever name it.
+/// Nothing is committed or published, the staged data stays, and the next
+/// run exports each event once.
+#[tokio::test]
+async fn a_run_whose_bundle_cannot_be_stored_removes_its_large_parts() {
+    use s3_export::fault_proxy::{FaultPlan, FaultProxy, RequestFilter};
+
+    let harness = Harness::start(EVERYONE).await;
+    // About 12 MB of letters, 9 MB compressed: a part of its own.
+    let big = bulky_events("big", 120, 100_000, 5);
+    stage_bulky(&harness, &big).await;
+    harness.stage_app_events("t1", 0..20, "small-1").await;
+    harness.stage_app_events("t2", 0..20, "small-2").await;
+    let staged = staging(&harness).await;
+    let plan = FaultPlan {
+        always: Some(RequestFilter::new(|request| {
+            request.writes(EXPORT, layout::BUNDLES_PREFIX)
+        })),
+        ..FaultPlan::none()
+    };
+    let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+        .await
+        .unwrap();
+    let flusher = Flusher::new(harness.config.clone(), proxy.s3_client(&harness.s3));
+
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!(report.failed, 3, "{report:?}");
+    for partition in &report.partitions {
+        let error = partition.error.as_deref().unwrap();
+        assert!(
+            error.contains("PutObject") && error.contains(layout::BUNDLES_PREFIX),
+            "{error}"
+        );
+    }
+    assert!(
+        proxy.failures_injected() >= 2,
+        "the SDK retried the bundle's PUT: {:?}",
+        proxy.injected()
+    );
+    // The large part was stored (its multipart upload completed)...
+    let log = proxy.request_log();
+    let completed: Vec<String> = log
+        .iter()
+        .filter(|request| {
+            request.writes(EXPORT, "archive/airkit-app-events/big/") && request.method == "POST"
+        })
+        .map(|request| request.key())
+        .collect();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    let large = &completed[0];
+    assert!(
+        large.contains("/big/2026-11-22/10/part-00001.") && large.ends_with(".ndjson.gz"),
+        "{large}"
+    );
+    // ...and removed: nothing under archive/ is left of the run (its
+    // bundle was never stored).
+    assert_eq!(
+        list_keys(&harness.s3, EXPORT, "archive/").await.unwrap(),
+        Vec::<String>::new(),
+        "the large part {large} is removed"
+    );
+    assert!(
+        list_keys(&harness.s3, EXPORT, "manifests/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing committed"
+    );
+    assert!(
+        list_keys(&harness.s3, "dest-all", "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing published"
+    );
+    assert_eq!(staging(&harness).await, staged, "the staged data stays");
+
+    let report = harness.flush(CLOSED).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    let mut expected = big;
+    expected.extend((0..20).map(|n| app_event("t1", n)));
+    expected.extend((0..20).map(|n| app_event("t2", n)));
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty());
+}
