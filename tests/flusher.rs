@@ -2988,3 +2988,259 @@ mod checkpoints {
         assert!(reference.len() == expected.len() + 1);
     }
 }
+
+/// A manifest whose id digest is an object of its own (a checkpoint
+/// commit's, `<HH>.ids-<generation>.<attempt>`): the digest vanishing is a
+/// lost race when the manifest changed since it was read (a commit deletes
+/// the digest it supersedes), and damage when it did not.
+mod vanished_digest {
+    use super::*;
+    use s3_export::fault_proxy::{FaultPlan, FaultProxy, Gate, Hold, RequestFilter};
+
+    const CLOSED: i64 = TEN + HOUR + 15 * 60_000;
+    const MANIFEST: &str = "manifests/airkit-app-events/t1/2026-11-22/10.json";
+
+    /// t1's events 0..40 staged, then a run that checkpoints t1 after 25
+    /// of them: t1's manifest then names a digest of its own, returned.
+    async fn checkpointed(harness: &Harness) -> (Vec<String>, String) {
+        harness.stage_app_events("t1", 0..40, "c1").await;
+        harness.stage_app_events("t2", 0..5, "c2").await;
+        let mut checkpointing = harness.flusher();
+        checkpointing.checkpoint_after_events = Some(25);
+        let report = flush_with(&checkpointing, CLOSED).await;
+        assert_eq!((report.checkpointed, report.failed), (1, 0), "{report:?}");
+        let manifest = harness.manifest(MANIFEST).await;
+        let digest = manifest.id_digest.clone().expect("a digest");
+        assert!(
+            manifest.id_digest_range.is_none() && digest.contains(".ids-000001."),
+            "a checkpoint's digest, an object of its own: {digest}"
+        );
+        ((0..40).map(|n| app_event("t1", n)).collect(), digest)
+    }
+
+    async fn digests(harness: &Harness) -> Vec<String> {
+        list_keys(&harness.s3, EXPORT, "manifests/")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|key| key.contains(".ids-"))
+            .collect()
+    }
+
+    /// Run A reads t1's manifest; its GET of the digest the manifest names
+    /// is held while run B checkpoints t1 again (a commit, which deletes
+    /// that digest). A then finds the digest gone under a changed manifest:
+    /// it skips the partition (a lost race: not failed), commits nothing,
+    /// and a later run exports each event once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_digest_deleted_by_a_commit_since_the_manifest_was_read_is_a_lost_race() {
+        let harness = Harness::start(DESTINATIONS).await;
+        let (t1, digest) = checkpointed(&harness).await;
+
+        let gate = Gate::new();
+        let held = digest.clone();
+        let plan = FaultPlan {
+            hold: Some(Hold {
+                filter: RequestFilter::new(move |request| {
+                    request.reads_object(EXPORT) && request.key() == held
+                }),
+                gate: gate.clone(),
+            }),
+            ..FaultPlan::none()
+        };
+        let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+            .await
+            .unwrap();
+        let run_a = Flusher::new(harness.config.clone(), proxy.s3_client(&harness.s3));
+        let mut checkpointing = harness.flusher();
+        checkpointing.checkpoint_after_events = Some(10);
+        let run_b = async {
+            gate.wait_for(1).await;
+            let b = flush_with(&checkpointing, CLOSED).await;
+            gate.open();
+            b
+        };
+        let (a, b) = tokio::join!(flush_with(&run_a, CLOSED), run_b);
+
+        assert_eq!((b.checkpointed, b.failed, b.events), (1, 0, 10), "{b:?}");
+        let manifest = harness.manifest(MANIFEST).await;
+        assert_eq!(manifest.generation, 2, "run B's checkpoint");
+        let b_digest = manifest.id_digest.clone().unwrap();
+        assert_eq!(
+            digests(&harness).await,
+            vec![b_digest.clone()],
+            "the digest run A was reading is deleted"
+        );
+        assert_eq!(gate.arrived(), 1, "run A asked for that digest");
+        assert_eq!(a.failed, 0, "a lost race is not a failure: {a:?}");
+        let a_t1 = a.partitions.iter().find(|p| p.tenant == "t1").unwrap();
+        assert_eq!(
+            (a_t1.events, a_t1.error.as_deref()),
+            (0, None),
+            "skipped: {a:?}"
+        );
+        assert_eq!((a.events, a.checkpointed), (0, 0), "{a:?}");
+        let after_a = harness.manifest(MANIFEST).await;
+        assert_eq!(
+            (after_a.generation, after_a.id_digest.as_deref()),
+            (2, Some(b_digest.as_str())),
+            "run A committed nothing"
+        );
+
+        // A later run goes on from run B's cursor: each event once.
+        let report = harness.flush(CLOSED).await;
+        assert_eq!((report.failed, report.checkpointed), (0, 0), "{report:?}");
+        let manifest = harness.manifest(MANIFEST).await;
+        assert_eq!((manifest.events, manifest.cursor), (40, None));
+        let archived: Vec<String> = lines(&harness.archive("").await)
+            .into_iter()
+            .filter(|line| line.contains(r#""organizationId":"t1""#))
+            .collect();
+        assert_eq!(archived, sorted(t1.clone()));
+        assert_eq!(
+            lines(&harness.files("dest-t1", "airkit-app-events/").await),
+            sorted(t1.clone())
+        );
+        let mut everyone = t1;
+        everyone.extend((0..5).map(|n| app_event("t2", n)));
+        assert_eq!(
+            lines(&harness.files("dest-all", "exports/").await),
+            sorted(everyone)
+        );
+        assert!(digests(&harness).await.is_empty());
+        assert!(
+            list_keys(&harness.s3, EXPORT, "staging/")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// The digest a manifest names is missing, and the manifest is as the
+    /// run read it: that is damage, not a race. t1 fails naming the
+    /// digest's key and nothing of it changes; the run goes on with the
+    /// other partitions (t3, staged since).
+    #[tokio::test]
+    async fn a_digest_missing_under_an_unchanged_manifest_fails_its_partition_naming_it() {
+        let harness = Harness::start(DESTINATIONS).await;
+        let (_, digest) = checkpointed(&harness).await;
+        harness
+            .s3
+            .delete_object()
+            .bucket(EXPORT)
+            .key(&digest)
+            .send()
+            .await
+            .unwrap();
+        let manifest = harness.bytes(EXPORT, MANIFEST).await;
+        let staged = list_keys(&harness.s3, EXPORT, "staging/").await.unwrap();
+        harness.stage_app_events("t3", 0..3, "c3").await;
+
+        let report = harness.flush(CLOSED).await;
+        assert_eq!((report.failed, report.events), (1, 3), "{report:?}");
+        let t1 = report.partitions.iter().find(|p| p.tenant == "t1").unwrap();
+        let error = t1.error.as_deref().unwrap();
+        assert!(
+            error.contains(&format!("id digest s3://{EXPORT}/{digest}"))
+                && error.contains("missing"),
+            "{error}"
+        );
+        assert_eq!(t1.events, 0);
+        assert_eq!(harness.bytes(EXPORT, MANIFEST).await, manifest);
+        assert_eq!(
+            list_keys(&harness.s3, EXPORT, "staging/").await.unwrap(),
+            staged,
+            "t1's staged data stays; t3's is consumed"
+        );
+    }
+}
+
+/// A run whose bundle cannot be stored (S3 answers 500 to its PUT, past
+/// the SDK's retries) gives up the commits of its whole group. A partition
+/// of that group with a part large enough to be an object of its own (a
+/// multipart upload at `…/part-00001.<attempt>.ndjson.gz`, written before
+/// the bundle) has that object removed: no manifest will ever name it.
+/// Nothing is committed or published, the staged data stays, and the next
+/// run exports each event once.
+#[tokio::test]
+async fn a_run_whose_bundle_cannot_be_stored_removes_its_large_parts() {
+    use s3_export::fault_proxy::{FaultPlan, FaultProxy, RequestFilter};
+
+    let harness = Harness::start(EVERYONE).await;
+    // About 12 MB of letters, 9 MB compressed: a part of its own.
+    let big = bulky_events("big", 120, 100_000, 5);
+    stage_bulky(&harness, &big).await;
+    harness.stage_app_events("t1", 0..20, "small-1").await;
+    harness.stage_app_events("t2", 0..20, "small-2").await;
+    let staged = staging(&harness).await;
+    let plan = FaultPlan {
+        always: Some(RequestFilter::new(|request| {
+            request.writes(EXPORT, layout::BUNDLES_PREFIX)
+        })),
+        ..FaultPlan::none()
+    };
+    let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+        .await
+        .unwrap();
+    let flusher = Flusher::new(harness.config.clone(), proxy.s3_client(&harness.s3));
+
+    let report = flush_with(&flusher, CLOSED).await;
+    assert_eq!(report.failed, 3, "{report:?}");
+    for partition in &report.partitions {
+        let error = partition.error.as_deref().unwrap();
+        assert!(
+            error.contains("PutObject") && error.contains(layout::BUNDLES_PREFIX),
+            "{error}"
+        );
+    }
+    assert!(
+        proxy.failures_injected() >= 2,
+        "the SDK retried the bundle's PUT: {:?}",
+        proxy.injected()
+    );
+    // The large part was stored (its multipart upload completed)...
+    let log = proxy.request_log();
+    let completed: Vec<String> = log
+        .iter()
+        .filter(|request| {
+            request.writes(EXPORT, "archive/airkit-app-events/big/") && request.method == "POST"
+        })
+        .map(|request| request.key())
+        .collect();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    let large = &completed[0];
+    assert!(
+        large.contains("/big/2026-11-22/10/part-00001.") && large.ends_with(".ndjson.gz"),
+        "{large}"
+    );
+    // ...and removed: nothing under archive/ is left of the run (its
+    // bundle was never stored).
+    assert_eq!(
+        list_keys(&harness.s3, EXPORT, "archive/").await.unwrap(),
+        Vec::<String>::new(),
+        "the large part {large} is removed"
+    );
+    assert!(
+        list_keys(&harness.s3, EXPORT, "manifests/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing committed"
+    );
+    assert!(
+        list_keys(&harness.s3, "dest-all", "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing published"
+    );
+    assert_eq!(staging(&harness).await, staged, "the staged data stays");
+
+    let report = harness.flush(CLOSED).await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    let mut expected = big;
+    expected.extend((0..20).map(|n| app_event("t1", n)));
+    expected.extend((0..20).map(|n| app_event("t2", n)));
+    assert_exported_once(&harness, &expected).await;
+    assert!(staging(&harness).await.is_empty());
+}

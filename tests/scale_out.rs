@@ -581,3 +581,170 @@ async fn a_backfill_is_queued_by_the_coordinator_and_run_by_a_worker() {
     assert_eq!(progress["status"], "done", "{progress}");
     assert_eq!(harness.dead_letters().await, 0);
 }
+
+/// The flush queue refuses entries of the coordinator's second
+/// `SendMessageBatch` (its first, ten items, was sent): the coordinator
+/// fails naming the first refused work item. What it leaves is consistent:
+/// its run record and every item are stored, only the first ten items are
+/// queued. The workers flush those; the run never finishes (its other
+/// items were never sent), so its staged objects stay, and a coordinator
+/// within the run's lifetime leaves them to it. One past the lifetime plans
+/// them again, and each event is exported once; the refused run's records
+/// stay for the bucket's lifecycle (`ExpireUnfinishedRuns`).
+///
+/// moto (5.2.5) answers most entries SQS refuses (a FIFO queue's without a
+/// group id, a body over the queue's `MaximumMessageSize`) with an error
+/// for the whole request; the one refusal it reports per entry, as SQS
+/// does, is an invalid delay. So the queue's `DelaySeconds` is set out of
+/// range (moto takes it) while the second batch is held at the fault
+/// proxy: moto then refuses each of its entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_entry_the_queue_refuses_fails_the_coordinator_naming_its_item() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use s3_export::fault_proxy::{Gate, Hold};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let harness = Harness::start().await;
+    let events = harness.stage_tenants(20, 3).await;
+    let gate = Gate::new();
+    let batches = Arc::new(AtomicUsize::new(0));
+    let counted = batches.clone();
+    let plan = FaultPlan {
+        hold: Some(Hold {
+            filter: RequestFilter::new(move |request| {
+                request.sqs_operation.as_deref() == Some("SendMessageBatch")
+                    && counted.fetch_add(1, Ordering::SeqCst) == 1
+            }),
+            gate: gate.clone(),
+        }),
+        ..FaultPlan::none()
+    };
+    let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&harness.moto.sdk_config().await)
+            .endpoint_url(proxy.endpoint())
+            .build(),
+    );
+    let mut flusher = harness.flusher();
+    let queue = FlushQueue {
+        sqs,
+        url: harness.queues.url.clone(),
+    };
+    flusher.queue = Some(queue.clone());
+    let set_delay = |seconds: &'static str| {
+        harness
+            .sqs
+            .set_queue_attributes()
+            .queue_url(&harness.queues.url)
+            .attributes(QueueAttributeName::DelaySeconds, seconds)
+            .send()
+    };
+    let wall = flusher::wall_clock_millis();
+    let closed = trigger(CLOSED);
+    let refuse = async {
+        gate.wait_for(1).await;
+        set_delay("901").await.unwrap();
+        gate.open();
+    };
+    let (result, ()) = tokio::join!(
+        coordinator::coordinate_at(&flusher, &queue, &closed, None, wall),
+        refuse
+    );
+    set_delay("0").await.unwrap();
+
+    let error = result.unwrap_err().to_string();
+    let runs = harness.keys("work/").await;
+    let run = runs[0]
+        .trim_start_matches("work/")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let refused = format!("work/{run}/item-00010.json");
+    assert!(
+        error.starts_with(&format!("SendMessageBatch {}", harness.queues.url))
+            && error.contains(&format!("the message for work item {refused} was refused")),
+        "{error}"
+    );
+    // The run's record and all its items are stored; ten were queued.
+    let record: coordinator::RunRecord = serde_json::from_slice(
+        &harness
+            .s3
+            .get_object()
+            .bucket(EXPORT)
+            .key(format!("work/{run}/run.json"))
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    assert!(record.items > 10, "{record:?}");
+    assert_eq!(record.objects.len(), 3, "{record:?}");
+    assert_eq!(
+        harness.keys(&format!("work/{run}/item-")).await.len(),
+        record.items as usize
+    );
+    assert_eq!(
+        batches.load(Ordering::SeqCst),
+        2,
+        "it stopped at the refusal"
+    );
+    assert_eq!(
+        approximate_message_count(&harness.sqs, &harness.queues.url)
+            .await
+            .unwrap(),
+        10
+    );
+
+    // The ten are flushed; the run cannot finish without the others.
+    let direct = harness.flusher();
+    let drained = harness.workers(&direct, 2).await;
+    assert_eq!(drained.deleted, 10, "{drained:?}");
+    assert!(drained.failed.is_empty(), "{drained:?}");
+    assert_eq!(harness.keys("staging/").await.len(), 3);
+    let exported = harness.archived().await;
+    assert!(!exported.is_empty() && exported.len() < events.len());
+
+    // Within its lifetime, the run keeps its objects.
+    let queue = direct.queue.clone().unwrap();
+    let within = coordinator::coordinate_at(&direct, &queue, &closed, None, wall + 60_000)
+        .await
+        .unwrap();
+    assert_eq!((within.items, within.in_flight), (0, 3), "{within:?}");
+    // Past it, what it left staged is planned again, and finished.
+    let past = coordinator::coordinate_at(
+        &direct,
+        &queue,
+        &closed,
+        None,
+        wall + coordinator::RUN_LIFETIME_MILLIS + 1,
+    )
+    .await
+    .unwrap();
+    assert!(past.items > 0 && past.in_flight == 0, "{past:?}");
+    let again = past.run.clone().unwrap();
+    let drained = harness.workers(&direct, 2).await;
+    assert!(drained.failed.is_empty(), "{drained:?}");
+    assert_eq!(drained.deleted, past.items, "{drained:?}");
+
+    assert_eq!(harness.archived().await, events);
+    assert_eq!(harness.delivered().await, events);
+    assert!(harness.keys("staging/").await.is_empty());
+    assert!(harness.keys(&format!("work/{again}/")).await.is_empty());
+    // The refused run's records are left to the lifecycle: its record,
+    // its items, and the done records of the ten that were sent.
+    let left = harness.keys("work/").await;
+    let done: Vec<&String> = left.iter().filter(|k| k.contains("/done-")).collect();
+    assert_eq!(done.len(), 10, "{left:?}");
+    assert_eq!(left.len(), runs.len() + 10, "{left:?}");
+    assert!(runs.iter().all(|key| left.contains(key)), "{left:?}");
+    assert_eq!(harness.dead_letters().await, 0);
+}
