@@ -220,6 +220,19 @@ pub async fn prepare(
     if reopened > 0 {
         tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, parts = reopened, "the run that committed these parts stopped before deleting what it consumed: publishing them again");
     }
+    // Going on from a checkpoint: its parts are published first, so that a
+    // partition that takes many invocations publishes as it goes.
+    let mut etag = etag;
+    if manifest.cursor.is_some() && manifest.has_pending() {
+        let outcome =
+            publish::publish_pending(flusher, alerts, partition, &mut manifest, false).await?;
+        if outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty() {
+            manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
+            let key = layout::manifest_key(partition);
+            etag =
+                Some(store::commit_manifest(s3, bucket, &key, &manifest, etag.as_deref()).await?);
+        }
+    }
     let had_pending = manifest.has_pending();
     let consumed = manifest.consumed();
     let new_sources: Vec<&Source> = sources
