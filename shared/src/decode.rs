@@ -110,8 +110,10 @@ pub fn split_events(payload: &str) -> Result<Vec<&str>, Rejection> {
     // broken, which must cost that line alone, not every event after it (a
     // producer packing records it did not check sends such bodies).
     // Otherwise one pretty-printed value spanning several lines, refused
-    // whole when it is not JSON.
-    if is_json_value(first_line) || (!is_json_value(trimmed) && has_object_line(rest)) {
+    // whole when it is not JSON. (The lines are looked at before the whole
+    // body is parsed: a pretty-printed event rarely has a line that is an
+    // object by itself, so it is not parsed one more time.)
+    if is_json_value(first_line) || (has_object_line(rest) && !is_json_value(trimmed)) {
         // memchr_iter, not `str::split`: a body is hundreds of lines, and
         // memchr's vector search passes over a line's bytes several times
         // faster than str's search for one char.
