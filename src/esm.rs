@@ -141,6 +141,14 @@ pub struct PollReport {
     /// Messages SQS refused to delete (`<message id>: <code> <message>`); they
     /// will be delivered again, as in Lambda.
     pub delete_failures: Vec<String>,
+    /// Messages left out of the batch by the 6 MB limit that SQS refused to
+    /// make visible again (`<message id>: <code> <message>`); they come back
+    /// after the visibility timeout instead of at once.
+    pub release_failures: Vec<String>,
+    /// Message ids the batch holds more than once (a message whose
+    /// visibility timeout ran out while the batch was gathered, received
+    /// again), once each.
+    pub duplicates: Vec<String>,
 }
 
 /// The summed outcome of [`EventSourceMapping::drain`].
@@ -160,6 +168,11 @@ pub struct DrainReport {
     pub handler_errors: Vec<String>,
     /// Every delete SQS refused, in order.
     pub delete_failures: Vec<String>,
+    /// Every release (making a message left out of a batch visible again)
+    /// SQS refused, in order.
+    pub release_failures: Vec<String>,
+    /// Message ids delivered twice in one batch, one entry per batch.
+    pub duplicates: Vec<String>,
 }
 
 impl DrainReport {
@@ -174,6 +187,8 @@ impl DrainReport {
         self.failed.extend(poll.failed);
         self.handler_errors.extend(poll.handler_error);
         self.delete_failures.extend(poll.delete_failures);
+        self.release_failures.extend(poll.release_failures);
+        self.duplicates.extend(poll.duplicates);
     }
 
     /// Adds another report's totals.
@@ -185,6 +200,8 @@ impl DrainReport {
         self.failed.extend(other.failed);
         self.handler_errors.extend(other.handler_errors);
         self.delete_failures.extend(other.delete_failures);
+        self.release_failures.extend(other.release_failures);
+        self.duplicates.extend(other.duplicates);
     }
 }
 
@@ -291,7 +308,10 @@ impl EventSourceMapping {
     /// repeats until the batch holds `batch_size` messages, the batching
     /// window has elapsed, or the queue returns nothing. Messages that would
     /// push the event over 6 MB are made visible again at once and left for
-    /// the next batch.
+    /// the next batch ([`PollReport::release_failures`] names those SQS
+    /// refused to release). A message received twice while gathering is
+    /// passed twice, as SQS's at-least-once delivery allows, and named in
+    /// [`PollReport::duplicates`].
     ///
     /// Deleting: on `Ok`, every message not named in `batch_item_failures`
     /// (10 per `DeleteMessageBatch`), unless the response names an empty or
@@ -305,9 +325,12 @@ impl EventSourceMapping {
         F: FnMut(SqsEvent) -> Fut,
         Fut: Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>>,
     {
-        let records = self.gather_batch().await?;
+        let (records, release_failures) = self.gather_batch().await?;
         if records.is_empty() {
-            return Ok(PollReport::default());
+            return Ok(PollReport {
+                release_failures,
+                ..PollReport::default()
+            });
         }
         let delivered: Vec<(String, String)> = records
             .iter()
@@ -323,6 +346,8 @@ impl EventSourceMapping {
 
         let mut report = PollReport {
             received: delivered.len(),
+            release_failures,
+            duplicates: duplicate_ids(&delivered),
             ..PollReport::default()
         };
         let outcome = handler(event).await;
@@ -398,11 +423,13 @@ impl EventSourceMapping {
         }
     }
 
-    async fn gather_batch(&self) -> Result<Vec<SqsMessage>, EsmError> {
+    /// One batch, and the releases SQS refused.
+    async fn gather_batch(&self) -> Result<(Vec<SqsMessage>, Vec<String>), EsmError> {
         let started = Instant::now();
         let mut records: Vec<SqsMessage> = Vec::new();
         // `{"Records":[` + `]}`, then one comma per further record.
         let mut payload_bytes = 14;
+        let mut release_failures = Vec::new();
         loop {
             let want = (self.batch_size - records.len()).min(SQS_BATCH_LIMIT);
             let output = self
@@ -425,31 +452,39 @@ impl EventSourceMapping {
                 let record = lambda_record(message, &self.queue_arn, &self.region);
                 let size = serde_json::to_vec(&record).map_or(0, |json| json.len()) + 1;
                 if !records.is_empty() && payload_bytes + size > MAX_INVOKE_PAYLOAD_BYTES {
-                    overflow.push(record.receipt_handle.unwrap_or_default());
+                    overflow.push((
+                        record.message_id.unwrap_or_default(),
+                        record.receipt_handle.unwrap_or_default(),
+                    ));
                 } else {
                     payload_bytes += size;
                     records.push(record);
                 }
             }
             if !overflow.is_empty() {
-                self.release(&overflow).await?;
+                release_failures = self.release(&overflow).await?;
                 break;
             }
             if records.len() >= self.batch_size || started.elapsed() >= self.batching_window {
                 break;
             }
         }
-        Ok(records)
+        Ok((records, release_failures))
     }
 
-    /// Makes received messages visible again at once.
-    async fn release(&self, receipt_handles: &[String]) -> Result<(), EsmError> {
-        for chunk in receipt_handles.chunks(SQS_BATCH_LIMIT) {
+    /// Makes received messages, given as (message id, receipt handle), visible
+    /// again at once (`ChangeMessageVisibilityBatch` with a timeout of 0, 10
+    /// a request). Returns the entries SQS refused (`<message id>: <code>
+    /// <message>`), which stay invisible until their visibility timeout
+    /// ends; errors are requests that failed as a whole.
+    pub async fn release(&self, messages: &[(String, String)]) -> Result<Vec<String>, EsmError> {
+        let mut failures = Vec::new();
+        for chunk in messages.chunks(SQS_BATCH_LIMIT) {
             let mut request = self
                 .sqs
                 .change_message_visibility_batch()
                 .queue_url(&self.queue_url);
-            for (i, receipt) in chunk.iter().enumerate() {
+            for (i, (_, receipt)) in chunk.iter().enumerate() {
                 let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
                     .id(i.to_string())
                     .receipt_handle(receipt)
@@ -458,12 +493,25 @@ impl EventSourceMapping {
                     .expect("id and receipt handle are set");
                 request = request.entries(entry);
             }
-            request.send().await.map_err(EsmError::sqs(
+            let output = request.send().await.map_err(EsmError::sqs(
                 "ChangeMessageVisibilityBatch",
                 &self.queue_url,
             ))?;
+            for failure in output.failed() {
+                let message_id = failure
+                    .id()
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| chunk.get(i))
+                    .map_or(failure.id(), |(id, _)| id.as_str());
+                failures.push(format!(
+                    "{message_id}: {} {}",
+                    failure.code(),
+                    failure.message().unwrap_or_default()
+                ));
+            }
         }
-        Ok(())
+        Ok(failures)
     }
 
     async fn delete_batch(
@@ -500,6 +548,17 @@ impl EventSourceMapping {
         }
         Ok(())
     }
+}
+
+/// The message ids `delivered` holds more than once, once each, in order.
+fn duplicate_ids(delivered: &[(String, String)]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut reported = HashSet::new();
+    delivered
+        .iter()
+        .filter(|(id, _)| !seen.insert(id.as_str()) && reported.insert(id.as_str()))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// The ids a response marks failed, or why the response fails the whole
@@ -790,6 +849,20 @@ mod tests {
         let mut empty = SqsBatchResponse::default();
         empty.add_failure("");
         assert!(reported_failures(&empty, &delivered).is_err());
+    }
+
+    #[test]
+    fn a_message_twice_in_one_batch_is_named_once() {
+        let delivered = [
+            ("a", "r1"),
+            ("b", "r2"),
+            ("a", "r3"),
+            ("a", "r4"),
+            ("c", "r5"),
+        ]
+        .map(|(id, receipt)| (id.to_owned(), receipt.to_owned()));
+        assert_eq!(duplicate_ids(&delivered), ["a"]);
+        assert!(duplicate_ids(&delivered[..2]).is_empty());
     }
 
     #[test]

@@ -224,15 +224,23 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
     let drained = delivered;
     let dead_letters = approximate_message_count(&sqs, &queues.dlq_url).await?;
     println!(
-        "delivered     {} messages in {} batcher invocations; {} reported failed; {} in the DLQ; {} deletes refused",
+        "delivered     {} messages in {} batcher invocations; {} reported failed; {} in the DLQ; {} deletes refused; {} releases refused; {} delivered twice in one batch",
         drained.received,
         drained.invocations,
         drained.failed.len(),
         dead_letters,
-        drained.delete_failures.len()
+        drained.delete_failures.len(),
+        drained.release_failures.len(),
+        drained.duplicates.len()
     );
     for failure in drained.delete_failures.iter().take(5) {
         println!("  delete refused: {failure}");
+    }
+    for failure in drained.release_failures.iter().take(5) {
+        println!("  release refused: {failure}");
+    }
+    for id in drained.duplicates.iter().take(5) {
+        println!("  delivered twice in one batch: {id}");
     }
 
     let staged = read_staging(&s3, &bucket, STAGING_PREFIX).await?;

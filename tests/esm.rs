@@ -404,6 +404,83 @@ async fn batch_holds_at_most_batch_size_messages() {
     assert_eq!(report.deleted, 21);
 }
 
+/// Releasing makes a received message visible again at once (its queue's
+/// visibility timeout is 30 s, so it could not come back otherwise); a
+/// release SQS refuses, here of a message deleted meanwhile, is named with
+/// SQS's code, not ignored.
+#[tokio::test]
+async fn release_makes_messages_visible_again_and_names_those_sqs_refuses() {
+    let f = fixture(3).await;
+    let queue = create_queue_with_dlq(&f.sqs, "long-visibility", 3, 30)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for body in ["kept", "gone"] {
+        let sent = f
+            .sqs
+            .send_message()
+            .queue_url(&queue.url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+        ids.push(sent.message_id.unwrap());
+    }
+    let received = f
+        .sqs
+        .receive_message()
+        .queue_url(&queue.url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 2);
+    let handle = |id: &str| {
+        received
+            .iter()
+            .find(|m| m.message_id() == Some(id))
+            .and_then(|m| m.receipt_handle())
+            .unwrap()
+            .to_owned()
+    };
+    f.sqs
+        .delete_message()
+        .queue_url(&queue.url)
+        .receipt_handle(handle(&ids[1]))
+        .send()
+        .await
+        .unwrap();
+    let esm =
+        EventSourceMapping::new(f.sqs.clone(), &queue.url, &queue.arn, 10, Duration::ZERO).unwrap();
+
+    let failures = esm
+        .release(&[
+            (ids[0].clone(), handle(&ids[0])),
+            (ids[1].clone(), handle(&ids[1])),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].starts_with(&format!("{}: ReceiptHandleIsInvalid", ids[1])),
+        "{failures:?}"
+    );
+    let mut seen = Vec::new();
+    let report = esm
+        .poll_once(|event: SqsEvent| {
+            seen.extend(event.records);
+            succeed(SqsEvent::default())
+        })
+        .await
+        .unwrap();
+    assert_eq!((report.received, report.deleted), (1, 1));
+    assert_eq!(bodies(&seen), ["kept"]);
+    assert!(report.release_failures.is_empty() && report.duplicates.is_empty());
+}
+
 #[tokio::test]
 async fn dropped_moto_server_stops_answering() {
     let moto = MotoServer::start().await.unwrap();

@@ -101,12 +101,19 @@ pub fn split_events(payload: &str) -> Result<Vec<&str>, Rejection> {
         }
         return Ok(elements.into_iter().map(RawValue::get).collect());
     }
-    let Some((first_line, _)) = trimmed.split_once('\n') else {
+    let Some((first_line, rest)) = trimmed.split_once('\n') else {
         return Ok(vec![trimmed]);
     };
-    // NDJSON when the first line is a whole JSON value by itself; otherwise
-    // one pretty-printed value spanning several lines.
-    if serde_json::from_str::<IgnoredAny>(first_line).is_ok() {
+    // NDJSON when the first line is a whole JSON value by itself; also when
+    // it is not but the body is not one JSON value either and another of
+    // its lines is a whole JSON object by itself: NDJSON whose first line is
+    // broken, which must cost that line alone, not every event after it (a
+    // producer packing records it did not check sends such bodies).
+    // Otherwise one pretty-printed value spanning several lines, refused
+    // whole when it is not JSON. (The lines are looked at before the whole
+    // body is parsed: a pretty-printed event rarely has a line that is an
+    // object by itself, so it is not parsed one more time.)
+    if is_json_value(first_line) || (has_object_line(rest) && !is_json_value(trimmed)) {
         // memchr_iter, not `str::split`: a body is hundreds of lines, and
         // memchr's vector search passes over a line's bytes several times
         // faster than str's search for one char.
@@ -125,6 +132,20 @@ pub fn split_events(payload: &str) -> Result<Vec<&str>, Rejection> {
     } else {
         Ok(vec![trimmed])
     }
+}
+
+/// Whether `text` is one whole JSON value (surrounding whitespace allowed).
+fn is_json_value(text: &str) -> bool {
+    serde_json::from_str::<IgnoredAny>(text).is_ok()
+}
+
+/// Whether one of the lines of `text` is, trimmed, a whole JSON object by
+/// itself. Only bodies whose first line is not a whole value come here.
+fn has_object_line(text: &str) -> bool {
+    text.split('\n').any(|line| {
+        let line = line.trim();
+        line.starts_with('{') && is_json_value(line)
+    })
 }
 
 /// The event as one line without tabs: unchanged when it already is one,
@@ -199,6 +220,39 @@ mod tests {
             split_events(body).unwrap(),
             vec![r#"{"a":1}"#, r#"{"b":2}"#, "{not json"]
         );
+    }
+
+    /// A packed NDJSON body whose first record is not JSON (a producer
+    /// that packs what it is given): that record alone is an event to
+    /// refuse, the ones after it are events. The local run once saw a
+    /// message of 1,131 valid events refused whole this way.
+    #[test]
+    fn ndjson_with_a_broken_first_line_is_still_split_at_every_line() {
+        let body = "{\"organizationId\": \"t\", \"eventTime\": \n{\"a\":1}\n\"s\"\n{\"b\":2}\n";
+        assert_eq!(
+            split_events(body).unwrap(),
+            vec![
+                r#"{"organizationId": "t", "eventTime":"#,
+                r#"{"a":1}"#,
+                r#""s""#,
+                r#"{"b":2}"#
+            ]
+        );
+    }
+
+    /// Bodies whose first line is not a whole value stay one event when they
+    /// are one JSON value, or when no other line is an object by itself (a
+    /// pretty-printed event, cut short or with an array's elements on lines
+    /// of their own): refused whole, with their original text.
+    #[test]
+    fn a_multiline_value_or_a_broken_pretty_printed_event_stays_one_event() {
+        for body in [
+            "{\"a\":\n  {\"b\": 1}\n}",
+            "{\n  \"a\": [\n    \"x\",\n    1\n  ],\n  \"b\": ",
+            "{\n  \"a\": \"x\"\n",
+        ] {
+            assert_eq!(split_events(body).unwrap(), vec![body.trim()], "{body:?}");
+        }
     }
 
     #[test]
