@@ -155,6 +155,13 @@ impl Harness {
         total
     }
 
+    /// The JSON object stored at `key` in the export bucket.
+    async fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
+        let object = self.s3.get_object().bucket(EXPORT).key(key).send();
+        let bytes = object.await.unwrap().body.collect().await.unwrap();
+        serde_json::from_slice(&bytes.into_bytes()).unwrap()
+    }
+
     async fn keys(&self, prefix: &str) -> Vec<String> {
         list_keys(&self.s3, EXPORT, prefix).await.unwrap()
     }
@@ -458,22 +465,9 @@ async fn a_partition_larger_than_a_worker_goes_on_from_its_checkpoint_in_the_nex
 
     assert_eq!(harness.archived().await, events);
     assert_eq!(harness.delivered().await, events);
-    let manifest: shared::manifest::Manifest = serde_json::from_slice(
-        &harness
-            .s3
-            .get_object()
-            .bucket(EXPORT)
-            .key("manifests/airkit-app-events/big/2026-11-22/10.json")
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes(),
-    )
-    .unwrap();
+    let manifest: shared::manifest::Manifest = harness
+        .json("manifests/airkit-app-events/big/2026-11-22/10.json")
+        .await;
     assert_eq!((manifest.parts.len(), manifest.cursor), (5, None));
     assert!(harness.keys("staging/").await.is_empty());
     assert!(harness.keys("work/").await.is_empty());
@@ -562,22 +556,7 @@ async fn a_backfill_is_queued_by_the_coordinator_and_run_by_a_worker() {
         ),
         events
     );
-    let progress: serde_json::Value = serde_json::from_slice(
-        &harness
-            .s3
-            .get_object()
-            .bucket(EXPORT)
-            .key(&progress_key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes(),
-    )
-    .unwrap();
+    let progress: serde_json::Value = harness.json(&progress_key).await;
     assert_eq!(progress["status"], "done", "{progress}");
     assert_eq!(harness.dead_letters().await, 0);
 }
@@ -670,22 +649,7 @@ async fn a_batch_entry_the_queue_refuses_fails_the_coordinator_naming_its_item()
         "{error}"
     );
     // The run's record and all its items are stored; ten were queued.
-    let record: coordinator::RunRecord = serde_json::from_slice(
-        &harness
-            .s3
-            .get_object()
-            .bucket(EXPORT)
-            .key(format!("work/{run}/run.json"))
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes(),
-    )
-    .unwrap();
+    let record: coordinator::RunRecord = harness.json(&format!("work/{run}/run.json")).await;
     assert!(record.items > 10, "{record:?}");
     assert_eq!(record.objects.len(), 3, "{record:?}");
     assert_eq!(

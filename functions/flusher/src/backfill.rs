@@ -414,6 +414,7 @@ pub async fn run_backfill(
             plan,
             progress,
             key,
+            ..
         } => Ok(advance(flusher, &plan, progress, &key, now_millis, deadline).await?),
     }
 }
@@ -432,27 +433,22 @@ pub async fn queue_backfill(
     request: &BackfillRequest,
     now_millis: i64,
 ) -> Result<BackfillReport, RunError> {
-    // Asked again while a worker is on it: it is not queued twice.
-    let plan = plan(&flusher.config, request, now_millis)?;
-    let key = layout::backfill_progress_key(&plan.id);
-    if let Some(progress) = read_progress(flusher, &key).await?
-        && progress.status == BackfillStatus::Running
-        && !request.restart
-        && now_millis - parse_timestamp(&progress.updated_at).unwrap_or(0)
-            < crate::coordinator::BACKFILL_IDLE_MILLIS
-    {
-        tracing::info!(id = %plan.id, "backfill already queued or running");
-        return Ok(report_of(&progress, &key, 0, None));
-    }
     match start(flusher, request, now_millis).await? {
         Started::Done(report) => Ok(report),
         Started::Running {
             plan,
             progress,
             key,
+            fresh,
         } => {
-            crate::coordinator::send_backfills(queue, std::slice::from_ref(&key)).await?;
-            tracing::info!(id = %plan.id, %key, "backfill queued for a flush worker");
+            let idle = now_millis - parse_timestamp(&progress.updated_at).unwrap_or(0);
+            // Asked again while a worker is on it: not queued twice.
+            if fresh || idle >= crate::coordinator::BACKFILL_IDLE_MILLIS {
+                crate::coordinator::send_backfills(queue, std::slice::from_ref(&key)).await?;
+                tracing::info!(id = %plan.id, %key, "backfill queued for a flush worker");
+            } else {
+                tracing::info!(id = %plan.id, "backfill already queued or running");
+            }
             Ok(report_of(&progress, &key, 0, None))
         }
     }
@@ -467,6 +463,8 @@ enum Started {
         plan: Box<BackfillPlan>,
         progress: BackfillProgress,
         key: String,
+        /// Whether its record is new (not one being continued).
+        fresh: bool,
     },
 }
 
@@ -477,9 +475,11 @@ async fn start(
 ) -> Result<Started, RunError> {
     let plan = plan(&flusher.config, request, now_millis)?;
     let key = layout::backfill_progress_key(&plan.id);
-    let progress = match read_progress(flusher, &key).await? {
-        Some(progress) if !request.restart && progress.status != BackfillStatus::Failed => progress,
-        _ => BackfillProgress::new(request, &plan.id, now_millis),
+    let (progress, fresh) = match read_progress(flusher, &key).await? {
+        Some(progress) if !request.restart && progress.status != BackfillStatus::Failed => {
+            (progress, false)
+        }
+        _ => (BackfillProgress::new(request, &plan.id, now_millis), true),
     };
     if progress.status == BackfillStatus::Done {
         tracing::info!(id = %plan.id, "backfill already done; `restart: true` redoes it");
@@ -490,6 +490,7 @@ async fn start(
         plan: Box::new(plan),
         progress,
         key,
+        fresh,
     })
 }
 
