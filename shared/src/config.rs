@@ -44,6 +44,8 @@ pub mod env {
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
     pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
+    /// Ranged GETs of staged objects a flush spools at once.
+    pub const READ_CONCURRENCY: &str = "READ_CONCURRENCY";
     /// The most compressed staged bytes the flusher spools to disk at once
     /// (one window of partitions, see the flusher's `staged_read`).
     pub const SPOOL_BYTES: &str = "SPOOL_BYTES";
@@ -130,6 +132,12 @@ pub mod defaults {
     pub const ARCHIVE_GZIP_LEVEL: u32 = 6;
     pub const ARCHIVE_PART_MAX_BYTES: usize = 128 * 1024 * 1024;
     pub const FLUSH_CONCURRENCY: usize = 4;
+    /// A work item reads a range of every staged object of its hour: with
+    /// S3's first-byte latency (about 100 ms) a GET at a time is what
+    /// limits a worker, not its bytes (docs/benchmarks.md, the scale-out
+    /// simulation). Each GET streams to the spool file, so memory does not
+    /// grow with it.
+    pub const READ_CONCURRENCY: usize = 32;
     /// Under the flusher's 2048 MB of ephemeral storage (the template's
     /// `EphemeralStorage`), with room for the range around a window's
     /// segments; a typical hour's staged objects fit, so each is read with
@@ -281,6 +289,8 @@ pub struct Config {
     pub archive_part_max_bytes: usize,
     /// Partitions flushed at once.
     pub flush_concurrency: usize,
+    /// Ranged GETs of staged objects a flush spools at once.
+    pub read_concurrency: usize,
     /// The compressed staged bytes one window of partitions spools to disk
     /// (a single larger partition is a window of its own).
     pub spool_bytes: usize,
@@ -375,6 +385,7 @@ struct Document {
     archive_gzip_level: Option<u32>,
     archive_part_max_bytes: Option<usize>,
     flush_concurrency: Option<usize>,
+    read_concurrency: Option<usize>,
     spool_bytes: Option<usize>,
     work_item_bytes: Option<usize>,
     archive_retention_days: Option<usize>,
@@ -701,6 +712,14 @@ impl Config {
             defaults::FLUSH_CONCURRENCY,
             1..=64,
         )?;
+        let read_concurrency = number_setting(
+            &lookup,
+            env::READ_CONCURRENCY,
+            "readConcurrency",
+            document.read_concurrency,
+            defaults::READ_CONCURRENCY,
+            1..=256,
+        )?;
         // Lambda's ephemeral storage is at most 10,240 MB.
         let spool_bytes = number_setting(
             &lookup,
@@ -791,6 +810,7 @@ impl Config {
             archive_gzip_level,
             archive_part_max_bytes,
             flush_concurrency,
+            read_concurrency,
             spool_bytes,
             work_item_bytes,
             spool_dir,
@@ -2238,6 +2258,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.field, "workItemBytes");
         assert_eq!(set.spool_dir, std::path::PathBuf::from("spool"));
+        assert_eq!(config.read_concurrency, 32);
+        let error = config_error(&[("EXPORT_BUCKET", "exports"), ("READ_CONCURRENCY", "0")]);
+        assert_eq!(error.field, "READ_CONCURRENCY");
+        let read = self::config(
+            &[("EXPORT_BUCKET", "exports")],
+            Some(r#"{"readConcurrency": 64}"#),
+        )
+        .unwrap();
+        assert_eq!(read.read_concurrency, 64);
     }
 
     #[test]

@@ -253,7 +253,7 @@ impl Spools {
 }
 
 /// Fetches the staged bytes of a window's `partitions` into one spool file
-/// in `spool_dir`: one ranged GET per object, at most `flush_concurrency`
+/// in `spool_dir`: one ranged GET per object, at most `read_concurrency`
 /// at once, each streamed to its own place in the file.
 pub async fn fetch_window(flusher: &Flusher, work: &Work, partitions: &[PartitionKey]) -> Spools {
     let config = &flusher.config;
@@ -309,7 +309,7 @@ pub async fn fetch_window(flusher: &Flusher, work: &Work, partitions: &[Partitio
             };
             (key.to_owned(), fetched)
         })
-        .buffer_unordered(config.flush_concurrency)
+        .buffer_unordered(config.read_concurrency)
         .collect()
         .await;
     Spools {
