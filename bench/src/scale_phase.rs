@@ -211,10 +211,74 @@ fn row(
     })
 }
 
+/// The options and measured figures with all four levers of `levers`
+/// pulled: a 30 ms latency, 64 requests at once, work items of 1 GiB and
+/// staged objects four times larger.
+fn all_levers(options: &Options, measured: &Measured) -> (Options, Measured) {
+    (
+        Options {
+            s3: S3Model {
+                latency_s: 0.030,
+                ..options.s3
+            },
+            get_concurrency: 64,
+            work_item_bytes: 1024.0 * 1024.0 * 1024.0,
+            ..*options
+        },
+        Measured {
+            staged_object_bytes: measured.staged_object_bytes * 4.0,
+            ..*measured
+        },
+    )
+}
+
+/// The big tenant's shards, 1 to 1,024, for W = 64 and 1,769 MB, at the
+/// options and with all four levers: where more shards stop shortening the
+/// long pole.
+fn shard_sweep(options: &Options, measured: &Measured) -> Vec<Value> {
+    let levers = all_levers(options, measured);
+    let mut rows = Vec::new();
+    for (setting, (options, measured)) in
+        [("as above", (*options, *measured)), ("all four", levers)]
+    {
+        for power in (0..=10).step_by(2) {
+            let shards = 1usize << power;
+            let (_, shape) = options.shapes()[0];
+            let shape = Shape {
+                big_shards: shards,
+                ..shape
+            };
+            let hour = scale::simulate(
+                &options.deployment(shape, 64, 1769.0),
+                &measured,
+                &options.s3,
+            );
+            rows.push(json!({
+                "setting": setting,
+                "shards": shards,
+                "items": hour.items,
+                "gets": hour.gets,
+                "longest_item": {
+                    "read_s": hour.longest.read_s,
+                    "cpu_s": hour.longest.cpu_s,
+                    "total_s": hour.longest.total_s(),
+                    "staged_mb": hour.longest.staged_bytes / 1e6,
+                },
+                "flush_s": hour.flush_s,
+                "published_after_close_s": hour.published_after_close_s,
+                "fits_lambda": hour.fits_lambda,
+                "meets_goal": hour.meets_goal,
+            }));
+        }
+    }
+    rows
+}
+
 /// What one change to the defaults does, for W = 64 and 1,769 MB: the
 /// levers the model points at.
 fn levers(options: &Options, measured: &Measured) -> Vec<Value> {
     let s3 = options.s3;
+    let all = all_levers(options, measured);
     let changes: [(&str, Options, Measured); 6] = [
         ("as above", *options, *measured),
         (
@@ -252,22 +316,7 @@ fn levers(options: &Options, measured: &Measured) -> Vec<Value> {
                 ..*measured
             },
         ),
-        (
-            "all four",
-            Options {
-                s3: S3Model {
-                    latency_s: 0.030,
-                    ..s3
-                },
-                get_concurrency: 64,
-                work_item_bytes: 1024.0 * 1024.0 * 1024.0,
-                ..*options
-            },
-            Measured {
-                staged_object_bytes: measured.staged_object_bytes * 4.0,
-                ..*measured
-            },
-        ),
+        ("all four", all.0, all.1),
     ];
     let mut rows = Vec::new();
     for (change, options, measured) in changes {
@@ -448,6 +497,42 @@ pub fn report(options: &Options, figures: &Value) -> Value {
             f(lever, "/max_events_per_s_goal"),
         );
     }
+    println!();
+    println!(
+        "the big tenant's shards, W = 64 at 1,769 MB, at {:.0} events/s, as above and with all four levers:",
+        options.events_per_s
+    );
+    println!(
+        "{:<9} {:>6} {:>6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}",
+        "setting",
+        "shards",
+        "items",
+        "GETs/h",
+        "item MB",
+        "read s",
+        "CPU s",
+        "item s",
+        "flush m",
+        "close+m",
+        "goal"
+    );
+    let shards = shard_sweep(options, &measured);
+    for row in &shards {
+        println!(
+            "{:<9} {:>6} {:>6} {:>6.1}M {:>10.0} {:>8.0} {:>8.0} {:>8.0} {:>8.1} {:>8.1} {:>5}",
+            row["setting"].as_str().unwrap_or_default(),
+            f(row, "/shards"),
+            f(row, "/items"),
+            f(row, "/gets") / 1e6,
+            f(row, "/longest_item/staged_mb"),
+            f(row, "/longest_item/read_s"),
+            f(row, "/longest_item/cpu_s"),
+            f(row, "/longest_item/total_s"),
+            f(row, "/flush_s") / 60.0,
+            f(row, "/published_after_close_s") / 60.0,
+            goal_label(row),
+        );
+    }
     json!({
         "events_per_s": options.events_per_s,
         "event_bytes": options.event_bytes,
@@ -480,6 +565,7 @@ pub fn report(options: &Options, figures: &Value) -> Value {
         },
         "rows": rows,
         "levers": levers,
+        "shards": shards,
     })
 }
 
@@ -590,5 +676,6 @@ mod tests {
             }
         }
         assert_eq!(scale["levers"].as_array().unwrap().len(), 12);
+        assert_eq!(scale["shards"].as_array().unwrap().len(), 12);
     }
 }
