@@ -345,7 +345,7 @@ fn levers(options: &Options, measured: &Measured) -> Vec<Value> {
 }
 
 /// Whether a simulated hour met the goal: "yes", "late" (published after
-/// the 20 minutes, or its flush over an hour) or ">15m" (an item or the
+/// the 20 minutes, or its flush over an hour) or "limit" (an item or the
 /// coordinator over Lambda's 15 minutes, or an item over the spool).
 fn goal_label(row: &Value) -> &'static str {
     if row["meets_goal"] == true {
@@ -353,7 +353,7 @@ fn goal_label(row: &Value) -> &'static str {
     } else if row["fits_lambda"] == true {
         "late"
     } else {
-        ">15m"
+        "limit"
     }
 }
 
@@ -474,7 +474,7 @@ pub fn report(options: &Options, figures: &Value) -> Value {
         }
     }
     println!(
-        "goal: yes, late (after the 20 minutes), >15m (an item or the coordinator over Lambda's 15 minutes, or an item over the spool)"
+        "goal: yes; late (published after the 20 minutes, or the flush over an hour); limit (an item or the coordinator over Lambda's 15 minutes, or an item's staged bytes over the spool)"
     );
     println!();
     println!("levers, W = 64 at 1,769 MB (one change at a time, then all four):");
