@@ -116,54 +116,71 @@ enum Phase {
 #[derive(clap::Args, Debug)]
 struct ScaleArgs {
     /// Simulated events a second.
-    #[arg(long, default_value_t = 100_000.0)]
+    #[arg(long, default_value_t = 100_000.0, value_parser = positive)]
     scale_events_per_s: f64,
     /// Simulated event size, bytes of NDJSON.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 1000.0, value_parser = positive)]
     scale_event_bytes: f64,
     /// Tenants of the simulated shapes (the big one among them).
-    #[arg(long, default_value_t = 1000)]
-    scale_tenants: usize,
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    scale_tenants: u32,
     /// The big tenant's share of the events in the first shape.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = fraction)]
     scale_big_share: f64,
     /// The big tenant's shards (a power of two, 1 to 1,024).
     #[arg(long, default_value_t = 256, value_parser = shards)]
     scale_shards: usize,
     /// Throughput of one S3 GET or PUT stream, MB/s (AWS's S3 performance
     /// guidance: one concurrent request per 85-90 MB/s).
-    #[arg(long, default_value_t = 85.0)]
+    #[arg(long, default_value_t = 85.0, value_parser = positive)]
     s3_stream_mb_s: f64,
     /// Latency of one S3 request to its first byte, ms (AWS: roughly
     /// 100-200 ms for small objects and first bytes).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = positive)]
     s3_latency_ms: f64,
     /// GETs a second one S3 prefix serves (AWS: at least 5,500); an hour's
     /// staged objects share one prefix.
-    #[arg(long, default_value_t = 5500.0)]
+    #[arg(long, default_value_t = 5500.0, value_parser = positive)]
     s3_prefix_gets_per_s: f64,
     /// Requests a worker has in flight (default: FLUSH_CONCURRENCY's).
-    #[arg(long)]
-    scale_get_concurrency: Option<usize>,
-    /// A work item's staged bytes at most (default: WORK_ITEM_BYTES's).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    scale_get_concurrency: Option<u32>,
+    /// A work item's staged bytes at most (default: WORK_ITEM_BYTES's;
+    /// 1,024 B to 10 GiB, as WORK_ITEM_BYTES).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1024..=10 * 1024 * 1024 * 1024))]
     scale_work_item_bytes: Option<u64>,
     /// Destinations per partition (in the archive's format).
     #[arg(long, default_value_t = 1)]
     scale_destinations: usize,
     /// The minute past the hour the coordinator runs (FlushSchedule's).
-    #[arg(long, default_value_t = 15.0)]
-    scale_schedule_minute: f64,
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..60))]
+    scale_schedule_minute: u32,
     /// A Lambda vCPU's speed against one core of this machine.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
     scale_vcpu_speed: f64,
     /// Threads a worker compacts on (today's flusher: 1).
-    #[arg(long, default_value_t = 1.0)]
-    scale_threads: f64,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=6))]
+    scale_threads: u32,
     /// NDJSON MB per staged object (default: measured, the batcher's gzip
     /// style on 6 MB SQS events).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     staged_object_mb: Option<f64>,
+}
+
+/// A number above zero (a rate, a size, a latency).
+fn positive(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
+        _ => Err(format!("{value} is not a number above 0")),
+    }
+}
+
+/// A share: a number from 0 to 1.
+fn fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(number) if (0.0..=1.0).contains(&number) => Ok(number),
+        _ => Err(format!("{value} is not a number from 0 to 1")),
+    }
 }
 
 /// A shard count: a power of two from 1 to 1,024.
@@ -234,9 +251,9 @@ impl Cli {
         scale_phase::Options {
             events_per_s: args.scale_events_per_s,
             event_bytes: args.scale_event_bytes,
-            big_share: args.scale_big_share.clamp(0.0, 1.0),
+            big_share: args.scale_big_share,
             big_shards: args.scale_shards,
-            tenants: args.scale_tenants.max(1),
+            tenants: args.scale_tenants as usize,
             s3: scale::S3Model {
                 stream_mb_s: args.s3_stream_mb_s,
                 latency_s: args.s3_latency_ms / 1000.0,
@@ -244,8 +261,7 @@ impl Cli {
             },
             get_concurrency: args
                 .scale_get_concurrency
-                .unwrap_or(config.flush_concurrency)
-                .max(1),
+                .map_or(config.flush_concurrency, |requests| requests as usize),
             index_reads_at_once: 16,
             work_item_bytes: args
                 .scale_work_item_bytes
@@ -253,10 +269,10 @@ impl Cli {
             item_partitions: 1024,
             spool_bytes: config.spool_bytes as f64,
             destinations: args.scale_destinations,
-            schedule_minute: args.scale_schedule_minute,
+            schedule_minute: f64::from(args.scale_schedule_minute),
             grace_minutes: config.flush_grace_minutes as f64,
             vcpu_speed: args.scale_vcpu_speed,
-            threads: args.scale_threads.max(1.0),
+            threads: f64::from(args.scale_threads),
             staged_object_bytes: args.staged_object_mb.map(|mb| mb * 1e6),
         }
     }
