@@ -16,7 +16,11 @@
 //! the Runtime API against moto, their own CPU seconds beside `gzip -6` of
 //! the same lines and their peak RSS, and the flusher's peak RSS by
 //! partition size (see `process`); then the functions' cold starts and
-//! binary sizes, and the cost per million events.
+//! binary sizes, and the cost per million events; then the scale-out
+//! simulation (`scale`): issue 17's deployments (`FlushWorkers` × worker
+//! memory, one big tenant or a thousand even ones) timed from the rates
+//! this run measured. `--phase scale` measures those rates and runs the
+//! simulation alone.
 //! It prints a table and ends with one JSON line holding every figure.
 //! Benchmarks are not pass/fail: the figures are reported as measured.
 
@@ -26,6 +30,8 @@ mod cost;
 mod measure;
 mod phases;
 mod process;
+mod scale;
+mod scale_phase;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -82,8 +88,12 @@ struct Cli {
     /// Where the functions' binaries are (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Internal: run one phase and print its JSON.
-    #[arg(long, hide = true)]
+    #[command(flatten)]
+    scale: ScaleArgs,
+    /// Run one phase: `scale` measures the rates the scale-out simulation
+    /// needs and prints its tables; `process` the functions as processes;
+    /// the others (internal) print their JSON.
+    #[arg(long)]
     phase: Option<Phase>,
     #[arg(long, hide = true)]
     style: Option<Style>,
@@ -98,6 +108,89 @@ enum Phase {
     Batcher,
     Flusher,
     Process,
+    Scale,
+}
+
+/// The scale-out simulation's deployment and S3 (its parameters; the rates
+/// are measured). Printed with the tables.
+#[derive(clap::Args, Debug)]
+struct ScaleArgs {
+    /// Simulated events a second.
+    #[arg(long, default_value_t = 100_000.0, value_parser = positive)]
+    scale_events_per_s: f64,
+    /// Simulated event size, bytes of NDJSON.
+    #[arg(long, default_value_t = 1000.0, value_parser = positive)]
+    scale_event_bytes: f64,
+    /// Tenants of the simulated shapes (the big one among them).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    scale_tenants: u32,
+    /// The big tenant's share of the events in the first shape.
+    #[arg(long, default_value_t = 0.9, value_parser = fraction)]
+    scale_big_share: f64,
+    /// The big tenant's shards (a power of two, 1 to 1,024).
+    #[arg(long, default_value_t = 256, value_parser = shards)]
+    scale_shards: usize,
+    /// Throughput of one S3 GET or PUT stream, MB/s (AWS's S3 performance
+    /// guidance: one concurrent request per 85-90 MB/s).
+    #[arg(long, default_value_t = 85.0, value_parser = positive)]
+    s3_stream_mb_s: f64,
+    /// Latency of one S3 request to its first byte, ms (AWS: roughly
+    /// 100-200 ms for small objects and first bytes).
+    #[arg(long, default_value_t = 100.0, value_parser = positive)]
+    s3_latency_ms: f64,
+    /// GETs a second one S3 prefix serves (AWS: at least 5,500); an hour's
+    /// staged objects share one prefix.
+    #[arg(long, default_value_t = 5500.0, value_parser = positive)]
+    s3_prefix_gets_per_s: f64,
+    /// Requests a worker has in flight (default: FLUSH_CONCURRENCY's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    scale_get_concurrency: Option<u32>,
+    /// A work item's staged bytes at most (default: WORK_ITEM_BYTES's;
+    /// 1,024 B to 10 GiB, as WORK_ITEM_BYTES).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1024..=10 * 1024 * 1024 * 1024))]
+    scale_work_item_bytes: Option<u64>,
+    /// Destinations per partition (in the archive's format).
+    #[arg(long, default_value_t = 1)]
+    scale_destinations: usize,
+    /// The minute past the hour the coordinator runs (FlushSchedule's).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..60))]
+    scale_schedule_minute: u32,
+    /// A Lambda vCPU's speed against one core of this machine.
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    scale_vcpu_speed: f64,
+    /// Threads a worker compacts on (today's flusher: 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=6))]
+    scale_threads: u32,
+    /// NDJSON MB per staged object (default: measured, the batcher's gzip
+    /// style on 6 MB SQS events).
+    #[arg(long, value_parser = positive)]
+    staged_object_mb: Option<f64>,
+}
+
+/// A number above zero (a rate, a size, a latency).
+fn positive(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
+        _ => Err(format!("{value} is not a number above 0")),
+    }
+}
+
+/// A share: a number from 0 to 1.
+fn fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(number) if (0.0..=1.0).contains(&number) => Ok(number),
+        _ => Err(format!("{value} is not a number from 0 to 1")),
+    }
+}
+
+/// A shard count: a power of two from 1 to 1,024.
+fn shards(value: &str) -> Result<usize, String> {
+    let shards: usize = value.parse().map_err(|e| format!("{e}"))?;
+    if shards.is_power_of_two() && shards <= 1024 {
+        Ok(shards)
+    } else {
+        Err(format!("{shards} is not a power of two from 1 to 1024"))
+    }
 }
 
 fn config(cli: &Cli) -> Config {
@@ -151,6 +244,38 @@ impl Cli {
     fn few_tenants(&self) -> usize {
         (self.tenants() / FEW_TENANTS_FACTOR).max(1)
     }
+
+    /// The scale-out simulation's options, defaults from `config`.
+    fn scale_options(&self, config: &Config) -> scale_phase::Options {
+        let args = &self.scale;
+        scale_phase::Options {
+            events_per_s: args.scale_events_per_s,
+            event_bytes: args.scale_event_bytes,
+            big_share: args.scale_big_share,
+            big_shards: args.scale_shards,
+            tenants: args.scale_tenants as usize,
+            s3: scale::S3Model {
+                stream_mb_s: args.s3_stream_mb_s,
+                latency_s: args.s3_latency_ms / 1000.0,
+                prefix_gets_per_s: args.s3_prefix_gets_per_s,
+            },
+            get_concurrency: args
+                .scale_get_concurrency
+                .map_or(config.flush_concurrency, |requests| requests as usize),
+            index_reads_at_once: 16,
+            work_item_bytes: args
+                .scale_work_item_bytes
+                .map_or(config.work_item_bytes as f64, |bytes| bytes as f64),
+            item_partitions: 1024,
+            spool_bytes: config.spool_bytes as f64,
+            destinations: args.scale_destinations,
+            schedule_minute: f64::from(args.scale_schedule_minute),
+            grace_minutes: config.flush_grace_minutes as f64,
+            vcpu_speed: args.scale_vcpu_speed,
+            threads: f64::from(args.scale_threads),
+            staged_object_bytes: args.staged_object_mb.map(|mb| mb * 1e6),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -161,8 +286,18 @@ fn main() -> ExitCode {
         seed: cli.seed,
         config: config(&cli),
     };
+    if cli.phase == Some(Phase::Scale) {
+        return match scale_run(&cli, &setup) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(phase) = cli.phase {
         let result = match phase {
+            Phase::Scale => unreachable!("the scale phase ran above"),
             Phase::Limit => phases::limit(&setup),
             Phase::Levels => phases::levels(&setup),
             Phase::Batcher => phases::batcher(
@@ -204,6 +339,47 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The scale phase on its own: the rates it needs measured in this
+/// process (`--rounds` times, each rate's best kept), the simulation's
+/// tables, and the JSON line.
+fn scale_run(cli: &Cli, setup: &Setup) -> Result<(), String> {
+    eprintln!(
+        "s3-export-bench --phase scale: {} events, {} tenants, seed {}",
+        cli.events,
+        cli.tenants(),
+        cli.seed
+    );
+    let mut figures = scale_phase::measure(setup)?;
+    for number in 2..=cli.rounds {
+        eprintln!("s3-export-bench: round {number} of {}", cli.rounds);
+        keep_best(&mut figures, &scale_phase::measure(setup)?);
+    }
+    println!(
+        "s3-export-bench --phase scale  {} events, {} tenants, seed {}; machine {}, commit {}",
+        cli.events,
+        cli.tenants(),
+        cli.seed,
+        machine(),
+        commit()
+    );
+    let scale = scale_phase::report(&cli.scale_options(&setup.config), &figures);
+    println!();
+    println!(
+        "{}",
+        json!({
+            "events": cli.events,
+            "tenants": cli.tenants(),
+            "seed": cli.seed,
+            "rounds": cli.rounds,
+            "machine": machine(),
+            "commit": commit(),
+            "scale": scale,
+            "phases": figures,
+        })
+    );
+    Ok(())
 }
 
 /// Runs one phase in a child process of this binary; its JSON line.
@@ -356,8 +532,9 @@ fn run(cli: &Cli, setup: &Setup) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps, in `best`, every rate (`rate`, `limit_rate`, `staging_rate` of
-/// any phase) that `other` measured faster, and the larger peak RSS.
+/// Keeps, in `best`, every rate (`rate`, `limit_rate`, `staging_rate`,
+/// `decompress_rate` of any phase) that `other` measured faster, and the
+/// larger peak RSS.
 fn keep_best(best: &mut Value, other: &Value) {
     let Some(fields) = best.as_object_mut() else {
         return;
@@ -368,7 +545,7 @@ fn keep_best(best: &mut Value, other: &Value) {
         };
         let faster = |mine: &Value| f(theirs, "/mb_per_s") > f(mine, "/mb_per_s");
         match name.as_str() {
-            "rate" | "limit_rate" | "staging_rate" => {
+            "rate" | "limit_rate" | "staging_rate" | "decompress_rate" => {
                 if faster(value) {
                     *value = theirs.clone();
                 }
@@ -694,6 +871,7 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
     );
 
     report_process(&figures["process"]);
+    let scale = scale_phase::report(&cli.scale_options(&setup.config), figures);
 
     let batcher_rss = Style::ALL
         .iter()
@@ -734,6 +912,7 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         "cost_per_million_few_tenants": few_costs,
         "batcher_puts_per_invocation": puts_per_invocation,
         "levels": figures["levels"]["levels"],
+        "scale": scale,
         "phases": figures,
     });
     // The process phase's headline figures, at the top level too (null

@@ -502,12 +502,14 @@ fn staged_partitions(chunks_dir: &Path) -> (Vec<(String, PartitionInput)>, usize
 /// `chunks_dir`, one partition at a time (decompress, de-duplicate,
 /// recompress at the archive level, with `flusher::compaction`: chunks
 /// with `compact_chunks`, staged objects' segments with `compact_staged`),
-/// beside its limit on the same input (decompress and recompress only).
+/// beside its limit on the same input (decompress and recompress only)
+/// and the decoding alone (`decompress_rate`).
 /// Reading the files is not timed, as the flusher's GETs are not.
 pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
     let level = setup.config.archive_gzip_level;
     let (partitions, files) = staged_partitions(chunks_dir);
-    let (mut limit, mut compaction) = (Timer::default(), Timer::default());
+    let (mut limit, mut compaction, mut decompress) =
+        (Timer::default(), Timer::default(), Timer::default());
     let (mut pieces, mut staged_bytes, mut events, mut duplicates, mut bytes) = (0, 0, 0, 0, 0);
     let (mut limit_out, mut part_bytes, mut largest_partition) = (0u64, 0u64, 0u64);
     for (stream, input) in &partitions {
@@ -526,6 +528,17 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
                 encoder.write_all(&buffer).expect("counting");
             }
             encoder.finish().expect("counting").0
+        });
+
+        // The staged segments decoded alone: the reading share of both.
+        decompress.time(|| {
+            let mut buffer = Vec::new();
+            for mut decoder in input.decoders(&staged) {
+                buffer.clear();
+                decoder
+                    .read_to_end(&mut buffer)
+                    .expect("staged input decodes");
+            }
         });
 
         let profile = setup.config.streams.get(stream.as_str());
@@ -569,6 +582,7 @@ pub fn flusher(setup: &Setup, chunks_dir: &Path) -> Value {
         "largest_partition_bytes": largest_partition,
         "limit_rate": rates(&limit, bytes, events),
         "rate": rates(&compaction, bytes, events),
+        "decompress_rate": rates(&decompress, bytes, events),
         "rss_mb": peak_rss_mb(),
     })
 }
