@@ -142,7 +142,7 @@ struct ScaleArgs {
     /// staged objects share one prefix.
     #[arg(long, default_value_t = 5500.0, value_parser = positive)]
     s3_prefix_gets_per_s: f64,
-    /// Requests a worker has in flight (default: FLUSH_CONCURRENCY's).
+    /// Requests a worker has in flight (default: READ_CONCURRENCY's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     scale_get_concurrency: Option<u32>,
     /// A work item's staged bytes at most (default: WORK_ITEM_BYTES's;
@@ -261,7 +261,7 @@ impl Cli {
             },
             get_concurrency: args
                 .scale_get_concurrency
-                .map_or(config.flush_concurrency, |requests| requests as usize),
+                .map_or(config.read_concurrency, |requests| requests as usize),
             index_reads_at_once: 16,
             work_item_bytes: args
                 .scale_work_item_bytes

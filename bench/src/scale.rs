@@ -106,7 +106,7 @@ pub struct Deployment {
     pub threads: f64,
     /// A Lambda vCPU's speed against one core of the measuring machine.
     pub vcpu_speed: f64,
-    /// Requests a worker has in flight at once (`FLUSH_CONCURRENCY`).
+    /// Requests a worker has in flight at once (`READ_CONCURRENCY`).
     pub get_concurrency: usize,
     /// The coordinator's index reads at once.
     pub index_reads_at_once: usize,

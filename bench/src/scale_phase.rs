@@ -293,7 +293,7 @@ fn levers(options: &Options, measured: &Measured) -> Vec<Value> {
             *measured,
         ),
         (
-            "64 requests at once (FLUSH_CONCURRENCY)",
+            "64 requests at once (READ_CONCURRENCY)",
             Options {
                 get_concurrency: 64,
                 ..*options

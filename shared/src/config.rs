@@ -143,10 +143,12 @@ pub mod defaults {
     /// segments; a typical hour's staged objects fit, so each is read with
     /// one GET of its tail and one of its data.
     pub const SPOOL_BYTES: usize = 1536 * 1024 * 1024;
-    /// A work item's staged bytes: about a minute of one worker's
-    /// compaction at the benchmark's rates, so an hour of many gigabytes
-    /// spreads over many workers, while a small hour is one item.
-    pub const WORK_ITEM_BYTES: usize = 64 * 1024 * 1024;
+    /// A work item's staged bytes: one to two minutes of one worker's
+    /// compaction at the benchmark's rates, within the template's spool.
+    /// An item reads a range of every staged object its partitions are in,
+    /// so fewer, larger items make fewer GETs: what bounds a flush at
+    /// scale (docs/benchmarks.md, the scale-out simulation).
+    pub const WORK_ITEM_BYTES: usize = 1024 * 1024 * 1024;
     /// The archive is kept forever unless the lifecycle says otherwise.
     pub const ARCHIVE_RETENTION_DAYS: usize = 0;
     /// The Amplitude-style key layout.
@@ -2248,7 +2250,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(set.spool_bytes, 4096);
-        assert_eq!(config.work_item_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.work_item_bytes, 1024 * 1024 * 1024);
         let error = config_error(&[("EXPORT_BUCKET", "exports"), ("WORK_ITEM_BYTES", "1")]);
         assert_eq!(error.field, "WORK_ITEM_BYTES");
         let error = self::config(
