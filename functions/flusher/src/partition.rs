@@ -35,6 +35,7 @@ use crate::scan::Source;
 use crate::staged_read::{self, Spools};
 use crate::store;
 use crate::trigger::Trigger;
+use crate::upload::{UPLOAD_PART_BYTES, Upload};
 use crate::{Flusher, Step};
 
 /// What flushing one partition did.
@@ -767,13 +768,31 @@ async fn commit_checkpoint(
     let digest_key = layout::checkpoint_id_digest_key(partition, generation, attempt);
     let mut own = own_objects(&progress.parts);
     own.push(digest_key.clone());
+    // Streamed an upload part at a time: held whole, the digest would
+    // double the id set's memory.
     let digest = manifest::digest_order(seen);
-    let bytes: Vec<u8> = manifest::id_digest_pieces(&digest, DIGEST_PIECE_IDS)
-        .flatten()
-        .collect();
+    let mut upload = Upload::new(
+        s3.clone(),
+        bucket,
+        digest_key.clone(),
+        "application/octet-stream",
+    );
+    let mut pending = Vec::new();
+    let mut stored = Ok(());
+    for piece in manifest::id_digest_pieces(&digest, DIGEST_PIECE_IDS) {
+        pending.extend(piece);
+        if pending.len() >= UPLOAD_PART_BYTES {
+            stored = upload.send_part(std::mem::take(&mut pending)).await;
+            if stored.is_err() {
+                break;
+            }
+        }
+    }
     drop(digest);
-    if let Err(error) = store::put(s3, bucket, &digest_key, bytes, "application/octet-stream").await
-    {
+    if stored.is_ok() {
+        stored = upload.finish(pending).await;
+    }
+    if let Err(error) = stored {
         remove_unnamed(flusher, &own).await;
         return Err(error);
     }
