@@ -155,29 +155,134 @@ struct Commit {
     /// The digest of every id the partition now holds: its key and range.
     digest: (String, Option<ByteRange>),
     ids: IdHash,
+    /// Where a checkpoint stopped inside the next source; `None` for a
+    /// commit that read every source it was given.
+    cursor: Option<Cursor>,
+}
+
+/// What [`Commit::apply`] left to do once the manifest is stored.
+struct Applied {
+    numbers: Vec<u32>,
+    /// The objects of this run that no manifest names if the commit loses.
+    own_objects: Vec<String>,
+    /// The digest object the new one supersedes, to delete after the commit.
+    previous_digest: Option<String>,
 }
 
 impl Commit {
+    /// A commit of `parts` consuming the sources `read` (in order; those
+    /// `report` quarantined are recorded as such, not as consumed).
+    fn new<'a>(
+        read: impl IntoIterator<Item = &'a str>,
+        report: &PartitionReport,
+        parts: Vec<ArchivePart>,
+        digest: (String, Option<ByteRange>),
+        ids: IdHash,
+        cursor: Option<Cursor>,
+    ) -> Self {
+        let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
+        Self {
+            consumed: read
+                .into_iter()
+                .filter(|key| !quarantined.contains(key))
+                .map(str::to_owned)
+                .collect(),
+            parts,
+            digest,
+            ids,
+            cursor,
+        }
+    }
+
+    /// Records this commit in `manifest` (with `report`'s counts and
+    /// quarantined sources, the trigger's "now", its parts pending for
+    /// every destination that selects the partition); the manifest is not
+    /// stored yet.
+    fn apply(
+        self,
+        flusher: &Flusher,
+        trigger: &Trigger,
+        partition: &PartitionKey,
+        manifest: &mut Manifest,
+        report: &mut PartitionReport,
+    ) -> Applied {
+        let numbers: Vec<u32> = self.parts.iter().map(|p| p.number).collect();
+        let own_objects = self.own_objects();
+        let previous_digest = match manifest.id_digest_range {
+            // A range of a bundle: it stays with the bundle.
+            Some(_) => None,
+            None => manifest.id_digest.take(),
+        };
+        report.chunks_consumed = self.consumed.len();
+        // Its parts and digest may be ranges of a bundle now.
+        manifest.version = MANIFEST_VERSION;
+        manifest.generation += 1;
+        manifest.events += report.events;
+        manifest.duplicates_dropped += report.duplicates;
+        manifest.parts.extend(self.parts);
+        manifest.consumed_chunks.extend(self.consumed);
+        manifest
+            .quarantined_chunks
+            .extend(report.quarantined.iter().cloned());
+        manifest.cursor = self.cursor;
+        (manifest.id_digest, manifest.id_digest_range) = (Some(self.digest.0), self.digest.1);
+        manifest.id_digest_version = self.ids.version();
+        manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
+        publish::assign(flusher, partition, manifest, &numbers);
+        report.parts = numbers.clone();
+        Applied {
+            numbers,
+            own_objects,
+            previous_digest,
+        }
+    }
+
     /// The objects of their own (not ranges of the bundle) this commit's
     /// parts and sidecars were written to, at keys of this run's attempt.
     fn own_objects(&self) -> Vec<String> {
-        own_objects(&self.parts)
+        let whole = self
+            .parts
+            .iter()
+            .filter(|part| part.offset.is_none())
+            .map(|part| part.key.clone());
+        let sidecars = self
+            .parts
+            .iter()
+            .filter_map(|part| part.provenance.as_ref())
+            .filter(|sidecar| sidecar.offset.is_none())
+            .map(|sidecar| sidecar.key.clone());
+        let digest = (self.digest.1.is_none()).then(|| self.digest.0.clone());
+        whole.chain(sidecars).chain(digest).collect()
     }
 }
 
-/// The keys of the objects of their own (not ranges of a bundle) `parts`
-/// and their sidecars are.
-fn own_objects(parts: &[ArchivePart]) -> Vec<String> {
-    let whole = parts
-        .iter()
-        .filter(|part| part.offset.is_none())
-        .map(|part| part.key.clone());
-    let sidecars = parts
-        .iter()
-        .filter_map(|part| part.provenance.as_ref())
-        .filter(|sidecar| sidecar.offset.is_none())
-        .map(|sidecar| sidecar.key.clone());
-    whole.chain(sidecars).collect()
+/// Stores `stored`, the manifest with `applied` recorded, with the
+/// conditional write on `etag` (docs/design.md, invariant 7: the only
+/// decision); a run that loses it removes the objects it wrote for nothing
+/// (keys of its own attempt, which no manifest names). Once stored, the
+/// digest the new one supersedes is deleted. Returns the new etag.
+async fn store_commit(
+    flusher: &Flusher,
+    partition: &PartitionKey,
+    stored: &Manifest,
+    etag: Option<&str>,
+    applied: &Applied,
+) -> Result<String, FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let key = layout::manifest_key(partition);
+    let etag = match store::commit_manifest(s3, bucket, &key, stored, etag).await {
+        Ok(etag) => etag,
+        Err(error @ FlushError::LostRace { .. }) => {
+            remove_unnamed(flusher, &applied.own_objects).await;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
+    if let Some(previous) = &applied.previous_digest {
+        store::delete_keys(s3, bucket, std::slice::from_ref(previous)).await?;
+    }
+    Ok(etag)
 }
 
 /// Reads `partition`'s manifest and compacts its new staged data (of
@@ -270,21 +375,14 @@ pub async fn prepare(
         )
         .await?;
         if let Some(stop) = stop {
-            let progress = Progress {
-                parts,
-                read: new_sources[..stop.read]
-                    .iter()
-                    .map(|source| source.key().to_owned())
-                    .collect(),
-                cursor: stop.cursor,
-            };
+            let read = new_sources[..stop.read].iter().map(|source| source.key());
             let etag = commit_checkpoint(
                 flusher,
                 trigger,
                 partition,
                 bundle.attempt(),
                 (&mut manifest, etag.as_deref()),
-                progress,
+                (read, parts, stop.cursor),
                 seen,
                 ids,
                 &mut report,
@@ -308,18 +406,14 @@ pub async fn prepare(
             length: ids_sorted.len() as u64 * 16,
         };
         drop(ids_sorted);
-        let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
-        commit = Some(Commit {
-            consumed: new_sources
-                .iter()
-                .map(|source| source.key())
-                .filter(|key| !quarantined.contains(key))
-                .map(str::to_owned)
-                .collect(),
+        commit = Some(Commit::new(
+            new_sources.iter().map(|source| source.key()),
+            &report,
             parts,
-            digest: (bundle.key().to_owned(), Some(range)),
+            (bundle.key().to_owned(), Some(range)),
             ids,
-        });
+            None,
+        ));
     }
     Ok(Prepared {
         manifest,
@@ -394,51 +488,11 @@ pub async fn complete(
         if flusher.stop_after == Some(Step::PartsWritten) {
             return Err(FlushError::Injected("parts written"));
         }
-        let numbers: Vec<u32> = commit.parts.iter().map(|p| p.number).collect();
-        let consumed_now = commit.consumed.len();
-        let own_objects = commit.own_objects();
-        let previous_digest = match manifest.id_digest_range {
-            // A range of a bundle: it stays with the bundle.
-            Some(_) => None,
-            None => manifest.id_digest.take(),
-        };
-        // Its parts and digest may be ranges of a bundle now.
-        manifest.version = MANIFEST_VERSION;
-        manifest.generation += 1;
-        manifest.events += report.events;
-        manifest.duplicates_dropped += report.duplicates;
-        manifest.parts.extend(commit.parts);
-        manifest.consumed_chunks.extend(commit.consumed);
-        manifest
-            .quarantined_chunks
-            .extend(report.quarantined.iter().cloned());
-        // Every source read, the cursor's too.
-        manifest.cursor = None;
-        (manifest.id_digest, manifest.id_digest_range) = (Some(commit.digest.0), commit.digest.1);
-        manifest.id_digest_version = commit.ids.version();
-        manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
-        publish::assign(flusher, partition, &mut manifest, &numbers);
-        let stored = manifest.with_unconfirmed(&numbers);
-        // The conditional write is the only decision (docs/design.md,
-        // invariant 7): a run that loses it removes the parts it wrote for
-        // nothing (keys of its own attempt, which no manifest names).
-        etag = match store::commit_manifest(s3, bucket, &manifest_key, &stored, etag.as_deref())
-            .await
-        {
-            Ok(etag) => Some(etag),
-            Err(error @ FlushError::LostRace { .. }) => {
-                remove_unnamed(flusher, &own_objects).await;
-                return Err(error);
-            }
-            Err(error) => return Err(error),
-        };
+        let applied = commit.apply(flusher, trigger, partition, &mut manifest, &mut report);
+        // Published by this run right after: stored as published, unconfirmed.
+        let stored = manifest.with_unconfirmed(&applied.numbers);
+        etag = Some(store_commit(flusher, partition, &stored, etag.as_deref(), &applied).await?);
         committed = Some(stored);
-        // The digest the old manifest named is superseded by the new one.
-        if let Some(previous) = previous_digest {
-            store::delete_keys(s3, bucket, &[previous]).await?;
-        }
-        report.chunks_consumed = consumed_now;
-        report.parts = numbers;
         if flusher.stop_after == Some(Step::ManifestCommitted) {
             return Err(FlushError::Injected("manifest committed"));
         }
@@ -732,15 +786,6 @@ struct Stop {
     cursor: Option<Cursor>,
 }
 
-/// What a checkpoint commits.
-struct Progress {
-    /// The parts written (objects of their own).
-    parts: Vec<ArchivePart>,
-    /// The sources read whole, quarantined ones included.
-    read: Vec<String>,
-    cursor: Option<Cursor>,
-}
-
 /// Commits the progress of a partition whose compaction stopped at a
 /// checkpoint: `progress`'s parts, its sources read whole as consumed
 /// (those of `report.quarantined` as quarantined), its cursor, and a digest
@@ -751,93 +796,53 @@ struct Progress {
 /// out of time). Returns the new manifest's etag, `manifest` updated; a
 /// lost race removes what this run wrote and is an error.
 #[allow(clippy::too_many_arguments)]
-async fn commit_checkpoint(
+async fn commit_checkpoint<'a>(
     flusher: &Flusher,
     trigger: &Trigger,
     partition: &PartitionKey,
     attempt: &str,
     (manifest, etag): (&mut Manifest, Option<&str>),
-    progress: Progress,
+    (read, parts, cursor): (
+        impl IntoIterator<Item = &'a str>,
+        Vec<ArchivePart>,
+        Option<Cursor>,
+    ),
     seen: HashSet<u128>,
     ids: IdHash,
     report: &mut PartitionReport,
 ) -> Result<String, FlushError> {
-    let s3 = &flusher.s3;
-    let bucket = &flusher.config.export_bucket;
-    let generation = manifest.generation + 1;
-    let digest_key = layout::checkpoint_id_digest_key(partition, generation, attempt);
-    let mut own = own_objects(&progress.parts);
-    own.push(digest_key.clone());
-    // Streamed an upload part at a time: held whole, the digest would
-    // double the id set's memory.
+    let digest_key = layout::checkpoint_id_digest_key(partition, manifest.generation + 1, attempt);
+    let commit = Commit::new(read, report, parts, (digest_key.clone(), None), ids, cursor);
+    if let Err(error) = store_digest(flusher, &digest_key, seen).await {
+        remove_unnamed(flusher, &commit.own_objects()).await;
+        return Err(error);
+    }
+    let applied = commit.apply(flusher, trigger, partition, manifest, report);
+    let etag = store_commit(flusher, partition, manifest, etag, &applied).await?;
+    tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, parts = applied.numbers.len(), events = report.events, cursor = ?manifest.cursor, "checkpoint: progress committed before the deadline; the next run goes on from here");
+    report.checkpointed = true;
+    Ok(etag)
+}
+
+/// Stores the digest of `seen` at `key`, an upload part at a time: held
+/// whole, the digest would double the id set's memory.
+async fn store_digest(flusher: &Flusher, key: &str, seen: HashSet<u128>) -> Result<(), FlushError> {
     let digest = manifest::digest_order(seen);
+    let bucket = &flusher.config.export_bucket;
     let mut upload = Upload::new(
-        s3.clone(),
+        flusher.s3.clone(),
         bucket,
-        digest_key.clone(),
+        key.to_owned(),
         "application/octet-stream",
     );
     let mut pending = Vec::new();
-    let mut stored = Ok(());
     for piece in manifest::id_digest_pieces(&digest, DIGEST_PIECE_IDS) {
         pending.extend(piece);
         if pending.len() >= UPLOAD_PART_BYTES {
-            stored = upload.send_part(std::mem::take(&mut pending)).await;
-            if stored.is_err() {
-                break;
-            }
+            upload.send_part(std::mem::take(&mut pending)).await?;
         }
     }
-    drop(digest);
-    if stored.is_ok() {
-        stored = upload.finish(pending).await;
-    }
-    if let Err(error) = stored {
-        remove_unnamed(flusher, &own).await;
-        return Err(error);
-    }
-    let previous_digest = match manifest.id_digest_range {
-        Some(_) => None,
-        None => manifest.id_digest.clone(),
-    };
-    let numbers: Vec<u32> = progress.parts.iter().map(|part| part.number).collect();
-    let quarantined: HashSet<&str> = report.quarantined.iter().map(String::as_str).collect();
-    let consumed: Vec<String> = progress
-        .read
-        .into_iter()
-        .filter(|key| !quarantined.contains(key.as_str()))
-        .collect();
-    report.chunks_consumed = consumed.len();
-    manifest.version = MANIFEST_VERSION;
-    manifest.generation = generation;
-    manifest.events += report.events;
-    manifest.duplicates_dropped += report.duplicates;
-    manifest.parts.extend(progress.parts);
-    manifest.consumed_chunks.extend(consumed);
-    manifest
-        .quarantined_chunks
-        .extend(report.quarantined.iter().cloned());
-    (manifest.id_digest, manifest.id_digest_range) = (Some(digest_key), None);
-    manifest.id_digest_version = ids.version();
-    manifest.cursor = progress.cursor;
-    manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
-    publish::assign(flusher, partition, manifest, &numbers);
-    let manifest_key = layout::manifest_key(partition);
-    let etag = match store::commit_manifest(s3, bucket, &manifest_key, manifest, etag).await {
-        Ok(etag) => etag,
-        Err(error @ FlushError::LostRace { .. }) => {
-            remove_unnamed(flusher, &own).await;
-            return Err(error);
-        }
-        Err(error) => return Err(error),
-    };
-    if let Some(previous) = previous_digest {
-        store::delete_keys(s3, bucket, &[previous]).await?;
-    }
-    tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, parts = numbers.len(), events = report.events, cursor = ?manifest.cursor, "checkpoint: progress committed before the deadline; the next run goes on from here");
-    report.parts = numbers;
-    report.checkpointed = true;
-    Ok(etag)
+    upload.finish(pending).await
 }
 
 fn profile<'a>(
