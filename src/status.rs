@@ -92,7 +92,8 @@ pub struct StatusRow {
     /// stream and tenant, and were therefore never sent.
     pub dropped: usize,
     /// `flushing` (the hour's compaction stopped at a checkpoint and goes
-    /// on in the next run: more parts to come), `published`, `pending`,
+    /// on in the next run, or some ranges of its shards are still to
+    /// commit: more parts to come), `published`, `pending`,
     /// `dropped` (parts were dropped: the
     /// destination no longer selects this stream and tenant), `partial`
     /// (only the parts committed after
@@ -484,7 +485,7 @@ pub fn manifest_rows(manifest: &Manifest, configured: &[String]) -> Vec<StatusRo
             published: state.published.len(),
             pending: state.pending.len(),
             dropped: state.dropped.len(),
-            status: if manifest.cursor.is_some() {
+            status: if manifest.in_progress() {
                 "flushing"
             } else if !state.pending.is_empty() {
                 "pending"
@@ -554,7 +555,7 @@ pub fn render(rows: &[StatusRow]) -> String {
                         row.dropped
                     ),
                     "flushing" => format!(
-                        "flushing ({} part(s) so far; the next run goes on from a checkpoint)",
+                        "flushing ({} part(s) so far; more to come: a checkpoint, or ranges of shards still flushing)",
                         row.parts
                     ),
                     "not-sent" => "not-sent (added later: backfill)".to_owned(),
@@ -710,9 +711,26 @@ mod tests {
         assert!(rows.iter().all(|r| r.status == "flushing"), "{rows:?}");
         let text = render(&rows);
         assert!(
-            text.contains("flushing (2 part(s) so far; the next run goes on from a checkpoint)"),
+            text.contains("flushing (2 part(s) so far; more to come: a checkpoint, or ranges of shards still flushing)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_hour_some_of_whose_shard_ranges_have_not_committed_is_flushing() {
+        let mut sharded = manifest();
+        let mut state = shared::manifest::ShardState::new(4);
+        let span = shared::manifest::ShardSpan { first: 0, end: 2 };
+        state.consume("staging/2026-11-22/10/1795341601000-r.staged", span);
+        sharded.shards = Some(state);
+        let rows = manifest_rows(&sharded, &[]);
+        assert!(rows.iter().all(|r| r.status == "flushing"), "{rows:?}");
+        // Every range in: the hour is complete again.
+        let state = sharded.shards.as_mut().unwrap();
+        let rest = shared::manifest::ShardSpan { first: 2, end: 4 };
+        assert!(state.consume("staging/2026-11-22/10/1795341601000-r.staged", rest));
+        let rows = manifest_rows(&sharded, &[]);
+        assert!(rows.iter().all(|r| r.status != "flushing"), "{rows:?}");
     }
 
     #[test]

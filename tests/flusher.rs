@@ -421,7 +421,7 @@ async fn a_manifest_newer_than_the_flusher_is_refused_naming_it_and_nothing_is_l
     assert_eq!(report.failed, 1, "{report:?}");
     let error = report.partitions[0].error.as_deref().unwrap();
     assert!(
-        error.contains(key) && error.contains("version 99 is newer than this flusher reads (2)"),
+        error.contains(key) && error.contains("version 99 is newer than this flusher reads (3)"),
         "{error}"
     );
     // Its staged data waits for a flusher that reads it.

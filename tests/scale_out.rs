@@ -44,17 +44,18 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(DOCUMENT).await
+    }
+
+    /// A harness whose configuration document is `document`.
+    async fn start_with(document: &str) -> Self {
         let moto = MotoServer::start().await.expect("moto_server starts");
         let s3 = moto.s3_client().await;
         let sqs = moto.sqs_client().await;
         for bucket in [EXPORT, DESTINATION] {
             s3.create_bucket().bucket(bucket).send().await.unwrap();
         }
-        let config = Config::from_sources(
-            |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
-            Some(DOCUMENT),
-        )
-        .unwrap();
+        let config = config_of(document);
         // A failed item comes back after the visibility timeout, long
         // enough that no item still being flushed (by a debug build, on a
         // busy machine) is delivered again; three receives, then the
@@ -86,7 +87,12 @@ impl Harness {
     }
 
     async fn stage(&self, records: Vec<SqsMessage>, request_id: &str) {
-        let batcher = Batcher::new(self.config.clone(), self.s3.clone());
+        self.stage_with(&self.config, records, request_id).await;
+    }
+
+    /// Stages `records` with a batcher configured by `config`.
+    async fn stage_with(&self, config: &Config, records: Vec<SqsMessage>, request_id: &str) {
+        let batcher = Batcher::new(config.clone(), self.s3.clone());
         let response = batcher::process(&batcher, &records, TEN, request_id)
             .await
             .unwrap();
@@ -179,6 +185,14 @@ impl Harness {
             .await
             .unwrap()
     }
+}
+
+fn config_of(document: &str) -> Config {
+    Config::from_sources(
+        |name| (name == "EXPORT_BUCKET").then(|| EXPORT.to_owned()),
+        Some(document),
+    )
+    .unwrap()
 }
 
 fn trigger(now: i64) -> Trigger {
@@ -711,4 +725,291 @@ async fn a_batch_entry_the_queue_refuses_fails_the_coordinator_naming_its_item()
     assert_eq!(left.len(), runs.len() + 10, "{left:?}");
     assert!(runs.iter().all(|key| left.contains(key)), "{left:?}");
     assert_eq!(harness.dead_letters().await, 0);
+}
+
+/// Shards: a partition larger than a work item is flushed as ranges of its
+/// shards, by several workers at once (docs/scale-out.md).
+mod shards {
+    use super::*;
+    use flusher::work_item::WorkItem;
+    use s3_export::fault_proxy::{Gate, Hold};
+    use shared::manifest::{Manifest, SHARDED_MANIFEST_VERSION};
+
+    /// Tenant `big` of the audit stream is staged in 8 shards; items hold
+    /// at most 1 KiB of staged bytes.
+    const SHARDED: &str = r#"{"workItemBytes": 1024,
+      "streams": {"airkit-audit-logs": {"profile": "airkit-audit-logs", "tenantShards": {"big": 8}}},
+      "destinations":[{"name":"everyone","bucket":"dest-all","shared":true,"layout":"hive","successMarker":true}]}"#;
+    /// The same, before `big` was sharded.
+    const UNSHARDED: &str = r#"{"workItemBytes": 1024,
+      "destinations":[{"name":"everyone","bucket":"dest-all","shared":true,"layout":"hive","successMarker":true}]}"#;
+    const BIG: &str = "manifests/airkit-audit-logs/big/2026-11-22/10.json";
+
+    /// Audit events `numbers` of tenant `big` as one batcher invocation
+    /// (`config`'s), each message id unique to the invocation: a number
+    /// sent again is a re-sent event, the same `EVENT_ID`.
+    async fn stage_big(
+        harness: &Harness,
+        config: &Config,
+        numbers: std::ops::Range<usize>,
+        invocation: &str,
+    ) -> Vec<String> {
+        let events: Vec<String> = numbers.map(|n| audit_event("big", n)).collect();
+        let records = events
+            .iter()
+            .enumerate()
+            .map(|(n, event)| {
+                with_stream(
+                    record(&format!("{invocation}-{n}"), event),
+                    "airkit-audit-logs",
+                )
+            })
+            .collect();
+        harness.stage_with(config, records, invocation).await;
+        events
+    }
+
+    /// The work items of run `run`, with their keys.
+    async fn items(harness: &Harness, run: &str) -> Vec<(String, WorkItem)> {
+        let mut items = Vec::new();
+        for key in harness.keys(&format!("work/{run}/item-")).await {
+            let item: WorkItem = harness.json(&key).await;
+            items.push((key, item));
+        }
+        items
+    }
+
+    fn sorted(mut lines: Vec<String>) -> Vec<String> {
+        lines.sort();
+        lines.dedup();
+        lines
+    }
+
+    /// Every archive object of `big` is a part its manifest names (parts
+    /// in a bundle apart), each number once.
+    async fn only_committed_parts(harness: &Harness, manifest: &Manifest) {
+        let mut named: Vec<String> = manifest
+            .parts
+            .iter()
+            .filter(|p| p.offset.is_none())
+            .map(|p| p.key.clone())
+            .collect();
+        named.sort();
+        assert_eq!(
+            harness.keys("archive/airkit-audit-logs/big/").await,
+            named,
+            "an archive object no manifest names"
+        );
+        let mut numbers: Vec<u32> = manifest.parts.iter().map(|p| p.number).collect();
+        numbers.sort_unstable();
+        let expected: Vec<u32> = (1..=manifest.parts.len() as u32).collect();
+        assert_eq!(numbers, expected);
+    }
+
+    /// Hour 10 of `big` is first flushed whole (one object, before it was
+    /// sharded); then late objects arrive, one staged before the shard
+    /// count changed and two after, re-sending events of each other and of
+    /// the flushed object. The coordinator splits the late data into
+    /// ranges of the 8 shards (the count the newest segments have), four
+    /// workers flush them at once, and each range de-duplicates against
+    /// its shards' ids alone (read from the partition's digest of before).
+    /// Each event reaches the archive and the destination once, every
+    /// staged object and run record is removed, `_SUCCESS` is written once
+    /// every range is in, and a later small late batch (one item, the
+    /// whole partition) is flushed shard by shard too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_larger_than_an_item_is_flushed_by_ranges_of_shards_at_once() {
+        let harness = Harness::start_with(SHARDED).await;
+        let unsharded = config_of(UNSHARDED);
+        let mut events = stage_big(&harness, &unsharded, 0..30, "first").await;
+        // The first flush sees one small object: one item, flushed whole.
+        let flusher = harness.flusher();
+        let planned = harness.coordinate(&flusher, CLOSED).await;
+        assert_eq!(planned.items, 1, "{planned:?}");
+        harness.workers(&flusher, 1).await;
+        let first: Manifest = harness.json(BIG).await;
+        assert!(first.shards.is_none() && first.id_digest.is_some());
+
+        events.extend(stage_big(&harness, &unsharded, 20..70, "late-old").await);
+        events.extend(stage_big(&harness, &harness.config, 60..120, "late-new").await);
+        events.extend(stage_big(&harness, &harness.config, 0..10, "resent").await);
+        let events = sorted(events);
+        assert_eq!(events.len(), 120);
+
+        let planned = harness.coordinate(&flusher, CLOSED + HOUR).await;
+        let run = planned.run.clone().expect("items were sent");
+        let items = items(&harness, &run).await;
+        let ranges: Vec<(u32, u32, u32)> = items
+            .iter()
+            .filter_map(|(_, item)| item.partitions[0].shards)
+            .map(|range| (range.count, range.first, range.end))
+            .collect();
+        assert!(ranges.len() >= 2, "{planned:?}: {ranges:?}");
+        assert_eq!(ranges.len(), items.len(), "big is the only partition");
+        assert!(ranges.iter().all(|(count, ..)| *count == 8));
+        let mut covered: Vec<u32> = ranges.iter().flat_map(|r| r.1..r.2).collect();
+        covered.sort_unstable();
+        assert_eq!(covered, (0..8).collect::<Vec<u32>>(), "{ranges:?}");
+
+        let drained = harness.workers(&flusher, 4).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert_eq!(drained.deleted, items.len(), "{drained:?}");
+        assert_eq!(harness.archived().await, events);
+        assert_eq!(harness.delivered().await, events);
+        let big: Manifest = harness.json(BIG).await;
+        assert_eq!(big.version, SHARDED_MANIFEST_VERSION);
+        let state = big.shards.as_ref().expect("sharded");
+        assert_eq!(state.count, 8);
+        assert!(state.consumed.is_empty(), "{state:?}");
+        assert_eq!(state.digests.len(), 8);
+        assert_eq!(big.consumed_chunks.len(), 4);
+        assert_eq!(big.events, 120);
+        assert_eq!(big.duplicates_dropped, 30);
+        assert!(big.destinations["everyone"].pending.is_empty());
+        only_committed_parts(&harness, &big).await;
+        assert!(harness.keys("staging/").await.is_empty());
+        assert!(harness.keys("work/").await.is_empty());
+        assert_eq!(harness.dead_letters().await, 0);
+        let markers = list_keys(&harness.s3, DESTINATION, "").await.unwrap();
+        assert_eq!(
+            markers.iter().filter(|k| k.ends_with("_SUCCESS")).count(),
+            1,
+            "{markers:?}"
+        );
+
+        // A small late batch: one item, the whole partition, still sharded.
+        let mut all = events.clone();
+        all.extend(stage_big(&harness, &harness.config, 115..125, "later").await);
+        let all = sorted(all);
+        let planned = harness.coordinate(&flusher, CLOSED + 2 * HOUR).await;
+        assert_eq!(planned.items, 1, "{planned:?}");
+        let drained = harness.workers(&flusher, 2).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert_eq!(harness.archived().await, all);
+        assert_eq!(harness.delivered().await, all);
+        let later: Manifest = harness.json(BIG).await;
+        assert_eq!(later.events, 125);
+        assert_eq!(later.duplicates_dropped, 35);
+        assert_eq!(later.shards.as_ref().map(|s| s.count), Some(8));
+        only_committed_parts(&harness, &later).await;
+        assert!(harness.keys("staging/").await.is_empty());
+    }
+
+    /// Stages three objects of `big` (8 shards), runs the coordinator, and
+    /// returns the keys of its range items.
+    async fn planned_ranges(harness: &Harness) -> (Vec<String>, Vec<String>) {
+        let mut events = Vec::new();
+        for (n, numbers) in [0..50, 40..90, 80..130].into_iter().enumerate() {
+            let config = harness.config.clone();
+            events.extend(stage_big(harness, &config, numbers, &format!("inv-{n}")).await);
+        }
+        let flusher = harness.flusher();
+        let planned = harness.coordinate(&flusher, CLOSED).await;
+        let run = planned.run.expect("items were sent");
+        let keys: Vec<String> = items(harness, &run)
+            .await
+            .into_iter()
+            .filter(|(_, item)| item.partitions[0].shards.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        assert!(keys.len() >= 2, "{keys:?}");
+        (keys, sorted(events))
+    }
+
+    /// A worker whose S3 requests go through a proxy holding its manifest
+    /// writes until `gate` opens.
+    async fn held_worker(harness: &Harness, gate: &Gate) -> (Flusher, FaultProxy) {
+        let plan = FaultPlan {
+            hold: Some(Hold {
+                filter: RequestFilter::new(|request| request.writes(EXPORT, "manifests/")),
+                gate: gate.clone(),
+            }),
+            ..FaultPlan::none()
+        };
+        let proxy = FaultProxy::start(&harness.moto.endpoint(), plan)
+            .await
+            .unwrap();
+        let flusher = harness.flusher_with(proxy.s3_client(&harness.s3));
+        (flusher, proxy)
+    }
+
+    /// Worker A has compacted its range and is committing (its manifest
+    /// write held) when worker B commits another range of the same
+    /// partition. A's conditional write fails; it reads the manifest again,
+    /// finds its shards untouched and commits on top of B, its parts
+    /// numbered after B's. Then the other ranges are flushed: each event
+    /// once, every part named by the manifest, numbers 1 to n.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_whose_commit_finds_another_range_committed_commits_on_top_of_it() {
+        let harness = Harness::start_with(SHARDED).await;
+        let (ranges, events) = planned_ranges(&harness).await;
+        let gate = Gate::new();
+        let (worker_a, _proxy) = held_worker(&harness, &gate).await;
+        let worker_b = harness.flusher();
+        let b = async {
+            gate.wait_for(1).await;
+            let b = worker::flush_item(&worker_b, &ranges[1], None).await;
+            gate.open();
+            b
+        };
+        let (a, b) = tokio::join!(worker::flush_item(&worker_a, &ranges[0], None), b);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.finished && b.finished, "{a:?} {b:?}");
+        assert!(a.flush.events > 0 && b.flush.events > 0, "{a:?} {b:?}");
+        let big: Manifest = harness.json(BIG).await;
+        assert_eq!(big.generation, 2, "both ranges committed");
+        let parts_b = &b.flush.partitions[0].parts;
+        let parts_a = &a.flush.partitions[0].parts;
+        assert!(
+            parts_a.iter().min() > parts_b.iter().max(),
+            "A's parts are numbered after B's: {parts_a:?} {parts_b:?}"
+        );
+        only_committed_parts(&harness, &big).await;
+
+        let drained = harness.workers(&harness.flusher(), 2).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert_eq!(harness.archived().await, events);
+        assert_eq!(harness.delivered().await, events);
+        let big: Manifest = harness.json(BIG).await;
+        only_committed_parts(&harness, &big).await;
+        assert_eq!(big.events, 130);
+        assert!(harness.keys("staging/").await.is_empty());
+        assert!(harness.keys("work/").await.is_empty());
+    }
+
+    /// The same range item delivered twice at once: worker A's commit is
+    /// held while worker B commits the same range. A's conditional write
+    /// fails, and on reading the manifest again it finds its shards
+    /// committed: a lost race, not a failure; its parts and digest are
+    /// removed. Each event once, every part named by the manifest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_flushed_twice_at_once_is_committed_once() {
+        let harness = Harness::start_with(SHARDED).await;
+        let (ranges, events) = planned_ranges(&harness).await;
+        let gate = Gate::new();
+        let (worker_a, _proxy) = held_worker(&harness, &gate).await;
+        let worker_b = harness.flusher();
+        let b = async {
+            gate.wait_for(1).await;
+            let b = worker::flush_item(&worker_b, &ranges[0], None).await;
+            gate.open();
+            b
+        };
+        let (a, b) = tokio::join!(worker::flush_item(&worker_a, &ranges[0], None), b);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.flush.failed + b.flush.failed, 0, "{a:?} {b:?}");
+        assert!(b.flush.events > 0, "{b:?}");
+        assert!(a.flush.partitions[0].parts.is_empty(), "A lost: {a:?}");
+        let big: Manifest = harness.json(BIG).await;
+        assert_eq!(big.generation, 1, "only B committed");
+        only_committed_parts(&harness, &big).await;
+        let digests = harness.keys("manifests/airkit-audit-logs/big/").await;
+        assert_eq!(digests.len(), 2, "the manifest and B's digest: {digests:?}");
+
+        let drained = harness.workers(&harness.flusher(), 2).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert_eq!(harness.archived().await, events);
+        assert_eq!(harness.delivered().await, events);
+        assert!(harness.keys("staging/").await.is_empty());
+    }
 }

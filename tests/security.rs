@@ -1010,7 +1010,8 @@ fn allows(
 /// The flush coordinator's role (the template's `FlushCoordinatorRole`)
 /// allows every S3 request the coordinator makes, recorded on moto while
 /// it plans two closed hours (one with a staged object whose index is
-/// damaged, quarantined), queues a manual backfill, and runs again beside
+/// damaged, quarantined; every partition over the item budget, so that it
+/// reads their manifests), queues a manual backfill, and runs again beside
 /// the first run (reading its record); it sends to the flush queue; and
 /// the role allows no write to the archive, manifests, staging, pending
 /// publishes or any destination, and no delete at all.
@@ -1037,7 +1038,11 @@ async fn the_coordinator_needs_only_what_its_role_grants() {
         .unwrap();
 
     let recorder = RequestRecorder::new();
-    let mut flusher = Flusher::new(config(), recorder.wrap(&s3));
+    // Every partition over the item budget: the coordinator reads its
+    // manifest for its shard count.
+    let mut planning = config();
+    planning.work_item_bytes = 1;
+    let mut flusher = Flusher::new(planning, recorder.wrap(&s3));
     flusher.queue = Some(flusher::coordinator::FlushQueue {
         sqs: sqs.clone(),
         url: queues.url.clone(),

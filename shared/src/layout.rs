@@ -330,6 +330,15 @@ pub fn checkpoint_id_digest_key(
     )
 }
 
+/// The key of the id digest of a range of a sharded partition's shards
+/// (from `first`) written by the run `attempt` (see `manifest::ShardState`).
+pub fn shard_id_digest_key(partition: &PartitionKey, first: u32, attempt: &str) -> String {
+    format!(
+        "{MANIFESTS_PREFIX}{}.ids-shards-{first:04}.{attempt}",
+        partition_path(partition)
+    )
+}
+
 /// The marker of a partition with parts still to publish: the flusher lists
 /// `pending/` each run, so retries cost in proportion to pending work.
 pub fn pending_publish_key(partition: &PartitionKey) -> String {

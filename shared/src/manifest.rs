@@ -24,6 +24,16 @@ use sha2::{Digest, Sha256};
 /// refuses a manifest of a version newer than its own.
 pub const MANIFEST_VERSION: u32 = 2;
 
+/// The manifest format of a partition flushed shard by shard
+/// ([`Manifest::shards`]): its consumption is recorded per staged object
+/// and shard, which a flusher of version 2 would read as not consumed at
+/// all (and export again). Written only by sharded commits, so a partition
+/// that is never sharded stays readable by the release before.
+pub const SHARDED_MANIFEST_VERSION: u32 = 3;
+
+/// The newest manifest format this release reads.
+pub const READ_MANIFEST_VERSION: u32 = SHARDED_MANIFEST_VERSION;
+
 /// A partition's committed state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,6 +85,118 @@ pub struct Manifest {
     /// start, and the id digest drops the lines already archived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<Cursor>,
+    /// Set once the partition is flushed shard by shard (several workers at
+    /// once, each a range of its shards, docs/scale-out.md): the hour's
+    /// shard count, each shard's id digest, and what each staged source has
+    /// had consumed of which shards. Absent for a partition flushed whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardState>,
+}
+
+/// A sharded partition's state (see [`Manifest::shards`]).
+///
+/// A shard's ids are in its own digest once a sharded commit has covered
+/// it, else in the partition's digest (`Manifest::id_digest`, written
+/// before the partition was sharded; ids sort by shard, so a shard's ids
+/// are a slice of it). A staged source is in `consumed_chunks` once every
+/// shard of it is consumed; until then `consumed` says which are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardState {
+    /// The hour's shard count, fixed by its first sharded commit (a power
+    /// of two): an event's shard is the top bits of its id key.
+    pub count: u32,
+    /// Each shard's id digest: a range of an object of the commit that
+    /// last covered it.
+    pub digests: BTreeMap<u32, ShardDigest>,
+    /// Staged sources some but not all of whose shards are consumed: the
+    /// spans of shards that are.
+    pub consumed: BTreeMap<String, Vec<ShardSpan>>,
+}
+
+/// Where a shard's ids are (see [`ShardState::digests`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardDigest {
+    pub key: String,
+    pub range: ByteRange,
+}
+
+/// The shards `first..end` of a partition.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardSpan {
+    pub first: u32,
+    pub end: u32,
+}
+
+impl ShardSpan {
+    /// Whether `shard` is in the span.
+    pub fn contains(self, shard: u32) -> bool {
+        (self.first..self.end).contains(&shard)
+    }
+
+    /// The span's shards.
+    pub fn shards(self) -> std::ops::Range<u32> {
+        self.first..self.end
+    }
+}
+
+/// The shard of id key `key` among `count` shards (a power of two): its top
+/// bits, as `staged::shard_of` gives an event's.
+pub fn shard_of_key(key: u128, count: u32) -> u32 {
+    if count <= 1 {
+        return 0;
+    }
+    (key >> (128 - count.trailing_zeros())) as u32
+}
+
+impl ShardState {
+    /// A new state of `count` shards, nothing consumed.
+    pub fn new(count: u32) -> Self {
+        Self {
+            count,
+            ..Self::default()
+        }
+    }
+
+    /// Whether shard `shard` of `source` is consumed (partially consumed
+    /// sources only: a whole one is in the manifest's `consumed_chunks`).
+    pub fn is_consumed(&self, source: &str, shard: u32) -> bool {
+        self.consumed
+            .get(source)
+            .is_some_and(|spans| spans.iter().any(|span| span.contains(shard)))
+    }
+
+    /// Whether every shard of `span` of `source` is consumed.
+    pub fn covers(&self, source: &str, span: ShardSpan) -> bool {
+        span.shards().all(|shard| self.is_consumed(source, shard))
+    }
+
+    /// Records `span` of `source` as consumed; returns true when that makes
+    /// every shard of it consumed (it is removed from `consumed`: the
+    /// caller lists it as consumed whole).
+    pub fn consume(&mut self, source: &str, span: ShardSpan) -> bool {
+        let spans = self.consumed.entry(source.to_owned()).or_default();
+        spans.push(span);
+        spans.sort_unstable();
+        let mut merged: Vec<ShardSpan> = Vec::with_capacity(spans.len());
+        for span in spans.drain(..) {
+            match merged.last_mut() {
+                Some(last) if span.first <= last.end => last.end = last.end.max(span.end),
+                _ => merged.push(span),
+            }
+        }
+        let whole = merged.len() == 1 && merged[0].first == 0 && merged[0].end >= self.count;
+        if whole {
+            self.consumed.remove(source);
+        } else {
+            *spans = merged;
+        }
+        whole
+    }
 }
 
 /// Where a checkpoint stopped inside a staged source (see
@@ -208,6 +330,17 @@ impl Manifest {
             .chain(&self.quarantined_chunks)
             .map(String::as_str)
             .collect()
+    }
+
+    /// Whether the hour's compaction is under way: stopped at a checkpoint
+    /// (a cursor), or flushed by ranges of its shards some of which have
+    /// not committed yet. More parts are to come.
+    pub fn in_progress(&self) -> bool {
+        self.cursor.is_some()
+            || self
+                .shards
+                .as_ref()
+                .is_some_and(|state| !state.consumed.is_empty())
     }
 
     /// Whether any destination still waits for parts.
@@ -346,6 +479,30 @@ mod tests {
             assert!(pieces.iter().all(|piece| piece.len() <= per_piece * 16));
             assert_eq!(pieces.concat(), whole, "{per_piece} ids a piece");
         }
+    }
+
+    #[test]
+    fn a_source_is_consumed_whole_once_its_spans_cover_every_shard() {
+        let mut state = ShardState::new(8);
+        let span = |first, end| ShardSpan { first, end };
+        assert!(!state.consume("o", span(4, 8)));
+        assert!(state.is_consumed("o", 5) && !state.is_consumed("o", 3));
+        assert!(!state.consume("o", span(0, 2)));
+        assert_eq!(state.consumed["o"], [span(0, 2), span(4, 8)]);
+        assert!(state.covers("o", span(6, 8)) && !state.covers("o", span(1, 3)));
+        assert!(state.consume("o", span(2, 4)), "0..8 now");
+        assert!(!state.consumed.contains_key("o"));
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<ShardState>(&text).unwrap(), state);
+        assert_eq!(shard_of_key(u128::MAX, 8), 7);
+        assert_eq!(shard_of_key(1, 8), 0);
+        assert_eq!(shard_of_key(u128::MAX, 1), 0);
+        // The shard staging gives an event is its key's.
+        let key = crate::dedup::IdHash::Blake3.id_key("event-7");
+        assert_eq!(
+            shard_of_key(key, 64),
+            crate::staged::shard_of("event-7", true, 64)
+        );
     }
 
     #[test]

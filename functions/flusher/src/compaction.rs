@@ -73,6 +73,9 @@ pub struct NewEvents<'a, D: Read> {
     lines: u64,
     /// The first lines not to read for events (see [`NewEvents::skip_lines`]).
     skip: u64,
+    /// Set when only some shards are read (see [`NewEvents::only_shards`]):
+    /// the shard count and whether each shard is read.
+    shards: Option<(u32, Vec<bool>)>,
 }
 
 /// Reads the staged chunk `chunk` (gzip NDJSON, buffered: a chunk in memory
@@ -113,6 +116,7 @@ pub fn new_events_from<'a, D: Read>(
         duplicates: 0,
         lines: 0,
         skip: 0,
+        shards: None,
     }
 }
 
@@ -128,6 +132,15 @@ impl<'a, D: Read> NewEvents<'a, D> {
     /// identities are not added to `seen`: the id digest holds them.
     pub fn skip_lines(mut self, lines: u64) -> Self {
         self.skip = lines;
+        self
+    }
+
+    /// Reads only the events of the shards (of `count`, by the top bits of
+    /// their id keys, see `shared::manifest::shard_of_key`) that `read`
+    /// marks; the others are passed over: not events, not duplicates, and
+    /// not added to `seen` (another range of shards reads them).
+    pub fn only_shards(mut self, count: u32, read: Vec<bool>) -> Self {
+        self.shards = Some((count, read));
         self
     }
 
@@ -207,6 +220,11 @@ impl<'a, D: Read> NewEvents<'a, D> {
                 Some(id) => self.ids.id_key(id),
                 None => self.ids.line_key(event),
             };
+            if let Some((count, read)) = &self.shards
+                && !read[shared::manifest::shard_of_key(key, *count) as usize]
+            {
+                continue;
+            }
             if !self.seen.insert(key) {
                 self.duplicates += 1;
                 continue;

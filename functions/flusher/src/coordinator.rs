@@ -18,12 +18,13 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use shared::dedup::IdHash;
 use shared::layout;
 use shared::partition::PartitionKey;
 
 use crate::error::FlushError;
 use crate::trigger::Trigger;
-use crate::work_item::{self, ITEM_PARTITIONS, WorkItem};
+use crate::work_item::{self, ITEM_PARTITIONS, Planned, WorkItem};
 use crate::{Flusher, backfill, bundle, scan, store};
 
 /// The flush queue work items are sent to.
@@ -131,15 +132,23 @@ pub struct CoordinatorReport {
     pub backfills_queued: Vec<String>,
 }
 
-/// Plans `work` into items: which partitions each holds, and the run
-/// record that says which staged objects the run's workers may delete.
-pub fn plan_run(work: &scan::Work, item_bytes: u64) -> (Vec<Vec<PartitionKey>>, RunRecord) {
-    let items = work_item::plan(work, item_bytes, ITEM_PARTITIONS);
-    let item_of: HashMap<&PartitionKey, u32> = items
-        .iter()
-        .enumerate()
-        .flat_map(|(n, partitions)| partitions.iter().map(move |p| (p, n as u32)))
-        .collect();
+/// Plans `work` into items: which partitions (or ranges of a partition's
+/// shards, for those `shard_counts` gives more than one) each holds, and
+/// the run record that says which staged objects the run's workers may
+/// delete.
+pub fn plan_run(
+    work: &scan::Work,
+    item_bytes: u64,
+    shard_counts: &BTreeMap<PartitionKey, u32>,
+) -> (Vec<Vec<Planned>>, RunRecord) {
+    let items = work_item::plan(work, item_bytes, ITEM_PARTITIONS, shard_counts);
+    // A partition split into shard ranges is in several items.
+    let mut items_of: HashMap<&PartitionKey, BTreeSet<u32>> = HashMap::new();
+    for (n, planned) in items.iter().enumerate() {
+        for p in planned {
+            items_of.entry(&p.partition).or_default().insert(n as u32);
+        }
+    }
     let mut record = RunRecord {
         version: RUN_RECORD_VERSION,
         items: items.len() as u32,
@@ -149,8 +158,13 @@ pub fn plan_run(work: &scan::Work, item_bytes: u64) -> (Vec<Vec<PartitionKey>>, 
     for (object, partitions) in &work.objects {
         // An object with a partition outside this run (a manual flush of
         // some tenants) is not this run's to delete.
-        let readers: Option<BTreeSet<u32>> =
-            partitions.iter().map(|p| item_of.get(p).copied()).collect();
+        let readers: Option<BTreeSet<u32>> = partitions
+            .iter()
+            .map(|p| items_of.get(p).cloned())
+            .try_fold(BTreeSet::new(), |mut all, items| {
+                all.extend(items?);
+                Some(all)
+            });
         if let Some(readers) = readers {
             record.objects.insert(object.clone(), readers);
         }
@@ -160,6 +174,57 @@ pub fn plan_run(work: &scan::Work, item_bytes: u64) -> (Vec<Vec<PartitionKey>>, 
         record.objects.insert(object.clone(), BTreeSet::new());
     }
     (items, record)
+}
+
+/// The shard count of each partition of `work` whose staged bytes exceed
+/// `item_bytes` and which can be flushed shard by shard: the count its
+/// manifest recorded (the hour's, once sharded), else the largest count
+/// its segments were staged with. A partition whose ids are kept with a
+/// hash other than BLAKE3 (written before it) is not sharded: its keys'
+/// top bits are not the staged shards.
+async fn shard_counts(
+    flusher: &Flusher,
+    work: &scan::Work,
+    item_bytes: u64,
+) -> Result<BTreeMap<PartitionKey, u32>, FlushError> {
+    let large: Vec<PartitionKey> = work
+        .sources
+        .keys()
+        .filter(|p| work.spooled_bytes(p) > item_bytes)
+        .cloned()
+        .collect();
+    let bucket = &flusher.config.export_bucket;
+    let counts: Vec<Option<(PartitionKey, u32)>> = stream::iter(large)
+        .map(|partition| async move {
+            let staged = work.sources[&partition]
+                .iter()
+                .filter_map(|source| match source {
+                    scan::Source::Segments { segments, .. } => {
+                        segments.iter().map(|s| s.shards).max()
+                    }
+                    scan::Source::Chunk(_) => None,
+                })
+                .max()
+                .unwrap_or(1);
+            let key = layout::manifest_key(&partition);
+            let count = match store::read_manifest(&flusher.s3, bucket, &key).await? {
+                Some((manifest, _)) => match &manifest.shards {
+                    Some(state) => state.count,
+                    None if manifest.id_digest.is_some()
+                        && manifest.id_digest_version != IdHash::Blake3.version() =>
+                    {
+                        1
+                    }
+                    None => staged,
+                },
+                None => staged,
+            };
+            Ok::<_, FlushError>((count > 1).then_some((partition, count)))
+        })
+        .buffered(flusher.config.flush_concurrency)
+        .try_collect()
+        .await?;
+    Ok(counts.into_iter().flatten().collect())
 }
 
 /// Runs the coordinator: finds the work (leaving out staged objects that
@@ -199,7 +264,8 @@ pub async fn coordinate_at(
     let busy = in_flight(flusher, wall_millis).await?;
     work.exclude(&busy);
     let item_bytes = config.work_item_bytes.min(config.spool_bytes) as u64;
-    let (items, mut record) = plan_run(&work, item_bytes);
+    let counts = shard_counts(flusher, &work, item_bytes).await?;
+    let (items, mut record) = plan_run(&work, item_bytes, &counts);
     record.created_millis = wall_millis;
     let mut report = CoordinatorReport {
         now: shared::time::format_rfc3339_millis(trigger.now_millis),
@@ -427,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_run_may_delete_only_objects_all_of_whose_partitions_it_planned() {
-        let (items, record) = plan_run(&work(), 150);
+        let (items, record) = plan_run(&work(), 150, &BTreeMap::new());
         // a (100), b (100), c (200 bytes: over the budget, alone).
         assert_eq!(items.len(), 3);
         assert_eq!(record.items, 3);

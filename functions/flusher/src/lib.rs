@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod partition;
 pub mod publish;
 pub mod scan;
+pub mod shard;
 pub mod staged_read;
 pub mod store;
 pub mod trigger;
@@ -511,6 +512,7 @@ async fn flush_group<'a>(
                 let checkpoints = partition::Checkpoints {
                     deadline,
                     after_events: flusher.checkpoint_after_events,
+                    whole_sources: false,
                 };
                 let result = partition::prepare(
                     flusher,
@@ -522,6 +524,7 @@ async fn flush_group<'a>(
                     marked,
                     bundle,
                     checkpoints,
+                    work.ranges.get(partition).copied(),
                 )
                 .await;
                 (partition, Some(result))

@@ -20,7 +20,8 @@ use shared::alert::InvocationAlerts;
 use shared::dedup::IdHash;
 use shared::layout;
 use shared::manifest::{
-    self, ArchivePart, ByteRange, Cursor, MANIFEST_VERSION, Manifest, ProvenanceFile,
+    self, ArchivePart, ByteRange, Cursor, MANIFEST_VERSION, Manifest, ProvenanceFile, ShardSpan,
+    ShardState,
 };
 use shared::partition::PartitionKey;
 use shared::provenance::Provenance;
@@ -32,10 +33,12 @@ use crate::compaction;
 use crate::error::FlushError;
 use crate::publish::{self, PublishOutcome};
 use crate::scan::Source;
+use crate::shard;
 use crate::staged_read::{self, Spools};
 use crate::store;
 use crate::trigger::Trigger;
 use crate::upload::{UPLOAD_PART_BYTES, Upload};
+use crate::work_item::ShardRange;
 use crate::{Flusher, Step};
 
 /// What flushing one partition did.
@@ -74,6 +77,9 @@ pub struct Checkpoints {
     /// Tests only: stop after this many new events of the run, as if the
     /// deadline had come then (`Flusher::checkpoint_after_events`).
     pub after_events: Option<u64>,
+    /// Stop only between staged sources (a range of shards records its
+    /// consumption per source, without a cursor).
+    pub whole_sources: bool,
 }
 
 /// Events between two looks at the clock while compacting.
@@ -84,6 +90,9 @@ impl Checkpoints {
     /// run should stop now; `anywhere` looks at the clock whatever the
     /// count (between sources), else every [`CLOCK_EVENTS`] events.
     fn due(&self, events: u64, anywhere: bool) -> bool {
+        if self.whole_sources && !anywhere {
+            return false;
+        }
         if self.after_events.is_some_and(|after| events >= after) {
             return true;
         }
@@ -131,7 +140,7 @@ impl Prepared {
 /// Deletes `keys`, objects this run wrote that no manifest names (its
 /// commit lost, or was never made); logs a failure (see
 /// [`Prepared::abandon`]).
-async fn remove_unnamed(flusher: &Flusher, keys: &[String]) {
+pub(crate) async fn remove_unnamed(flusher: &Flusher, keys: &[String]) {
     if keys.is_empty() {
         return;
     }
@@ -307,6 +316,7 @@ pub async fn prepare(
     marked: bool,
     bundle: &Bundle,
     checkpoints: Checkpoints,
+    range: Option<ShardRange>,
 ) -> Result<Prepared, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
@@ -325,6 +335,32 @@ pub async fn prepare(
     let reopened = manifest.settle_unconfirmed(still_staged);
     if reopened > 0 {
         tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, parts = reopened, "the run that committed these parts stopped before deleting what it consumed: publishing them again");
+    }
+    // A range of shards, or a partition flushed shard by shard before:
+    // committed now, range by range (see `shard`).
+    if range.is_some() || manifest.shards.is_some() {
+        let had_pending = manifest.has_pending();
+        let (manifest, etag, report) = crate::shard::flush_range(
+            flusher,
+            alerts,
+            trigger,
+            partition,
+            sources,
+            spools,
+            range,
+            bundle,
+            checkpoints,
+            (manifest, etag),
+        )
+        .await?;
+        return Ok(Prepared {
+            manifest,
+            etag,
+            had_pending,
+            marked,
+            commit: None,
+            report,
+        });
     }
     // Going on from a checkpoint: its parts are published first, so that a
     // partition that takes many invocations publishes as it goes.
@@ -372,6 +408,7 @@ pub async fn prepare(
             &mut seen,
             &mut report,
             checkpoints,
+            None,
         )
         .await?;
         if let Some(stop) = stop {
@@ -500,13 +537,16 @@ pub async fn complete(
     // A checkpoint is out of time: its parts are published by the next run.
     if manifest.has_pending() && !report.checkpointed {
         let stop_early = flusher.stop_after == Some(Step::SomePublished);
+        // Other ranges of a sharded partition commit meanwhile: what this
+        // run published is merged into the manifest as it is then.
+        let before = manifest.clone();
         let outcome =
             publish::publish_pending(flusher, alerts, partition, &mut manifest, stop_early).await;
         // Whatever was published is recorded, even when the run stops here.
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
-                store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref())
+                shard::record_publishes(flusher, partition, &before, manifest, etag.as_deref())
                     .await?;
                 return Err(error);
             }
@@ -520,9 +560,20 @@ pub async fn complete(
         };
         if record {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
-            store::commit_manifest(s3, bucket, &manifest_key, &manifest, etag.as_deref()).await?;
+            let stored =
+                shard::record_publishes(flusher, partition, &before, manifest, etag.as_deref())
+                    .await?;
+            manifest = stored.0;
         }
         report.publish = outcome;
+    }
+    // Another range of a sharded partition may have committed parts since
+    // this run read its manifest: the marker follows the manifest as it is.
+    if manifest.shards.is_some()
+        && !manifest.has_pending()
+        && let Some((now, _)) = store::read_manifest(s3, bucket, &manifest_key).await?
+    {
+        manifest = now;
     }
     let pending_key = layout::pending_publish_key(partition);
     if manifest.has_pending() {
@@ -544,7 +595,11 @@ pub async fn complete(
     for source in sources.iter().filter(|s| consumed.contains(s.key())) {
         match source {
             Source::Chunk(key) => done.push(key.clone()),
-            Source::Segments { object, .. } => report.objects_done.push(object.clone()),
+            // A range of shards listed those it consumed already.
+            Source::Segments { object, .. } if !report.objects_done.contains(object) => {
+                report.objects_done.push(object.clone())
+            }
+            Source::Segments { .. } => {}
         }
     }
     store::delete_keys(s3, bucket, &done).await?;
@@ -687,7 +742,12 @@ async fn compact(
     seen: &mut HashSet<u128>,
     report: &mut PartitionReport,
     checkpoints: Checkpoints,
+    sharding: Option<&Sharding<'_>>,
 ) -> Result<(Vec<ArchivePart>, Option<Stop>), FlushError> {
+    let checkpoints = Checkpoints {
+        whole_sources: sharding.is_some(),
+        ..checkpoints
+    };
     let config = &flusher.config;
     let bucket = &config.export_bucket;
     let mut out = PartsOut {
@@ -712,11 +772,14 @@ async fn compact(
             };
             return Ok((out.close().await?, Some(stop)));
         }
+        // A range of shards reads the lines before a cursor again: the id
+        // digest drops them (see `shard`).
         let skip = manifest
             .cursor
             .as_ref()
-            .filter(|cursor| cursor.source == source.key())
+            .filter(|cursor| sharding.is_none() && cursor.source == source.key())
             .map_or(0, |cursor| cursor.lines);
+        let read_shards = sharding.map(|sharding| sharding.read_shards(source.key()));
         let stopped = match source {
             Source::Chunk(chunk) => {
                 let Some((bytes, _)) = store::get(&flusher.s3, bucket, chunk).await? else {
@@ -732,11 +795,18 @@ async fn compact(
                     &mut buffer,
                 )
                 .skip_lines(skip);
+                let events = match read_shards.clone() {
+                    Some((count, read)) => events.only_shards(count, read),
+                    None => events,
+                };
                 out.write(events, &what, report).await?
             }
             Source::Segments { object, segments } => {
                 let mut compressed = Vec::with_capacity(segments.len());
-                for segment in segments {
+                let wanted = segments
+                    .iter()
+                    .filter(|segment| sharding.is_none_or(|sharding| sharding.wants(segment)));
+                for segment in wanted {
                     let Some(bytes) = spools.segment_bytes(config, object, segment)? else {
                         // Gone: every partition in it had consumed it, this
                         // one too (its manifest has changed since read).
@@ -761,6 +831,10 @@ async fn compact(
                     &mut buffer,
                 )
                 .skip_lines(skip);
+                let events = match read_shards {
+                    Some((count, read)) => events.only_shards(count, read),
+                    None => events,
+                };
                 out.write(events, &what, report).await?
             }
         };
@@ -775,7 +849,74 @@ async fn compact(
             return Ok((out.close().await?, Some(stop)));
         }
     }
-    Ok((out.finish().await?, None))
+    // A range of shards commits on its own, before the bundle is stored.
+    let parts = match sharding {
+        Some(_) => out.close().await?,
+        None => out.finish().await?,
+    };
+    Ok((parts, None))
+}
+
+/// What a compaction of a range of a partition's shards reads (see
+/// `shard`): the shards of `span` (of `count`) that `state` does not
+/// record as consumed, source by source.
+pub struct Sharding<'a> {
+    pub count: u32,
+    pub span: ShardSpan,
+    pub state: &'a ShardState,
+}
+
+impl Sharding<'_> {
+    /// The shard count, and whether each shard of `source` is read.
+    fn read_shards(&self, source: &str) -> (u32, Vec<bool>) {
+        let read = (0..self.count)
+            .map(|shard| self.span.contains(shard) && !self.state.is_consumed(source, shard))
+            .collect();
+        (self.count, read)
+    }
+
+    /// Whether `segment` holds events of the span.
+    fn wants(&self, segment: &shared::staged::Segment) -> bool {
+        let shards = crate::work_item::hour_shards(segment, self.count);
+        shards.first < self.span.end && self.span.first < shards.end
+    }
+}
+
+/// Compacts the new events of a range of a sharded partition's shards
+/// (`sharding`) from `sources` into parts that are objects of their own
+/// (written at keys of `bundle`'s attempt; nothing goes into the bundle),
+/// stopping only between sources at a checkpoint. Returns the parts and,
+/// when it stopped, how many of `sources` it read (or quarantined).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn compact_range(
+    flusher: &Flusher,
+    alerts: &InvocationAlerts<'_>,
+    partition: &PartitionKey,
+    manifest: &Manifest,
+    sources: &[&Source],
+    spools: &Spools,
+    bundle: &Bundle,
+    seen: &mut HashSet<u128>,
+    report: &mut PartitionReport,
+    checkpoints: Checkpoints,
+    sharding: &Sharding<'_>,
+) -> Result<(Vec<ArchivePart>, Option<usize>), FlushError> {
+    let (parts, stop) = compact(
+        flusher,
+        alerts,
+        partition,
+        manifest,
+        sources,
+        spools,
+        bundle,
+        IdHash::Blake3,
+        seen,
+        report,
+        checkpoints,
+        Some(sharding),
+    )
+    .await?;
+    Ok((parts, stop.map(|stop| stop.read)))
 }
 
 /// Where a compaction stopped at a checkpoint.
@@ -827,7 +968,16 @@ async fn commit_checkpoint<'a>(
 /// Stores the digest of `seen` at `key`, an upload part at a time: held
 /// whole, the digest would double the id set's memory.
 async fn store_digest(flusher: &Flusher, key: &str, seen: HashSet<u128>) -> Result<(), FlushError> {
-    let digest = manifest::digest_order(seen);
+    store_sorted_digest(flusher, key, &manifest::digest_order(seen)).await
+}
+
+/// Stores the digest of `digest` (ids in the digest's order) at `key`, an
+/// upload part at a time.
+pub(crate) async fn store_sorted_digest(
+    flusher: &Flusher,
+    key: &str,
+    digest: &[u128],
+) -> Result<(), FlushError> {
     let bucket = &flusher.config.export_bucket;
     let mut upload = Upload::new(
         flusher.s3.clone(),
@@ -836,7 +986,7 @@ async fn store_digest(flusher: &Flusher, key: &str, seen: HashSet<u128>) -> Resu
         "application/octet-stream",
     );
     let mut pending = Vec::new();
-    for piece in manifest::id_digest_pieces(&digest, DIGEST_PIECE_IDS) {
+    for piece in manifest::id_digest_pieces(digest, DIGEST_PIECE_IDS) {
         pending.extend(piece);
         if pending.len() >= UPLOAD_PART_BYTES {
             upload.send_part(std::mem::take(&mut pending)).await?;

@@ -145,8 +145,9 @@ pub async fn publish_pending(
                 }
             }
         }
-        // A partition stopped at a checkpoint has more to come.
-        let complete = manifest.destinations[&name].pending.is_empty() && manifest.cursor.is_none();
+        // A partition stopped at a checkpoint has more to come, as has a
+        // sharded one some of whose ranges have not committed.
+        let complete = manifest.destinations[&name].pending.is_empty() && !manifest.in_progress();
         if published_here && complete {
             write_success_marker(flusher, destination, partition).await;
         }

@@ -92,6 +92,10 @@ pub struct Work {
     /// copy could not be made (S3 failed): left for the next run, which
     /// reads them as late objects of their hour.
     pub unread: usize,
+    /// Partitions of which this work is only a range of shards (a work
+    /// item of a partition split by the coordinator, see `shard`): their
+    /// sources hold that range's segments only.
+    pub ranges: BTreeMap<PartitionKey, crate::work_item::ShardRange>,
 }
 
 impl Work {

@@ -9,7 +9,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
-use shared::manifest::{MANIFEST_VERSION, Manifest};
+use shared::manifest::{Manifest, READ_MANIFEST_VERSION};
 
 use crate::error::FlushError;
 
@@ -219,11 +219,11 @@ pub async fn read_manifest(
         })?;
     // A newer release may record what this one cannot read (as bundles
     // were to the release before them): refuse it rather than guess.
-    if manifest.version > MANIFEST_VERSION {
+    if manifest.version > READ_MANIFEST_VERSION {
         return Err(FlushError::Corrupt {
             what: format!("manifest s3://{bucket}/{key}"),
             message: format!(
-                "version {} is newer than this flusher reads ({MANIFEST_VERSION}): deploy the release that wrote it",
+                "version {} is newer than this flusher reads ({READ_MANIFEST_VERSION}): deploy the release that wrote it",
                 manifest.version
             ),
         });

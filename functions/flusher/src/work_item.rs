@@ -15,18 +15,26 @@
 //! invariant 7); flushing one whose partitions another run has already
 //! committed finds nothing new and only reports them done.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use shared::layout;
+use shared::manifest::ShardSpan;
 use shared::partition::PartitionKey;
+use shared::staged::Segment;
 
 use crate::scan::{Source, Work};
 
-/// The work item format this flusher writes and reads.
-pub const WORK_ITEM_VERSION: u32 = 1;
+/// The work item format this flusher reads: 2 since an item may be a range
+/// of a partition's shards (`ItemPartition::shards`), which a worker of
+/// version 1 would flush as the whole partition. Items without a range are
+/// written as version 1, so a worker of the release before reads them.
+pub const WORK_ITEM_VERSION: u32 = 2;
+
+/// The version of an item without a shard range.
+const WHOLE_ITEM_VERSION: u32 = 1;
 
 /// Partitions in one work item, at most: four bundles' worth (a worker
 /// flushes them in groups of `BUNDLE_PARTITIONS`, sharing one read of
@@ -61,6 +69,66 @@ pub struct ItemPartition {
     /// Whether its pending-publish marker was listed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub marked: bool,
+    /// Set when the item is a range of the partition's shards (the
+    /// partition's staged bytes exceed the item budget): `sources` then
+    /// hold only the segments of that range (and every staged source of
+    /// the partition, so that each range records its consumption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardRange>,
+}
+
+/// The shards `first..end` of a partition of `count` shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardRange {
+    pub count: u32,
+    pub first: u32,
+    pub end: u32,
+}
+
+impl ShardRange {
+    /// The range's shards.
+    pub fn span(self) -> ShardSpan {
+        ShardSpan {
+            first: self.first,
+            end: self.end,
+        }
+    }
+
+    /// Whether segment `segment` (of its own shard count) holds events of
+    /// this range: its shard, in this range's count, overlaps it.
+    pub fn overlaps(self, segment: &Segment) -> bool {
+        let span = hour_shards(segment, self.count);
+        span.first < self.end && self.first < span.end
+    }
+}
+
+/// The shards, among `count`, that segment `segment` (staged with its own
+/// count) holds events of: shards are the top bits of the id key, so a
+/// segment of a finer count lies in one shard, one of a coarser count
+/// spans several.
+pub fn hour_shards(segment: &Segment, count: u32) -> ShardSpan {
+    let staged = segment.shards.max(1);
+    if staged >= count {
+        let first = segment.shard / (staged / count);
+        ShardSpan {
+            first,
+            end: first + 1,
+        }
+    } else {
+        let wide = count / staged;
+        ShardSpan {
+            first: segment.shard * wide,
+            end: (segment.shard + 1) * wide,
+        }
+    }
+}
+
+/// One partition of a planned item, whole or a range of its shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub partition: PartitionKey,
+    pub shards: Option<ShardRange>,
 }
 
 /// Why a stored work item cannot be used.
@@ -78,16 +146,75 @@ pub enum WorkItemError {
 }
 
 /// Splits `work`'s partitions (in order) into work items: consecutive
-/// partitions whose staged bytes sum to at most `budget` (a partition
-/// larger than the budget is an item of its own), at most `max_partitions`
-/// each. Every partition of `work` is in exactly one item, in order.
-pub fn plan(work: &Work, budget: u64, max_partitions: usize) -> Vec<Vec<PartitionKey>> {
-    let partitions: Vec<PartitionKey> = work.partitions().into_iter().collect();
-    let sizes: Vec<u64> = partitions.iter().map(|p| work.spooled_bytes(p)).collect();
-    split(&sizes, budget, max_partitions)
-        .into_iter()
-        .map(|range| partitions[range].to_vec())
-        .collect()
+/// partitions whose staged bytes sum to at most `budget`, at most
+/// `max_partitions` each. A partition larger than the budget is an item of
+/// its own, or, when `shard_counts` gives it more than one shard, items of
+/// contiguous shard ranges each within the budget where its shards allow
+/// (a range of one shard may exceed it). Every partition of `work` is in
+/// exactly one item, or its shards, all of them, in items of their own.
+pub fn plan(
+    work: &Work,
+    budget: u64,
+    max_partitions: usize,
+    shard_counts: &BTreeMap<PartitionKey, u32>,
+) -> Vec<Vec<Planned>> {
+    let mut items = Vec::new();
+    let mut whole: Vec<PartitionKey> = Vec::new();
+    let end_whole = |whole: &mut Vec<PartitionKey>, items: &mut Vec<Vec<Planned>>| {
+        let sizes: Vec<u64> = whole.iter().map(|p| work.spooled_bytes(p)).collect();
+        for range in split(&sizes, budget, max_partitions) {
+            items.push(
+                whole[range]
+                    .iter()
+                    .map(|partition| Planned {
+                        partition: partition.clone(),
+                        shards: None,
+                    })
+                    .collect(),
+            );
+        }
+        whole.clear();
+    };
+    for partition in work.partitions() {
+        let count = shard_counts.get(&partition).copied().unwrap_or(1);
+        if count > 1 && work.spooled_bytes(&partition) > budget {
+            let sizes = shard_bytes(work, &partition, count);
+            let spans = split(&sizes, budget, usize::MAX);
+            if spans.len() > 1 {
+                end_whole(&mut whole, &mut items);
+                for span in spans {
+                    items.push(vec![Planned {
+                        partition: partition.clone(),
+                        shards: Some(ShardRange {
+                            count,
+                            first: span.start as u32,
+                            end: span.end as u32,
+                        }),
+                    }]);
+                }
+                continue;
+            }
+        }
+        whole.push(partition);
+    }
+    end_whole(&mut whole, &mut items);
+    items
+}
+
+/// The staged bytes of each of `partition`'s `count` shards (a segment
+/// spanning several shards counted in each: each range reads it whole).
+fn shard_bytes(work: &Work, partition: &PartitionKey, count: u32) -> Vec<u64> {
+    let mut sizes = vec![0u64; count as usize];
+    for source in work.sources.get(partition).into_iter().flatten() {
+        if let Source::Segments { segments, .. } = source {
+            for segment in segments {
+                for shard in hour_shards(segment, count).shards() {
+                    sizes[shard as usize] += segment.length;
+                }
+            }
+        }
+    }
+    sizes
 }
 
 /// The ranges of consecutive sizes that sum to at most `budget`, at most
@@ -113,27 +240,45 @@ pub fn split(sizes: &[u64], budget: u64, max_count: usize) -> Vec<Range<usize>> 
 
 impl WorkItem {
     /// Item `item` of `items` of run `run` at `now_millis`: `partitions`,
-    /// with their sources and markers from `work`.
+    /// with their sources and markers from `work` (for a range of shards,
+    /// every source with only the range's segments).
     pub fn new(
         run: &str,
         item: u32,
         items: u32,
         now_millis: i64,
         work: &Work,
-        partitions: &[PartitionKey],
+        partitions: &[Planned],
     ) -> Self {
+        let ranged = partitions.iter().any(|p| p.shards.is_some());
         Self {
-            version: WORK_ITEM_VERSION,
+            version: if ranged {
+                WORK_ITEM_VERSION
+            } else {
+                WHOLE_ITEM_VERSION
+            },
             run: run.to_owned(),
             item,
             items,
             now_millis,
             partitions: partitions
                 .iter()
-                .map(|partition| ItemPartition {
-                    manifest: layout::manifest_key(partition),
-                    sources: work.sources.get(partition).cloned().unwrap_or_default(),
-                    marked: work.publishes.contains(partition),
+                .map(|planned| {
+                    let partition = &planned.partition;
+                    let mut sources = work.sources.get(partition).cloned().unwrap_or_default();
+                    if let Some(range) = planned.shards {
+                        for source in &mut sources {
+                            if let Source::Segments { segments, .. } = source {
+                                segments.retain(|segment| range.overlaps(segment));
+                            }
+                        }
+                    }
+                    ItemPartition {
+                        manifest: layout::manifest_key(partition),
+                        sources,
+                        marked: work.publishes.contains(partition),
+                        shards: planned.shards,
+                    }
                 })
                 .collect(),
         }
@@ -199,6 +344,9 @@ impl WorkItem {
                 work.sources
                     .insert(partition.clone(), entry.sources.clone());
             }
+            if let Some(range) = entry.shards {
+                work.ranges.insert(partition.clone(), range);
+            }
             if entry.marked {
                 work.publishes.insert(partition);
             }
@@ -254,6 +402,97 @@ mod tests {
         work
     }
 
+    fn whole(partitions: &[PartitionKey]) -> Vec<Planned> {
+        partitions
+            .iter()
+            .map(|partition| Planned {
+                partition: partition.clone(),
+                shards: None,
+            })
+            .collect()
+    }
+
+    fn sharded(tenant: &str, shard: u32, shards: u32, length: u64) -> Segment {
+        Segment {
+            shard,
+            shards,
+            length,
+            ..segment(tenant, 0, length)
+        }
+    }
+
+    #[test]
+    fn a_partition_over_the_budget_is_split_into_ranges_of_its_shards() {
+        let mut work = work();
+        let big = partition("b");
+        // Four objects of "b": 8 shards of 100 bytes each, one of 4 shards
+        // (each segment two shards wide), one of 16 (half a shard each).
+        let mut sources = Vec::new();
+        for n in 0..2 {
+            sources.push(Source::Segments {
+                object: format!("staging/o{n}"),
+                segments: (0..8).map(|s| sharded("b", s, 8, 100)).collect(),
+            });
+        }
+        sources.push(Source::Segments {
+            object: "staging/o2".into(),
+            segments: (0..4).map(|s| sharded("b", s, 4, 100)).collect(),
+        });
+        sources.push(Source::Segments {
+            object: "staging/o3".into(),
+            segments: vec![sharded("b", 15, 16, 50)],
+        });
+        work.sources.insert(big.clone(), sources);
+        let counts = BTreeMap::from([(big.clone(), 8)]);
+        let items = plan(&work, 700, 10, &counts);
+        type Row = (String, Option<(u32, u32)>);
+        let ranges: Vec<Vec<Row>> = items
+            .iter()
+            .map(|item| {
+                item.iter()
+                    .map(|p| {
+                        let range = p.shards.map(|r| (r.first, r.end));
+                        (p.partition.tenant.as_str().to_owned(), range)
+                    })
+                    .collect()
+            })
+            .collect();
+        // Shards hold 300 bytes each (350 the last): two a range.
+        let expected = |first, end| vec![("b".to_owned(), Some((first, end)))];
+        assert_eq!(
+            ranges,
+            vec![
+                vec![("a".to_owned(), None)],
+                expected(0, 2),
+                expected(2, 4),
+                expected(4, 6),
+                expected(6, 8),
+                vec![
+                    ("c".to_owned(), None),
+                    ("d".to_owned(), None),
+                    ("e".to_owned(), None)
+                ],
+            ]
+        );
+        // A range's item holds every source, with that range's segments.
+        let item = WorkItem::new("r", 3, 6, 0, &work, &items[3]);
+        assert_eq!(item.version, WORK_ITEM_VERSION);
+        let kept: Vec<Vec<u32>> = item.partitions[0]
+            .sources
+            .iter()
+            .map(|source| match source {
+                Source::Segments { segments, .. } => segments.iter().map(|s| s.shard).collect(),
+                Source::Chunk(_) => vec![],
+            })
+            .collect();
+        assert_eq!(kept, vec![vec![4, 5], vec![4, 5], vec![2], vec![]]);
+        let again = WorkItem::from_json("k", &item.to_json()).unwrap().to_work();
+        assert_eq!(again.ranges[&big].span(), ShardSpan { first: 4, end: 6 });
+        // Without a count, or under the budget, a partition stays whole.
+        assert_eq!(plan(&work, 700, 10, &BTreeMap::new()).len(), 3);
+        assert_eq!(plan(&work, 5000, 10, &counts).len(), 1);
+    }
+
     #[test]
     fn items_are_consecutive_partitions_within_the_budget_and_the_count() {
         assert_eq!(split(&[100, 100, 100, 0, 0], 200, 10), vec![0..2, 2..5]);
@@ -264,10 +503,10 @@ mod tests {
         // A partition over the budget is an item of its own.
         assert_eq!(split(&[50, 500, 50], 100, 10), vec![0..1, 1..2, 2..3]);
         assert_eq!(split(&[], 100, 10), Vec::<Range<usize>>::new());
-        let items = plan(&work(), 200, 10);
+        let items = plan(&work(), 200, 10, &BTreeMap::new());
         let tenants: Vec<Vec<&str>> = items
             .iter()
-            .map(|item| item.iter().map(|p| p.tenant.as_str()).collect())
+            .map(|item| item.iter().map(|p| p.partition.tenant.as_str()).collect())
             .collect();
         assert_eq!(tenants, vec![vec!["a", "b"], vec!["c", "d", "e"]]);
     }
@@ -276,7 +515,8 @@ mod tests {
     fn an_item_round_trips_and_gives_back_its_partitions_work() {
         let work = work();
         let partitions = [partition("c"), partition("d"), partition("e")];
-        let item = WorkItem::new("run-1", 1, 2, 42, &work, &partitions);
+        let item = WorkItem::new("run-1", 1, 2, 42, &work, &whole(&partitions));
+        assert_eq!(item.version, 1, "read by the release before too");
         let stored = item.to_json();
         let read = WorkItem::from_json("work/x.json", &stored).unwrap();
         assert_eq!(read, item);
@@ -303,7 +543,7 @@ mod tests {
                 .to_string()
                 .starts_with("work item work/a.json: not a work item")
         );
-        let mut item = WorkItem::new("r", 0, 1, 0, &work(), &[partition("a")]);
+        let mut item = WorkItem::new("r", 0, 1, 0, &work(), &whole(&[partition("a")]));
         item.version = WORK_ITEM_VERSION + 1;
         let error = WorkItem::from_json("work/b.json", &item.to_json()).unwrap_err();
         assert!(matches!(error, WorkItemError::Newer { .. }), "{error}");
