@@ -779,6 +779,18 @@ mod shards {
         items
     }
 
+    /// `got` is `want`; else the events missing from it and those extra.
+    fn assert_same(got: Vec<String>, want: &[String]) {
+        let missing: Vec<&String> = want.iter().filter(|e| !got.contains(e)).collect();
+        let extra: Vec<&String> = got.iter().filter(|e| !want.contains(e)).collect();
+        assert!(
+            got == want,
+            "{} events, {} wanted; missing {missing:?}; extra {extra:?}",
+            got.len(),
+            want.len()
+        );
+    }
+
     fn sorted(mut lines: Vec<String>) -> Vec<String> {
         lines.sort();
         lines.dedup();
@@ -854,8 +866,8 @@ mod shards {
         let drained = harness.workers(&flusher, 4).await;
         assert!(drained.failed.is_empty(), "{drained:?}");
         assert_eq!(drained.deleted, items.len(), "{drained:?}");
-        assert_eq!(harness.archived().await, events);
-        assert_eq!(harness.delivered().await, events);
+        assert_same(harness.archived().await, &events);
+        assert_same(harness.delivered().await, &events);
         let big: Manifest = harness.json(BIG).await;
         assert_eq!(big.version, SHARDED_MANIFEST_VERSION);
         let state = big.shards.as_ref().expect("sharded");
@@ -885,8 +897,8 @@ mod shards {
         assert_eq!(planned.items, 1, "{planned:?}");
         let drained = harness.workers(&flusher, 2).await;
         assert!(drained.failed.is_empty(), "{drained:?}");
-        assert_eq!(harness.archived().await, all);
-        assert_eq!(harness.delivered().await, all);
+        assert_same(harness.archived().await, &all);
+        assert_same(harness.delivered().await, &all);
         let later: Manifest = harness.json(BIG).await;
         assert_eq!(later.events, 125);
         assert_eq!(later.duplicates_dropped, 35);
@@ -968,8 +980,8 @@ mod shards {
 
         let drained = harness.workers(&harness.flusher(), 2).await;
         assert!(drained.failed.is_empty(), "{drained:?}");
-        assert_eq!(harness.archived().await, events);
-        assert_eq!(harness.delivered().await, events);
+        assert_same(harness.archived().await, &events);
+        assert_same(harness.delivered().await, &events);
         let big: Manifest = harness.json(BIG).await;
         only_committed_parts(&harness, &big).await;
         assert_eq!(big.events, 130);
@@ -1008,8 +1020,166 @@ mod shards {
 
         let drained = harness.workers(&harness.flusher(), 2).await;
         assert!(drained.failed.is_empty(), "{drained:?}");
-        assert_eq!(harness.archived().await, events);
-        assert_eq!(harness.delivered().await, events);
+        assert_same(harness.archived().await, &events);
+        assert_same(harness.delivered().await, &events);
+        assert!(harness.keys("staging/").await.is_empty());
+    }
+
+    /// The bytes stored at `key` in the export bucket.
+    async fn object(harness: &Harness, key: &str) -> Vec<u8> {
+        let object = harness.s3.get_object().bucket(EXPORT).key(key).send();
+        let bytes = object.await.unwrap().body.collect().await.unwrap();
+        bytes.into_bytes().to_vec()
+    }
+
+    async fn put_object(harness: &Harness, key: &str, bytes: Vec<u8>) {
+        harness
+            .s3
+            .put_object()
+            .bucket(EXPORT)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Flushed to the deadline one staged source at a time (each range
+    /// stops after its first source with new events, as at a checkpoint),
+    /// each range commits the sources it read and is sent to the queue
+    /// again, to go on in the next delivery: never mid-source, since a
+    /// range records consumption per source. Each event once, every part
+    /// committed, nothing left staged, nothing in the dead-letter queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_stopped_by_its_deadline_commits_what_it_read_and_goes_on_later() {
+        let harness = Harness::start_with(SHARDED).await;
+        let (ranges, events) = planned_ranges(&harness).await;
+        let mut flusher = harness.flusher();
+        flusher.checkpoint_after_events = Some(1);
+        let drained = harness.workers(&flusher, 3).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert!(
+            drained.deleted > ranges.len() + 1,
+            "ranges were sent again: {drained:?}"
+        );
+        assert_eq!(harness.dead_letters().await, 0);
+        assert_same(harness.archived().await, &events);
+        assert_same(harness.delivered().await, &events);
+        let big: Manifest = harness.json(BIG).await;
+        assert!(big.cursor.is_none() && !big.in_progress(), "{big:?}");
+        assert!(big.generation > ranges.len() as u64, "{big:?}");
+        only_committed_parts(&harness, &big).await;
+        assert!(harness.keys("staging/").await.is_empty());
+        assert!(harness.keys("work/").await.is_empty());
+    }
+
+    /// An item planned with a shard count other than the one the hour's
+    /// first sharded commit recorded (here: edited to 4 of 8) is stale: its
+    /// worker flushes nothing of it and its run deletes no staged object
+    /// that range has not consumed. The next coordinator run plans the
+    /// rest with the recorded count, and each event is exported once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_planned_with_another_shard_count_leaves_its_data_for_the_next_run() {
+        let harness = Harness::start_with(SHARDED).await;
+        let (ranges, events) = planned_ranges(&harness).await;
+        // One range committed: the hour's count is 8.
+        let flusher = harness.flusher();
+        let first = worker::flush_item(&flusher, &ranges[0], None)
+            .await
+            .unwrap();
+        assert!(first.flush.events > 0, "{first:?}");
+        let mut stale: WorkItem = harness.json(&ranges[1]).await;
+        let range = stale.partitions[0].shards.as_mut().unwrap();
+        (range.count, range.first, range.end) = (4, 0, 4);
+        put_object(&harness, &ranges[1], stale.to_json()).await;
+
+        let drained = harness.workers(&flusher, 2).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        let big: Manifest = harness.json(BIG).await;
+        assert_eq!(big.shards.as_ref().map(|s| s.count), Some(8));
+        assert!(big.in_progress(), "the stale range's shards are not in");
+        assert_eq!(
+            harness.keys("staging/").await.len(),
+            3,
+            "what the stale range did not consume stays staged"
+        );
+        assert!(harness.keys("work/").await.is_empty(), "the run finished");
+
+        let next = harness.coordinate(&flusher, CLOSED + HOUR).await;
+        assert!(next.items >= 1, "{next:?}");
+        let drained = harness.workers(&flusher, 2).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert_same(harness.archived().await, &events);
+        assert_same(harness.delivered().await, &events);
+        let big: Manifest = harness.json(BIG).await;
+        assert!(!big.in_progress(), "{big:?}");
+        only_committed_parts(&harness, &big).await;
+        assert!(harness.keys("staging/").await.is_empty());
+    }
+
+    /// One shard's segment of a staged object is damaged: the range that
+    /// reads it quarantines the object (a copy, alerted) and records it as
+    /// quarantined, exporting none of the object's events of its shards;
+    /// the other ranges export their shards of it, before or after, and
+    /// none records it as partly consumed afterwards, so the hour is
+    /// complete. Every other event once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_segment_quarantines_its_object_for_its_range_and_the_hour_completes() {
+        let harness = Harness::start_with(SHARDED).await;
+        let mut events = Vec::new();
+        for (n, numbers) in [0..50, 50..100, 100..150].into_iter().enumerate() {
+            let config = harness.config.clone();
+            events.extend(stage_big(&harness, &config, numbers, &format!("inv-{n}")).await);
+        }
+        let staged = harness.keys("staging/").await;
+        let damaged_key = &staged[1];
+        let mut bytes = object(&harness, damaged_key).await;
+        let index = shared::staged::read_index(&bytes).unwrap();
+        let segment = index
+            .segments
+            .iter()
+            .find(|s| s.tenant == "big" && s.shard == 5)
+            .unwrap()
+            .clone();
+        bytes[(segment.offset + segment.length / 2) as usize] ^= 0x04;
+        put_object(&harness, damaged_key, bytes).await;
+        let flusher = harness.flusher();
+        let planned = harness.coordinate(&flusher, CLOSED).await;
+        let run = planned.run.clone().expect("items were sent");
+        let range = items(&harness, &run)
+            .await
+            .into_iter()
+            .filter_map(|(_, item)| item.partitions[0].shards)
+            .find(|range| (range.first..range.end).contains(&5))
+            .expect("a range holds shard 5");
+        assert!(range.end - range.first < 8, "{planned:?}: {range:?}");
+        // The second object's events of that range are not exported (the
+        // object's quarantine copy holds them); its other shards' are.
+        let lost: Vec<String> = (50..100)
+            .filter(|n| {
+                let shard = shared::staged::shard_of(&format!("E-big-{n}"), true, 8);
+                (range.first..range.end).contains(&shard)
+            })
+            .map(|n| audit_event("big", n))
+            .collect();
+        assert!(!lost.is_empty() && lost.len() < 50);
+        events.retain(|event| !lost.contains(event));
+        let events = sorted(events);
+
+        let drained = harness.workers(&flusher, 3).await;
+        assert!(drained.failed.is_empty(), "{drained:?}");
+        assert_same(harness.archived().await, &events);
+        assert_same(harness.delivered().await, &events);
+        let big: Manifest = harness.json(BIG).await;
+        assert_eq!(big.quarantined_chunks, vec![damaged_key.clone()]);
+        assert!(!big.in_progress(), "{:?}", big.shards);
+        assert!(
+            harness
+                .keys("quarantine/")
+                .await
+                .iter()
+                .any(|k| k.ends_with(damaged_key.as_str()))
+        );
         assert!(harness.keys("staging/").await.is_empty());
     }
 }

@@ -52,8 +52,9 @@ pub struct Manifest {
     pub consumed_chunks: Vec<String>,
     /// Staged objects whose segments of this partition were refused as
     /// corrupt (copied to `quarantine/` and alerted): none of their events
-    /// are in `parts`, and they are not read again. Absent in manifests
-    /// written before it existed.
+    /// are in `parts` (in a sharded partition, none of the shards of the
+    /// range that refused them: see [`ShardState::quarantined`]), and they
+    /// are not read again. Absent in manifests written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined_chunks: Vec<String>,
     /// The key of the digest of every event id in `parts`: the whole
@@ -112,6 +113,12 @@ pub struct ShardState {
     /// Staged sources some but not all of whose shards are consumed: the
     /// spans of shards that are.
     pub consumed: BTreeMap<String, Vec<ShardSpan>>,
+    /// Sources of `consumed` a range refused as damaged (its shards of them
+    /// count as consumed: their events are in the quarantine copy, not in
+    /// parts). Once every shard is in, such a source is listed as
+    /// quarantined, not consumed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub quarantined: std::collections::BTreeSet<String>,
 }
 
 /// Where a shard's ids are (see [`ShardState::digests`]).

@@ -479,23 +479,30 @@ impl RangeCommit {
             part.number = first + n as u32;
         }
         let numbers: Vec<u32> = parts.iter().map(|part| part.number).collect();
+        // Quarantined by another range since (its segments there damaged):
+        // nothing more to record of it.
+        let done: HashSet<String> = manifest.consumed().into_iter().map(str::to_owned).collect();
         let state = manifest
             .shards
             .get_or_insert_with(|| ShardState::new(self.count));
         state.digests.extend(self.digests.clone());
-        let mut whole = Vec::new();
-        for source in &self.consumed {
+        // A source refused as damaged counts as consumed in this range's
+        // shards (its events there are in the quarantine copy); the other
+        // ranges read theirs.
+        state.quarantined.extend(report.quarantined.iter().cloned());
+        let mut consumed = Vec::new();
+        let mut quarantined = Vec::new();
+        let sources = self.consumed.iter().chain(&report.quarantined);
+        for source in sources.filter(|s| !done.contains(*s)) {
             if state.consume(source, self.span) {
-                whole.push(source.clone());
+                match state.quarantined.remove(source) {
+                    true => quarantined.push(source.clone()),
+                    false => consumed.push(source.clone()),
+                }
             }
         }
-        for source in &report.quarantined {
-            state.consumed.remove(source);
-        }
-        manifest.consumed_chunks.extend(whole);
-        manifest
-            .quarantined_chunks
-            .extend(report.quarantined.iter().cloned());
+        manifest.consumed_chunks.extend(consumed);
+        manifest.quarantined_chunks.extend(quarantined);
         manifest.version = SHARDED_MANIFEST_VERSION;
         manifest.generation += 1;
         manifest.events += report.events;
