@@ -905,6 +905,9 @@ mod shards {
         assert_eq!(later.shards.as_ref().map(|s| s.count), Some(8));
         only_committed_parts(&harness, &later).await;
         assert!(harness.keys("staging/").await.is_empty());
+        // A range leaves the pending-publish marker it may have put (another
+        // range may have parts pending): this run's item deleted it.
+        assert!(harness.keys("pending/").await.is_empty());
     }
 
     /// Stages three objects of `big` (8 shards), runs the coordinator, and

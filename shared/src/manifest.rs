@@ -149,6 +149,11 @@ impl ShardSpan {
     pub fn shards(self) -> std::ops::Range<u32> {
         self.first..self.end
     }
+
+    /// Whether every shard of `other` is in this span.
+    pub fn holds(self, other: ShardSpan) -> bool {
+        self.first <= other.first && other.end <= self.end
+    }
 }
 
 /// The shard of id key `key` among `count` shards (a power of two): its top
@@ -248,6 +253,10 @@ pub struct ArchivePart {
     /// the whole object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// In a sharded partition: the range of shards whose commit added the
+    /// part (its events are of those shards only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardSpan>,
 }
 
 impl ArchivePart {

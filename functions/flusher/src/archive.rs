@@ -124,6 +124,7 @@ impl PartWriter {
             sha256: manifest::hex_of(&self.hasher.finalize()),
             provenance: None,
             offset,
+            shards: None,
         })
     }
 }

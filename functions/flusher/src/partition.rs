@@ -118,6 +118,9 @@ pub struct Prepared {
     /// The commit to make, when there was new staged data.
     commit: Option<Commit>,
     report: PartitionReport,
+    /// A range of a sharded partition's shards: it publishes only the
+    /// parts of that range (its own commits', this delivery's or earlier).
+    own_range: Option<ShardSpan>,
 }
 
 impl Prepared {
@@ -360,6 +363,7 @@ pub async fn prepare(
             marked,
             commit: None,
             report,
+            own_range: range.map(ShardRange::span),
         });
     }
     // Going on from a checkpoint: its parts are published first, so that a
@@ -367,7 +371,8 @@ pub async fn prepare(
     let mut etag = etag;
     if manifest.cursor.is_some() && manifest.has_pending() {
         let outcome =
-            publish::publish_pending(flusher, alerts, partition, &mut manifest, false).await?;
+            publish::publish_pending(flusher, alerts, partition, &mut manifest, None, false)
+                .await?;
         if outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty() {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
             let key = layout::manifest_key(partition);
@@ -432,6 +437,7 @@ pub async fn prepare(
                 marked,
                 commit: None,
                 report,
+                own_range: None,
             });
         }
         // Written to the bundle a piece at a time: held whole, the digest
@@ -459,6 +465,7 @@ pub async fn prepare(
         marked,
         commit,
         report,
+        own_range: None,
     })
 }
 
@@ -509,7 +516,6 @@ pub async fn complete(
 ) -> Result<PartitionReport, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
-    let manifest_key = layout::manifest_key(partition);
     let Prepared {
         mut manifest,
         mut etag,
@@ -517,6 +523,7 @@ pub async fn complete(
         marked,
         commit,
         mut report,
+        own_range,
     } = prepared;
     // The manifest as this run's commit stored it.
     let mut committed: Option<Manifest> = None;
@@ -540,8 +547,19 @@ pub async fn complete(
         // Other ranges of a sharded partition commit meanwhile: what this
         // run published is merged into the manifest as it is then.
         let before = manifest.clone();
+        // A range of shards publishes its own parts: the others' runs
+        // publish theirs (and a later run what a stopped one left).
+        let own_parts: Option<Vec<u32>> = own_range.map(|range| {
+            let parts = manifest.parts.iter();
+            parts
+                .filter(|part| part.shards.is_some_and(|shards| range.holds(shards)))
+                .map(|part| part.number)
+                .collect()
+        });
+        let only = own_parts.as_deref();
         let outcome =
-            publish::publish_pending(flusher, alerts, partition, &mut manifest, stop_early).await;
+            publish::publish_pending(flusher, alerts, partition, &mut manifest, only, stop_early)
+                .await;
         // Whatever was published is recorded, even when the run stops here.
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -560,25 +578,24 @@ pub async fn complete(
         };
         if record {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
+            let seen = manifest.clone();
             let stored =
                 shard::record_publishes(flusher, partition, &before, manifest, etag.as_deref())
                     .await?;
             manifest = stored.0;
+            if manifest.shards.is_some() {
+                publish::mark_completed_by_merge(flusher, partition, &seen, &manifest).await;
+            }
         }
         report.publish = outcome;
-    }
-    // Another range of a sharded partition may have committed parts since
-    // this run read its manifest: the marker follows the manifest as it is.
-    if manifest.shards.is_some()
-        && !manifest.has_pending()
-        && let Some((now, _)) = store::read_manifest(s3, bucket, &manifest_key).await?
-    {
-        manifest = now;
     }
     let pending_key = layout::pending_publish_key(partition);
     if manifest.has_pending() {
         store::put(s3, bucket, &pending_key, b"{}".to_vec(), "application/json").await?;
-    } else if had_pending || marked {
+    } else if (had_pending || marked) && own_range.is_none() {
+        // Not by a range of shards: another range may have left parts
+        // pending (and marked them) since this one read the manifest; a
+        // later run's publish item deletes the marker once none is.
         // A marker left by a run that stopped after its last publish was
         // committed, before deleting it, is deleted now.
         store::delete_keys(s3, bucket, &[pending_key]).await?;

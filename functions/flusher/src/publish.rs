@@ -73,15 +73,17 @@ pub fn assign(flusher: &Flusher, partition: &PartitionKey, manifest: &mut Manife
     }
 }
 
-/// Publishes every pending part of the manifest, destination by
-/// destination, and records the outcome in it. A destination that fails
-/// keeps its parts pending, for the next run. `stop_after_first` is the
-/// injected failure "some destinations published".
+/// Publishes every pending part of the manifest (of `only`, when given),
+/// destination by destination, and records the outcome in it. A
+/// destination that fails keeps its parts pending, for the next run.
+/// `stop_after_first` is the injected failure "some destinations
+/// published".
 pub async fn publish_pending(
     flusher: &Flusher,
     alerts: &InvocationAlerts<'_>,
     partition: &PartitionKey,
     manifest: &mut Manifest,
+    only: Option<&[u32]>,
     stop_after_first: bool,
 ) -> Result<PublishOutcome, FlushError> {
     let mut outcome = PublishOutcome::default();
@@ -108,7 +110,10 @@ pub async fn publish_pending(
                 continue;
             }
         };
-        let pending = manifest.destinations[&name].pending.clone();
+        let mut pending = manifest.destinations[&name].pending.clone();
+        if let Some(only) = only {
+            pending.retain(|number| only.contains(number));
+        }
         let mut published_here = false;
         for number in pending {
             let Some(part) = manifest.parts.iter().find(|p| p.number == number) else {
@@ -145,10 +150,7 @@ pub async fn publish_pending(
                 }
             }
         }
-        // A partition stopped at a checkpoint has more to come, as has a
-        // sharded one some of whose ranges have not committed.
-        let complete = manifest.destinations[&name].pending.is_empty() && !manifest.in_progress();
-        if published_here && complete {
+        if published_here && is_complete(manifest, &name) {
             write_success_marker(flusher, destination, partition).await;
         }
         if stop_after_first {
@@ -322,6 +324,41 @@ pub fn record_published(state: &mut DestinationState, number: u32) {
     }
     state.last_error = None;
     state.failures = 0;
+}
+
+/// Whether destination `name` has every part of the hour `manifest`
+/// describes: none pending, and no more to come (a partition stopped at a
+/// checkpoint has more, as has a sharded one some of whose ranges have not
+/// committed).
+pub fn is_complete(manifest: &Manifest, name: &str) -> bool {
+    manifest
+        .destinations
+        .get(name)
+        .is_some_and(|state| state.pending.is_empty())
+        && !manifest.in_progress()
+}
+
+/// Writes `_SUCCESS` for each destination that `stored` (a sharded
+/// partition's manifest as this run's record of its publishes stored it,
+/// merged with other ranges' commits and publishes) shows complete while
+/// `seen` (the manifest as this run published from) did not: the other
+/// ranges' runs each saw this run's parts still pending, so the marker
+/// falls to the last run to record.
+pub async fn mark_completed_by_merge(
+    flusher: &Flusher,
+    partition: &PartitionKey,
+    seen: &Manifest,
+    stored: &Manifest,
+) {
+    for name in stored.destinations.keys() {
+        if !is_complete(stored, name) || is_complete(seen, name) {
+            continue;
+        }
+        let configured = flusher.config.destinations.iter().find(|d| &d.name == name);
+        if let Some(destination) = configured.filter(|d| d.enabled) {
+            write_success_marker(flusher, destination, partition).await;
+        }
+    }
 }
 
 /// Writes the empty `_SUCCESS` marker in the partition's folder, when the

@@ -477,6 +477,7 @@ impl RangeCommit {
         let mut parts = self.parts.clone();
         for (n, part) in parts.iter_mut().enumerate() {
             part.number = first + n as u32;
+            part.shards = Some(self.span);
         }
         let numbers: Vec<u32> = parts.iter().map(|part| part.number).collect();
         // Quarantined by another range since (its segments there damaged):
