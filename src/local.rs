@@ -81,6 +81,12 @@ pub struct LocalOptions {
     /// items spread a small run over the workers.
     #[arg(long)]
     pub work_item_bytes: Option<usize>,
+    /// Shards of every partition (a power of two up to 1,024; the streams'
+    /// `shards` setting): with fewer tenants than workers and small items,
+    /// a tenant's hour is flushed as ranges of its shards, several workers
+    /// at once (docs/scale-out.md).
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
 }
 
 const MAX_RECEIVE_COUNT: u32 = 3;
@@ -149,12 +155,20 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         .send()
         .await
         .context("creating the destination bucket")?;
-    let document = serde_json::json!({
+    let mut document = serde_json::json!({
         "destinations": [{
             "name": "local", "bucket": destination, "prefix": "exports/", "shared": true,
         }]
-    })
-    .to_string();
+    });
+    if options.shards != 1 {
+        let stream =
+            |profile: &str| serde_json::json!({"profile": profile, "shards": options.shards});
+        document["streams"] = serde_json::json!({
+            "airkit-app-events": stream("airkit-app-events"),
+            "airkit-audit-logs": stream("airkit-audit-logs"),
+        });
+    }
+    let document = document.to_string();
     let config = Config::from_sources(
         |name| match name {
             shared::config::env::EXPORT_BUCKET => Some(bucket.clone()),
@@ -302,9 +316,10 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         };
         let flush_dead_letters = approximate_message_count(&sqs, &flush_queues.dlq_url).await?;
         println!(
-            "flushed       {} partitions in {} work items by {} workers: {} events archived and published, {} duplicates dropped, {} failed, {} items retried, {} in the flush DLQ ({:.1} s)",
+            "flushed       {} partitions in {} work items ({} of them ranges of shards) by {} workers: {} events archived and published, {} duplicates dropped, {} failed, {} items retried, {} in the flush DLQ ({:.1} s)",
             planned.partitions,
             planned.items,
+            planned.shard_ranges,
             options.flush_workers,
             worked.events,
             worked.duplicates,

@@ -21,7 +21,50 @@ fn options(endpoint: String) -> LocalOptions {
         flush_workers: 2,
         // One or two tenants' hour an item: several items for two workers.
         work_item_bytes: Some(4096),
+        shards: 1,
     }
+}
+
+/// One tenant whose partitions are staged in 8 shards, its app events'
+/// larger than an item: the coordinator splits it into ranges of shards
+/// and three workers flush them at once; each event is exported once, and
+/// the manifest says it was flushed shard by shard.
+#[tokio::test]
+async fn local_run_of_one_tenant_in_shards_flushes_ranges_at_once_each_event_once() {
+    let moto = MotoServer::start().await.unwrap();
+    let mut options = options(moto.endpoint());
+    (options.events, options.tenants, options.shards) = (2000, 1, 8);
+    options.flush_workers = 3;
+    assert!(local::run(&options).await.unwrap());
+    let s3 = moto.s3_client().await;
+    let buckets = s3.list_buckets().send().await.unwrap();
+    let bucket = buckets
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name())
+        .find(|name| name.starts_with("s3-export-local-") && !name.ends_with("-destination"))
+        .unwrap()
+        .to_owned();
+    let manifests: Vec<String> = s3_export::inspect::list_keys(&s3, &bucket, "manifests/")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|key| key.ends_with(".json"))
+        .collect();
+    let mut sharded = 0;
+    for key in &manifests {
+        let bytes = s3_export::inspect::read_object(&s3, &bucket, key)
+            .await
+            .unwrap();
+        let manifest: shared::manifest::Manifest = serde_json::from_slice(&bytes).unwrap();
+        // Partitions within an item are flushed whole.
+        if let Some(state) = &manifest.shards {
+            assert_eq!(state.count, 8, "{key}");
+            sharded += 1;
+        }
+        assert!(!manifest.in_progress(), "{key}");
+    }
+    assert!(sharded >= 1, "{manifests:?}");
 }
 
 #[tokio::test]

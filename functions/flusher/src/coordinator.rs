@@ -34,6 +34,10 @@ pub struct FlushQueue {
     pub url: String,
 }
 
+fn is_zero(count: &usize) -> bool {
+    *count == 0
+}
+
 /// The format of run and done records.
 pub const RUN_RECORD_VERSION: u32 = 1;
 
@@ -116,6 +120,10 @@ pub struct CoordinatorReport {
     pub items: usize,
     /// Partitions in them.
     pub partitions: usize,
+    /// Items that are a range of a partition's shards (a partition larger
+    /// than an item, split).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shard_ranges: usize,
     /// Their compressed staged bytes.
     pub staged_bytes: u64,
     /// Staged objects refused as damaged while reading their indexes.
@@ -270,7 +278,17 @@ pub async fn coordinate_at(
     let mut report = CoordinatorReport {
         now: shared::time::format_rfc3339_millis(trigger.now_millis),
         items: items.len(),
-        partitions: items.iter().map(Vec::len).sum(),
+        partitions: items
+            .iter()
+            .flatten()
+            .map(|planned| &planned.partition)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        shard_ranges: items
+            .iter()
+            .flatten()
+            .filter(|planned| planned.shards.is_some())
+            .count(),
         staged_bytes: work
             .partitions()
             .iter()
