@@ -1185,4 +1185,35 @@ mod shards {
         );
         assert!(harness.keys("staging/").await.is_empty());
     }
+
+    /// A partition over the budget whose manifest the coordinator cannot
+    /// use (here one of a newer release) is not split, and the run goes
+    /// on: the partition is one item, whose worker fails naming the
+    /// manifest, and its data stays staged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_whose_manifest_cannot_be_read_is_planned_whole() {
+        let harness = Harness::start_with(SHARDED).await;
+        for (n, numbers) in [0..50, 50..100].into_iter().enumerate() {
+            let config = harness.config.clone();
+            stage_big(&harness, &config, numbers, &format!("inv-{n}")).await;
+        }
+        let newer = serde_json::json!({"version": 99, "stream": "airkit-audit-logs",
+            "tenant": "big", "hour": "2026-11-22T10:00:00.000Z", "generation": 1, "parts": [],
+            "consumedChunks": [], "idDigest": null, "events": 0, "duplicatesDropped": 0,
+            "destinations": {}, "committedAt": "2026-11-22T11:15:00.000Z"});
+        put_object(&harness, BIG, serde_json::to_vec(&newer).unwrap()).await;
+        let flusher = harness.flusher();
+        let planned = harness.coordinate(&flusher, CLOSED).await;
+        assert_eq!((planned.items, planned.shard_ranges), (1, 0), "{planned:?}");
+        let run = planned.run.expect("an item was sent");
+        let (key, _) = items(&harness, &run).await.remove(0);
+        let report = worker::flush_item(&flusher, &key, None).await.unwrap();
+        assert!(!report.finished, "{report:?}");
+        let error = report.flush.partitions[0].error.as_deref().unwrap();
+        assert!(
+            error.contains(BIG) && error.contains("version 99"),
+            "{error}"
+        );
+        assert_eq!(harness.keys("staging/").await.len(), 2);
+    }
 }

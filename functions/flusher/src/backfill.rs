@@ -738,7 +738,9 @@ async fn backfill_partition(
             }
         }
     }
-    if parts > 0 {
+    // An hour still being compacted (a checkpoint, ranges of shards to
+    // come) is not complete yet: its last flush writes the marker.
+    if parts > 0 && !manifest.in_progress() {
         publish::write_success_marker(flusher, destination, partition).await;
     }
     let state = manifest

@@ -194,7 +194,7 @@ async fn shard_counts(
     flusher: &Flusher,
     work: &scan::Work,
     item_bytes: u64,
-) -> Result<BTreeMap<PartitionKey, u32>, FlushError> {
+) -> BTreeMap<PartitionKey, u32> {
     let large: Vec<PartitionKey> = work
         .sources
         .keys()
@@ -202,7 +202,7 @@ async fn shard_counts(
         .cloned()
         .collect();
     let bucket = &flusher.config.export_bucket;
-    let counts: Vec<Option<(PartitionKey, u32)>> = stream::iter(large)
+    let counts: Vec<(PartitionKey, u32)> = stream::iter(large)
         .map(|partition| async move {
             let staged = work.sources[&partition]
                 .iter()
@@ -215,7 +215,16 @@ async fn shard_counts(
                 .max()
                 .unwrap_or(1);
             let key = layout::manifest_key(&partition);
-            let count = match store::read_manifest(&flusher.s3, bucket, &key).await? {
+            // Unreadable (S3 failed, or a manifest this release refuses): the
+            // partition stays whole, and its worker says why it cannot flush.
+            let manifest = match store::read_manifest(&flusher.s3, bucket, &key).await {
+                Ok(manifest) => manifest,
+                Err(error) => {
+                    tracing::warn!(%key, %error, "manifest not read: the partition is not split");
+                    return (partition, 1);
+                }
+            };
+            let count = match manifest {
                 Some((manifest, _)) => match &manifest.shards {
                     Some(state) => state.count,
                     None if manifest.id_digest.is_some()
@@ -227,12 +236,12 @@ async fn shard_counts(
                 },
                 None => staged,
             };
-            Ok::<_, FlushError>((count > 1).then_some((partition, count)))
+            (partition, count)
         })
         .buffered(flusher.config.flush_concurrency)
-        .try_collect()
-        .await?;
-    Ok(counts.into_iter().flatten().collect())
+        .collect()
+        .await;
+    counts.into_iter().filter(|(_, count)| *count > 1).collect()
 }
 
 /// Runs the coordinator: finds the work (leaving out staged objects that
@@ -272,7 +281,7 @@ pub async fn coordinate_at(
     let busy = in_flight(flusher, wall_millis).await?;
     work.exclude(&busy);
     let item_bytes = config.work_item_bytes.min(config.spool_bytes) as u64;
-    let counts = shard_counts(flusher, &work, item_bytes).await?;
+    let counts = shard_counts(flusher, &work, item_bytes).await;
     let (items, mut record) = plan_run(&work, item_bytes, &counts);
     record.created_millis = wall_millis;
     let mut report = CoordinatorReport {

@@ -204,6 +204,7 @@ pub async fn flush_range(
             return Err(error);
         }
     };
+    report.chunks_consumed = consumed.len();
     let commit = RangeCommit {
         count,
         span,
@@ -453,6 +454,9 @@ impl RangeCommit {
                     };
                     tracing::debug!(%key, "another range committed first: committing again on top of it");
                     (manifest, etag) = (now, Some(now_etag));
+                    // Ranges that finished together retry apart.
+                    let jitter = std::time::Duration::from_millis(fastrand::u64(0..50));
+                    tokio::time::sleep(jitter).await;
                 }
                 Err(error) => return Err(error),
             }
