@@ -498,17 +498,9 @@ impl EventSourceMapping {
                 &self.queue_url,
             ))?;
             for failure in output.failed() {
-                let message_id = failure
-                    .id()
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| chunk.get(i))
-                    .map_or(failure.id(), |(id, _)| id.as_str());
-                failures.push(format!(
-                    "{message_id}: {} {}",
-                    failure.code(),
-                    failure.message().unwrap_or_default()
-                ));
+                failures.push(refused_entry(failure, |i| {
+                    chunk.get(i).map(|(id, _)| id.as_str())
+                }));
             }
         }
         Ok(failures)
@@ -534,20 +526,27 @@ impl EventSourceMapping {
             .map_err(EsmError::sqs("DeleteMessageBatch", &self.queue_url))?;
         report.deleted += output.successful().len();
         for failure in output.failed() {
-            let message_id = failure
-                .id()
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| chunk.get(i))
-                .map_or(failure.id(), |(id, _)| *id);
-            report.delete_failures.push(format!(
-                "{message_id}: {} {}",
-                failure.code(),
-                failure.message().unwrap_or_default()
-            ));
+            let refused = refused_entry(failure, |i| chunk.get(i).map(|(id, _)| *id));
+            report.delete_failures.push(refused);
         }
         Ok(())
     }
+}
+
+/// A batch entry SQS refused, as `<message id>: <code> <message>`: the
+/// entry's id is an index, which `message_id` turns into the message's id
+/// (the entry's id when it is not one).
+fn refused_entry<'a>(
+    failure: &aws_sdk_sqs::types::BatchResultErrorEntry,
+    message_id: impl Fn(usize) -> Option<&'a str>,
+) -> String {
+    let id = failure.id();
+    let message_id = id.parse::<usize>().ok().and_then(message_id).unwrap_or(id);
+    format!(
+        "{message_id}: {} {}",
+        failure.code(),
+        failure.message().unwrap_or_default()
+    )
 }
 
 /// The message ids `delivered` holds more than once, once each, in order.
