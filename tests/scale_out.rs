@@ -732,6 +732,7 @@ async fn a_batch_entry_the_queue_refuses_fails_the_coordinator_naming_its_item()
 mod shards {
     use super::*;
     use flusher::work_item::WorkItem;
+    use flusher::worker::ItemReport;
     use s3_export::fault_proxy::{Gate, Hold};
     use shared::manifest::{Manifest, SHARDED_MANIFEST_VERSION};
 
@@ -931,6 +932,22 @@ mod shards {
         (keys, sorted(events))
     }
 
+    /// Worker A flushes item `a`, its manifest writes held until worker B
+    /// has flushed item `b`: their reports.
+    async fn race(harness: &Harness, a: &str, b: &str) -> (ItemReport, ItemReport) {
+        let gate = Gate::new();
+        let (worker_a, _proxy) = held_worker(harness, &gate).await;
+        let worker_b = harness.flusher();
+        let second = async {
+            gate.wait_for(1).await;
+            let report = worker::flush_item(&worker_b, b, None).await;
+            gate.open();
+            report
+        };
+        let (first, second) = tokio::join!(worker::flush_item(&worker_a, a, None), second);
+        (first.unwrap(), second.unwrap())
+    }
+
     /// A worker whose S3 requests go through a proxy holding its manifest
     /// writes until `gate` opens.
     async fn held_worker(harness: &Harness, gate: &Gate) -> (Flusher, FaultProxy) {
@@ -958,17 +975,7 @@ mod shards {
     async fn a_range_whose_commit_finds_another_range_committed_commits_on_top_of_it() {
         let harness = Harness::start_with(SHARDED).await;
         let (ranges, events) = planned_ranges(&harness).await;
-        let gate = Gate::new();
-        let (worker_a, _proxy) = held_worker(&harness, &gate).await;
-        let worker_b = harness.flusher();
-        let b = async {
-            gate.wait_for(1).await;
-            let b = worker::flush_item(&worker_b, &ranges[1], None).await;
-            gate.open();
-            b
-        };
-        let (a, b) = tokio::join!(worker::flush_item(&worker_a, &ranges[0], None), b);
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let (a, b) = race(&harness, &ranges[0], &ranges[1]).await;
         assert!(a.finished && b.finished, "{a:?} {b:?}");
         assert!(a.flush.events > 0 && b.flush.events > 0, "{a:?} {b:?}");
         let big: Manifest = harness.json(BIG).await;
@@ -1001,17 +1008,7 @@ mod shards {
     async fn a_range_flushed_twice_at_once_is_committed_once() {
         let harness = Harness::start_with(SHARDED).await;
         let (ranges, events) = planned_ranges(&harness).await;
-        let gate = Gate::new();
-        let (worker_a, _proxy) = held_worker(&harness, &gate).await;
-        let worker_b = harness.flusher();
-        let b = async {
-            gate.wait_for(1).await;
-            let b = worker::flush_item(&worker_b, &ranges[0], None).await;
-            gate.open();
-            b
-        };
-        let (a, b) = tokio::join!(worker::flush_item(&worker_a, &ranges[0], None), b);
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let (a, b) = race(&harness, &ranges[0], &ranges[0]).await;
         assert_eq!(a.flush.failed + b.flush.failed, 0, "{a:?} {b:?}");
         assert!(b.flush.events > 0, "{b:?}");
         assert!(a.flush.partitions[0].parts.is_empty(), "A lost: {a:?}");
