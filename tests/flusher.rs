@@ -434,6 +434,31 @@ async fn a_manifest_newer_than_the_flusher_is_refused_naming_it_and_nothing_is_l
     );
 }
 
+/// A digest larger than one upload part (600,000 ids, 9.6 MB) is stored
+/// in upload parts and reads back as the digest of the whole set.
+#[tokio::test]
+async fn a_digest_larger_than_an_upload_part_is_stored_whole_in_parts() {
+    let harness = Harness::start(DESTINATIONS).await;
+    let ids: std::collections::HashSet<u128> = (0..600_000u128)
+        .map(|n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
+        .collect();
+    let sorted = shared::manifest::digest_order(ids.clone());
+    let key = "manifests/app/t/2026-11-22/10.ids-000001.test";
+    flusher::partition::store_sorted_digest(&harness.flusher(), key, &sorted)
+        .await
+        .unwrap();
+    let stored = s3_export::inspect::read_object(&harness.s3, EXPORT, key)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 600_000 * 16);
+    assert!(stored.len() > flusher::upload::UPLOAD_PART_BYTES);
+    assert_eq!(stored, shared::manifest::encode_id_digest(&ids));
+    // A multipart upload's ETag names its parts' count.
+    let head = harness.s3.head_object().bucket(EXPORT).key(key).send();
+    let etag = head.await.unwrap().e_tag().unwrap_or_default().to_owned();
+    assert!(etag.trim_matches('"').ends_with("-2"), "{etag}");
+}
+
 #[tokio::test]
 async fn hours_still_open_are_left_staged() {
     let harness = Harness::start(DESTINATIONS).await;

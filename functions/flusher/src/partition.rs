@@ -989,8 +989,9 @@ async fn store_digest(flusher: &Flusher, key: &str, seen: HashSet<u128>) -> Resu
 }
 
 /// Stores the digest of `digest` (ids in the digest's order) at `key`, an
-/// upload part at a time.
-pub(crate) async fn store_sorted_digest(
+/// upload part at a time (a multipart upload once it passes one part):
+/// the bytes `manifest::encode_id_digest` gives, never held whole.
+pub async fn store_sorted_digest(
     flusher: &Flusher,
     key: &str,
     digest: &[u128],
@@ -1123,6 +1124,37 @@ mod tests {
             }
         );
         serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_checkpoint_is_due_once_the_deadline_is_within_the_margin() {
+        let far = Checkpoints {
+            deadline: Some(Instant::now() + CHECKPOINT_MARGIN + Duration::from_secs(600)),
+            ..Checkpoints::default()
+        };
+        assert!(!far.due(CLOCK_EVENTS, false) && !far.due(1, true));
+        let near = Checkpoints {
+            deadline: Some(Instant::now() + CHECKPOINT_MARGIN / 2),
+            ..Checkpoints::default()
+        };
+        // The clock is looked at between sources, and every CLOCK_EVENTS
+        // events within one.
+        assert!(near.due(1, true));
+        assert!(near.due(CLOCK_EVENTS, false));
+        assert!(!near.due(CLOCK_EVENTS + 1, false));
+        // A range of shards stops between sources only.
+        let range = Checkpoints {
+            whole_sources: true,
+            ..near
+        };
+        assert!(range.due(1, true) && !range.due(CLOCK_EVENTS, false));
+        // Without a deadline, only the tests' event count stops it.
+        let counted = Checkpoints {
+            after_events: Some(10),
+            ..Checkpoints::default()
+        };
+        assert!(!counted.due(9, true) && counted.due(10, false));
+        assert!(!Checkpoints::default().due(CLOCK_EVENTS, true));
     }
 
     #[test]
