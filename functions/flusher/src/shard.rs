@@ -153,13 +153,12 @@ pub async fn flush_range(
         .shards
         .clone()
         .unwrap_or_else(|| ShardState::new(count));
-    let done_with = |manifest: &Manifest, state: &ShardState, key: &str| {
-        manifest.consumed().contains(key) || state.covers(key, span)
-    };
+    let done = manifest.consumed();
     let new_sources: Vec<&Source> = sources
         .iter()
-        .filter(|source| !done_with(&manifest, &state, source.key()))
+        .filter(|source| !done.contains(source.key()) && !state.covers(source.key(), span))
         .collect();
+    drop(done);
     if new_sources.is_empty() {
         report.objects_done = done_objects(&manifest, sources, span);
         return Ok((manifest, etag, report));
