@@ -249,8 +249,32 @@ impl Cli {
     fn scale_options(&self, config: &Config) -> scale_phase::Options {
         let args = &self.scale;
         scale_phase::Options {
-            events_per_s: args.scale_events_per_s,
-            event_bytes: args.scale_event_bytes,
+            base: scale::Deployment {
+                events_per_s: args.scale_events_per_s,
+                event_bytes: args.scale_event_bytes,
+                // The table sets the shape, the workers and their memory.
+                shape: scale::Shape {
+                    big_share: 0.0,
+                    big_shards: 1,
+                    small_tenants: 1,
+                },
+                workers: 1,
+                memory_mb: 1024.0,
+                get_concurrency: args
+                    .scale_get_concurrency
+                    .map_or(config.read_concurrency, |requests| requests as usize),
+                index_reads_at_once: 16,
+                work_item_bytes: args
+                    .scale_work_item_bytes
+                    .map_or(config.work_item_bytes as f64, |bytes| bytes as f64),
+                item_partitions: 1024,
+                spool_bytes: config.spool_bytes as f64,
+                destinations: args.scale_destinations,
+                schedule_minute: f64::from(args.scale_schedule_minute),
+                grace_minutes: config.flush_grace_minutes as f64,
+                vcpu_speed: args.scale_vcpu_speed,
+                threads: f64::from(args.scale_threads),
+            },
             big_share: args.scale_big_share,
             big_shards: args.scale_shards,
             tenants: args.scale_tenants as usize,
@@ -259,20 +283,6 @@ impl Cli {
                 latency_s: args.s3_latency_ms / 1000.0,
                 prefix_gets_per_s: args.s3_prefix_gets_per_s,
             },
-            get_concurrency: args
-                .scale_get_concurrency
-                .map_or(config.read_concurrency, |requests| requests as usize),
-            index_reads_at_once: 16,
-            work_item_bytes: args
-                .scale_work_item_bytes
-                .map_or(config.work_item_bytes as f64, |bytes| bytes as f64),
-            item_partitions: 1024,
-            spool_bytes: config.spool_bytes as f64,
-            destinations: args.scale_destinations,
-            schedule_minute: f64::from(args.scale_schedule_minute),
-            grace_minutes: config.flush_grace_minutes as f64,
-            vcpu_speed: args.scale_vcpu_speed,
-            threads: f64::from(args.scale_threads),
             staged_object_bytes: args.staged_object_mb.map(|mb| mb * 1e6),
         }
     }

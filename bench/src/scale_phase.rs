@@ -22,8 +22,9 @@ pub const MEMORY_MB: [f64; 3] = [1024.0, 1769.0, 3008.0];
 /// and `--s3-*` options).
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    pub events_per_s: f64,
-    pub event_bytes: f64,
+    /// Every setting of the simulated deployments but the shape, the
+    /// workers and their memory, which the table varies.
+    pub base: Deployment,
     /// The big tenant's share of the events in the first shape.
     pub big_share: f64,
     /// Its shards.
@@ -32,16 +33,6 @@ pub struct Options {
     /// even in the second).
     pub tenants: usize,
     pub s3: S3Model,
-    pub get_concurrency: usize,
-    pub index_reads_at_once: usize,
-    pub work_item_bytes: f64,
-    pub item_partitions: usize,
-    pub spool_bytes: f64,
-    pub destinations: usize,
-    pub schedule_minute: f64,
-    pub grace_minutes: f64,
-    pub vcpu_speed: f64,
-    pub threads: f64,
     /// NDJSON bytes per staged object, instead of the measured figure.
     pub staged_object_bytes: Option<f64>,
 }
@@ -72,21 +63,10 @@ impl Options {
 
     fn deployment(&self, shape: Shape, workers: usize, memory_mb: f64) -> Deployment {
         Deployment {
-            events_per_s: self.events_per_s,
-            event_bytes: self.event_bytes,
             shape,
             workers,
             memory_mb,
-            threads: self.threads,
-            vcpu_speed: self.vcpu_speed,
-            get_concurrency: self.get_concurrency,
-            index_reads_at_once: self.index_reads_at_once,
-            work_item_bytes: self.work_item_bytes,
-            item_partitions: self.item_partitions,
-            spool_bytes: self.spool_bytes,
-            destinations: self.destinations,
-            schedule_minute: self.schedule_minute,
-            grace_minutes: self.grace_minutes,
+            ..self.base
         }
     }
 }
@@ -221,8 +201,11 @@ fn all_levers(options: &Options, measured: &Measured) -> (Options, Measured) {
                 latency_s: 0.030,
                 ..options.s3
             },
-            get_concurrency: 64,
-            work_item_bytes: 1024.0 * 1024.0 * 1024.0,
+            base: Deployment {
+                get_concurrency: 64,
+                work_item_bytes: 1024.0 * 1024.0 * 1024.0,
+                ..options.base
+            },
             ..*options
         },
         Measured {
@@ -295,7 +278,10 @@ fn levers(options: &Options, measured: &Measured) -> Vec<Value> {
         (
             "64 requests at once (READ_CONCURRENCY)",
             Options {
-                get_concurrency: 64,
+                base: Deployment {
+                    get_concurrency: 64,
+                    ..options.base
+                },
                 ..*options
             },
             *measured,
@@ -303,7 +289,10 @@ fn levers(options: &Options, measured: &Measured) -> Vec<Value> {
         (
             "work items of 1 GiB (WORK_ITEM_BYTES)",
             Options {
-                work_item_bytes: 1024.0 * 1024.0 * 1024.0,
+                base: Deployment {
+                    work_item_bytes: 1024.0 * 1024.0 * 1024.0,
+                    ..options.base
+                },
                 ..*options
             },
             *measured,
@@ -361,11 +350,11 @@ fn goal_label(row: &Value) -> &'static str {
 /// tables, and returns the figures as JSON.
 pub fn report(options: &Options, figures: &Value) -> Value {
     let measured = measured(figures, options.staged_object_bytes);
-    let hour_gb = options.events_per_s * 3600.0 * options.event_bytes / 1e9;
+    let hour_gb = options.base.events_per_s * 3600.0 * options.base.event_bytes / 1e9;
     println!();
     println!(
         "scale-out simulation (issue 17): {:.0} events/s of {:.0} B ({hour_gb:.0} GB of NDJSON an hour), {} tenants;",
-        options.events_per_s, options.event_bytes, options.tenants
+        options.base.events_per_s, options.base.event_bytes, options.tenants
     );
     println!(
         "shapes: big = one tenant with {:.0}% of the events in {} shards and {} even small tenants; even = {} even tenants",
@@ -400,14 +389,14 @@ pub fn report(options: &Options, figures: &Value) -> Value {
         options.s3.stream_mb_s,
         options.s3.latency_s * 1000.0,
         options.s3.prefix_gets_per_s,
-        options.get_concurrency,
-        options.work_item_bytes / 1024.0 / 1024.0,
-        options.spool_bytes / 1e6,
-        options.destinations,
-        options.schedule_minute,
-        options.grace_minutes,
-        options.vcpu_speed,
-        options.threads,
+        options.base.get_concurrency,
+        options.base.work_item_bytes / 1024.0 / 1024.0,
+        options.base.spool_bytes / 1e6,
+        options.base.destinations,
+        options.base.schedule_minute,
+        options.base.grace_minutes,
+        options.base.vcpu_speed,
+        options.base.threads,
     );
     println!(
         "goal: published within {:.0} min of the close (the hour's end + grace), every item and the coordinator within 15 min",
@@ -500,7 +489,7 @@ pub fn report(options: &Options, figures: &Value) -> Value {
     println!();
     println!(
         "the big tenant's shards, W = 64 at 1,769 MB, at {:.0} events/s, as above and with all four levers:",
-        options.events_per_s
+        options.base.events_per_s
     );
     println!(
         "{:<9} {:>6} {:>6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}",
@@ -534,8 +523,8 @@ pub fn report(options: &Options, figures: &Value) -> Value {
         );
     }
     json!({
-        "events_per_s": options.events_per_s,
-        "event_bytes": options.event_bytes,
+        "events_per_s": options.base.events_per_s,
+        "event_bytes": options.base.event_bytes,
         "tenants": options.tenants,
         "big_share": options.big_share,
         "big_shards": options.big_shards,
@@ -554,14 +543,14 @@ pub fn report(options: &Options, figures: &Value) -> Value {
             "s3_stream_mb_s": options.s3.stream_mb_s,
             "s3_latency_ms": options.s3.latency_s * 1000.0,
             "s3_prefix_gets_per_s": options.s3.prefix_gets_per_s,
-            "get_concurrency": options.get_concurrency,
-            "work_item_bytes": options.work_item_bytes,
-            "spool_bytes": options.spool_bytes,
-            "destinations": options.destinations,
-            "schedule_minute": options.schedule_minute,
-            "grace_minutes": options.grace_minutes,
-            "vcpu_speed": options.vcpu_speed,
-            "threads": options.threads,
+            "get_concurrency": options.base.get_concurrency,
+            "work_item_bytes": options.base.work_item_bytes,
+            "spool_bytes": options.base.spool_bytes,
+            "destinations": options.base.destinations,
+            "schedule_minute": options.base.schedule_minute,
+            "grace_minutes": options.base.grace_minutes,
+            "vcpu_speed": options.base.vcpu_speed,
+            "threads": options.base.threads,
         },
         "rows": rows,
         "levers": levers,
@@ -576,8 +565,27 @@ mod tests {
 
     fn options() -> Options {
         Options {
-            events_per_s: 100_000.0,
-            event_bytes: 1000.0,
+            base: Deployment {
+                events_per_s: 100_000.0,
+                event_bytes: 1000.0,
+                shape: Shape {
+                    big_share: 0.0,
+                    big_shards: 1,
+                    small_tenants: 1,
+                },
+                workers: 1,
+                memory_mb: 1024.0,
+                get_concurrency: 4,
+                index_reads_at_once: 16,
+                work_item_bytes: 64.0 * 1024.0 * 1024.0,
+                item_partitions: 1024,
+                spool_bytes: 1536.0 * 1024.0 * 1024.0,
+                destinations: 1,
+                schedule_minute: 15.0,
+                grace_minutes: 10.0,
+                vcpu_speed: 1.0,
+                threads: 1.0,
+            },
             big_share: 0.9,
             big_shards: 256,
             tenants: 1000,
@@ -586,16 +594,6 @@ mod tests {
                 latency_s: 0.1,
                 prefix_gets_per_s: 5500.0,
             },
-            get_concurrency: 4,
-            index_reads_at_once: 16,
-            work_item_bytes: 64.0 * 1024.0 * 1024.0,
-            item_partitions: 1024,
-            spool_bytes: 1536.0 * 1024.0 * 1024.0,
-            destinations: 1,
-            schedule_minute: 15.0,
-            grace_minutes: 10.0,
-            vcpu_speed: 1.0,
-            threads: 1.0,
             staged_object_bytes: None,
         }
     }
