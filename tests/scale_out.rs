@@ -575,6 +575,47 @@ async fn a_backfill_is_queued_by_the_coordinator_and_run_by_a_worker() {
     assert_eq!(harness.dead_letters().await, 0);
 }
 
+/// A backfill step that stops on an error (its destination's bucket does
+/// not exist) is a failure of its message, delivered again after the
+/// visibility timeout and counted towards the dead-letter queue: not an
+/// item the deadline stopped, which the worker would send again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_step_that_fails_is_a_failed_message_not_sent_again() {
+    let harness = Harness::start().await;
+    harness.stage_tenants(2, 1).await;
+    let flusher = harness.flusher();
+    harness.coordinate(&flusher, CLOSED).await;
+    harness.workers(&flusher, 1).await;
+    let document = r#"{"workItemBytes": 1024, "destinations":[
+        {"name":"everyone","bucket":"dest-all","shared":true},
+        {"name":"gone","bucket":"dest-gone","shared":true}]}"#;
+    let mut later = Flusher::new(config_of(document), harness.s3.clone());
+    later.queue = flusher.queue.clone();
+    let payload = serde_json::json!({"backfill": {"destination": "gone",
+        "from": "2026-11-22T10:00:00Z", "to": "2026-11-22T11:00:00Z"}});
+    let answer = flusher::handle(
+        &later,
+        lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default()),
+    )
+    .await
+    .unwrap();
+    let progress_key = answer["progressKey"].as_str().unwrap();
+    let message = serde_json::json!({ "backfill": progress_key }).to_string();
+    let mut event = SqsEvent::default();
+    event.records.push(record("backfill-1", &message));
+    let (response, reports) = worker::handle_event(&later, event, None).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "{reports:?}");
+    let report = &reports[0];
+    assert!(report.failed() && !report.continued, "{report:?}");
+    let step = report.backfill.as_ref().unwrap();
+    assert!(step.error.as_deref().unwrap().contains("gone"), "{step:?}");
+    // Only the message the coordinator queued: none sent again.
+    let queued = approximate_message_count(&harness.sqs, &harness.queues.url)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+}
+
 /// The flush queue refuses entries of the coordinator's second
 /// `SendMessageBatch` (its first, ten items, was sent): the coordinator
 /// fails naming the first refused work item. What it leaves is consistent:

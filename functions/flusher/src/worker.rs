@@ -49,6 +49,20 @@ pub struct ItemReport {
     pub backfill: Option<BackfillReport>,
 }
 
+impl ItemReport {
+    /// Whether something failed (a partition, or the backfill step), as
+    /// opposed to being stopped by the deadline alone: then the message
+    /// comes back after the visibility timeout, counted towards the
+    /// dead-letter queue.
+    pub fn failed(&self) -> bool {
+        self.flush.failed > 0
+            || self
+                .backfill
+                .as_ref()
+                .is_some_and(|step| step.error.is_some())
+    }
+}
+
 /// The worker's handler: flushes each record's item in turn; an item that
 /// is not finished (a partition failed, or the item could not be read) is
 /// a batch item failure. One the deadline stopped (partitions deferred or
@@ -102,7 +116,7 @@ async fn continue_later(flusher: &Flusher, report: &mut ItemReport) -> bool {
     let Some(queue) = &flusher.queue else {
         return false;
     };
-    if report.flush.failed > 0 {
+    if report.failed() {
         return false;
     }
     let again = std::slice::from_ref(&report.work_item);
@@ -153,7 +167,6 @@ async fn backfill_step(
     };
     report.found = true;
     if let Some(error) = &step.error {
-        report.flush.failed = 1;
         tracing::warn!(backfill = %step.id, %error, "backfill step stopped on an error");
     }
     report.finished = step.remaining == 0 && step.error.is_none();
