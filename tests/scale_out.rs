@@ -1254,4 +1254,37 @@ mod shards {
         );
         assert_eq!(harness.keys("staging/").await.len(), 2);
     }
+
+    /// A worker that stops after any step of flushing a range (its parts
+    /// written, its commit, some publishes, before deleting what it
+    /// consumed) fails its item; the ranges are then flushed again by
+    /// workers that do not stop. Each event once, part numbers 1 to n.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_stopped_after_any_step_converges_when_flushed_again() {
+        use flusher::Step;
+        for step in [
+            Step::PartsWritten,
+            Step::ManifestCommitted,
+            Step::SomePublished,
+            Step::BeforeDeletingChunks,
+        ] {
+            let harness = Harness::start_with(SHARDED).await;
+            let (ranges, events) = planned_ranges(&harness).await;
+            let mut stopping = harness.flusher();
+            stopping.stop_after = Some(step);
+            let stopped = worker::flush_item(&stopping, &ranges[0], None).await;
+            let stopped = stopped.unwrap();
+            assert!(!stopped.finished, "{step:?}: {stopped:?}");
+            let drained = harness.workers(&harness.flusher(), 2).await;
+            assert!(drained.failed.is_empty(), "{step:?}: {drained:?}");
+            assert_same(harness.archived().await, &events);
+            assert_same(harness.delivered().await, &events);
+            let big: Manifest = harness.json(BIG).await;
+            assert!(!big.in_progress(), "{step:?}");
+            let mut numbers: Vec<u32> = big.parts.iter().map(|p| p.number).collect();
+            numbers.sort_unstable();
+            assert_eq!(numbers, (1..=big.parts.len() as u32).collect::<Vec<_>>());
+            assert!(harness.keys("staging/").await.is_empty(), "{step:?}");
+        }
+    }
 }

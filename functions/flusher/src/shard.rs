@@ -39,7 +39,6 @@ use shared::manifest::{
 use shared::partition::PartitionKey;
 use shared::time::format_rfc3339_millis;
 
-use crate::Flusher;
 use crate::bundle::Bundle;
 use crate::error::FlushError;
 use crate::partition::{self, Checkpoints, PartitionReport, Sharding};
@@ -49,6 +48,7 @@ use crate::staged_read::Spools;
 use crate::store;
 use crate::trigger::Trigger;
 use crate::work_item::ShardRange;
+use crate::{Flusher, Step};
 
 /// How many times a sharded commit reads the manifest again after another
 /// range's commit landed first, before it gives up (the item is retried).
@@ -204,6 +204,9 @@ pub async fn flush_range(
         }
     };
     report.chunks_consumed = consumed.len();
+    if flusher.stop_after == Some(Step::PartsWritten) {
+        return Err(FlushError::Injected("parts written"));
+    }
     let commit = RangeCommit {
         count,
         span,
@@ -223,6 +226,9 @@ pub async fn flush_range(
             &mut report,
         )
         .await?;
+    if flusher.stop_after == Some(Step::ManifestCommitted) {
+        return Err(FlushError::Injected("manifest committed"));
+    }
     if stop {
         report.checkpointed = true;
         tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, first = span.first, end = span.end, "checkpoint: a range of shards committed the sources it read whole; the next run goes on");
