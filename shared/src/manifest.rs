@@ -125,7 +125,10 @@ pub struct ShardState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardDigest {
+    /// The digest object (one per range commit, `layout::shard_id_digest_key`).
     pub key: String,
+    /// The shard's ids in it (16 bytes each, sorted); empty for a shard
+    /// without events.
     pub range: ByteRange,
 }
 
@@ -135,7 +138,9 @@ pub struct ShardDigest {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ShardSpan {
+    /// The first shard.
     pub first: u32,
+    /// The shard after the last (`first < end` for a span that holds any).
     pub end: u32,
 }
 

@@ -878,8 +878,11 @@ async fn compact(
 /// `shard`): the shards of `span` (of `count`) that `state` does not
 /// record as consumed, source by source.
 pub struct Sharding<'a> {
+    /// The hour's shard count.
     pub count: u32,
+    /// The shards compacted.
     pub span: ShardSpan,
+    /// The manifest's record of what each source has had consumed.
     pub state: &'a ShardState,
 }
 

@@ -81,7 +81,10 @@ pub struct ItemPartition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardRange {
+    /// The partition's shard count the range was planned with: a worker
+    /// finds the item stale when the hour recorded another.
     pub count: u32,
+    /// The range's first shard, and the shard after its last.
     pub first: u32,
     pub end: u32,
 }
@@ -128,6 +131,7 @@ pub fn hour_shards(segment: &Segment, count: u32) -> ShardSpan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     pub partition: PartitionKey,
+    /// `None`: the whole partition.
     pub shards: Option<ShardRange>,
 }
 
