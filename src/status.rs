@@ -91,7 +91,8 @@ pub struct StatusRow {
     /// Parts that were pending when the destination stopped selecting this
     /// stream and tenant, and were therefore never sent.
     pub dropped: usize,
-    /// `flushing` (the hour's compaction stopped at a checkpoint and goes
+    /// `open` (the hour has not closed: a destination with files every
+    /// few minutes has had some of it), `flushing` (the hour's compaction stopped at a checkpoint and goes
     /// on in the next run, or some ranges of its shards are still to
     /// commit: more parts to come), `published`, `pending`,
     /// `dropped` (parts were dropped: the
@@ -147,6 +148,15 @@ pub async fn run(options: &StatusOptions) -> anyhow::Result<bool> {
         print!("{}", render(&rows));
     }
     Ok(true)
+}
+
+/// `row` of an hour that has not closed: `open` where it would say
+/// `published`, `partial` or `flushing` (more files are to come).
+pub fn still_open(mut row: StatusRow) -> StatusRow {
+    if matches!(row.status.as_str(), "published" | "partial" | "flushing") {
+        row.status = "open".to_owned();
+    }
+    row
 }
 
 /// The rows for every manifest the options select, by hour, stream,
@@ -211,9 +221,14 @@ pub async fn rows(
             .destinations_for(&partition.stream, &partition.tenant)
             .map(|d| d.name.clone())
             .collect();
+        // Flushed before it closed (a destination with files every few
+        // minutes): not complete yet, whatever has been published.
+        let closes_at = partition.hour.end_millis() + config.flush_grace_minutes as i64 * 60_000;
+        let open = closes_at > flusher::wall_clock_millis();
         rows.extend(
             manifest_rows(&manifest, &configured)
                 .into_iter()
+                .map(|row| if open { still_open(row) } else { row })
                 .filter(|row| {
                     options
                         .destination
@@ -558,6 +573,10 @@ pub fn render(rows: &[StatusRow]) -> String {
                         "flushing ({} part(s) so far; more to come: a checkpoint, or ranges of shards still flushing)",
                         row.parts
                     ),
+                    "open" => format!(
+                        "open ({} part(s) so far: the hour has not closed)",
+                        row.parts
+                    ),
                     "not-sent" => "not-sent (added later: backfill)".to_owned(),
                     "partial" => "partial (added later: backfill)".to_owned(),
                     other => other.to_owned(),
@@ -712,6 +731,21 @@ mod tests {
         let text = render(&rows);
         assert!(
             text.contains("flushing (2 part(s) so far; more to come: a checkpoint, or ranges of shards still flushing)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_hour_not_closed_is_open_whatever_it_has_published() {
+        let rows = manifest_rows(&manifest(), &["lake".into(), "later".into()]);
+        let open: Vec<StatusRow> = rows.into_iter().map(still_open).collect();
+        let statuses: Vec<&str> = open.iter().map(|r| r.status.as_str()).collect();
+        assert!(statuses.contains(&"open"), "{statuses:?}");
+        // Failures and hours a destination missed say so still.
+        assert!(!statuses.contains(&"published"), "{statuses:?}");
+        let text = render(&open);
+        assert!(
+            text.contains("part(s) so far: the hour has not closed"),
             "{text}"
         );
     }

@@ -3286,3 +3286,98 @@ async fn a_run_whose_bundle_cannot_be_stored_removes_its_large_parts() {
     assert_exported_once(&harness, &expected).await;
     assert!(staging(&harness).await.is_empty());
 }
+
+/// Destinations with files every few minutes (issue 18, first step).
+mod intervals {
+    use super::*;
+
+    /// t1's app events every 5 minutes to `dest-all`; t2's hourly to
+    /// `dest-t1`.
+    const FRESH: &str = r#"{"destinations":[
+      {"name":"fresh","bucket":"dest-all","tenants":["t1"],"interval":5,"layout":"hive","successMarker":true},
+      {"name":"hourly","bucket":"dest-t1","tenants":["t2"],"layout":"hive","successMarker":true}]}"#;
+    const MINUTE: i64 = 60_000;
+
+    fn success(files: &[String]) -> usize {
+        files.iter().filter(|k| k.ends_with("_SUCCESS")).count()
+    }
+
+    /// Over an open hour, each run on the schedule flushes what t1 staged
+    /// since the last and its destination gets it as new files: re-sent
+    /// events are dropped, a run that stops after its commit is made good
+    /// by the next, and nothing of t2 (an hourly destination's) is flushed
+    /// or deleted before the hour closes. No `_SUCCESS` until then; the
+    /// first run after the close writes it (with no new data for t1) and
+    /// flushes t2's hour. Each event once in its destination.
+    #[tokio::test]
+    async fn an_interval_destination_gets_each_runs_new_events_as_the_hour_goes() {
+        let harness = Harness::start(FRESH).await;
+        let delivered = |files: Vec<StoredFile>| lines(&files);
+        harness.stage_app_events("t1", 0..20, "a").await;
+        harness.stage_app_events("t2", 0..10, "b").await;
+        let first = harness.flush(TEN + 5 * MINUTE).await;
+        assert_eq!((first.events, first.failed), (20, 0), "{first:?}");
+        let t1 = |range: std::ops::Range<usize>| -> Vec<String> {
+            sorted(range.map(|n| app_event("t1", n)).collect())
+        };
+        assert_eq!(delivered(harness.files("dest-all", "").await), t1(0..20));
+        assert!(
+            harness.files("dest-t1", "").await.is_empty(),
+            "t2 is hourly"
+        );
+        let keys = list_keys(&harness.s3, "dest-all", "").await.unwrap();
+        assert_eq!(success(&keys), 0, "the hour is open: {keys:?}");
+
+        // Re-sent events and new ones; the next run's new file has the new.
+        harness.stage_app_events("t1", 15..30, "c").await;
+        let second = harness.flush(TEN + 10 * MINUTE).await;
+        assert_eq!((second.events, second.duplicates), (10, 5), "{second:?}");
+        assert_eq!(delivered(harness.files("dest-all", "").await), t1(0..30));
+
+        // A run that stops once its commit is stored; the next publishes it.
+        harness.stage_app_events("t1", 30..40, "d").await;
+        let mut stopping = harness.flusher();
+        stopping.stop_after = Some(Step::ManifestCommitted);
+        let stopped = flush_with(&stopping, TEN + 15 * MINUTE).await;
+        assert_eq!(stopped.failed, 1, "{stopped:?}");
+        harness.flush(TEN + 20 * MINUTE).await;
+        assert_eq!(delivered(harness.files("dest-all", "").await), t1(0..40));
+        let keys = list_keys(&harness.s3, "dest-all", "").await.unwrap();
+        assert!(keys.len() >= 3, "a file a run: {keys:?}");
+        assert_eq!(success(&keys), 0, "{keys:?}");
+        assert!(
+            !list_keys(&harness.s3, EXPORT, "staging/")
+                .await
+                .unwrap()
+                .is_empty(),
+            "t2's events stay staged until the hour closes"
+        );
+
+        // The first run after the close: t1's `_SUCCESS`, t2's hour.
+        let closed = harness.flush(TEN + HOUR + 15 * MINUTE).await;
+        assert_eq!((closed.events, closed.failed), (10, 0), "{closed:?}");
+        let keys = list_keys(&harness.s3, "dest-all", "").await.unwrap();
+        assert_eq!(success(&keys), 1, "{keys:?}");
+        assert_eq!(delivered(harness.files("dest-all", "").await), t1(0..40));
+        let t2: Vec<String> = sorted((0..10).map(|n| app_event("t2", n)).collect());
+        assert_eq!(delivered(harness.files("dest-t1", "").await), t2);
+        let hourly = list_keys(&harness.s3, "dest-t1", "").await.unwrap();
+        assert_eq!(success(&hourly), 1, "{hourly:?}");
+        assert!(
+            list_keys(&harness.s3, EXPORT, "staging/")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            list_keys(&harness.s3, EXPORT, "pending/")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            lines(&harness.archive("archive/").await),
+            sorted([t1(0..40), t2].concat())
+        );
+    }
+}

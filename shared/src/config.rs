@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 
 use crate::export_options::{ContentDocument, ContentOptions};
+use crate::interval::Interval;
 use crate::key_layout::KeyLayout;
 use crate::layout;
 use crate::partition::TenantKey;
@@ -41,6 +42,9 @@ pub mod env {
     /// document's `senders`, not both.
     pub const SENDER_TENANTS: &str = "SENDER_TENANTS";
     pub const FLUSH_GRACE_MINUTES: &str = "FLUSH_GRACE_MINUTES";
+    /// The coordinator's schedule expression (the template's
+    /// `FlushSchedule`): no destination may want files more often.
+    pub const FLUSH_SCHEDULE: &str = "FLUSH_SCHEDULE";
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
     pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
@@ -85,6 +89,7 @@ pub mod env {
     /// (`true` or `false`).
     pub const DESTINATION_INCLUDE_METADATA: &str = "DESTINATION_INCLUDE_METADATA";
     pub const DESTINATION_SUCCESS_MARKER: &str = "DESTINATION_SUCCESS_MARKER";
+    pub const DESTINATION_INTERVAL: &str = "DESTINATION_INTERVAL";
     /// The single destination's `includeEventTypes`, `excludeEventTypes` and
     /// `omitFields`, comma-separated.
     pub const DESTINATION_INCLUDE_EVENT_TYPES: &str = "DESTINATION_INCLUDE_EVENT_TYPES";
@@ -216,6 +221,8 @@ pub struct Destination {
     pub layout: KeyLayout,
     /// Write `_SUCCESS` in an hour's folder once all its parts are there.
     pub success_marker: bool,
+    /// How often it receives files (`hourly`, or every few minutes).
+    pub interval: Interval,
     /// The bucket owner's account id: when set, every write carries
     /// `ExpectedBucketOwner`, so a bucket that changed hands is refused.
     pub account_id: Option<String>,
@@ -436,6 +443,7 @@ struct DestinationDocument {
     layout: Option<String>,
     #[serde(default)]
     success_marker: bool,
+    interval: Option<serde_json::Value>,
     account_id: Option<String>,
     role_arn: Option<String>,
     external_id: Option<String>,
@@ -517,6 +525,7 @@ fn destination_from_env(
         bucket_key_enabled: None,
         layout: lookup(env::DESTINATION_LAYOUT),
         success_marker: flag(env::DESTINATION_SUCCESS_MARKER)?,
+        interval: lookup(env::DESTINATION_INTERVAL).map(serde_json::Value::String),
         account_id: lookup(env::DESTINATION_ACCOUNT_ID),
         role_arn: lookup(env::DESTINATION_ROLE_ARN),
         external_id: lookup(env::DESTINATION_EXTERNAL_ID),
@@ -550,6 +559,7 @@ fn destination_variable(field: &str) -> &'static str {
         "excludeEventTypes" => env::DESTINATION_EXCLUDE_EVENT_TYPES,
         "omitFields" => env::DESTINATION_OMIT_FIELDS,
         "successMarker" => env::DESTINATION_SUCCESS_MARKER,
+        "interval" => env::DESTINATION_INTERVAL,
         "tags" => env::DESTINATION_TAGS,
         _ => env::DESTINATION_BUCKET,
     }
@@ -786,18 +796,38 @@ impl Config {
         let environment_index = destination_documents.len();
         let has_environment_destination = from_environment.is_some();
         destination_documents.extend(from_environment);
-        let destinations = build_destinations(&streams, &export_bucket.1, destination_documents)
-            .map_err(|error| {
-                match error
-                    .field
-                    .strip_prefix(&format!("destinations[{environment_index}]."))
-                {
-                    Some(field) if has_environment_destination => {
-                        ConfigError::new(destination_variable(field), error.message)
-                    }
-                    _ => error,
+        let schedule = match lookup(env::FLUSH_SCHEDULE) {
+            Some(expression) => match crate::interval::schedule_minutes(&expression) {
+                Some(minutes) => Some((expression, minutes)),
+                None => {
+                    return Err(ConfigError::new(
+                        env::FLUSH_SCHEDULE,
+                        format!(
+                            "`{expression}` is not a `rate(…)` or `cron(…)` schedule expression"
+                        ),
+                    ));
                 }
-            })?;
+            },
+            None => None,
+        };
+        let schedule_ref = schedule.as_ref().map(|(e, m)| (e.as_str(), *m));
+        let destinations = build_destinations(
+            &streams,
+            &export_bucket.1,
+            destination_documents,
+            schedule_ref,
+        )
+        .map_err(|error| {
+            match error
+                .field
+                .strip_prefix(&format!("destinations[{environment_index}]."))
+            {
+                Some(field) if has_environment_destination => {
+                    ConfigError::new(destination_variable(field), error.message)
+                }
+                _ => error,
+            }
+        })?;
 
         Ok(Self {
             export_bucket: export_bucket.1,
@@ -861,6 +891,21 @@ impl Config {
             .into_iter()
             .filter_map(|position| self.destinations.get(position))
             .filter(move |destination| destination.enabled && destination.selects_stream(stream))
+    }
+
+    /// Whether an enabled destination of `stream` and `tenant` receives
+    /// files every few minutes: then the partition's open hours are
+    /// flushed as the schedule fires, not only once the hour closes.
+    pub fn flushes_open_hours(&self, stream: &str, tenant: &TenantKey) -> bool {
+        self.destinations_for(stream, tenant)
+            .any(|destination| destination.interval.is_minutes())
+    }
+
+    /// Whether any enabled destination receives files every few minutes.
+    pub fn has_frequent_destinations(&self) -> bool {
+        self.destinations
+            .iter()
+            .any(|destination| destination.enabled && destination.interval.is_minutes())
     }
 
     /// True when an enabled destination adds `_export` metadata to its
@@ -1072,6 +1117,7 @@ fn build_destinations(
     streams: &HashMap<String, Profile>,
     export_bucket: &str,
     documents: Vec<DestinationDocument>,
+    schedule: Option<(&str, u32)>,
 ) -> Result<Vec<Destination>, ConfigError> {
     let mut destinations: Vec<Destination> = Vec::with_capacity(documents.len());
     for (index, document) in documents.into_iter().enumerate() {
@@ -1277,6 +1323,24 @@ fn build_destinations(
                 ),
             ));
         }
+        let interval = match &document.interval {
+            Some(value) => Interval::parse(value)
+                .map_err(|message| ConfigError::new(field("interval"), message))?,
+            None => Interval::Hourly,
+        };
+        if let (Interval::Minutes(minutes), Some(schedule)) = (interval, schedule)
+            && minutes < schedule.1
+        {
+            return Err(ConfigError::new(
+                field("interval"),
+                format!(
+                    "{interval}, but the flush schedule `{}` ({}) runs only every {} minutes: set FlushSchedule to run at least every {minutes} minutes, e.g. `cron(0/{minutes} * * * ? *)`",
+                    schedule.0,
+                    env::FLUSH_SCHEDULE,
+                    schedule.1
+                ),
+            ));
+        }
         destinations.push(Destination {
             name: document.name,
             bucket: document.bucket,
@@ -1289,13 +1353,46 @@ fn build_destinations(
             encryption,
             layout,
             success_marker: document.success_marker,
+            interval,
             account_id: document.account_id,
             role_arn: document.role_arn,
             external_id: document.external_id,
             content,
         });
     }
+    check_one_cadence(&destinations)?;
     Ok(destinations)
+}
+
+/// Refuses a destination with files every few minutes that selects a
+/// stream and tenant an hourly one selects too: in this release a
+/// partition's files have one cadence (an hourly destination of such a
+/// partition would receive the small files of each interval).
+fn check_one_cadence(destinations: &[Destination]) -> Result<(), ConfigError> {
+    let overlap = |a: &Option<Vec<String>>, b: &Option<Vec<String>>, every: &str| match (a, b) {
+        (None, None) => Some(every.to_owned()),
+        (Some(list), None) | (None, Some(list)) => list.first().map(|x| format!("`{x}`")),
+        (Some(a), Some(b)) => a.iter().find(|x| b.contains(x)).map(|x| format!("`{x}`")),
+    };
+    for (index, frequent) in destinations.iter().enumerate() {
+        if !frequent.interval.is_minutes() {
+            continue;
+        }
+        for hourly in destinations.iter().filter(|d| !d.interval.is_minutes()) {
+            let stream = overlap(&frequent.streams, &hourly.streams, "every stream");
+            let tenant = overlap(&frequent.tenants, &hourly.tenants, "every tenant");
+            if let (Some(stream), Some(tenant)) = (stream, tenant) {
+                return Err(ConfigError::new(
+                    format!("destinations[{index}].interval"),
+                    format!(
+                        "{}, but hourly destination `{}` also selects {stream}, {tenant}: files every few minutes and hourly files of one stream and tenant are not supported yet (select other streams or tenants, or make both hourly)",
+                        frequent.interval, hourly.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether keys written under `prefix` and under `other` (in one bucket)
@@ -2202,6 +2299,71 @@ mod tests {
             ("DESTINATION_LAYOUT", "{date}/{part}"),
         ];
         assert_eq!(config(&vars, None).unwrap_err().field, "DESTINATION_LAYOUT");
+    }
+
+    #[test]
+    fn a_destination_interval_is_hourly_or_minutes_the_schedule_keeps_up_with() {
+        let bucket = ("EXPORT_BUCKET", "exports");
+        let doc = |interval: &str| {
+            format!(
+                r#"{{"destinations":[{{"name":"a","bucket":"dest","tenants":["t1"],"interval":{interval}}},
+                    {{"name":"b","bucket":"other","tenants":["t2"]}}]}}"#
+            )
+        };
+        let parsed = config(&[bucket], Some(&doc("5"))).unwrap();
+        assert_eq!(parsed.destinations[0].interval, Interval::Minutes(5));
+        assert_eq!(parsed.destinations[1].interval, Interval::Hourly);
+        assert!(parsed.has_frequent_destinations());
+        assert!(parsed.flushes_open_hours("airkit-app-events", &TenantKey::encode("t1")));
+        assert!(!parsed.flushes_open_hours("airkit-app-events", &TenantKey::encode("t2")));
+        let error = config(&[bucket], Some(&doc("7"))).unwrap_err();
+        assert_eq!(error.field, "destinations[0].interval");
+        assert!(error.message.contains("divides an hour"), "{error}");
+        // The schedule must fire at least as often.
+        let hourly = ("FLUSH_SCHEDULE", "cron(15 * * * ? *)");
+        let error = config(&[bucket, hourly], Some(&doc("5"))).unwrap_err();
+        assert_eq!(error.field, "destinations[0].interval");
+        assert!(
+            error
+                .message
+                .contains("every 5 minutes, but the flush schedule `cron(15 * * * ? *)`")
+                && error.message.contains("runs only every 60 minutes"),
+            "{error}"
+        );
+        let every_five = ("FLUSH_SCHEDULE", "cron(0/5 * * * ? *)");
+        assert!(config(&[bucket, every_five], Some(&doc("5"))).is_ok());
+        assert!(config(&[bucket, every_five], Some(&doc("\"hourly\""))).is_ok());
+        let error = config(&[bucket, ("FLUSH_SCHEDULE", "hourly")], None).unwrap_err();
+        assert_eq!(error.field, "FLUSH_SCHEDULE");
+        // The environment's destination names its variable.
+        let error = config(
+            &[
+                bucket,
+                ("DESTINATION_BUCKET", "dest"),
+                ("DESTINATION_INTERVAL", "9"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "DESTINATION_INTERVAL");
+    }
+
+    #[test]
+    fn files_every_few_minutes_and_hourly_files_of_one_partition_are_refused() {
+        let doc = r#"{"destinations":[{"name":"a","bucket":"dest","interval":5},
+            {"name":"b","bucket":"other","tenants":["t2"]}]}"#;
+        let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
+        assert_eq!(error.field, "destinations[0].interval");
+        assert!(
+            error
+                .message
+                .contains("hourly destination `b` also selects every stream, `t2`"),
+            "{error}"
+        );
+        // Other streams: no overlap.
+        let doc = r#"{"destinations":[{"name":"a","bucket":"dest","interval":5,"streams":["airkit-audit-logs"]},
+            {"name":"b","bucket":"other","streams":["airkit-app-events"]}]}"#;
+        assert!(config(&[("EXPORT_BUCKET", "exports")], Some(doc)).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod destination_write;
 pub mod diagnose;
 pub mod encode;
 pub mod export_options;
+pub mod interval;
 pub mod json_scan;
 pub mod key_layout;
 pub mod layout;

@@ -370,9 +370,16 @@ pub async fn prepare(
     // partition that takes many invocations publishes as it goes.
     let mut etag = etag;
     if manifest.cursor.is_some() && manifest.has_pending() {
-        let outcome =
-            publish::publish_pending(flusher, alerts, partition, &mut manifest, None, false)
-                .await?;
+        let outcome = publish::publish_pending(
+            flusher,
+            alerts,
+            partition,
+            &mut manifest,
+            None,
+            !trigger.closes(partition.hour, flusher.config.flush_grace_minutes),
+            false,
+        )
+        .await?;
         if outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty() {
             manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
             let key = layout::manifest_key(partition);
@@ -516,6 +523,9 @@ pub async fn complete(
 ) -> Result<PartitionReport, FlushError> {
     let s3 = &flusher.s3;
     let bucket = &flusher.config.export_bucket;
+    // An hour flushed before it closes (for destinations with files every
+    // few minutes): its `_SUCCESS` waits for the close.
+    let hour_open = !trigger.closes(partition.hour, flusher.config.flush_grace_minutes);
     let Prepared {
         mut manifest,
         mut etag,
@@ -557,9 +567,16 @@ pub async fn complete(
                 .collect()
         });
         let only = own_parts.as_deref();
-        let outcome =
-            publish::publish_pending(flusher, alerts, partition, &mut manifest, only, stop_early)
-                .await;
+        let outcome = publish::publish_pending(
+            flusher,
+            alerts,
+            partition,
+            &mut manifest,
+            only,
+            hour_open,
+            stop_early,
+        )
+        .await;
         // Whatever was published is recorded, even when the run stops here.
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -583,7 +600,7 @@ pub async fn complete(
                 shard::record_publishes(flusher, partition, &before, manifest, etag.as_deref())
                     .await?;
             manifest = stored.0;
-            if manifest.shards.is_some() {
+            if manifest.shards.is_some() && !hour_open {
                 publish::mark_completed_by_merge(flusher, partition, &seen, &manifest).await;
             }
         }
@@ -592,7 +609,16 @@ pub async fn complete(
     let pending_key = layout::pending_publish_key(partition);
     if manifest.has_pending() {
         store::put(s3, bucket, &pending_key, b"{}".to_vec(), "application/json").await?;
+    } else if hour_open {
+        // Flushed before its hour closed: the marker brings the first run
+        // after the close here, to write the hour's `_SUCCESS`.
+        if !marked && !manifest.parts.is_empty() {
+            store::put(s3, bucket, &pending_key, b"{}".to_vec(), "application/json").await?;
+        }
     } else if (had_pending || marked) && own_range.is_none() {
+        if marked {
+            publish::mark_closed_hour(flusher, partition, &manifest).await;
+        }
         // Not by a range of shards: another range may have left parts
         // pending (and marked them) since this one read the manifest; a
         // later run's publish item deletes the marker once none is.

@@ -76,7 +76,8 @@ pub fn assign(flusher: &Flusher, partition: &PartitionKey, manifest: &mut Manife
 /// Publishes every pending part of the manifest (of `only`, when given),
 /// destination by destination, and records the outcome in it. A
 /// destination that fails keeps its parts pending, for the next run.
-/// `stop_after_first` is the injected failure "some destinations
+/// `_SUCCESS` is written only for an hour that has closed (`hour_open`
+/// false). `stop_after_first` is the injected failure "some destinations
 /// published".
 pub async fn publish_pending(
     flusher: &Flusher,
@@ -84,6 +85,7 @@ pub async fn publish_pending(
     partition: &PartitionKey,
     manifest: &mut Manifest,
     only: Option<&[u32]>,
+    hour_open: bool,
     stop_after_first: bool,
 ) -> Result<PublishOutcome, FlushError> {
     let mut outcome = PublishOutcome::default();
@@ -150,7 +152,7 @@ pub async fn publish_pending(
                 }
             }
         }
-        if published_here && is_complete(manifest, &name) {
+        if published_here && !hour_open && is_complete(manifest, &name) {
             write_success_marker(flusher, destination, partition).await;
         }
         if stop_after_first {
@@ -356,6 +358,22 @@ pub async fn mark_completed_by_merge(
         }
         let configured = flusher.config.destinations.iter().find(|d| &d.name == name);
         if let Some(destination) = configured.filter(|d| d.enabled) {
+            write_success_marker(flusher, destination, partition).await;
+        }
+    }
+}
+
+/// Writes `_SUCCESS` for each destination with files every few minutes
+/// that has every part of the hour `manifest` describes, now closed: its
+/// last file may have come in an interval before the close, with nothing
+/// published since.
+pub async fn mark_closed_hour(flusher: &Flusher, partition: &PartitionKey, manifest: &Manifest) {
+    let destinations = flusher
+        .config
+        .destinations_for(&partition.stream, &partition.tenant)
+        .filter(|destination| destination.interval.is_minutes());
+    for destination in destinations {
+        if is_complete(manifest, &destination.name) {
             write_success_marker(flusher, destination, partition).await;
         }
     }

@@ -162,17 +162,23 @@ pub async fn find_work(
     trigger: &Trigger,
     alerts: &InvocationAlerts<'_>,
 ) -> Result<Work, FlushError> {
-    let bucket = &flusher.config.export_bucket;
-    let grace = flusher.config.flush_grace_minutes;
-    let selected = |partition: &PartitionKey| selects(trigger, partition);
+    let config = &flusher.config;
+    let bucket = &config.export_bucket;
+    let grace = config.flush_grace_minutes;
+    // Open hours too, for the partitions of destinations that receive
+    // files every few minutes (up to the run's "now").
+    let open_hours = config.has_frequent_destinations();
+    let reached = |hour: Hour| {
+        trigger.closes(hour, grace) || (open_hours && hour.start_millis() <= trigger.now_millis)
+    };
     let mut work = Work::default();
     for date_folder in store::list_folders(&flusher.s3, bucket, STAGING_PREFIX).await? {
         let date = date_folder
             .trim_start_matches(STAGING_PREFIX)
             .trim_end_matches('/');
-        // The date's first hour still open: so are all after it.
+        // The date's first hour not reached: nor are any after it.
         match Hour::parse_date_path(&format!("{date}/00")) {
-            Some(first) if trigger.closes(first, grace) => {}
+            Some(first) if reached(first) => {}
             Some(_) => break,
             None => continue,
         }
@@ -183,9 +189,14 @@ pub async fn find_work(
             let Some(hour) = Hour::parse_date_path(hour_path) else {
                 continue;
             };
-            if !trigger.closes(hour, grace) {
+            if !reached(hour) {
                 break;
             }
+            let open = !trigger.closes(hour, grace);
+            let selected = |partition: &PartitionKey| {
+                selects(trigger, partition)
+                    && (!open || config.flushes_open_hours(&partition.stream, &partition.tenant))
+            };
             let mut objects = Vec::new();
             for listed in store::list_objects(&flusher.s3, bucket, &hour_folder).await? {
                 if let Some(partition) = layout::parse_staging_chunk_key(&listed.key) {
@@ -270,9 +281,13 @@ pub async fn find_work(
     for sources in work.sources.values_mut() {
         sources.sort_by_cached_key(|source| layout::staged_order(source.key()));
     }
+    // A marker of an open hour (an interval destination's parts, or the
+    // hour's `_SUCCESS` still to write) waits for its hour to close; the
+    // hour's next staged data is flushed, and published, before that.
     for key in store::list_keys(&flusher.s3, bucket, PENDING_PREFIX).await? {
         if let Some(partition) = layout::parse_pending_publish_key(&key)
-            && selected(&partition)
+            && selects(trigger, &partition)
+            && (!open_hours || trigger.closes(partition.hour, grace))
         {
             work.publishes.insert(partition);
         }
