@@ -3298,6 +3298,10 @@ mod intervals {
       {"name":"hourly","bucket":"dest-t1","tenants":["t2"],"layout":"hive","successMarker":true}]}"#;
     const MINUTE: i64 = 60_000;
 
+    async fn listed(harness: &Harness, bucket: &str, prefix: &str) -> Vec<String> {
+        list_keys(&harness.s3, bucket, prefix).await.unwrap()
+    }
+
     fn success(files: &[String]) -> usize {
         files.iter().filter(|k| k.ends_with("_SUCCESS")).count()
     }
@@ -3325,7 +3329,7 @@ mod intervals {
             harness.files("dest-t1", "").await.is_empty(),
             "t2 is hourly"
         );
-        let keys = list_keys(&harness.s3, "dest-all", "").await.unwrap();
+        let keys = listed(&harness, "dest-all", "").await;
         assert_eq!(success(&keys), 0, "the hour is open: {keys:?}");
 
         // Re-sent events and new ones; the next run's new file has the new.
@@ -3342,39 +3346,26 @@ mod intervals {
         assert_eq!(stopped.failed, 1, "{stopped:?}");
         harness.flush(TEN + 20 * MINUTE).await;
         assert_eq!(delivered(harness.files("dest-all", "").await), t1(0..40));
-        let keys = list_keys(&harness.s3, "dest-all", "").await.unwrap();
+        let keys = listed(&harness, "dest-all", "").await;
         assert!(keys.len() >= 3, "a file a run: {keys:?}");
         assert_eq!(success(&keys), 0, "{keys:?}");
         assert!(
-            !list_keys(&harness.s3, EXPORT, "staging/")
-                .await
-                .unwrap()
-                .is_empty(),
+            !listed(&harness, EXPORT, "staging/").await.is_empty(),
             "t2's events stay staged until the hour closes"
         );
 
         // The first run after the close: t1's `_SUCCESS`, t2's hour.
         let closed = harness.flush(TEN + HOUR + 15 * MINUTE).await;
         assert_eq!((closed.events, closed.failed), (10, 0), "{closed:?}");
-        let keys = list_keys(&harness.s3, "dest-all", "").await.unwrap();
+        let keys = listed(&harness, "dest-all", "").await;
         assert_eq!(success(&keys), 1, "{keys:?}");
         assert_eq!(delivered(harness.files("dest-all", "").await), t1(0..40));
         let t2: Vec<String> = sorted((0..10).map(|n| app_event("t2", n)).collect());
         assert_eq!(delivered(harness.files("dest-t1", "").await), t2);
-        let hourly = list_keys(&harness.s3, "dest-t1", "").await.unwrap();
+        let hourly = listed(&harness, "dest-t1", "").await;
         assert_eq!(success(&hourly), 1, "{hourly:?}");
-        assert!(
-            list_keys(&harness.s3, EXPORT, "staging/")
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            list_keys(&harness.s3, EXPORT, "pending/")
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(listed(&harness, EXPORT, "staging/").await.is_empty());
+        assert!(listed(&harness, EXPORT, "pending/").await.is_empty());
         assert_eq!(
             lines(&harness.archive("archive/").await),
             sorted([t1(0..40), t2].concat())
