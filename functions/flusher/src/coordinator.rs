@@ -322,8 +322,9 @@ pub async fn coordinate_at(
         let count = items.len() as u32;
         let keys: Vec<String> = stream::iter(items.iter().enumerate())
             .map(|(n, partitions)| {
-                let item =
+                let mut item =
                     WorkItem::new(&run, n as u32, count, trigger.now_millis, &work, partitions);
+                item.apply_grace = trigger.apply_grace;
                 let key = layout::work_item_key(&run, n as u32);
                 async move {
                     store::put(

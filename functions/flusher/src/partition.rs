@@ -376,7 +376,7 @@ pub async fn prepare(
             partition,
             &mut manifest,
             None,
-            !trigger.closes(partition.hour, flusher.config.flush_grace_minutes),
+            hour_open(flusher, trigger, partition),
             false,
         )
         .await?;
@@ -525,7 +525,7 @@ pub async fn complete(
     let bucket = &flusher.config.export_bucket;
     // An hour flushed before it closes (for destinations with files every
     // few minutes): its `_SUCCESS` waits for the close.
-    let hour_open = !trigger.closes(partition.hour, flusher.config.flush_grace_minutes);
+    let hour_open = hour_open(flusher, trigger, partition);
     let Prepared {
         mut manifest,
         mut etag,
@@ -647,6 +647,15 @@ pub async fn complete(
     }
     store::delete_keys(s3, bucket, &done).await?;
     Ok(report)
+}
+
+/// Whether `partition`'s hour is still open for this run, in a deployment
+/// with destinations that receive files every few minutes (the only one
+/// that flushes open hours): then its `_SUCCESS` waits for the close.
+fn hour_open(flusher: &Flusher, trigger: &Trigger, partition: &PartitionKey) -> bool {
+    let config = &flusher.config;
+    config.has_frequent_destinations()
+        && !trigger.closes(partition.hour, config.flush_grace_minutes)
 }
 
 /// The hash a partition's event ids are kept with: its digest's, so that an

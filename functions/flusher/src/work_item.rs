@@ -54,7 +54,17 @@ pub struct WorkItem {
     /// The run's "now", epoch milliseconds: the time the worker's commits
     /// record, whenever it flushes.
     pub now_millis: i64,
+    /// Whether the run closed hours only once their grace had passed (a
+    /// scheduled run; a manual flush with `until` closes them at their
+    /// end): the worker decides with it which hours are still open.
+    /// Absent in items written before it existed: true.
+    #[serde(default = "grace_applies", skip_serializing_if = "Clone::clone")]
+    pub apply_grace: bool,
     pub partitions: Vec<ItemPartition>,
+}
+
+fn grace_applies() -> bool {
+    true
 }
 
 /// One partition of a work item.
@@ -265,6 +275,7 @@ impl WorkItem {
             item,
             items,
             now_millis,
+            apply_grace: true,
             partitions: partitions
                 .iter()
                 .map(|planned| {
@@ -521,6 +532,22 @@ mod tests {
         let partitions = [partition("c"), partition("d"), partition("e")];
         let item = WorkItem::new("run-1", 1, 2, 42, &work, &whole(&partitions));
         assert_eq!(item.version, 1, "read by the release before too");
+        assert!(
+            item.apply_grace
+                && !String::from_utf8(item.to_json())
+                    .unwrap()
+                    .contains("applyGrace")
+        );
+        // A manual flush closes hours at their end: its workers know it.
+        let mut manual = item.clone();
+        manual.apply_grace = false;
+        let text = String::from_utf8(manual.to_json()).unwrap();
+        assert!(text.contains("\"applyGrace\":false"), "{text}");
+        assert!(
+            !WorkItem::from_json("k", text.as_bytes())
+                .unwrap()
+                .apply_grace
+        );
         let stored = item.to_json();
         let read = WorkItem::from_json("work/x.json", &stored).unwrap();
         assert_eq!(read, item);

@@ -198,7 +198,7 @@ pub async fn flush_item(
     let work = item.to_work();
     let trigger = Trigger {
         now_millis: item.now_millis,
-        apply_grace: true,
+        apply_grace: item.apply_grace,
         streams: None,
         tenants: None,
     };
