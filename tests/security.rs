@@ -1141,3 +1141,48 @@ async fn the_coordinator_needs_only_what_its_role_grants() {
         }
     }
 }
+
+/// The template's single destination with `DestinationInterval` 5: the
+/// flush functions' environment (its `FLUSH_SCHEDULE` from `FlushSchedule`)
+/// gives a valid configuration with a schedule every 5 minutes, and the
+/// flusher refuses it at cold start, naming the variable, with the default
+/// hourly schedule (which the template's rule also refuses at deploy).
+#[test]
+fn the_template_gives_a_destination_interval_and_its_schedule_to_the_flusher() {
+    let document = template::load();
+    let config_of = |overrides: &[(&str, &str)]| {
+        let stack = template::Stack::new(&document, overrides);
+        let environment = stack.environment("FlusherFunction");
+        assert!(
+            environment.contains_key("FLUSH_SCHEDULE"),
+            "{environment:?}"
+        );
+        Config::from_sources(
+            |name| match name {
+                "EXPORT_BUCKET" => Some(EXPORT.to_owned()),
+                "EXPORT_CONFIG" => None,
+                other => environment.get(other).filter(|v| !v.is_empty()).cloned(),
+            },
+            None,
+        )
+    };
+    let fresh = [
+        ("DestinationBucket", "acme-exports"),
+        ("DestinationInterval", "5"),
+        ("FlushSchedule", "cron(0/5 * * * ? *)"),
+    ];
+    let config = config_of(&fresh).unwrap();
+    assert_eq!(
+        config.destinations[0].interval,
+        shared::interval::Interval::Minutes(5)
+    );
+    let error = config_of(&fresh[..2]).unwrap_err();
+    assert_eq!(error.field, "DESTINATION_INTERVAL");
+    assert!(error.message.contains("cron(15 * * * ? *)"), "{error}");
+    // Hourly by default.
+    let config = config_of(&fresh[..1]).unwrap();
+    assert_eq!(
+        config.destinations[0].interval,
+        shared::interval::Interval::Hourly
+    );
+}
