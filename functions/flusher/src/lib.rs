@@ -512,7 +512,6 @@ async fn flush_group<'a>(
                 let checkpoints = partition::Checkpoints {
                     deadline,
                     after_events: flusher.checkpoint_after_events,
-                    whole_sources: false,
                 };
                 let result = partition::prepare(
                     flusher,

@@ -77,9 +77,6 @@ pub struct Checkpoints {
     /// Tests only: stop after this many new events of the run, as if the
     /// deadline had come then (`Flusher::checkpoint_after_events`).
     pub after_events: Option<u64>,
-    /// Stop only between staged sources (a range of shards records its
-    /// consumption per source, without a cursor).
-    pub whole_sources: bool,
 }
 
 /// Events between two looks at the clock while compacting.
@@ -90,9 +87,6 @@ impl Checkpoints {
     /// run should stop now; `anywhere` looks at the clock whatever the
     /// count (between sources), else every [`CLOCK_EVENTS`] events.
     fn due(&self, events: u64, anywhere: bool) -> bool {
-        if self.whole_sources && !anywhere {
-            return false;
-        }
         if self.after_events.is_some_and(|after| events >= after) {
             return true;
         }
@@ -796,10 +790,6 @@ async fn compact(
     checkpoints: Checkpoints,
     sharding: Option<&Sharding<'_>>,
 ) -> Result<(Vec<ArchivePart>, Option<Stop>), FlushError> {
-    let checkpoints = Checkpoints {
-        whole_sources: sharding.is_some(),
-        ..checkpoints
-    };
     let config = &flusher.config;
     let bucket = &config.export_bucket;
     let mut out = PartsOut {
@@ -812,6 +802,9 @@ async fn compact(
         fields: String::new(),
         keep_provenance: config.records_provenance(),
         checkpoints,
+        // A range of shards records its consumption per source, without a
+        // cursor: it stops between sources only.
+        stop_within_sources: sharding.is_none(),
     };
     let mut buffer = Vec::new();
     let mut text = Vec::new();
@@ -1071,6 +1064,9 @@ struct PartsOut<'a> {
     fields: String,
     keep_provenance: bool,
     checkpoints: Checkpoints,
+    /// Whether a checkpoint may stop it inside a source (a whole
+    /// partition, with a cursor), not only between sources.
+    stop_within_sources: bool,
 }
 
 impl PartsOut<'_> {
@@ -1113,7 +1109,7 @@ impl PartsOut<'_> {
             if current.events.compressed_len() >= max_bytes {
                 self.roll().await?;
             }
-            if self.checkpoints.due(report.events, false) {
+            if self.stop_within_sources && self.checkpoints.due(report.events, false) {
                 report.duplicates += events.duplicates();
                 return Ok(Some(events.lines_read()));
             }
@@ -1180,12 +1176,6 @@ mod tests {
         assert!(near.due(1, true));
         assert!(near.due(CLOCK_EVENTS, false));
         assert!(!near.due(CLOCK_EVENTS + 1, false));
-        // A range of shards stops between sources only.
-        let range = Checkpoints {
-            whole_sources: true,
-            ..near
-        };
-        assert!(range.due(1, true) && !range.due(CLOCK_EVENTS, false));
         // Without a deadline, only the tests' event count stops it.
         let counted = Checkpoints {
             after_events: Some(10),

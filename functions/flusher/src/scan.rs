@@ -10,7 +10,8 @@
 //! (`staged_read::read_index`); an object whose index cannot be read is
 //! quarantined here, since no partition can claim it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -171,6 +172,7 @@ pub async fn find_work(
     let reached = |hour: Hour| {
         trigger.closes(hour, grace) || (open_hours && hour.start_millis() <= trigger.now_millis)
     };
+    let frequent: Mutex<HashMap<(String, TenantKey), bool>> = Mutex::default();
     let mut work = Work::default();
     for date_folder in store::list_folders(&flusher.s3, bucket, STAGING_PREFIX).await? {
         let date = date_folder
@@ -193,9 +195,18 @@ pub async fn find_work(
                 break;
             }
             let open = !trigger.closes(hour, grace);
+            // Asked for each segment of each object: looked up once a
+            // stream and tenant.
             let selected = |partition: &PartitionKey| {
                 selects(trigger, partition)
-                    && (!open || config.flushes_open_hours(&partition.stream, &partition.tenant))
+                    && (!open
+                        || *frequent
+                            .lock()
+                            .expect("not poisoned")
+                            .entry((partition.stream.clone(), partition.tenant.clone()))
+                            .or_insert_with(|| {
+                                config.flushes_open_hours(&partition.stream, &partition.tenant)
+                            }))
             };
             let mut objects = Vec::new();
             for listed in store::list_objects(&flusher.s3, bucket, &hour_folder).await? {
