@@ -151,9 +151,12 @@ pub async fn run(options: &StatusOptions) -> anyhow::Result<bool> {
 }
 
 /// `row` of an hour that has not closed: `open` where it would say
-/// `published`, `partial` or `flushing` (more files are to come).
+/// `published`, `partial`, `flushing` or `held` (more files are to come).
 pub fn still_open(mut row: StatusRow) -> StatusRow {
-    if matches!(row.status.as_str(), "published" | "partial" | "flushing") {
+    if matches!(
+        row.status.as_str(),
+        "published" | "partial" | "flushing" | "held"
+    ) {
         row.status = "open".to_owned();
     }
     row
@@ -504,6 +507,9 @@ pub fn manifest_rows(manifest: &Manifest, configured: &[String]) -> Vec<StatusRo
                 "flushing"
             } else if !state.pending.is_empty() {
                 "pending"
+            } else if !state.held.is_empty() {
+                // An hourly destination of an hour flushed while open.
+                "held"
             } else if !state.dropped.is_empty() {
                 "dropped"
             } else if state.published.len() < manifest.parts.len() {
@@ -577,6 +583,8 @@ pub fn render(rows: &[StatusRow]) -> String {
                         "open ({} part(s) so far: the hour has not closed)",
                         row.parts
                     ),
+                    "held" => "held (the hour closed: the next run sends its parts as hourly files)"
+                        .to_owned(),
                     "not-sent" => "not-sent (added later: backfill)".to_owned(),
                     "partial" => "partial (added later: backfill)".to_owned(),
                     other => other.to_owned(),
@@ -733,6 +741,21 @@ mod tests {
             text.contains("flushing (2 part(s) so far; more to come: a checkpoint, or ranges of shards still flushing)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_hourly_destination_holding_parts_for_the_close_says_held() {
+        let mut flushed_open = manifest();
+        let name = flushed_open.destinations.keys().next().unwrap().clone();
+        let state = flushed_open.destinations.get_mut(&name).unwrap();
+        state.pending.clear();
+        state.held = vec![1, 2];
+        let rows = manifest_rows(&flushed_open, &[]);
+        let row = rows.iter().find(|r| r.destination == name).unwrap();
+        assert_eq!(row.status, "held", "{rows:?}");
+        assert!(render(&rows).contains("held (the hour closed"), "{rows:?}");
+        // Before the close it is open, as every destination.
+        assert_eq!(still_open(row.clone()).status, "open");
     }
 
     #[test]

@@ -421,7 +421,7 @@ async fn a_manifest_newer_than_the_flusher_is_refused_naming_it_and_nothing_is_l
     assert_eq!(report.failed, 1, "{report:?}");
     let error = report.partitions[0].error.as_deref().unwrap();
     assert!(
-        error.contains(key) && error.contains("version 99 is newer than this flusher reads (3)"),
+        error.contains(key) && error.contains("version 99 is newer than this flusher reads (4)"),
         "{error}"
     );
     // Its staged data waits for a flusher that reads it.
@@ -3370,5 +3370,220 @@ mod intervals {
             lines(&harness.archive("archive/").await),
             sorted([t1(0..40), t2].concat())
         );
+    }
+    /// A staged object holding an interval destination's tenant and an
+    /// hourly one's stays staged until the hour closes; the runs before
+    /// that do not plan again what an earlier run consumed of it (the
+    /// coordinator reads the partition's manifest): a run with nothing new
+    /// visits no partition, and one with new data reads only that.
+    #[tokio::test]
+    async fn an_open_hour_run_leaves_out_what_earlier_runs_consumed() {
+        let harness = Harness::start(FRESH).await;
+        let both = |range: std::ops::Range<usize>| -> Vec<SqsMessage> {
+            range
+                .flat_map(|n| {
+                    [
+                        record(&format!("a{n}"), &app_event("t1", n), TEN + 1000),
+                        record(&format!("b{n}"), &app_event("t2", n), TEN + 1000),
+                    ]
+                })
+                .collect()
+        };
+        harness.stage(both(0..10), "one-object").await;
+        let first = harness.flush(TEN + 5 * MINUTE).await;
+        assert_eq!((first.events, first.partitions.len()), (10, 1), "{first:?}");
+        let staged = listed(&harness, EXPORT, "staging/").await;
+        assert_eq!(staged.len(), 1, "t2's events keep the object: {staged:?}");
+
+        let idle = harness.flush(TEN + 10 * MINUTE).await;
+        assert!(idle.partitions.is_empty(), "nothing new: {idle:?}");
+        assert_eq!(idle.failed, 0);
+
+        harness.stage(both(10..15), "second").await;
+        let next = harness.flush(TEN + 15 * MINUTE).await;
+        assert_eq!((next.events, next.duplicates), (5, 0), "{next:?}");
+        assert_eq!(next.partitions.len(), 1, "{next:?}");
+
+        let closed = harness.flush(TEN + HOUR + 15 * MINUTE).await;
+        assert_eq!(
+            (closed.events, closed.failed),
+            (15, 0),
+            "t2's hour: {closed:?}"
+        );
+        assert!(listed(&harness, EXPORT, "staging/").await.is_empty());
+        let t1: Vec<String> = sorted((0..15).map(|n| app_event("t1", n)).collect());
+        assert_eq!(lines(&harness.files("dest-all", "").await), t1);
+    }
+
+    /// t1's app events to `dest-all` every 5 minutes, and to `dest-t1`
+    /// hourly with an `_export` object on each line (a rewrite, not the
+    /// archive's bytes).
+    const BOTH: &str = r#"{"destinations":[
+      {"name":"fresh","bucket":"dest-all","tenants":["t1"],"interval":5,"layout":"hive","successMarker":true},
+      {"name":"hourly","bucket":"dest-t1","tenants":["t1"],"layout":"hive","successMarker":true,"includeMetadata":true}]}"#;
+
+    /// A line without its `_export` object, as both destinations hold it.
+    fn event_of(line: &str) -> String {
+        let mut event: Value = serde_json::from_str(line).unwrap();
+        event.as_object_mut().unwrap().remove("_export");
+        event.to_string()
+    }
+
+    fn events_of(files: &[StoredFile]) -> Vec<String> {
+        sorted(
+            files
+                .iter()
+                .flat_map(|f| f.lines.iter())
+                .map(|l| event_of(l))
+                .collect(),
+        )
+    }
+
+    /// The files of `hour` (`10` or `11`) in a hive destination.
+    async fn hour_files(harness: &Harness, bucket: &str, hour: u32) -> Vec<StoredFile> {
+        let mut files = harness.files(bucket, "").await;
+        files.retain(|file| file.key.contains(&format!("hour={hour}/")));
+        files
+    }
+
+    /// Stages t1's app events `range` sent at `sent`, one message each with
+    /// id `<message>-<n>` (the same ids again: a redelivery; new ones: a
+    /// re-send), through a batcher invocation of its own.
+    async fn send_at(harness: &Harness, range: std::ops::Range<usize>, message: &str, sent: i64) {
+        let records: Vec<SqsMessage> = range
+            .map(|n| record(&format!("{message}-{n}"), &app_event("t1", n), sent))
+            .collect();
+        let batcher = Batcher::new(harness.config.clone(), harness.s3.clone());
+        let invocation = format!("{message}-{sent}");
+        let response = batcher::process(&batcher, &records, sent, &invocation)
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    /// Two destinations of one stream and tenant, one every 5 minutes and
+    /// one hourly, over two hours of traffic staged every 5 minutes with
+    /// redeliveries and re-sends, a run stopped after its commit while the
+    /// hour is open and one stopped after publishing to some destinations
+    /// at the close. The 5-minute destination gets a new file each run
+    /// while the hour is open; the hourly one nothing until the close, then
+    /// the hour's parts grouped into one file (never a file per small
+    /// part); each event once in each, the same events in both, one
+    /// `_SUCCESS` each per hour and only after the close.
+    #[tokio::test]
+    async fn an_interval_and_an_hourly_destination_of_one_tenant_get_the_same_events() {
+        let harness = Harness::start(BOTH).await;
+        let mut sent_so_far = Vec::new();
+        for hour in 0..2i64 {
+            let start = TEN + hour * HOUR;
+            let label = 10 + hour as u32;
+            let mut files_before = 0;
+            for run in 0..12i64 {
+                let first = ((hour * 12 + run) * 10) as usize;
+                let at = start + run * 5 * MINUTE + 1_000;
+                send_at(&harness, first..first + 10, "m", at).await;
+                if run % 3 == 1 {
+                    // The same messages delivered again.
+                    send_at(&harness, first..first + 10, "m", at + 10).await;
+                }
+                if run >= 2 && run % 4 == 2 {
+                    // Producers sending events of this hour again.
+                    let again = format!("again{hour}{run}");
+                    send_at(&harness, first - 15..first - 5, &again, at + 20).await;
+                }
+                sent_so_far.extend((first..first + 10).map(|n| app_event("t1", n)));
+                let now = start + (run + 1) * 5 * MINUTE;
+                if hour == 0 && run == 6 {
+                    let mut stopping = harness.flusher();
+                    stopping.stop_after = Some(Step::ManifestCommitted);
+                    let stopped = flush_with(&stopping, now).await;
+                    assert_eq!(stopped.failed, 1, "{stopped:?}");
+                    continue;
+                }
+                if run == 11 {
+                    // The hour's last run comes after its close.
+                    continue;
+                }
+                let report = harness.flush(now).await;
+                assert_eq!(report.failed, 0, "run {run} of hour {label}: {report:?}");
+                // Every event sent so far of this hour is in the 5-minute
+                // destination (those of the run stopped above came with the
+                // next), once.
+                let fresh = hour_files(&harness, "dest-all", label).await;
+                let expected: Vec<String> = (hour as usize * 120..first + 10)
+                    .map(|n| app_event("t1", n))
+                    .collect();
+                assert_eq!(lines(&fresh), sorted(expected), "run {run} of hour {label}");
+                assert!(fresh.len() > files_before, "a new file, run {run}");
+                files_before = fresh.len();
+                assert!(
+                    hour_files(&harness, "dest-t1", label).await.is_empty(),
+                    "the hourly destination waits for the close (run {run} of hour {label})"
+                );
+                let keys = listed(&harness, "dest-all", "").await;
+                let open_markers = keys
+                    .iter()
+                    .filter(|k| k.contains(&format!("hour={label}/")) && k.ends_with("_SUCCESS"))
+                    .count();
+                assert_eq!(open_markers, 0, "{keys:?}");
+            }
+        }
+        // Hour 10 closed at 11:10, hour 11 at 12:10: the first run after
+        // the second close stops once some destination has its files; the
+        // next finishes.
+        let mut stopping = harness.flusher();
+        stopping.stop_after = Some(Step::SomePublished);
+        let stopped = flush_with(&stopping, TEN + 2 * HOUR + 15 * MINUTE).await;
+        assert!(stopped.failed >= 1, "{stopped:?}");
+        let last = harness.flush(TEN + 2 * HOUR + 20 * MINUTE).await;
+        assert_eq!(last.failed, 0, "{last:?}");
+
+        for (hour, label) in [(0usize, 10u32), (1, 11)] {
+            let expected: Vec<String> = sorted(
+                (hour * 120..hour * 120 + 120)
+                    .map(|n| app_event("t1", n))
+                    .collect(),
+            );
+            let fresh = hour_files(&harness, "dest-all", label).await;
+            let hourly = hour_files(&harness, "dest-t1", label).await;
+            assert_eq!(lines(&fresh), expected, "hour {label}, every 5 minutes");
+            let normalized = sorted(expected.iter().map(|line| event_of(line)).collect());
+            assert!(events_of(&hourly) == normalized, "hour {label}, hourly");
+            assert!(fresh.len() >= 10, "a file a run: {}", fresh.len());
+            let keys: Vec<&str> = hourly.iter().map(|f| f.key.as_str()).collect();
+            assert_eq!(hourly.len(), 1, "the hour's parts in one file: {keys:?}");
+            assert!(
+                hourly[0].lines.iter().all(|l| l.contains(r#""_export":{"#)),
+                "each line rewritten"
+            );
+            for bucket in ["dest-all", "dest-t1"] {
+                let keys = listed(&harness, bucket, "").await;
+                let markers = keys
+                    .iter()
+                    .filter(|k| k.contains(&format!("hour={label}/")) && k.ends_with("_SUCCESS"))
+                    .count();
+                assert_eq!(markers, 1, "{bucket} hour {label}: {keys:?}");
+            }
+        }
+        assert_eq!(
+            lines(&harness.archive("archive/").await),
+            sorted(sent_so_far)
+        );
+        assert!(listed(&harness, EXPORT, "staging/").await.is_empty());
+        assert!(listed(&harness, EXPORT, "pending/").await.is_empty());
+        let mut manifests = listed(&harness, EXPORT, "manifests/").await;
+        manifests.retain(|key| key.ends_with(".json"));
+        assert_eq!(manifests.len(), 2, "{manifests:?}");
+        for key in manifests {
+            let manifest = harness.manifest(&key).await;
+            assert_eq!(manifest.version, shared::manifest::GROUPED_MANIFEST_VERSION);
+            let state = &manifest.destinations["hourly"];
+            assert_eq!(state.files.len(), 1, "{state:?}");
+            assert!(
+                state.held.is_empty() && state.pending.is_empty(),
+                "{state:?}"
+            );
+            assert_eq!(state.published.len(), manifest.parts.len());
+        }
     }
 }

@@ -1360,39 +1360,7 @@ fn build_destinations(
             content,
         });
     }
-    check_one_cadence(&destinations)?;
     Ok(destinations)
-}
-
-/// Refuses a destination with files every few minutes that selects a
-/// stream and tenant an hourly one selects too: in this release a
-/// partition's files have one cadence (an hourly destination of such a
-/// partition would receive the small files of each interval).
-fn check_one_cadence(destinations: &[Destination]) -> Result<(), ConfigError> {
-    let overlap = |a: &Option<Vec<String>>, b: &Option<Vec<String>>, every: &str| match (a, b) {
-        (None, None) => Some(every.to_owned()),
-        (Some(list), None) | (None, Some(list)) => list.first().map(|x| format!("`{x}`")),
-        (Some(a), Some(b)) => a.iter().find(|x| b.contains(x)).map(|x| format!("`{x}`")),
-    };
-    for (index, frequent) in destinations.iter().enumerate() {
-        if !frequent.interval.is_minutes() {
-            continue;
-        }
-        for hourly in destinations.iter().filter(|d| !d.interval.is_minutes()) {
-            let stream = overlap(&frequent.streams, &hourly.streams, "every stream");
-            let tenant = overlap(&frequent.tenants, &hourly.tenants, "every tenant");
-            if let (Some(stream), Some(tenant)) = (stream, tenant) {
-                return Err(ConfigError::new(
-                    format!("destinations[{index}].interval"),
-                    format!(
-                        "{}, but hourly destination `{}` also selects {stream}, {tenant}: files every few minutes and hourly files of one stream and tenant are not supported yet (select other streams or tenants, or make both hourly)",
-                        frequent.interval, hourly.name
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Whether keys written under `prefix` and under `other` (in one bucket)
@@ -2349,21 +2317,18 @@ mod tests {
     }
 
     #[test]
-    fn files_every_few_minutes_and_hourly_files_of_one_partition_are_refused() {
+    fn files_every_few_minutes_and_hourly_files_of_one_partition_go_together() {
         let doc = r#"{"destinations":[{"name":"a","bucket":"dest","interval":5},
             {"name":"b","bucket":"other","tenants":["t2"]}]}"#;
-        let error = config(&[("EXPORT_BUCKET", "exports")], Some(doc)).unwrap_err();
-        assert_eq!(error.field, "destinations[0].interval");
-        assert!(
-            error
-                .message
-                .contains("hourly destination `b` also selects every stream, `t2`"),
-            "{error}"
-        );
-        // Other streams: no overlap.
-        let doc = r#"{"destinations":[{"name":"a","bucket":"dest","interval":5,"streams":["airkit-audit-logs"]},
-            {"name":"b","bucket":"other","streams":["airkit-app-events"]}]}"#;
-        assert!(config(&[("EXPORT_BUCKET", "exports")], Some(doc)).is_ok());
+        let every_five = ("FLUSH_SCHEDULE", "cron(0/5 * * * ? *)");
+        let config = config(&[("EXPORT_BUCKET", "exports"), every_five], Some(doc)).unwrap();
+        let t2 = crate::partition::TenantKey::encode("t2");
+        let names: Vec<&str> = config
+            .destinations_for("airkit-app-events", &t2)
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(config.has_frequent_destinations());
     }
 
     #[test]

@@ -31,8 +31,15 @@ pub const MANIFEST_VERSION: u32 = 2;
 /// that is never sharded stays readable by the release before.
 pub const SHARDED_MANIFEST_VERSION: u32 = 3;
 
+/// The manifest format of a partition some hourly destination of which
+/// receives the hour's parts grouped into larger files
+/// ([`DestinationState::held`], [`DestinationState::files`]): a flusher of
+/// an earlier version would publish the held parts never and the grouped
+/// ones as small files. Written only for such partitions.
+pub const GROUPED_MANIFEST_VERSION: u32 = 4;
+
 /// The newest manifest format this release reads.
-pub const READ_MANIFEST_VERSION: u32 = SHARDED_MANIFEST_VERSION;
+pub const READ_MANIFEST_VERSION: u32 = GROUPED_MANIFEST_VERSION;
 
 /// A partition's committed state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +342,67 @@ pub struct DestinationState {
     /// them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<u32>,
+    /// Part numbers committed while the hour was open (for destinations
+    /// with files every few minutes) that this hourly destination receives
+    /// once the hour closes, grouped into [`DestinationState::files`]:
+    /// neither pending nor published until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<u32>,
+    /// How this destination's parts are grouped into files, recorded before
+    /// any is written so that a retry writes the same file: each group's
+    /// parts (ascending) are published as one file, their bytes
+    /// concatenated (gzip members, zstd frames and NDJSON lines all
+    /// concatenate), numbered as its first part. A part of a group is
+    /// pending, published or dropped with its group. Absent for a
+    /// destination that receives a file per part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<Vec<u32>>,
+}
+
+impl DestinationState {
+    /// Whether this destination receives the partition's parts grouped
+    /// (see [`DestinationState::files`]): then every later part is too, so
+    /// that its files never mix with single-part ones.
+    pub fn is_grouped(&self) -> bool {
+        !self.held.is_empty() || !self.files.is_empty()
+    }
+
+    /// The group of part `number`, when it is in one.
+    pub fn file_of(&self, number: u32) -> Option<&[u32]> {
+        self.files
+            .iter()
+            .find(|group| group.contains(&number))
+            .map(Vec::as_slice)
+    }
+
+    /// Groups the held parts into files of at most `max_bytes` (compressed,
+    /// as archive parts roll over) each (a part larger than that is a file alone), in part order,
+    /// and makes them pending; `sizes` gives each part's compressed size.
+    /// Returns how many files were formed.
+    pub fn group_held(&mut self, sizes: impl Fn(u32) -> u64, max_bytes: u64) -> usize {
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_unstable();
+        held.dedup();
+        let before = self.files.len();
+        let mut group: Vec<u32> = Vec::new();
+        let mut group_bytes = 0u64;
+        for number in held {
+            let bytes = sizes(number);
+            if !group.is_empty() && group_bytes + bytes > max_bytes {
+                self.files.push(std::mem::take(&mut group));
+                group_bytes = 0;
+            }
+            group.push(number);
+            group_bytes += bytes;
+            self.pending.push(number);
+        }
+        if !group.is_empty() {
+            self.files.push(group);
+        }
+        self.pending.sort_unstable();
+        self.pending.dedup();
+        self.files.len() - before
+    }
 }
 
 impl Manifest {
@@ -362,6 +430,39 @@ impl Manifest {
                 .shards
                 .as_ref()
                 .is_some_and(|state| !state.consumed.is_empty())
+    }
+
+    /// Whether any hourly destination holds parts for the hour's close.
+    pub fn has_held(&self) -> bool {
+        self.destinations.values().any(|d| !d.held.is_empty())
+    }
+
+    /// Groups every destination's held parts into files (see
+    /// [`DestinationState::group_held`]: at most `max_bytes` compressed
+    /// each), pending now; the hour has closed. Returns how many files were
+    /// formed.
+    pub fn group_held(&mut self, max_bytes: u64) -> usize {
+        let sizes: BTreeMap<u32, u64> = self
+            .parts
+            .iter()
+            .map(|part| (part.number, part.bytes))
+            .collect();
+        let size = |number: u32| sizes.get(&number).copied().unwrap_or(0);
+        let formed = self
+            .destinations
+            .values_mut()
+            .map(|state| state.group_held(size, max_bytes))
+            .sum();
+        self.note_format();
+        formed
+    }
+
+    /// Raises [`Manifest::version`] to what its content needs: the grouped
+    /// format once a destination holds or groups parts.
+    pub fn note_format(&mut self) {
+        if self.destinations.values().any(DestinationState::is_grouped) {
+            self.version = self.version.max(GROUPED_MANIFEST_VERSION);
+        }
     }
 
     /// Whether any destination still waits for parts.
@@ -478,6 +579,64 @@ pub fn decode_id_digest(bytes: &[u8]) -> Option<HashSet<u128>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn part(number: u32, bytes: u64) -> ArchivePart {
+        ArchivePart {
+            number,
+            bytes,
+            ..ArchivePart::default()
+        }
+    }
+
+    #[test]
+    fn held_parts_are_grouped_in_order_up_to_the_size_and_made_pending() {
+        let mut manifest = Manifest {
+            version: MANIFEST_VERSION,
+            parts: vec![
+                part(1, 40),
+                part(2, 40),
+                part(3, 30),
+                part(4, 200),
+                part(5, 10),
+            ],
+            ..Manifest::default()
+        };
+        let hourly = manifest.destinations.entry("hourly".into()).or_default();
+        hourly.held = vec![3, 1, 2, 4, 5];
+        manifest
+            .destinations
+            .entry("fresh".into())
+            .or_default()
+            .pending = vec![5];
+        assert!(manifest.has_held());
+        assert_eq!(manifest.group_held(100), 4);
+        let hourly = &manifest.destinations["hourly"];
+        // 40 + 40 fit, + 30 does not; a part over the size is a file alone.
+        assert_eq!(hourly.files, [vec![1, 2], vec![3], vec![4], vec![5]]);
+        assert_eq!(hourly.pending, [1, 2, 3, 4, 5]);
+        assert!(hourly.held.is_empty() && hourly.is_grouped());
+        assert_eq!(hourly.file_of(2), Some(&[1, 2][..]));
+        assert_eq!(manifest.destinations["fresh"].files, Vec::<Vec<u32>>::new());
+        assert_eq!(manifest.version, GROUPED_MANIFEST_VERSION);
+        // Later parts form files of their own: the recorded ones never change.
+        manifest.parts.push(part(6, 10));
+        let hourly = manifest.destinations.get_mut("hourly").unwrap();
+        hourly.held.push(6);
+        assert_eq!(manifest.group_held(100), 1);
+        assert_eq!(manifest.destinations["hourly"].files.len(), 5);
+        assert!(!manifest.has_held());
+    }
+
+    #[test]
+    fn a_manifest_without_held_parts_keeps_its_version() {
+        let mut manifest = Manifest {
+            version: MANIFEST_VERSION,
+            ..Manifest::default()
+        };
+        manifest.destinations.entry("d".into()).or_default().pending = vec![1];
+        assert_eq!(manifest.group_held(100), 0);
+        assert_eq!(manifest.version, MANIFEST_VERSION);
+    }
 
     #[test]
     fn id_digest_round_trips_and_is_canonical() {

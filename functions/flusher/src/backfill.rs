@@ -28,6 +28,7 @@ use shared::Config;
 use shared::config::Destination;
 use shared::diagnose;
 use shared::layout::{self, BACKFILLS_PREFIX, MANIFESTS_PREFIX};
+use shared::manifest::ArchivePart;
 use shared::partition::{Hour, PartitionKey, TenantKey};
 use shared::time::{format_rfc3339_millis, parse_timestamp};
 
@@ -720,11 +721,17 @@ async fn backfill_partition(
     };
     let had_pending = manifest.has_pending();
     let (mut parts, mut events) = (0, 0);
-    for part in &manifest.parts {
-        match publish::publish_part(flusher, destination, partition, part).await {
+    let files = publish::backfill_files(&manifest, &destination.name);
+    for file in &files {
+        let members: Vec<&ArchivePart> = manifest
+            .parts
+            .iter()
+            .filter(|part| file.contains(&part.number))
+            .collect();
+        match publish::publish_file(flusher, destination, partition, &members).await {
             Ok(PartPublished::Written(_)) => {
-                parts += 1;
-                events += part.events;
+                parts += members.len() as u64;
+                events += members.iter().map(|part| part.events).sum::<u64>();
             }
             Ok(PartPublished::NothingSelected) => {}
             Err(PartFailure::Flush(error)) => return Err(error.to_string()),
@@ -733,7 +740,7 @@ async fn backfill_partition(
                     diagnose::diagnose(destination, &key, &failure, &flusher.principals);
                 return Err(format!(
                     "{} (part {} of {manifest_key}): {}: {}",
-                    destination.name, part.number, diagnosis.code, diagnosis.summary
+                    destination.name, file[0], diagnosis.code, diagnosis.summary
                 ));
             }
         }
@@ -748,7 +755,7 @@ async fn backfill_partition(
         .entry(destination.name.clone())
         .or_default();
     let before = state.clone();
-    let numbers: Vec<u32> = manifest.parts.iter().map(|p| p.number).collect();
+    let numbers: Vec<u32> = files.into_iter().flatten().collect();
     let state = manifest
         .destinations
         .get_mut(&destination.name)

@@ -234,7 +234,8 @@ impl Commit {
         (manifest.id_digest, manifest.id_digest_range) = (Some(self.digest.0), self.digest.1);
         manifest.id_digest_version = self.ids.version();
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
-        publish::assign(flusher, partition, manifest, &numbers);
+        let open = hour_open(flusher, trigger, partition);
+        publish::assign(flusher, partition, manifest, &numbers, open);
         report.parts = numbers.clone();
         Applied {
             numbers,
@@ -319,6 +320,16 @@ pub async fn prepare(
     let bucket = &flusher.config.export_bucket;
     let manifest_key = layout::manifest_key(partition);
     let (mut manifest, etag) = match store::read_manifest(s3, bucket, &manifest_key).await? {
+        // The hour closed with parts held for its hourly destinations, and
+        // nothing new to commit (a commit groups them with its own parts).
+        Some((manifest, etag))
+            if manifest.has_held()
+                && !has_new(&manifest, sources)
+                && !hour_open(flusher, trigger, partition) =>
+        {
+            let (manifest, etag) = group_held(flusher, partition, manifest, etag).await?;
+            (manifest, Some(etag))
+        }
         Some((manifest, etag)) => (manifest, Some(etag)),
         None => (new_manifest(partition), None),
     };
@@ -470,6 +481,57 @@ pub async fn prepare(
     })
 }
 
+/// Groups the parts an hour's hourly destinations held while it was open
+/// into their files, now that it has closed ([`Manifest::group_held`]),
+/// and stores the groups before any file is written, so that every run
+/// publishes the same files. Another run storing the manifest first (a
+/// range of shards, a commit) is read again; what it grouped stays as it
+/// grouped it. Returns the manifest stored and its etag.
+async fn group_held(
+    flusher: &Flusher,
+    partition: &PartitionKey,
+    mut manifest: Manifest,
+    mut etag: String,
+) -> Result<(Manifest, String), FlushError> {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let key = layout::manifest_key(partition);
+    let max_bytes = flusher.config.archive_part_max_bytes as u64;
+    for _ in 0..GROUPING_TRIES {
+        let files = manifest.group_held(max_bytes);
+        match store::commit_manifest(s3, bucket, &key, &manifest, Some(&etag)).await {
+            Ok(stored) => {
+                tracing::info!(stream = %partition.stream, tenant = %partition.tenant, hour = %partition.hour, files, "the hour closed: its hourly destinations' parts are grouped into files");
+                return Ok((manifest, stored));
+            }
+            Err(FlushError::LostRace { .. }) => {
+                let Some((now, now_etag)) = store::read_manifest(s3, bucket, &key).await? else {
+                    return Err(FlushError::LostRace { key });
+                };
+                (manifest, etag) = (now, now_etag);
+                if !manifest.has_held() {
+                    return Ok((manifest, etag));
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(FlushError::LostRace { key })
+}
+
+/// Whether any of `sources` is new to `manifest` (neither consumed nor
+/// quarantined).
+fn has_new(manifest: &Manifest, sources: &[Source]) -> bool {
+    let consumed = manifest.consumed();
+    sources
+        .iter()
+        .any(|source| !consumed.contains(source.key()))
+}
+
+/// How often [`group_held`] tries again when another run stored the
+/// manifest first.
+const GROUPING_TRIES: usize = 8;
+
 /// The event ids a partition's manifest (read with `etag`) says it holds
 /// (none before its first commit). A digest gone because another run has
 /// committed since (a digest of its own object is deleted once superseded)
@@ -581,8 +643,13 @@ pub async fn complete(
             }
         };
         // A run that published every part its commit listed as unconfirmed,
-        // and nothing else changed, has nothing to record.
+        // and nothing else changed, has nothing to record (in a closed hour).
         let record = match &committed {
+            // In an open hour the staged objects it consumed may stay
+            // staged until the close (other partitions of theirs wait for
+            // it), so they cannot tell the next run whether this one
+            // published: it records that it did.
+            Some(_) if hour_open => true,
             // Parts of a paused destination, for one, stay pending.
             Some(stored) => !manifest.publishes_match(stored),
             None => outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty(),
@@ -646,7 +713,7 @@ pub async fn complete(
 /// Whether `partition`'s hour is still open for this run, in a deployment
 /// with destinations that receive files every few minutes (the only one
 /// that flushes open hours): then its `_SUCCESS` waits for the close.
-fn hour_open(flusher: &Flusher, trigger: &Trigger, partition: &PartitionKey) -> bool {
+pub(crate) fn hour_open(flusher: &Flusher, trigger: &Trigger, partition: &PartitionKey) -> bool {
     let config = &flusher.config;
     config.has_frequent_destinations()
         && !trigger.closes(partition.hour, config.flush_grace_minutes)

@@ -58,7 +58,19 @@ pub struct PublishOutcome {
 }
 
 /// Marks `parts` pending for every destination that selects the partition.
-pub fn assign(flusher: &Flusher, partition: &PartitionKey, manifest: &mut Manifest, parts: &[u32]) {
+///
+/// An hourly destination of an hour committed while open (`hour_open`: for
+/// destinations with files every few minutes) holds them instead, and
+/// receives them once the hour closes, grouped into files of about an
+/// archive part's size ([`Manifest::group_held`]), never a file per small
+/// part; once it has, every later part of the hour reaches it grouped too.
+pub fn assign(
+    flusher: &Flusher,
+    partition: &PartitionKey,
+    manifest: &mut Manifest,
+    parts: &[u32],
+    hour_open: bool,
+) {
     for destination in flusher
         .config
         .destinations_for(&partition.stream, &partition.tenant)
@@ -67,10 +79,19 @@ pub fn assign(flusher: &Flusher, partition: &PartitionKey, manifest: &mut Manife
             .destinations
             .entry(destination.name.clone())
             .or_default();
+        let waits_for_close = !destination.interval.is_minutes() && hour_open;
+        if waits_for_close || state.is_grouped() {
+            state.held.extend(parts.iter().copied());
+            continue;
+        }
         state.pending.extend(parts.iter().copied());
         state.pending.sort_unstable();
         state.pending.dedup();
     }
+    if !hour_open {
+        manifest.group_held(flusher.config.archive_part_max_bytes as u64);
+    }
+    manifest.note_format();
 }
 
 /// Publishes every pending part of the manifest (of `only`, when given),
@@ -112,16 +133,17 @@ pub async fn publish_pending(
                 continue;
             }
         };
-        let mut pending = manifest.destinations[&name].pending.clone();
-        if let Some(only) = only {
-            pending.retain(|number| only.contains(number));
-        }
+        let files = files_to_publish(&manifest.destinations[&name], only);
         let mut published_here = false;
-        for number in pending {
-            let Some(part) = manifest.parts.iter().find(|p| p.number == number) else {
+        for file in files {
+            let parts: Vec<&ArchivePart> = file
+                .iter()
+                .filter_map(|number| manifest.parts.iter().find(|p| p.number == *number))
+                .collect();
+            if parts.is_empty() {
                 continue;
-            };
-            let result = match publish_part(flusher, destination, partition, part).await {
+            }
+            let result = match publish_file(flusher, destination, partition, &parts).await {
                 Ok(_) => Ok(()),
                 Err(PartFailure::Flush(error)) => return Err(error),
                 Err(PartFailure::Write { key, failure }) => Err((key, failure)),
@@ -129,8 +151,10 @@ pub async fn publish_pending(
             let state = manifest.destinations.get_mut(&name).expect("listed above");
             match result {
                 Ok(()) => {
-                    record_published(state, number);
-                    outcome.published += 1;
+                    for number in &file {
+                        record_published(state, *number);
+                    }
+                    outcome.published += file.len();
                     published_here = true;
                 }
                 Err((key, failure)) => {
@@ -184,6 +208,45 @@ pub enum PartFailure {
     },
 }
 
+/// The files a destination's pending parts (those of `only`, when given)
+/// are published as, in order: a part alone, or the group it is recorded
+/// in (see [`DestinationState::files`]), whole: a group with a part outside
+/// `only` waits for a run that publishes them all.
+fn files_to_publish(state: &DestinationState, only: Option<&[u32]>) -> Vec<Vec<u32>> {
+    let wanted = |number: &u32| only.is_none_or(|only| only.contains(number));
+    let mut files: Vec<Vec<u32>> = Vec::new();
+    for number in state.pending.iter().copied() {
+        match state.file_of(number) {
+            Some(group) if group.iter().all(wanted) && !files.iter().any(|file| file == group) => {
+                files.push(group.to_vec())
+            }
+            Some(_) => {}
+            None if wanted(&number) => files.push(vec![number]),
+            None => {}
+        }
+    }
+    files
+}
+
+/// The files a backfill publishes to destination `name` of the partition
+/// `manifest` describes, as its flushes published them (the same keys and
+/// bytes, so a backfill overwrites): its recorded groups, and every other
+/// part alone; parts it holds for the hour's close are left to the close.
+pub fn backfill_files(manifest: &Manifest, name: &str) -> Vec<Vec<u32>> {
+    let state = manifest.destinations.get(name);
+    let held = |number: &u32| state.is_some_and(|state| state.held.contains(number));
+    let mut files: Vec<Vec<u32>> = Vec::new();
+    for part in &manifest.parts {
+        match state.and_then(|state| state.file_of(part.number)) {
+            Some(group) if !files.iter().any(|file| file == group) => files.push(group.to_vec()),
+            Some(_) => {}
+            None if held(&part.number) => {}
+            None => files.push(vec![part.number]),
+        }
+    }
+    files
+}
+
 /// Publishes one archive part of `partition` to `destination`: the key its
 /// layout gives, the bytes its content options give (the archive's bytes
 /// unchanged for the archive's encoding). The same part always gives the
@@ -202,26 +265,44 @@ pub async fn publish_part(
     partition: &PartitionKey,
     part: &ArchivePart,
 ) -> Result<PartPublished, PartFailure> {
+    publish_file(flusher, destination, partition, &[part]).await
+}
+
+/// Publishes `parts` (ascending, at least one) of `partition` to
+/// `destination` as one file, numbered as the first: each part as
+/// [`publish_part`] writes it, one after the other in one object (gzip
+/// members, zstd frames and NDJSON lines concatenate into a valid file of
+/// the same format). The same parts always give the same key and bytes.
+pub async fn publish_file(
+    flusher: &Flusher,
+    destination: &Destination,
+    partition: &PartitionKey,
+    parts: &[&ArchivePart],
+) -> Result<PartPublished, PartFailure> {
+    let number = parts.first().map_or(0, |part| part.number);
     let key = destination
         .layout
-        .render(&destination.prefix, partition, part.number);
+        .render(&destination.prefix, partition, number);
     let mut upload = DestinationUpload::new(
         flusher.client_for(destination),
         destination,
         &key,
         destination.content.format.content_type(),
     );
-    match stream_part(flusher, destination, partition, part, &key, &mut upload).await {
-        Ok(true) => {}
-        Ok(false) => {
-            upload.abort().await;
-            tracing::info!(destination = %destination.name, part = part.number, "no event of the part is selected; nothing written");
-            return Ok(PartPublished::NothingSelected);
+    let mut selected = false;
+    for part in parts {
+        match stream_part(flusher, destination, partition, part, &key, &mut upload).await {
+            Ok(any) => selected |= any,
+            Err(failure) => {
+                upload.abort().await;
+                return Err(failure);
+            }
         }
-        Err(failure) => {
-            upload.abort().await;
-            return Err(failure);
-        }
+    }
+    if !selected {
+        upload.abort().await;
+        tracing::info!(destination = %destination.name, part = number, "no event of the file is selected; nothing written");
+        return Ok(PartPublished::NothingSelected);
     }
     upload
         .finish()
@@ -232,7 +313,9 @@ pub async fn publish_part(
 
 /// Reads `part` and writes what `destination` receives of it into
 /// `upload`, all but finishing it; `false` when none of its events is
-/// selected (nothing was sent).
+/// selected (then what it wrote is at most a compressor's empty frame,
+/// which a file of several parts may hold and one of a single part is
+/// aborted for).
 async fn stream_part(
     flusher: &Flusher,
     destination: &Destination,
@@ -292,14 +375,10 @@ async fn stream_part(
     let rest = encoder
         .finish()
         .map_err(|error| corrupt(error.to_string()))?;
-    if rest.events == 0 {
-        // Nothing but a compressor's header and trailer was produced, far
-        // below one upload part: nothing has been sent.
-        debug_assert!(!upload.is_multipart());
-        return Ok(false);
-    }
+    // Written even without events: a file of several parts needs each
+    // part's frame closed.
     upload.write(&rest.bytes).await.map_err(written)?;
-    Ok(true)
+    Ok(rest.events > 0)
 }
 
 /// Moves every pending part of a destination that no longer selects the
@@ -336,7 +415,7 @@ pub fn is_complete(manifest: &Manifest, name: &str) -> bool {
     manifest
         .destinations
         .get(name)
-        .is_some_and(|state| state.pending.is_empty())
+        .is_some_and(|state| state.pending.is_empty() && state.held.is_empty())
         && !manifest.in_progress()
 }
 
@@ -540,4 +619,26 @@ async fn write(
         .await
         .map(|_| ())
         .map_err(|error| destination_write::write_failure(&error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_parts_are_published_alone_or_with_their_whole_file() {
+        let state = DestinationState {
+            pending: vec![1, 4, 5, 6, 9],
+            files: vec![vec![4, 5, 6], vec![7, 8, 9]],
+            published: vec![7, 8],
+            ..DestinationState::default()
+        };
+        assert_eq!(
+            files_to_publish(&state, None),
+            [vec![1], vec![4, 5, 6], vec![7, 8, 9]]
+        );
+        // A range publishes a file only when it holds all of its parts.
+        assert_eq!(files_to_publish(&state, Some(&[1, 4, 5, 9])), [vec![1]]);
+        assert_eq!(files_to_publish(&state, Some(&[4, 5, 6])), [vec![4, 5, 6]]);
+    }
 }

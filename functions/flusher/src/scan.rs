@@ -10,7 +10,7 @@
 //! (`staged_read::read_index`); an object whose index cannot be read is
 //! quarantined here, since no partition can claim it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use futures::stream::{self, StreamExt};
@@ -174,6 +174,9 @@ pub async fn find_work(
     };
     let frequent: Mutex<HashMap<(String, TenantKey), bool>> = Mutex::default();
     let mut work = Work::default();
+    // The partitions of open hours planned: what earlier runs consumed of
+    // them is left out below.
+    let mut open_partitions: BTreeSet<PartitionKey> = BTreeSet::new();
     for date_folder in store::list_folders(&flusher.s3, bucket, STAGING_PREFIX).await? {
         let date = date_folder
             .trim_start_matches(STAGING_PREFIX)
@@ -255,6 +258,9 @@ pub async fn find_work(
                             if !selected(&partition) {
                                 continue;
                             }
+                            if open {
+                                open_partitions.insert(partition.clone());
+                            }
                             let sources = work.sources.entry(partition).or_default();
                             match sources.last_mut() {
                                 Some(Source::Segments { object, segments }) if *object == key => {
@@ -289,6 +295,7 @@ pub async fn find_work(
             }
         }
     }
+    leave_out_consumed(flusher, &mut work, open_partitions).await;
     for sources in work.sources.values_mut() {
         sources.sort_by_cached_key(|source| layout::staged_order(source.key()));
     }
@@ -304,6 +311,63 @@ pub async fn find_work(
         }
     }
     Ok(work)
+}
+
+/// Leaves out of `partitions` (of open hours) the staged data their
+/// manifests say earlier runs consumed (or quarantined), and the
+/// partitions left with nothing new: a staged object of an open hour stays
+/// staged until every partition in it is done (those of hourly
+/// destinations wait for the close), and without this every run would
+/// plan, fetch and skip its consumed segments again. A partition with
+/// parts still to publish, or that a stopped run may not have published,
+/// stays planned whole (its flush publishes them). One manifest GET per
+/// partition, at most [`TAIL_READS_AT_ONCE`] at once; a manifest that
+/// cannot be read leaves the partition as planned (its flush reads it
+/// again and decides).
+async fn leave_out_consumed(
+    flusher: &Flusher,
+    work: &mut Work,
+    partitions: BTreeSet<PartitionKey>,
+) {
+    let s3 = &flusher.s3;
+    let bucket = &flusher.config.export_bucket;
+    let consumed: Vec<(PartitionKey, HashSet<String>)> = stream::iter(partitions)
+        .map(|partition| async move {
+            let key = layout::manifest_key(&partition);
+            let consumed = match store::read_manifest(s3, bucket, &key).await {
+                // Parts still to publish (or that a stopped run may not
+                // have published): the flush publishes them, and needs the
+                // staged objects it consumed to tell.
+                Ok(Some((manifest, _))) if manifest.has_pending() || manifest.has_unconfirmed() => {
+                    HashSet::new()
+                }
+                Ok(Some((manifest, _))) => manifest
+                    .consumed()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+                Ok(None) => HashSet::new(),
+                Err(error) => {
+                    tracing::warn!(%error, "manifest not read while planning an open hour; its partition is planned whole");
+                    HashSet::new()
+                }
+            };
+            (partition, consumed)
+        })
+        .buffer_unordered(TAIL_READS_AT_ONCE)
+        .collect()
+        .await;
+    for (partition, consumed) in consumed {
+        if consumed.is_empty() {
+            continue;
+        }
+        if let Some(sources) = work.sources.get_mut(&partition) {
+            sources.retain(|source| !consumed.contains(source.key()));
+            if sources.is_empty() {
+                work.sources.remove(&partition);
+            }
+        }
+    }
 }
 
 fn selects(trigger: &Trigger, partition: &PartitionKey) -> bool {

@@ -520,7 +520,8 @@ impl RangeCommit {
         manifest.parts.extend(parts);
         manifest.cursor = None;
         manifest.committed_at = format_rfc3339_millis(trigger.now_millis);
-        publish::assign(flusher, partition, manifest, &numbers);
+        let open = partition::hour_open(flusher, trigger, partition);
+        publish::assign(flusher, partition, manifest, &numbers, open);
         numbers
     }
 
