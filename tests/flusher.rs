@@ -3399,10 +3399,26 @@ mod intervals {
         assert!(idle.partitions.is_empty(), "nothing new: {idle:?}");
         assert_eq!(idle.failed, 0);
 
+        // With new data: only that is read, and the pending marker the
+        // first run wrote (it waits for the close) is not written again.
         harness.stage(both(10..15), "second").await;
-        let next = harness.flush(TEN + 15 * MINUTE).await;
+        let recorder = s3_export::recorder::RequestRecorder::new();
+        let mut flusher = harness.flusher();
+        flusher.s3 = recorder.wrap(&flusher.s3);
+        let next = flush_with(&flusher, TEN + 15 * MINUTE).await;
         assert_eq!((next.events, next.duplicates), (5, 0), "{next:?}");
         assert_eq!(next.partitions.len(), 1, "{next:?}");
+        let marker_puts = recorder
+            .to("/pending/")
+            .into_iter()
+            .filter(|request| request.method == "PUT")
+            .count();
+        assert_eq!(marker_puts, 0, "{:?}", recorder.to("/pending/"));
+        assert!(
+            !recorder.to("/manifests/").is_empty(),
+            "requests are recorded"
+        );
+        assert_eq!(listed(&harness, EXPORT, "pending/").await.len(), 1);
 
         let closed = harness.flush(TEN + HOUR + 15 * MINUTE).await;
         assert_eq!(

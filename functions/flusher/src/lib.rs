@@ -504,7 +504,7 @@ async fn flush_group<'a>(
     let prepared: Vec<_> = stream::iter(group)
         .map(|partition| {
             let sources = work.sources.get(partition).unwrap_or(no_sources);
-            let marked = work.publishes.contains(partition);
+            let marked = work.marked(partition);
             async move {
                 if near_deadline() {
                     return (partition, None);

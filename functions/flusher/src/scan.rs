@@ -81,6 +81,10 @@ pub struct Work {
     pub objects: BTreeMap<String, BTreeSet<PartitionKey>>,
     /// Partitions whose manifests list parts still to publish.
     pub publishes: BTreeSet<PartitionKey>,
+    /// Partitions of open hours whose pending-publish marker is there
+    /// already (it waits for the close): not visited for it, but not
+    /// written again by a run that flushes them.
+    pub open_marked: BTreeSet<PartitionKey>,
     /// Staged objects whose index could not be read, quarantined while
     /// listing (a copy made now).
     pub quarantined: Vec<String>,
@@ -100,6 +104,12 @@ pub struct Work {
 }
 
 impl Work {
+    /// Whether `partition`'s pending-publish marker was listed (of a
+    /// closed hour or an open one).
+    pub fn marked(&self, partition: &PartitionKey) -> bool {
+        self.publishes.contains(partition) || self.open_marked.contains(partition)
+    }
+
     /// Every partition to visit, in order.
     pub fn partitions(&self) -> BTreeSet<PartitionKey> {
         self.sources
@@ -305,9 +315,11 @@ pub async fn find_work(
     for key in store::list_keys(&flusher.s3, bucket, PENDING_PREFIX).await? {
         if let Some(partition) = layout::parse_pending_publish_key(&key)
             && selects(trigger, &partition)
-            && (!open_hours || trigger.closes(partition.hour, grace))
         {
-            work.publishes.insert(partition);
+            match !open_hours || trigger.closes(partition.hour, grace) {
+                true => work.publishes.insert(partition),
+                false => work.open_marked.insert(partition),
+            };
         }
     }
     Ok(work)

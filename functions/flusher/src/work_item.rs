@@ -291,7 +291,7 @@ impl WorkItem {
                     ItemPartition {
                         manifest: layout::manifest_key(partition),
                         sources,
-                        marked: work.publishes.contains(partition),
+                        marked: work.marked(partition),
                         shards: planned.shards,
                     }
                 })
