@@ -10,6 +10,7 @@
 //! Nothing is scaled by the event size, the message count or the object count.
 
 use serde_json::{Value, json};
+use shared::interval::Interval;
 
 /// us-east-1 list prices, in US dollars (on-demand, first tier).
 pub mod prices {
@@ -56,9 +57,9 @@ pub const S3_PUT_SECONDS: f64 = 0.030;
 /// Firehose's largest buffer: it delivers an object per partition when a
 /// partition's buffer reaches 128 MiB or 900 seconds, whichever is first.
 pub const FIREHOSE_BUFFER_BYTES: f64 = 128.0 * 1024.0 * 1024.0;
-/// 3,600 s over Firehose's longest buffering interval (900 s): the objects a
-/// partition active all hour gets at the least.
-pub const FIREHOSE_MIN_OBJECTS_PER_PARTITION_HOUR: f64 = 4.0;
+/// Firehose's longest buffering interval (its range is 0 to 900 seconds).
+/// Source: <https://docs.aws.amazon.com/firehose/latest/dev/buffering-hints.html>.
+pub const FIREHOSE_MAX_BUFFER_SECONDS: f64 = 900.0;
 /// Firehose bills each record's size rounded up to a multiple of 5 KB.
 pub const FIREHOSE_RECORD_ROUNDING: usize = 5 * 1000;
 /// Firehose's largest record (1,000 KiB, before base64): a message's
@@ -323,6 +324,19 @@ impl Measured {
         QUOTED_EVENTS * QUOTED_EVENT_BYTES / self.bytes
     }
 
+    /// The run reshaped so that a million quoted events come from `tenants`
+    /// tenants (the run measured `run_tenants`): as many partitions a
+    /// tenant (its streams), the same events and bytes, everything else as
+    /// measured (the batcher's staged objects follow its invocations, not
+    /// its tenants).
+    pub fn with_tenants(&self, tenants: f64, run_tenants: f64) -> Self {
+        let streams = self.partitions / run_tenants;
+        Self {
+            partitions: tenants * streams * self.events / QUOTED_EVENTS,
+            ..self.clone()
+        }
+    }
+
     /// Partition-hours in a million events of the run's shape (events per
     /// partition kept: 1,000 tenants and two streams for a million events
     /// in an hour hold 2,000, as 200 tenants for 200,000 events do).
@@ -488,18 +502,26 @@ pub fn s3_requests(run: &Measured) -> Vec<Request> {
 /// Firehose at its cheapest buffering delivering the same events, per
 /// million quoted events: ingestion of the records as sent alone, and with
 /// dynamic partitioning by tenant of uncompressed records, at least
-/// [`FIREHOSE_MIN_OBJECTS_PER_PARTITION_HOUR`] objects a partition-hour,
+/// four objects a partition-hour (3,600 s over [`FIREHOSE_MAX_BUFFER_SECONDS`]),
 /// each with its object fee and the S3 PUT the destination bills.
 pub fn firehose(run: &Measured) -> Value {
+    firehose_at(run, FIREHOSE_MAX_BUFFER_SECONDS)
+}
+
+/// [`firehose`] with a buffering interval of `buffer_seconds` (at most
+/// [`FIREHOSE_MAX_BUFFER_SECONDS`]): a partition active all hour gets at
+/// least 3,600 / `buffer_seconds` objects, each with its fee and PUT.
+pub fn firehose_at(run: &Measured, buffer_seconds: f64) -> Value {
     let scale = run.byte_scale();
     let hours = run.partition_hours();
     let quoted_bytes = QUOTED_EVENTS * QUOTED_EVENT_BYTES;
     let ingest_usd = run.firehose.sent_billed_bytes as f64 * scale / 1e9 * prices::FIREHOSE_GB;
     let partitioned_ingest_usd =
         run.firehose.partitioned_billed_bytes as f64 * scale / 1e9 * prices::FIREHOSE_GB;
+    let buffer_seconds = buffer_seconds.min(FIREHOSE_MAX_BUFFER_SECONDS);
     let per_partition = (quoted_bytes / hours / FIREHOSE_BUFFER_BYTES)
         .ceil()
-        .max(FIREHOSE_MIN_OBJECTS_PER_PARTITION_HOUR);
+        .max((3600.0 / buffer_seconds).ceil());
     let objects = per_partition * hours;
     let delivered_usd = quoted_bytes / 1e9 * prices::FIREHOSE_PARTITIONING_GB;
     let objects_usd = objects * (prices::FIREHOSE_PARTITIONING_OBJECT + prices::S3_PUT);
@@ -513,6 +535,7 @@ pub fn firehose(run: &Measured) -> Value {
         "partitioned_objects_usd": objects_usd,
         "objects": objects,
         "objects_per_partition_hour": per_partition,
+        "buffer_seconds": buffer_seconds,
     })
 }
 
@@ -566,6 +589,368 @@ pub fn per_million(run: &Measured) -> Value {
         "firehose": firehose,
         "vs_firehose_partitioned": total / number(&firehose, "/partitioned_usd"),
     })
+}
+
+/// The flusher's memory in GB (the template's `FlusherFunction`,
+/// 1,024 MB): what an extra run's wait on S3 is billed at.
+pub const FLUSHER_MEMORY_GB: f64 = 1.0;
+
+/// Whether the staged objects of an open hour outlive the run that
+/// flushed them: what decides how much a run with a delivery interval reads
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staying {
+    /// Every partition in the hour's staged objects has a destination with
+    /// the interval: a run consumes the objects it lists whole, and its last
+    /// worker deletes them, so each object is listed, tail-read and
+    /// range-read once, as in an hourly flush.
+    Deleted,
+    /// Each staged object also holds a partition flushed only at the close
+    /// (a stream or tenant whose destination is hourly, or that has none):
+    /// the objects stay until then, and every run of the open hour lists,
+    /// tail-reads and range-reads all of them again, visits every interval
+    /// partition in them (its manifest read, its pending marker written),
+    /// and finds what the previous commit consumed still staged, so it
+    /// publishes that commit's parts again (`Manifest::settle_unconfirmed`:
+    /// every other commit). The hourly partitions' own requests are today's
+    /// model's and are not added.
+    Kept,
+}
+
+impl Staying {
+    pub fn name(self) -> &'static str {
+        match self {
+            Staying::Deleted => "deleted",
+            Staying::Kept => "kept",
+        }
+    }
+}
+
+/// A deployment whose destinations get a file every `interval`, the flush
+/// schedule firing as often.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Delivery {
+    pub interval: Interval,
+    /// `FlushGraceMinutes`: an hour closes this long after its end.
+    pub grace_minutes: u32,
+    pub staying: Staying,
+    /// `FLUSH_CONCURRENCY` and `READ_CONCURRENCY`: the requests a worker
+    /// has in flight, per partition and per staged object.
+    pub flush_concurrency: f64,
+    pub read_concurrency: f64,
+}
+
+impl Delivery {
+    /// Runs that flush an hour's new data: one for each interval (the
+    /// schedule fires 60 / M times an hour); 1 for an hourly deployment.
+    pub fn runs(&self) -> f64 {
+        (60 / self.interval.minutes()) as f64
+    }
+
+    /// Runs after the hour's end that still find it open (its grace not
+    /// over): `ceil(grace / M) - 1`; the next one closes it.
+    pub fn grace_runs(&self) -> f64 {
+        let minutes = self.interval.minutes();
+        (self.grace_minutes.div_ceil(minutes) as f64 - 1.0).max(0.0)
+    }
+
+    /// Firehose's buffering interval for the same freshness: M minutes, at
+    /// most its longest (900 s).
+    pub fn firehose_buffer_seconds(&self) -> f64 {
+        (60.0 * self.interval.minutes() as f64).min(FIREHOSE_MAX_BUFFER_SECONDS)
+    }
+}
+
+/// What a delivery interval adds to [`per_million`] for a million quoted
+/// events (an hour of the quoted traffic): S3 requests by kind, SQS
+/// requests of the flush queue, flusher invocations and GB-seconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    pub requests: Vec<Request>,
+    pub sqs_requests: f64,
+    pub invocations: f64,
+    pub gb_s: f64,
+}
+
+/// The S3 PUT-class requests of one bundle of `bytes`: one PutObject under
+/// an upload part, else a multipart upload (`bundle::Bundle::finish`).
+fn bundle_puts(bytes: f64) -> f64 {
+    let part = flusher::archive::UPLOAD_PART_BYTES as f64;
+    if bytes < part {
+        1.0
+    } else {
+        (bytes / part).ceil() + 2.0
+    }
+}
+
+/// The requests a delivery interval adds to the hourly flush of
+/// [`s3_requests`], counted from the flusher's code (`scan::find_work`,
+/// `coordinator`, `worker`, `partition::prepare` and `complete`,
+/// `publish`), every partition having events in every interval:
+///
+/// - each of the 60 / M runs commits each partition's new data: a manifest
+///   read, an id digest read (none before the first commit), a commit, a
+///   part read back and a destination file per destination, and the
+///   pending marker written (the hour is open); the first run after the
+///   close visits the partition through its marker (the manifest read the
+///   hourly flush makes) and deletes the marker (free);
+/// - each run's partitions share bundles (one PUT under 8 MiB), holding
+///   their new parts and their whole id digests so far;
+/// - each run but the hourly one lists `staging/`, the date, the open
+///   hour, `pending/` (a page per 1,000 markers), `work/` and
+///   `backfills/`, writes its run record and work items (one per 1,024
+///   partitions), sends them (ten a `SendMessageBatch`; the event source
+///   mapping receives and deletes each), and each item's worker reads it,
+///   records it done and lists the run (the last one reads the run's
+///   records);
+/// - with [`Staying::Kept`], the re-reads and re-publishes described there.
+///
+/// Staged objects are counted as the hourly model counts them (every
+/// object read once per run that lists it, by one window). Nothing for an
+/// hourly deployment.
+pub fn interval_extra(run: &Measured, delivery: &Delivery) -> Extra {
+    if !delivery.interval.is_minutes() {
+        return Extra::default();
+    }
+    let runs = delivery.runs();
+    let grace_runs = delivery.grace_runs();
+    let kept = delivery.staying == Staying::Kept;
+    let hours = run.partition_hours();
+    let objects = run.staged_objects * run.byte_scale();
+    let destinations = QUOTED_DESTINATIONS;
+    // Runs of the open hour that visit a partition, and the commits whose
+    // parts a later visit publishes again (the previous commit's objects
+    // still staged: every other commit, and the last one once more).
+    let visits = if kept { runs + grace_runs } else { runs };
+    let republished = if kept { (runs / 2.0).ceil() } else { 0.0 };
+    let per_partition = |what, class, per: f64, why| Request {
+        who: "flusher (interval)",
+        what,
+        class,
+        count: per * hours,
+        per_partition_hour: Some(per),
+        why,
+    };
+    let per_hour = |what, class, count: f64, why| Request {
+        who: "flusher (interval)",
+        what,
+        class,
+        count,
+        per_partition_hour: None,
+        why,
+    };
+    let mut requests = vec![
+        per_partition(
+            "GET manifest",
+            Class::Get,
+            visits,
+            "each open-hour run that visits the partition reads it (the close's visit is the hourly flush's)",
+        ),
+        per_partition(
+            "GET id digest (range of a bundle)",
+            Class::Get,
+            runs - 1.0,
+            "each commit after the first de-duplicates against the hour's ids so far",
+        ),
+        per_partition(
+            "PUT manifest (commit, and record of a publish again)",
+            Class::Put,
+            runs - 1.0 + republished,
+            "a commit a run (the hourly flush has one), and a record when a run published the previous commit's parts again",
+        ),
+        per_partition(
+            "GET archive part (publish)",
+            Class::Get,
+            (runs - 1.0 + republished) * destinations,
+            "each new part read back for each destination, and the previous commit's again when its objects are still staged",
+        ),
+        per_partition(
+            "PUT destination file",
+            Class::Put,
+            (runs - 1.0 + republished) * destinations,
+            "one new file a run (the same file again when republished)",
+        ),
+        per_partition(
+            "PUT pending marker",
+            Class::Put,
+            visits,
+            "written by every visit of an open hour, so that the first run after the close writes _SUCCESS",
+        ),
+    ];
+    // The bundles: per run, the partitions' new parts (a run's share of
+    // the hour's archive) and their whole digests so far, in groups of
+    // BUNDLE_PARTITIONS; less the hourly flush's bundles.
+    let bundles = (hours / flusher::BUNDLE_PARTITIONS as f64).ceil();
+    let archive = QUOTED_EVENTS * QUOTED_EVENT_BYTES * run.archive_ratio;
+    let digests = 16.0 * QUOTED_EVENTS;
+    let interval_bundles: f64 = (1..=runs as u32)
+        .map(|k| bundles * bundle_puts((archive / runs + digests * k as f64 / runs) / bundles))
+        .sum();
+    let hourly_bundles: f64 = s3_requests(run)
+        .iter()
+        .filter(|r| r.what.starts_with("PUT bundle"))
+        .map(|r| r.count)
+        .sum();
+    requests.push(per_hour(
+        "PUT bundles (each run's)",
+        Class::Put,
+        interval_bundles - hourly_bundles,
+        "each run's new parts and whole id digests, a bundle per 256 partitions, less the hourly flush's bundles",
+    ));
+    // Each staged object listed again by every later run of its open hour.
+    let rereads = if kept {
+        objects * ((runs + 1.0) / 2.0 + grace_runs)
+    } else {
+        0.0
+    };
+    requests.push(per_hour(
+        "GET staged object again (index tail, then its segments)",
+        Class::Get,
+        2.0 * rereads,
+        "an object still staged is listed, its tail read and its range read by every run until the close",
+    ));
+    // Per run: the coordinator's listing and items, the workers' records.
+    let items = (hours / flusher::work_item::ITEM_PARTITIONS as f64).ceil();
+    let extra_runs = runs - 1.0;
+    // Items: each visiting run's (the close's are the hourly flush's).
+    let extra_items = visits * items;
+    let hour_pages = if kept {
+        (1..=runs as u32)
+            .map(|k| (objects * k as f64 / runs / 1000.0).ceil().max(1.0))
+            .sum::<f64>()
+            + grace_runs * (objects / 1000.0).ceil().max(1.0)
+    } else {
+        runs * (objects / runs / 1000.0).ceil().max(1.0)
+    };
+    // staging/, the date, pending/, work/ and backfills/ each run, and the
+    // hour's pages; less the hourly run's (the hourly model counts its
+    // staging/, date, hour and pending/ LISTs; work/ and backfills/ too here).
+    let lists = runs * (4.0 + (hours / 1000.0).ceil()) + hour_pages
+        - (5.0 + (objects / 1000.0).ceil())
+        + extra_items;
+    requests.push(per_hour(
+        "LIST staging, the open hour, pending, work and backfills",
+        Class::Put,
+        lists,
+        "each run lists staging/, the date, the open hour's objects, pending/ (every open-hour marker), work/ and backfills/; each worker its run",
+    ));
+    requests.push(per_hour(
+        "PUT run record, work items, done records",
+        Class::Put,
+        extra_runs + 2.0 * extra_items,
+        "the coordinator's record and items of each run, and each worker's done record",
+    ));
+    requests.push(per_hour(
+        "GET work item, run record, done records",
+        Class::Get,
+        extra_runs + 2.0 * extra_items,
+        "each worker reads its item; the run's last reads the run's records",
+    ));
+    let sqs_requests = extra_runs * (items / 10.0).ceil() + 2.0 * extra_items;
+    let invocations = extra_runs + extra_items;
+    // Not measured: each extra request waited on at the batcher's assumed
+    // S3 latency, per partition `flush_concurrency` at once, per staged
+    // object `read_concurrency` at once, the rest one at a time.
+    let partition_requests: f64 = requests
+        .iter()
+        .filter(|r| r.per_partition_hour.is_some())
+        .map(|r| r.count)
+        .sum();
+    let object_requests = 2.0 * rereads;
+    let run_requests = lists + 2.0 * (extra_runs + 2.0 * extra_items) + interval_bundles;
+    let seconds = (partition_requests / delivery.flush_concurrency
+        + object_requests / delivery.read_concurrency
+        + run_requests)
+        * S3_PUT_SECONDS;
+    Extra {
+        requests,
+        sqs_requests,
+        invocations,
+        gb_s: seconds * FLUSHER_MEMORY_GB,
+    }
+}
+
+/// The cost per million quoted events with `delivery`: [`per_million`]
+/// (the hourly flush, unchanged) plus [`interval_extra`], against Firehose
+/// buffering as long (its object fees and the destination's PUTs apart
+/// too), and per tenant-hour for a run of `tenant_hours` tenant-hours a
+/// million events.
+pub fn per_million_at(run: &Measured, delivery: &Delivery, tenant_hours: f64) -> Value {
+    let hourly = per_million(run);
+    let extra = interval_extra(run, delivery);
+    let extra_s3: f64 = extra.requests.iter().map(Request::usd).sum();
+    let extra_sqs = extra.sqs_requests * prices::SQS_REQUEST;
+    let extra_lambda =
+        extra.gb_s * prices::LAMBDA_ARM_GB_SECOND + extra.invocations * prices::LAMBDA_REQUEST;
+    let usd = number(&hourly, "/usd") + extra_s3 + extra_sqs + extra_lambda;
+    let hours = run.partition_hours();
+    let sum = |class: Class| -> f64 {
+        extra
+            .requests
+            .iter()
+            .filter(|r| r.class == class)
+            .map(|r| r.count)
+            .sum()
+    };
+    let firehose = firehose_at(run, delivery.firehose_buffer_seconds());
+    let firehose_usd = number(&firehose, "/partitioned_usd");
+    let firehose_objects_usd = number(&firehose, "/partitioned_objects_usd");
+    json!({
+        "interval_minutes": delivery.interval.minutes(),
+        "runs_per_hour": delivery.runs(),
+        "staged_objects": delivery.staying.name(),
+        "usd": usd,
+        "per_tenant_hour_usd": usd / tenant_hours,
+        "hourly_usd": number(&hourly, "/usd"),
+        "extra_usd": usd - number(&hourly, "/usd"),
+        "extra_s3_usd": extra_s3,
+        "extra_sqs_usd": extra_sqs,
+        "extra_lambda_usd": extra_lambda,
+        "extra_gb_s": extra.gb_s,
+        "extra_invocations": extra.invocations,
+        "partition_hours": hours,
+        "tenant_hours": tenant_hours,
+        "flusher_puts_per_partition_hour": number(&hourly, "/flusher_puts_per_partition_hour") + sum(Class::Put) / hours,
+        "flusher_extra_gets_per_partition_hour": sum(Class::Get) / hours,
+        "extra_requests": extra.requests.iter().map(Request::to_json).collect::<Vec<_>>(),
+        "firehose": firehose,
+        "vs_firehose_partitioned": usd / firehose_usd,
+        "vs_firehose_object_fees": usd / firehose_objects_usd,
+    })
+}
+
+/// The cost per million events and per tenant-hour of every delivery
+/// interval of `intervals` at each tenant count of `tenants` (a million
+/// events an hour from that many tenants; the run measured `run_tenants`),
+/// staged objects deleted by each run and kept until the close.
+pub fn interval_rows(
+    run: &Measured,
+    run_tenants: f64,
+    tenants: &[usize],
+    intervals: &[Interval],
+    delivery: Delivery,
+) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for &count in tenants {
+        let shaped = run.with_tenants(count as f64, run_tenants);
+        for &interval in intervals {
+            let at = |staying| {
+                let delivery = Delivery {
+                    interval,
+                    staying,
+                    ..delivery
+                };
+                per_million_at(&shaped, &delivery, count as f64)
+            };
+            rows.push(json!({
+                "tenants": count,
+                "interval_minutes": interval.minutes(),
+                "deleted": at(Staying::Deleted),
+                "kept": at(Staying::Kept),
+            }));
+        }
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -788,6 +1173,192 @@ mod tests {
         let scale = run().byte_scale();
         assert!(close(gets(&chunks), 24.0 * 400.0 * scale));
         assert!(close(gets(&run()), 2.0 * 24.0 * scale));
+    }
+
+    fn delivery(minutes: u32, staying: Staying) -> Delivery {
+        Delivery {
+            interval: if minutes == 60 {
+                Interval::Hourly
+            } else {
+                Interval::Minutes(minutes)
+            },
+            grace_minutes: 10,
+            staying,
+            flush_concurrency: 4.0,
+            read_concurrency: 32.0,
+        }
+    }
+
+    /// The test run reshaped to `tenants` (it holds 200 on two streams).
+    fn tenants(count: f64) -> Measured {
+        run().with_tenants(count, 200.0)
+    }
+
+    fn extra_per_partition(extra: &Extra, what: &str) -> f64 {
+        extra
+            .requests
+            .iter()
+            .find(|r| r.what == what)
+            .and_then(|r| r.per_partition_hour)
+            .unwrap_or_else(|| panic!("{what} missing"))
+    }
+
+    #[test]
+    fn hourly_delivery_is_todays_model_exactly() {
+        for count in [1.0, 10.0, 1000.0] {
+            let run = tenants(count);
+            let today = per_million(&run);
+            for staying in [Staying::Deleted, Staying::Kept] {
+                let hourly = per_million_at(&run, &delivery(60, staying), count);
+                assert_eq!(hourly["usd"], today["usd"]);
+                assert_eq!(hourly["extra_usd"].as_f64(), Some(0.0));
+                assert_eq!(hourly["firehose"], today["firehose"]);
+                assert_eq!(
+                    hourly["flusher_puts_per_partition_hour"],
+                    today["flusher_puts_per_partition_hour"]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_run_of_an_interval_commits_publishes_and_marks_every_partition() {
+        // Five minutes: twelve runs a partition-hour; the hourly flush's
+        // manifest read, commit and publish are today's model's.
+        let extra = interval_extra(&tenants(1000.0), &delivery(5, Staying::Deleted));
+        for (what, per) in [
+            ("GET manifest", 12.0),
+            ("GET id digest (range of a bundle)", 11.0),
+            ("PUT manifest (commit, and record of a publish again)", 11.0),
+            ("GET archive part (publish)", 11.0),
+            ("PUT destination file", 11.0),
+            ("PUT pending marker", 12.0),
+        ] {
+            assert!(close(extra_per_partition(&extra, what), per), "{what}");
+        }
+        // Objects deleted by each run are read once, as hourly.
+        let again = extra
+            .requests
+            .iter()
+            .find(|r| r.what.starts_with("GET staged object again"))
+            .unwrap();
+        assert_eq!(again.count, 0.0);
+    }
+
+    #[test]
+    fn kept_objects_are_read_again_by_every_run_and_parts_published_again() {
+        let run = tenants(1000.0);
+        let objects = run.staged_objects * run.byte_scale();
+        let (deleted, kept) = (
+            interval_extra(&run, &delivery(5, Staying::Deleted)),
+            interval_extra(&run, &delivery(5, Staying::Kept)),
+        );
+        let again = |extra: &Extra| {
+            extra
+                .requests
+                .iter()
+                .find(|r| r.what.starts_with("GET staged object again"))
+                .unwrap()
+                .count
+        };
+        // Twelve runs list 1/12, 2/12 ... 12/12 of the hour's objects, and
+        // the one grace run (minute 5 after the hour, grace 10) all of them:
+        // a tail and a range each.
+        assert!(close(again(&kept), 2.0 * objects * (13.0 / 2.0 + 1.0)));
+        // Thirteen visits (the grace run's too), and every other commit's
+        // parts published again (six of twelve).
+        assert!(close(extra_per_partition(&kept, "GET manifest"), 13.0));
+        assert!(close(
+            extra_per_partition(&kept, "PUT pending marker"),
+            13.0
+        ));
+        assert!(close(
+            extra_per_partition(&kept, "PUT destination file"),
+            11.0 + 6.0
+        ));
+        let cost = |staying| per_million_at(&run, &delivery(5, staying), 1000.0);
+        assert!(usd(&cost(Staying::Kept), "/usd") > usd(&cost(Staying::Deleted), "/usd"));
+        assert!(again(&deleted) < again(&kept));
+    }
+
+    #[test]
+    fn cost_per_tenant_hour_grows_with_the_runs_an_hour() {
+        for count in [1.0, 10.0, 100.0, 1000.0] {
+            let run = tenants(count);
+            for staying in [Staying::Deleted, Staying::Kept] {
+                let costs: Vec<f64> = [60, 30, 15, 5, 1]
+                    .into_iter()
+                    .map(|m| {
+                        usd(
+                            &per_million_at(&run, &delivery(m, staying), count),
+                            "/per_tenant_hour_usd",
+                        )
+                    })
+                    .collect();
+                assert!(
+                    costs.windows(2).all(|pair| pair[0] < pair[1]),
+                    "{count} tenants, {staying:?}: {costs:?}"
+                );
+                // What an interval adds grows about with its runs: a
+                // one-minute delivery adds at least four times a
+                // five-minute one's (59 extra runs against 11).
+                let extra = |m| {
+                    usd(
+                        &per_million_at(&run, &delivery(m, staying), count),
+                        "/extra_usd",
+                    )
+                };
+                assert!(extra(1) > 4.0 * extra(5), "{count} tenants, {staying:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn per_tenant_hour_is_the_million_events_over_their_tenants() {
+        let run = tenants(100.0);
+        let cost = per_million_at(&run, &delivery(15, Staying::Deleted), 100.0);
+        assert!(close(
+            usd(&cost, "/per_tenant_hour_usd") * 100.0,
+            usd(&cost, "/usd")
+        ));
+        assert!(close(usd(&cost, "/partition_hours"), 200.0));
+    }
+
+    #[test]
+    fn firehose_buffering_as_long_delivers_an_object_a_partition_each_interval() {
+        let run = tenants(1000.0);
+        for (minutes, objects) in [(1, 60.0), (5, 12.0), (15, 4.0), (60, 4.0)] {
+            let cost = per_million_at(&run, &delivery(minutes, Staying::Deleted), 1000.0);
+            assert!(close(
+                usd(&cost, "/firehose/objects_per_partition_hour"),
+                objects
+            ));
+            assert!(close(
+                usd(&cost, "/firehose/partitioned_objects_usd"),
+                objects * 2_000.0 * (0.005 + 0.005) / 1000.0
+            ));
+        }
+        // Firehose's longest buffer is 900 s: hourly is compared with it.
+        assert_eq!(firehose_at(&run, 3600.0), firehose(&run));
+    }
+
+    #[test]
+    fn a_thousand_tenants_every_five_minutes_cost_more_than_firehoses_object_fees() {
+        // With every partition's objects deleted by each run (the cheaper
+        // shape), at the test run's measured shape.
+        let run = tenants(1000.0);
+        let five = per_million_at(&run, &delivery(5, Staying::Deleted), 1000.0);
+        assert!(
+            usd(&five, "/usd") > usd(&five, "/firehose/partitioned_objects_usd"),
+            "{five}"
+        );
+        // Not so hourly: a tenth of them.
+        let hourly = per_million_at(&run, &delivery(60, Staying::Deleted), 1000.0);
+        assert!(usd(&hourly, "/usd") < usd(&hourly, "/firehose/partitioned_objects_usd"));
+        // Ten tenants every five minutes: less than Firehose's whole bill
+        // at a five-minute buffer, whose object fees are small there.
+        let ten = per_million_at(&tenants(10.0), &delivery(5, Staying::Deleted), 10.0);
+        assert!(usd(&ten, "/usd") < usd(&ten, "/firehose/partitioned_usd"));
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 use shared::Config;
+use shared::interval::Interval;
 
 use corpus::Style;
 use phases::Setup;
@@ -88,6 +89,14 @@ struct Cli {
     /// Where the functions' binaries are (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Delivery intervals the cost per delivery interval is printed for:
+    /// minutes that divide an hour, 60 (or `hourly`) for hourly.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,15,60", value_parser = interval_arg)]
+    intervals: Vec<Interval>,
+    /// Tenant counts the cost per delivery interval is printed for (a
+    /// million events an hour from that many tenants).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    interval_tenants: Vec<usize>,
     #[command(flatten)]
     scale: ScaleArgs,
     /// Run one phase: `scale` measures the rates the scale-out simulation
@@ -172,6 +181,14 @@ fn positive(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
         _ => Err(format!("{value} is not a number above 0")),
+    }
+}
+
+/// A delivery interval: `hourly` or 60, or minutes that divide an hour.
+fn interval_arg(value: &str) -> Result<Interval, String> {
+    match value.trim() {
+        "60" => Ok(Interval::Hourly),
+        text => Interval::parse(&Value::String(text.to_owned())),
     }
 }
 
@@ -880,6 +897,8 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         "b./f. PUTs: the batcher's and the flusher's S3 PUT-class requests; ratio: total / Firehose partitioned"
     );
 
+    let intervals = report_intervals(cli, setup, figures);
+
     report_process(&figures["process"]);
     let scale = scale_phase::report(&cli.scale_options(&setup.config), figures);
 
@@ -891,6 +910,7 @@ fn report(cli: &Cli, setup: &Setup, figures: &Value) {
         "events": cli.events,
         "tenants": cli.tenants(),
         "few_tenants": cli.few_tenants(),
+        "cost_per_interval": intervals,
         "seed": cli.seed,
         "event_bytes": bytes / cli.events as f64,
         "machine": machine(),
@@ -967,6 +987,87 @@ fn mib(mb: f64) -> f64 {
 
 /// The process phase's table: CPU seconds of the functions as processes
 /// beside gzip -6, and peak RSS (batcher, and flusher by partition size).
+/// The cost per delivery interval (issue 18) of the gzip producer style at
+/// the run's tenants, reshaped to each of `--interval-tenants`: printed,
+/// and its rows (every style's) for the summary.
+fn report_intervals(cli: &Cli, setup: &Setup, figures: &Value) -> Value {
+    let config = &setup.config;
+    let delivery = cost::Delivery {
+        interval: Interval::Hourly,
+        grace_minutes: config.flush_grace_minutes as u32,
+        staying: cost::Staying::Deleted,
+        flush_concurrency: config.flush_concurrency as f64,
+        read_concurrency: config.read_concurrency as f64,
+    };
+    let mut by_style = serde_json::Map::new();
+    for style in Style::ALL {
+        let measured = cost::Measured::from_phases(
+            &figures["batcher"][style.name()],
+            &figures["flusher"],
+            config.put_concurrency,
+        );
+        let rows = cost::interval_rows(
+            &measured,
+            cli.tenants() as f64,
+            &cli.interval_tenants,
+            &cli.intervals,
+            delivery,
+        );
+        by_style.insert(style.name().to_owned(), rows.into());
+    }
+    println!();
+    println!(
+        "cost per delivery interval (issue 18), gzip NDJSON messages, a million 1 KB events an hour from N tenants on two streams, one destination each, every partition with events in every interval; Firehose buffering as long (at most 900 s):"
+    );
+    println!(
+        "{:>7} {:>6} {:>5} | {:>9} {:>11} {:>7} | {:>9} {:>11} | {:>9} {:>6} {:>6} | {:>9} {:>6}",
+        "tenants",
+        "every",
+        "runs",
+        "$/M",
+        "$/tenant-h",
+        "PUTs/ph",
+        "kept $/M",
+        "$/tenant-h",
+        "Firehose",
+        "ratio",
+        "kept",
+        "obj. fees",
+        "ratio"
+    );
+    for row in by_style["gzip"].as_array().into_iter().flatten() {
+        let (deleted, kept) = (&row["deleted"], &row["kept"]);
+        let minutes = f(row, "/interval_minutes");
+        println!(
+            "{:>7} {:>6} {:>5} | {:>9.4} {:>11.6} {:>7.2} | {:>9.4} {:>11.6} | {:>9.4} {:>5.2}x {:>5.2}x | {:>9.4} {:>5.2}x",
+            f(row, "/tenants"),
+            if minutes >= 60.0 {
+                "hourly".to_owned()
+            } else {
+                format!("{minutes} min")
+            },
+            f(deleted, "/runs_per_hour"),
+            f(deleted, "/usd"),
+            f(deleted, "/per_tenant_hour_usd"),
+            f(deleted, "/flusher_puts_per_partition_hour"),
+            f(kept, "/usd"),
+            f(kept, "/per_tenant_hour_usd"),
+            f(deleted, "/firehose/partitioned_usd"),
+            f(deleted, "/vs_firehose_partitioned"),
+            f(kept, "/vs_firehose_partitioned"),
+            f(deleted, "/firehose/partitioned_objects_usd"),
+            f(deleted, "/vs_firehose_object_fees"),
+        );
+    }
+    println!(
+        "$/M: s3-export per million events, staged objects deleted by each run (every partition in them has the interval); kept: objects staying until the close (re-read by every run); PUTs/ph: the flusher's PUT-class requests a partition-hour (deleted)"
+    );
+    println!(
+        "Firehose: partitioned, per million events; ratio: s3-export / Firehose (deleted, kept); obj. fees: Firehose's per-object fee and the destination PUT of each object alone; ratio: s3-export (deleted) / them"
+    );
+    by_style.into()
+}
+
 fn report_process(process: &Value) {
     println!();
     if let Some(error) = process["error"].as_str() {
