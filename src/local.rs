@@ -145,6 +145,7 @@ pub async fn run(options: &LocalOptions) -> Result<bool> {
         tenants: options.tenants,
         seed: options.seed,
         now_millis: now_millis(),
+        spread_millis: workload::HOUR_MILLIS,
         streams: options.streams,
     });
     let messages = workload::messages_for(&workload, options.producer)
