@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use shared::interval::Interval;
 use shared::key_layout::KeyLayout;
 use shared::partition::Hour;
 
@@ -155,11 +156,12 @@ impl ScheduleReport {
         let seconds = |d: Duration| d.as_secs_f64();
         let tick = seconds(self.tick_period);
         let minutes = self.interval_minutes;
+        let interval = Interval::Minutes(minutes);
         let took: Vec<Duration> = self.ticks.iter().map(|t| t.took).collect();
         let longest = took.iter().max().copied().unwrap_or_default();
         let mean = took.iter().sum::<Duration>() / took.len().max(1) as u32;
         println!(
-            "ticks         {} scheduled flush runs (EventBridge's payload, the grace applied) every {tick:.1} s, standing in for every {minutes} minutes: {} of them published files before their hour closed ({} files), {} _SUCCESS markers of closed hours; each run {:.1} s on average, {:.1} s at most",
+            "ticks         {} scheduled flush runs (EventBridge's payload, the grace applied) every {tick:.1} s, standing in for {interval}: {} of them published files before their hour closed ({} files), {} _SUCCESS markers of closed hours; each run {:.1} s on average, {:.1} s at most",
             self.ticks.len(),
             self.ticks_publishing_open_hours(),
             self.ticks.iter().map(|t| t.open_hour_files).sum::<usize>(),
@@ -182,7 +184,7 @@ impl ScheduleReport {
                 );
                 let (p50, max) = measured.estimate(self.tick_period, minutes);
                 println!(
-                    "              estimated for the real schedule every {minutes} minutes (the tick's wait of up to {tick:.1} s replaced by one of up to {minutes} min, on average {:.1} min): p50 ≈ {:.1} - {:.1} + {} = {:.0} s ({:.1} min), max ≈ {:.1} - {tick:.1} + {} = {:.0} s ({:.1} min)",
+                    "              estimated for the real schedule {interval} (the tick's wait of up to {tick:.1} s replaced by one of up to {minutes} min, on average {:.1} min): p50 ≈ {:.1} - {:.1} + {} = {:.0} s ({:.1} min), max ≈ {:.1} - {tick:.1} + {} = {:.0} s ({:.1} min)",
                     f64::from(minutes) / 2.0,
                     seconds(measured.p50),
                     tick / 2.0,
