@@ -194,8 +194,9 @@ pub async fn run_with_report(options: &LocalOptions) -> Result<LocalReport> {
         queues.url
     );
 
-    // With an interval, events of the hour so far, as producers send them
-    // now: the open hour's path is the one measured.
+    // With an interval, events of the hour so far, as producers sending
+    // now send them: partitioned by event time (PARTITION_BY=event) as by
+    // ingest, each is staged in the open hour, the path measured.
     let generated_millis = now_millis();
     let spread_millis = match options.interval {
         Some(_) => generated_millis - Hour::containing(generated_millis).start_millis(),
