@@ -382,7 +382,7 @@ pub async fn read_export_files(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<StoredFile>> {
-    read_files(s3, bucket, prefix, &[".gz", ".zst", ".json", ".ndjson"]).await
+    read_files(s3, bucket, prefix, &EXPORT_EXTENSIONS).await
 }
 
 /// The bytes of `s3://bucket/key`; an error names the object.
@@ -402,6 +402,23 @@ pub async fn read_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Re
     Ok(bytes.into_bytes().to_vec())
 }
 
+/// The extensions of export files in every destination format.
+const EXPORT_EXTENSIONS: [&str; 4] = [".gz", ".zst", ".json", ".ndjson"];
+
+/// Reads one export file (gzip, zstd or plain NDJSON, as
+/// [`read_export_files`] does); `None` for another object (`_SUCCESS`, a
+/// verify object).
+pub async fn read_export_file(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<StoredFile>> {
+    if !EXPORT_EXTENSIONS.iter().any(|ext| key.ends_with(ext)) {
+        return Ok(None);
+    }
+    read_file(s3, bucket, key).await.map(Some)
+}
+
 async fn read_files(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -410,29 +427,34 @@ async fn read_files(
 ) -> Result<Vec<StoredFile>> {
     let mut files = Vec::new();
     for key in list_keys(s3, bucket, prefix).await? {
-        if !extensions.iter().any(|extension| key.ends_with(extension)) {
-            continue;
+        if extensions.iter().any(|extension| key.ends_with(extension)) {
+            files.push(read_file(s3, bucket, &key).await?);
         }
-        let bytes = read_object(s3, bucket, &key).await?;
-        let text = if key.ends_with(".gz") {
-            gunzip(&bytes)
-        } else if key.ends_with(".zst") {
-            unzstd(&bytes)
-        } else {
-            String::from_utf8(bytes.to_vec()).context("not UTF-8 text")
-        }
-        .with_context(|| format!("s3://{bucket}/{key}"))?;
-        anyhow::ensure!(
-            text.is_empty() || text.ends_with('\n'),
-            "s3://{bucket}/{key}: the last line has no final newline"
-        );
-        files.push(StoredFile {
-            key,
-            size: bytes.len(),
-            lines: text.lines().map(str::to_owned).collect(),
-        });
     }
     Ok(files)
+}
+
+/// Reads `key` and decompresses it by its extension (`.gz`, `.zst`, else
+/// plain text); fails unless its last line ends with `\n`.
+async fn read_file(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<StoredFile> {
+    let bytes = read_object(s3, bucket, key).await?;
+    let text = if key.ends_with(".gz") {
+        gunzip(&bytes)
+    } else if key.ends_with(".zst") {
+        unzstd(&bytes)
+    } else {
+        String::from_utf8(bytes.to_vec()).context("not UTF-8 text")
+    }
+    .with_context(|| format!("s3://{bucket}/{key}"))?;
+    anyhow::ensure!(
+        text.is_empty() || text.ends_with('\n'),
+        "s3://{bucket}/{key}: the last line has no final newline"
+    );
+    Ok(StoredFile {
+        key: key.to_owned(),
+        size: bytes.len(),
+        lines: text.lines().map(str::to_owned).collect(),
+    })
 }
 
 /// Decompresses gzip bytes (all members) into UTF-8 text.

@@ -9,6 +9,7 @@ pub mod errors_replay;
 pub mod esm;
 pub mod fault_proxy;
 pub mod faults;
+pub mod freshness;
 pub mod inbox;
 pub mod inspect;
 pub mod inspect_cli;

@@ -14,6 +14,9 @@ use shared::time::format_rfc3339_millis;
 /// The seed's example App Event, pretty-printed as Airkit documents it.
 pub const SESSION_START: &str = include_str!("../tests/fixtures/session_start.json");
 
+/// An hour, in milliseconds: the usual [`WorkloadSpec::spread_millis`].
+pub const HOUR_MILLIS: i64 = 3_600_000;
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
@@ -23,8 +26,14 @@ pub struct WorkloadSpec {
     pub tenants: usize,
     /// Seed for every random choice.
     pub seed: u64,
-    /// Event times are spread over the hour before this epoch millisecond.
+    /// Event times are spread over the `spread_millis` before this epoch
+    /// millisecond.
     pub now_millis: i64,
+    /// How far back event times go: [`HOUR_MILLIS`] (the hour before
+    /// `now_millis`, over two hours' partitions), or the part of the
+    /// current hour gone by, for events all of the hour still open (at
+    /// least 1).
+    pub spread_millis: i64,
     /// Which streams the events (and the malformed records) belong to.
     pub streams: StreamMix,
 }
@@ -211,7 +220,8 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
         let tenant = &tenants[rng.usize(..tenants.len())];
         let events: Vec<String> = (0..group)
             .map(|_| {
-                let time = spec.now_millis - 3_600_000 + rng.i64(0..3_600_000);
+                let spread = spec.spread_millis.max(1);
+                let time = spec.now_millis - spread + rng.i64(0..spread);
                 if audit {
                     // Every documented type in turn, and now and then one
                     // that is not documented (counted, never refused).
@@ -482,6 +492,7 @@ mod tests {
             tenants: 3,
             seed: 7,
             now_millis: 1_700_000_000_000,
+            spread_millis: HOUR_MILLIS,
             streams: StreamMix::Both,
         }
     }
@@ -563,6 +574,38 @@ mod tests {
             messages_for(&workload, ProducerStyle::Mixed).unwrap(),
             workload.messages
         );
+    }
+
+    #[test]
+    fn event_times_stay_within_the_spread() {
+        let now = 1_700_000_000_000;
+        for spread in [HOUR_MILLIS, 90_000] {
+            let workload = generate(&WorkloadSpec {
+                streams: StreamMix::App,
+                now_millis: now,
+                spread_millis: spread,
+                ..spec(300)
+            });
+            let times: Vec<i64> = workload
+                .expected
+                .lines
+                .values()
+                .flatten()
+                .filter(|line| **line != compact_json(SESSION_START))
+                .map(|line| {
+                    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                    shared::time::parse_timestamp(event["eventTime"].as_str().unwrap()).unwrap()
+                })
+                .collect();
+            assert!(times.len() >= 300 - 1);
+            assert!(
+                times.iter().all(|t| (now - spread..now).contains(t)),
+                "{spread}"
+            );
+            // Spread over the whole range, not bunched at one end.
+            let earliest = *times.iter().min().unwrap();
+            assert!(earliest < now - spread / 2, "{spread}: {earliest}");
+        }
     }
 
     #[test]

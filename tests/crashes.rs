@@ -155,6 +155,7 @@ fn workload() -> workload::Workload {
         tenants: 4,
         seed: 10,
         now_millis: SENT_MILLIS,
+        spread_millis: workload::HOUR_MILLIS,
         streams: StreamMix::Both,
     })
 }

@@ -140,6 +140,7 @@ async fn run_under_faults(plan: FaultPlan, max_attempts: u32) -> Outcome {
         tenants: 3,
         seed: 10,
         now_millis: now_millis(),
+        spread_millis: workload::HOUR_MILLIS,
         streams: StreamMix::Both,
     });
 

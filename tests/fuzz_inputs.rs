@@ -86,6 +86,7 @@ fn seeds() -> Vec<Vec<u8>> {
         tenants: 3,
         seed: 3,
         now_millis: 1_795_338_000_000,
+        spread_millis: workload::HOUR_MILLIS,
         streams: StreamMix::Both,
     });
     seeds.extend(generated.messages.into_iter().map(|m| m.body.into_bytes()));

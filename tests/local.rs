@@ -22,6 +22,8 @@ fn options(endpoint: String) -> LocalOptions {
         // One or two tenants' hour an item: several items for two workers.
         work_item_bytes: Some(4096),
         shards: 1,
+        interval: None,
+        tick_seconds: 3.0,
     }
 }
 
@@ -85,6 +87,64 @@ async fn local_run_with_packed_gzip_messages_exports_every_event_once() {
     options.events = 2000;
     options.producer = ProducerStyle::Gzip;
     assert!(local::run(&options).await.unwrap());
+}
+
+/// A destination every 5 minutes, its schedule compressed to a run a
+/// second: while the producer sends, the scheduled runs (the grace
+/// applied, so the hour stays open) publish each run's new events as new
+/// files, and no `_SUCCESS` appears before the closing flush, which writes
+/// one in every hour folder; each event once, every event's freshness
+/// measured from a scheduled run's files.
+#[tokio::test]
+async fn local_run_with_an_interval_publishes_files_while_the_hour_is_open() {
+    let moto = MotoServer::start().await.unwrap();
+    let mut options = options(moto.endpoint());
+    options.events = 2000;
+    options.interval = Some(5);
+    options.tick_seconds = 1.0;
+    let report = local::run_with_report(&options).await.unwrap();
+    assert!(report.ok, "the run's checks");
+    let schedule = report
+        .schedule
+        .expect("an interval run reports its schedule");
+    let ticks = &schedule.ticks;
+    assert!(
+        schedule.ticks_publishing_open_hours() >= 2,
+        "files before the hour closed after at least two runs: {ticks:#?}"
+    );
+    // Every event of the hour so far: no run closed it, so no marker.
+    assert!(
+        ticks
+            .iter()
+            .all(|tick| tick.success_markers == 0 && tick.early_success_markers.is_empty()),
+        "no _SUCCESS before the closing flush: {ticks:#?}"
+    );
+    assert!(schedule.folders > 0, "{schedule:?}");
+    assert_eq!(
+        schedule.folders_with_success, schedule.folders,
+        "the closing flush marks every hour folder"
+    );
+    assert_eq!(schedule.seen_only_after_close, 0, "{schedule:?}");
+    let freshness = schedule.freshness.expect("measured");
+    assert_eq!(freshness.events, 2000, "every distinct event measured");
+    assert!(
+        freshness.p50 <= freshness.p95 && freshness.p95 <= freshness.max,
+        "{freshness:?}"
+    );
+}
+
+/// An interval that does not divide an hour is refused by the
+/// configuration, naming the destination's setting.
+#[tokio::test]
+async fn local_run_refuses_an_interval_that_does_not_divide_an_hour() {
+    let moto = MotoServer::start().await.unwrap();
+    let mut options = options(moto.endpoint());
+    options.interval = Some(7);
+    let error = local::run_with_report(&options).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("destinations[0].interval"),
+        "{error:#}"
+    );
 }
 
 #[tokio::test]
