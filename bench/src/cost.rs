@@ -607,13 +607,12 @@ pub enum Staying {
     Deleted,
     /// Each staged object also holds a partition flushed only at the close
     /// (a stream or tenant whose destination is hourly, or that has none):
-    /// the objects stay until then, and every run of the open hour lists,
-    /// tail-reads and range-reads all of them again, visits every interval
-    /// partition in them (its manifest read, its pending marker written),
-    /// and finds what the previous commit consumed still staged, so it
-    /// publishes that commit's parts again (`Manifest::settle_unconfirmed`:
-    /// every other commit). The hourly partitions' own requests are today's
-    /// model's and are not added.
+    /// the objects stay until then, and every run of the open hour lists
+    /// and tail-reads all of them again, and reads the manifest of every
+    /// interval partition in them to leave out what earlier runs consumed
+    /// (`scan::leave_out_consumed`: a partition with nothing new is not
+    /// visited). The hourly partitions' own requests are today's model's
+    /// and are not added.
     Kept,
 }
 
@@ -688,12 +687,15 @@ fn bundle_puts(bytes: f64) -> f64 {
 /// `coordinator`, `worker`, `partition::prepare` and `complete`,
 /// `publish`), every partition having events in every interval:
 ///
-/// - each of the 60 / M runs commits each partition's new data: a manifest
-///   read, an id digest read (none before the first commit), a commit, a
-///   part read back and a destination file per destination, and the
-///   pending marker written (the hour is open); the first run after the
-///   close visits the partition through its marker (the manifest read the
-///   hourly flush makes) and deletes the marker (free);
+/// - each of the 60 / M runs reads the manifest of each partition with
+///   staged data in the open hour while planning (`scan::leave_out_consumed`),
+///   and commits each partition's new data: a manifest read, an id digest
+///   read (none before the first commit), a commit and a record of what it
+///   published (in an open hour the consumed objects may stay staged), a
+///   part read back and a destination file per destination; the first
+///   commit writes the pending marker, which the first run after the close
+///   visits the partition through (the manifest read the hourly flush
+///   makes) and deletes (free);
 /// - each run's partitions share bundles (one PUT under 8 MiB), holding
 ///   their new parts and their whole id digests so far;
 /// - each run but the hourly one lists `staging/`, the date, the open
@@ -703,7 +705,7 @@ fn bundle_puts(bytes: f64) -> f64 {
 ///   mapping receives and deletes each), and each item's worker reads it,
 ///   records it done and lists the run (the last one reads the run's
 ///   records);
-/// - with [`Staying::Kept`], the re-reads and re-publishes described there.
+/// - with [`Staying::Kept`], the re-reads described there.
 ///
 /// Staged objects are counted as the hourly model counts them (every
 /// object read once per run that lists it, by one window). Nothing for an
@@ -718,11 +720,12 @@ pub fn interval_extra(run: &Measured, delivery: &Delivery) -> Extra {
     let hours = run.partition_hours();
     let objects = run.staged_objects * run.byte_scale();
     let destinations = QUOTED_DESTINATIONS;
-    // Runs of the open hour that visit a partition, and the commits whose
-    // parts a later visit publishes again (the previous commit's objects
-    // still staged: every other commit, and the last one once more).
-    let visits = if kept { runs + grace_runs } else { runs };
-    let republished = if kept { (runs / 2.0).ceil() } else { 0.0 };
+    // Runs of the open hour that visit a partition (what earlier runs
+    // consumed is left out: a partition is visited only with new data),
+    // and those that read its manifest while planning (every run while its
+    // objects are staged).
+    let visits = runs;
+    let planned = if kept { runs + grace_runs } else { runs };
     let per_partition = |what, class, per: f64, why| Request {
         who: "flusher (interval)",
         what,
@@ -743,8 +746,8 @@ pub fn interval_extra(run: &Measured, delivery: &Delivery) -> Extra {
         per_partition(
             "GET manifest",
             Class::Get,
-            visits,
-            "each open-hour run that visits the partition reads it (the close's visit is the hourly flush's)",
+            visits - 1.0 + planned,
+            "each open-hour run reads it to plan, and again to flush (the close's flush is the hourly one's)",
         ),
         per_partition(
             "GET id digest (range of a bundle)",
@@ -753,28 +756,28 @@ pub fn interval_extra(run: &Measured, delivery: &Delivery) -> Extra {
             "each commit after the first de-duplicates against the hour's ids so far",
         ),
         per_partition(
-            "PUT manifest (commit, and record of a publish again)",
+            "PUT manifest (commit, and record of its publishes)",
             Class::Put,
-            runs - 1.0 + republished,
-            "a commit a run (the hourly flush has one), and a record when a run published the previous commit's parts again",
+            2.0 * (runs - 1.0),
+            "a commit a run (the hourly flush has one), and in an open hour a record of what it published",
         ),
         per_partition(
             "GET archive part (publish)",
             Class::Get,
-            (runs - 1.0 + republished) * destinations,
-            "each new part read back for each destination, and the previous commit's again when its objects are still staged",
+            (runs - 1.0) * destinations,
+            "each new part read back for each destination",
         ),
         per_partition(
             "PUT destination file",
             Class::Put,
-            (runs - 1.0 + republished) * destinations,
-            "one new file a run (the same file again when republished)",
+            (runs - 1.0) * destinations,
+            "one new file a run",
         ),
         per_partition(
             "PUT pending marker",
             Class::Put,
-            visits,
-            "written by every visit of an open hour, so that the first run after the close writes _SUCCESS",
+            1.0,
+            "written by the hour's first commit, so that the first run after the close writes _SUCCESS",
         ),
     ];
     // The bundles: per run, the partitions' new parts (a run's share of
@@ -804,10 +807,10 @@ pub fn interval_extra(run: &Measured, delivery: &Delivery) -> Extra {
         0.0
     };
     requests.push(per_hour(
-        "GET staged object again (index tail, then its segments)",
+        "GET staged object again (index tail)",
         Class::Get,
-        2.0 * rereads,
-        "an object still staged is listed, its tail read and its range read by every run until the close",
+        rereads,
+        "an object still staged is listed and its tail read by every run until the close",
     ));
     // Per run: the coordinator's listing and items, the workers' records.
     let items = (hours / flusher::work_item::ITEM_PARTITIONS as f64).ceil();
@@ -856,7 +859,7 @@ pub fn interval_extra(run: &Measured, delivery: &Delivery) -> Extra {
         .filter(|r| r.per_partition_hour.is_some())
         .map(|r| r.count)
         .sum();
-    let object_requests = 2.0 * rereads;
+    let object_requests = rereads;
     let run_requests = lists + 2.0 * (extra_runs + 2.0 * extra_items) + interval_bundles;
     let seconds = (partition_requests / delivery.flush_concurrency
         + object_requests / delivery.read_concurrency
@@ -1223,16 +1226,18 @@ mod tests {
 
     #[test]
     fn each_run_of_an_interval_commits_publishes_and_marks_every_partition() {
-        // Five minutes: twelve runs a partition-hour; the hourly flush's
-        // manifest read, commit and publish are today's model's.
+        // Five minutes: twelve runs a partition-hour, each reading the
+        // manifest to plan and to flush; the hourly flush's manifest read,
+        // commit and publish are today's model's. Eleven open-hour commits
+        // each record what they published; one marker for the close.
         let extra = interval_extra(&tenants(1000.0), &delivery(5, Staying::Deleted));
         for (what, per) in [
-            ("GET manifest", 12.0),
+            ("GET manifest", 23.0),
             ("GET id digest (range of a bundle)", 11.0),
-            ("PUT manifest (commit, and record of a publish again)", 11.0),
+            ("PUT manifest (commit, and record of its publishes)", 22.0),
             ("GET archive part (publish)", 11.0),
             ("PUT destination file", 11.0),
-            ("PUT pending marker", 12.0),
+            ("PUT pending marker", 1.0),
         ] {
             assert!(close(extra_per_partition(&extra, what), per), "{what}");
         }
@@ -1246,7 +1251,7 @@ mod tests {
     }
 
     #[test]
-    fn kept_objects_are_read_again_by_every_run_and_parts_published_again() {
+    fn kept_objects_are_read_again_by_every_run_but_not_flushed_again() {
         let run = tenants(1000.0);
         let objects = run.staged_objects * run.byte_scale();
         let (deleted, kept) = (
@@ -1263,18 +1268,15 @@ mod tests {
         };
         // Twelve runs list 1/12, 2/12 ... 12/12 of the hour's objects, and
         // the one grace run (minute 5 after the hour, grace 10) all of them:
-        // a tail and a range each.
-        assert!(close(again(&kept), 2.0 * objects * (13.0 / 2.0 + 1.0)));
-        // Thirteen visits (the grace run's too), and every other commit's
-        // parts published again (six of twelve).
-        assert!(close(extra_per_partition(&kept, "GET manifest"), 13.0));
-        assert!(close(
-            extra_per_partition(&kept, "PUT pending marker"),
-            13.0
-        ));
+        // a tail each (what earlier runs consumed is left out).
+        assert!(close(again(&kept), objects * (13.0 / 2.0 + 1.0)));
+        // The grace run reads the manifest to plan, and finds nothing new:
+        // no visit, no marker or file again.
+        assert!(close(extra_per_partition(&kept, "GET manifest"), 24.0));
+        assert!(close(extra_per_partition(&kept, "PUT pending marker"), 1.0));
         assert!(close(
             extra_per_partition(&kept, "PUT destination file"),
-            11.0 + 6.0
+            11.0
         ));
         let cost = |staying| per_million_at(&run, &delivery(5, staying), 1000.0);
         assert!(usd(&cost(Staying::Kept), "/usd") > usd(&cost(Staying::Deleted), "/usd"));
