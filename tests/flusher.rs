@@ -3420,14 +3420,24 @@ mod intervals {
         );
         assert_eq!(listed(&harness, EXPORT, "pending/").await.len(), 1);
 
-        let closed = harness.flush(TEN + HOUR + 15 * MINUTE).await;
-        assert_eq!(
-            (closed.events, closed.failed),
-            (15, 0),
-            "t2's hour: {closed:?}"
-        );
+        // The first run after the close, with the hour's last events: each
+        // destination's `_SUCCESS` written once (the interval one's by its
+        // publish, not again for the closed hour).
+        harness.stage(both(15..20), "last").await;
+        let recorder = s3_export::recorder::RequestRecorder::new();
+        let mut flusher = harness.flusher();
+        flusher.s3 = recorder.wrap(&flusher.s3);
+        let closed = flush_with(&flusher, TEN + HOUR + 15 * MINUTE).await;
+        assert_eq!((closed.events, closed.failed), (25, 0), "{closed:?}");
+        let markers: Vec<String> = recorder
+            .to("_SUCCESS")
+            .into_iter()
+            .filter(|request| request.method == "PUT")
+            .map(|request| request.uri)
+            .collect();
+        assert_eq!(markers.len(), 2, "one each: {markers:?}");
         assert!(listed(&harness, EXPORT, "staging/").await.is_empty());
-        let t1: Vec<String> = sorted((0..15).map(|n| app_event("t1", n)).collect());
+        let t1: Vec<String> = sorted((0..20).map(|n| app_event("t1", n)).collect());
         assert_eq!(lines(&harness.files("dest-all", "").await), t1);
     }
 

@@ -678,7 +678,8 @@ pub async fn complete(
         }
     } else if (had_pending || marked) && own_range.is_none() {
         if marked {
-            publish::mark_closed_hour(flusher, partition, &manifest).await;
+            let completed = &report.publish.completed;
+            publish::mark_closed_hour(flusher, partition, &manifest, completed).await;
         }
         // Not by a range of shards: another range may have left parts
         // pending (and marked them) since this one read the manifest; a

@@ -55,6 +55,9 @@ pub struct PublishOutcome {
     pub dropped: usize,
     /// Destinations that still have parts pending, with the diagnosis.
     pub failed: Vec<(String, String)>,
+    /// Destinations whose `_SUCCESS` this publish wrote (they received
+    /// the hour's last parts).
+    pub completed: Vec<String>,
 }
 
 /// Marks `parts` pending for every destination that selects the partition.
@@ -178,6 +181,7 @@ pub async fn publish_pending(
         }
         if published_here && !hour_open && is_complete(manifest, &name) {
             write_success_marker(flusher, destination, partition).await;
+            outcome.completed.push(name.clone());
         }
         if stop_after_first {
             return Err(FlushError::Injected("some destinations published"));
@@ -445,12 +449,19 @@ pub async fn mark_completed_by_merge(
 /// Writes `_SUCCESS` for each destination with files every few minutes
 /// that has every part of the hour `manifest` describes, now closed: its
 /// last file may have come in an interval before the close, with nothing
-/// published since.
-pub async fn mark_closed_hour(flusher: &Flusher, partition: &PartitionKey, manifest: &Manifest) {
+/// published since. Those of `completed` (whose marker this run's publish
+/// wrote) are left alone.
+pub async fn mark_closed_hour(
+    flusher: &Flusher,
+    partition: &PartitionKey,
+    manifest: &Manifest,
+    completed: &[String],
+) {
     let destinations = flusher
         .config
         .destinations_for(&partition.stream, &partition.tenant)
-        .filter(|destination| destination.interval.is_minutes());
+        .filter(|destination| destination.interval.is_minutes())
+        .filter(|destination| !completed.contains(&destination.name));
     for destination in destinations {
         if is_complete(manifest, &destination.name) {
             write_success_marker(flusher, destination, partition).await;
