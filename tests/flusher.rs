@@ -3333,9 +3333,21 @@ mod intervals {
         assert_eq!(success(&keys), 0, "the hour is open: {keys:?}");
 
         // Re-sent events and new ones; the next run's new file has the new.
+        // t1's staged objects hold t1 alone: the run deletes them, which
+        // tells the next run that it published, so its commit is the one
+        // manifest write.
         harness.stage_app_events("t1", 15..30, "c").await;
-        let second = harness.flush(TEN + 10 * MINUTE).await;
+        let recorder = s3_export::recorder::RequestRecorder::new();
+        let mut flusher = harness.flusher();
+        flusher.s3 = recorder.wrap(&flusher.s3);
+        let second = flush_with(&flusher, TEN + 10 * MINUTE).await;
         assert_eq!((second.events, second.duplicates), (10, 5), "{second:?}");
+        let manifest_puts = recorder
+            .to(".json")
+            .into_iter()
+            .filter(|request| request.method == "PUT" && request.uri.contains("manifests"))
+            .count();
+        assert_eq!(manifest_puts, 1, "{:?}", recorder.to("manifests"));
         assert_eq!(delivered(harness.files("dest-all", "").await), t1(0..30));
 
         // A run that stops once its commit is stored; the next publishes it.

@@ -607,8 +607,10 @@ pub enum Staying {
     Deleted,
     /// Each staged object also holds a partition flushed only at the close
     /// (a stream or tenant whose destination is hourly, or that has none):
-    /// the objects stay until then, and every run of the open hour lists
-    /// and tail-reads all of them again, and reads the manifest of every
+    /// the objects stay until then, every commit of the open hour records
+    /// what it published (a second manifest PUT), and every run of the
+    /// open hour lists and tail-reads all of them again, and reads the
+    /// manifest of every
     /// interval partition in them to leave out what earlier runs consumed
     /// (`scan::leave_out_consumed`: a partition with nothing new is not
     /// visited). The hourly partitions' own requests are today's model's
@@ -690,9 +692,10 @@ fn bundle_puts(bytes: f64) -> f64 {
 /// - each of the 60 / M runs reads the manifest of each partition with
 ///   staged data in the open hour while planning (`scan::leave_out_consumed`),
 ///   and commits each partition's new data: a manifest read, an id digest
-///   read (none before the first commit), a commit and a record of what it
-///   published (in an open hour the consumed objects may stay staged), a
-///   part read back and a destination file per destination; the first
+///   read (none before the first commit), a commit (and, with
+///   [`Staying::Kept`], a record of what it published: its consumed
+///   objects stay staged), a part read back and a destination file per
+///   destination; the first
 ///   commit writes the pending marker, which the first run after the close
 ///   visits the partition through (the manifest read the hourly flush
 ///   makes) and deletes (free);
@@ -758,8 +761,8 @@ pub fn interval_extra(run: &Measured, delivery: &Delivery) -> Extra {
         per_partition(
             "PUT manifest (commit, and record of its publishes)",
             Class::Put,
-            2.0 * (runs - 1.0),
-            "a commit a run (the hourly flush has one), and in an open hour a record of what it published",
+            if kept { 2.0 } else { 1.0 } * (runs - 1.0),
+            "a commit a run (the hourly flush has one), and, while its objects stay staged, a record of what it published",
         ),
         per_partition(
             "GET archive part (publish)",
@@ -1228,13 +1231,13 @@ mod tests {
     fn each_run_of_an_interval_commits_publishes_and_marks_every_partition() {
         // Five minutes: twelve runs a partition-hour, each reading the
         // manifest to plan and to flush; the hourly flush's manifest read,
-        // commit and publish are today's model's. Eleven open-hour commits
-        // each record what they published; one marker for the close.
+        // commit and publish are today's model's. The objects go with each
+        // run, so no commit records its publishes; one marker for the close.
         let extra = interval_extra(&tenants(1000.0), &delivery(5, Staying::Deleted));
         for (what, per) in [
             ("GET manifest", 23.0),
             ("GET id digest (range of a bundle)", 11.0),
-            ("PUT manifest (commit, and record of its publishes)", 22.0),
+            ("PUT manifest (commit, and record of its publishes)", 11.0),
             ("GET archive part (publish)", 11.0),
             ("PUT destination file", 11.0),
             ("PUT pending marker", 1.0),
@@ -1274,6 +1277,11 @@ mod tests {
         // no visit, no marker or file again.
         assert!(close(extra_per_partition(&kept, "GET manifest"), 24.0));
         assert!(close(extra_per_partition(&kept, "PUT pending marker"), 1.0));
+        // Each open-hour commit records its publishes too.
+        assert!(close(
+            extra_per_partition(&kept, "PUT manifest (commit, and record of its publishes)"),
+            22.0
+        ));
         assert!(close(
             extra_per_partition(&kept, "PUT destination file"),
             11.0

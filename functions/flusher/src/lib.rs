@@ -549,8 +549,11 @@ async fn flush_group<'a>(
                         Err(error.clone())
                     }
                     (Ok(prepared), _) => {
-                        partition::complete(flusher, alerts, trigger, partition, sources, prepared)
-                            .await
+                        let objects_go = work.objects_go.contains(partition);
+                        partition::complete(
+                            flusher, alerts, trigger, partition, sources, objects_go, prepared,
+                        )
+                        .await
                     }
                     (Err(error), _) => Err(error),
                 };

@@ -568,13 +568,15 @@ async fn read_id_digest(
 /// Commits a prepared partition (its bundle stored), publishes its pending
 /// parts, and deletes the staged chunks its manifest has consumed; returns
 /// what it did. `sources` are the partition's staged data, as given to
-/// [`prepare`].
+/// [`prepare`]; `objects_go` says whether the run deletes its staged
+/// objects once every partition is done (`scan::Work::objects_go`).
 pub async fn complete(
     flusher: &Flusher,
     alerts: &InvocationAlerts<'_>,
     trigger: &Trigger,
     partition: &PartitionKey,
     sources: &[Source],
+    objects_go: bool,
     prepared: Prepared,
 ) -> Result<PartitionReport, FlushError> {
     let s3 = &flusher.s3;
@@ -648,8 +650,10 @@ pub async fn complete(
             // In an open hour the staged objects it consumed may stay
             // staged until the close (other partitions of theirs wait for
             // it), so they cannot tell the next run whether this one
-            // published: it records that it did.
-            Some(_) if hour_open => true,
+            // published: it records that it did, unless the run deletes
+            // them (should another partition of theirs fail, the next run
+            // publishes these parts again: the same files).
+            Some(_) if hour_open && !objects_go => true,
             // Parts of a paused destination, for one, stay pending.
             Some(stored) => !manifest.publishes_match(stored),
             None => outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty(),

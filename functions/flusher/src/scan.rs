@@ -81,6 +81,11 @@ pub struct Work {
     pub objects: BTreeMap<String, BTreeSet<PartitionKey>>,
     /// Partitions whose manifests list parts still to publish.
     pub publishes: BTreeSet<PartitionKey>,
+    /// Partitions of open hours every staged object of which holds only
+    /// partitions this work flushes: once they are all done, the run
+    /// deletes those objects, which tells the next run that the parts
+    /// committed from them were published (see `partition::complete`).
+    pub objects_go: BTreeSet<PartitionKey>,
     /// Partitions of open hours whose pending-publish marker is there
     /// already (it waits for the close): not visited for it, but not
     /// written again by a run that flushes them.
@@ -306,6 +311,7 @@ pub async fn find_work(
         }
     }
     leave_out_consumed(flusher, &mut work, open_partitions).await;
+    work.objects_go = objects_go(&work);
     for sources in work.sources.values_mut() {
         sources.sort_by_cached_key(|source| layout::staged_order(source.key()));
     }
@@ -380,6 +386,26 @@ async fn leave_out_consumed(
             }
         }
     }
+}
+
+/// The partitions of `work` every staged object of which holds only
+/// partitions `work` flushes (see [`Work::objects_go`]).
+fn objects_go(work: &Work) -> BTreeSet<PartitionKey> {
+    let flushed = |object: &str| {
+        work.objects
+            .get(object)
+            .is_some_and(|partitions| partitions.iter().all(|p| work.sources.contains_key(p)))
+    };
+    work.sources
+        .iter()
+        .filter(|(_, sources)| {
+            sources.iter().all(|source| match source {
+                Source::Chunk(_) => true,
+                Source::Segments { object, .. } => flushed(object),
+            })
+        })
+        .map(|(partition, _)| partition.clone())
+        .collect()
 }
 
 fn selects(trigger: &Trigger, partition: &PartitionKey) -> bool {

@@ -79,6 +79,11 @@ pub struct ItemPartition {
     /// Whether its pending-publish marker was listed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub marked: bool,
+    /// Whether every staged object of the partition holds only partitions
+    /// the run flushes (`Work::objects_go`): an open hour's flush then
+    /// need not record what it published. Absent: it records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub objects_go: bool,
     /// Set when the item is a range of the partition's shards (the
     /// partition's staged bytes exceed the item budget): `sources` then
     /// hold only the segments of that range (and every staged source of
@@ -292,6 +297,7 @@ impl WorkItem {
                         manifest: layout::manifest_key(partition),
                         sources,
                         marked: work.marked(partition),
+                        objects_go: work.objects_go.contains(partition),
                         shards: planned.shards,
                     }
                 })
@@ -362,6 +368,9 @@ impl WorkItem {
             if let Some(range) = entry.shards {
                 work.ranges.insert(partition.clone(), range);
             }
+            if entry.objects_go {
+                work.objects_go.insert(partition.clone());
+            }
             if entry.marked {
                 work.publishes.insert(partition);
             }
@@ -414,6 +423,7 @@ mod tests {
                 .insert(partition(tenant));
         }
         work.publishes.insert(partition("e"));
+        work.objects_go.insert(partition("c"));
         work
     }
 
@@ -559,6 +569,7 @@ mod tests {
             work.sources[&partition("c")]
         );
         assert!(again.publishes.contains(&partition("e")));
+        assert_eq!(again.objects_go, BTreeSet::from([partition("c")]));
         let object = "staging/2026-11-22/10/1795341601000-r.staged";
         assert_eq!(
             again.objects[object],
