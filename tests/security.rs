@@ -1185,4 +1185,18 @@ fn the_template_gives_a_destination_interval_and_its_schedule_to_the_flusher() {
         config.destinations[0].interval,
         shared::interval::Interval::Hourly
     );
+    // The grace must exceed the batcher's batching window, which the
+    // template passes along.
+    let slow_batches = [
+        ("MaximumBatchingWindowInSeconds", "300"),
+        ("FlushGraceMinutes", "5"),
+    ];
+    let error = config_of(&slow_batches).unwrap_err();
+    assert_eq!(error.field, "FLUSH_GRACE_MINUTES");
+    assert!(error.message.contains("300 s"), "{error}");
+    let enough = [
+        ("MaximumBatchingWindowInSeconds", "300"),
+        ("FlushGraceMinutes", "6"),
+    ];
+    assert!(config_of(&enough).is_ok());
 }

@@ -45,6 +45,10 @@ pub mod env {
     /// The coordinator's schedule expression (the template's
     /// `FlushSchedule`): no destination may want files more often.
     pub const FLUSH_SCHEDULE: &str = "FLUSH_SCHEDULE";
+    /// The batcher's event source mapping's batching window, in seconds
+    /// (the template's `MaximumBatchingWindowInSeconds`): the flush grace
+    /// must exceed it, or an hour closes while its last batch still waits.
+    pub const BATCHING_WINDOW_SECONDS: &str = "BATCHING_WINDOW_SECONDS";
     pub const ARCHIVE_GZIP_LEVEL: &str = "ARCHIVE_GZIP_LEVEL";
     pub const ARCHIVE_PART_MAX_BYTES: &str = "ARCHIVE_PART_MAX_BYTES";
     pub const FLUSH_CONCURRENCY: &str = "FLUSH_CONCURRENCY";
@@ -698,6 +702,7 @@ impl Config {
             defaults::FLUSH_GRACE_MINUTES,
             0..=24 * 60,
         )?;
+        check_grace_exceeds_batching_window(&lookup, flush_grace_minutes)?;
         let archive_gzip_level = number_setting(
             &lookup,
             env::ARCHIVE_GZIP_LEVEL,
@@ -976,6 +981,37 @@ fn parse_document(text: &str) -> Result<Document, ConfigError> {
         };
         ConfigError::new(field, error.into_inner().to_string())
     })
+}
+
+/// Refuses a flush grace of `grace_minutes` that does not exceed the
+/// batcher's batching window (`BATCHING_WINDOW_SECONDS`, when set): a
+/// record received just before an hour's end may wait that long before
+/// the batcher stages it, so an hour closed sooner would publish its
+/// `_SUCCESS` (and its hourly files) without it.
+fn check_grace_exceeds_batching_window(
+    lookup: &impl Fn(&str) -> Option<String>,
+    grace_minutes: usize,
+) -> Result<(), ConfigError> {
+    let Some(text) = lookup(env::BATCHING_WINDOW_SECONDS) else {
+        return Ok(());
+    };
+    let window: usize = text.trim().parse().map_err(|_| {
+        ConfigError::new(
+            env::BATCHING_WINDOW_SECONDS,
+            format!("`{text}` is not a whole number of seconds"),
+        )
+    })?;
+    if grace_minutes * 60 > window {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        env::FLUSH_GRACE_MINUTES,
+        format!(
+            "{grace_minutes} minute(s) do not exceed the batcher's batching window of {window} s ({}): an hour would close while its last batch still waits; raise the grace to at least {} minute(s)",
+            env::BATCHING_WINDOW_SECONDS,
+            window / 60 + 1
+        ),
+    ))
 }
 
 fn number_setting(
@@ -2314,6 +2350,26 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.field, "DESTINATION_INTERVAL");
+    }
+
+    #[test]
+    fn the_grace_must_exceed_the_batching_window() {
+        let bucket = ("EXPORT_BUCKET", "exports");
+        let window = ("BATCHING_WINDOW_SECONDS", "300");
+        let error = config(&[bucket, window, ("FLUSH_GRACE_MINUTES", "5")], None).unwrap_err();
+        assert_eq!(error.field, "FLUSH_GRACE_MINUTES");
+        assert!(
+            error.message.contains("batching window of 300 s")
+                && error.message.contains("at least 6 minute(s)"),
+            "{error}"
+        );
+        assert!(config(&[bucket, window, ("FLUSH_GRACE_MINUTES", "6")], None).is_ok());
+        // The default grace (10 minutes) exceeds the longest window.
+        assert!(config(&[bucket, window], None).is_ok());
+        // Without the window (outside the template): not checked.
+        assert!(config(&[bucket, ("FLUSH_GRACE_MINUTES", "1")], None).is_ok());
+        let error = config(&[bucket, ("BATCHING_WINDOW_SECONDS", "soon")], None).unwrap_err();
+        assert_eq!(error.field, "BATCHING_WINDOW_SECONDS");
     }
 
     #[test]
