@@ -3499,6 +3499,46 @@ mod intervals {
         assert!(response.batch_item_failures.is_empty());
     }
 
+    /// A manual flush with `until` closes the hours it reaches at once (no
+    /// grace), in a deployment with an interval destination too: the hourly
+    /// destination of a tenant flushed while its hour was open gets the
+    /// hour as one file, each destination its `_SUCCESS`, and a scheduled
+    /// run inside the grace afterwards finds nothing to do.
+    #[tokio::test]
+    async fn a_manual_flush_with_until_closes_an_open_hour_for_both_destinations() {
+        let harness = Harness::start(BOTH).await;
+        send_at(&harness, 0..10, "m", TEN + 1000).await;
+        let open = harness.flush(TEN + 5 * MINUTE).await;
+        assert_eq!((open.events, open.failed), (10, 0), "{open:?}");
+        assert!(hour_files(&harness, "dest-t1", 10).await.is_empty());
+
+        send_at(&harness, 10..20, "m", TEN + 30 * MINUTE).await;
+        let until = shared::time::format_rfc3339_millis(TEN + HOUR);
+        let manual =
+            Trigger::from_payload(&serde_json::json!({ "flush": { "until": until } })).unwrap();
+        let report = flusher::run(&harness.flusher(), &manual, None)
+            .await
+            .unwrap();
+        assert_eq!((report.events, report.failed), (10, 0), "{report:?}");
+        let expected: Vec<String> = sorted((0..20).map(|n| app_event("t1", n)).collect());
+        let fresh = hour_files(&harness, "dest-all", 10).await;
+        assert_eq!(lines(&fresh), expected);
+        assert_eq!(fresh.len(), 2, "a file a run");
+        let hourly = hour_files(&harness, "dest-t1", 10).await;
+        let normalized = sorted(expected.iter().map(|line| event_of(line)).collect());
+        assert!(events_of(&hourly) == normalized, "the hour, hourly");
+        assert_eq!(hourly.len(), 1, "one file");
+        for bucket in ["dest-all", "dest-t1"] {
+            let keys = listed(&harness, bucket, "").await;
+            assert_eq!(success(&keys), 1, "{bucket}: {keys:?}");
+        }
+        assert!(listed(&harness, EXPORT, "pending/").await.is_empty());
+
+        let later = harness.flush(TEN + HOUR + 5 * MINUTE).await;
+        assert!(later.partitions.is_empty(), "{later:?}");
+        assert_eq!(hour_files(&harness, "dest-all", 10).await.len(), 2);
+    }
+
     /// Two destinations of one stream and tenant, one every 5 minutes and
     /// one hourly, over two hours of traffic staged every 5 minutes with
     /// redeliveries and re-sends, a run stopped after its commit while the
