@@ -375,6 +375,29 @@ impl DestinationState {
             .map(Vec::as_slice)
     }
 
+    /// The files parts `numbers` are published as, in order, each once: a
+    /// part alone, or the whole group it is recorded in (see
+    /// [`DestinationState::files`]). Parts held for the hour's close, and
+    /// files with a part `wanted` refuses, are left out.
+    pub fn files_for(
+        &self,
+        numbers: impl IntoIterator<Item = u32>,
+        wanted: impl Fn(u32) -> bool,
+    ) -> Vec<Vec<u32>> {
+        let mut files: Vec<Vec<u32>> = Vec::new();
+        for number in numbers {
+            let file = match self.file_of(number) {
+                Some(group) => group.to_vec(),
+                None if self.held.contains(&number) => continue,
+                None => vec![number],
+            };
+            if file.iter().all(|n| wanted(*n)) && !files.contains(&file) {
+                files.push(file);
+            }
+        }
+        files
+    }
+
     /// Groups the held parts into files of at most `max_bytes` (compressed,
     /// as archive parts roll over) each (a part larger than that is a file alone), in part order,
     /// and makes them pending; `sizes` gives each part's compressed size.

@@ -214,22 +214,11 @@ pub enum PartFailure {
 
 /// The files a destination's pending parts (those of `only`, when given)
 /// are published as, in order: a part alone, or the group it is recorded
-/// in (see [`DestinationState::files`]), whole: a group with a part outside
-/// `only` waits for a run that publishes them all.
+/// in, whole: a group with a part outside `only` waits for a run that
+/// publishes them all.
 fn files_to_publish(state: &DestinationState, only: Option<&[u32]>) -> Vec<Vec<u32>> {
-    let wanted = |number: &u32| only.is_none_or(|only| only.contains(number));
-    let mut files: Vec<Vec<u32>> = Vec::new();
-    for number in state.pending.iter().copied() {
-        match state.file_of(number) {
-            Some(group) if group.iter().all(wanted) && !files.iter().any(|file| file == group) => {
-                files.push(group.to_vec())
-            }
-            Some(_) => {}
-            None if wanted(&number) => files.push(vec![number]),
-            None => {}
-        }
-    }
-    files
+    let wanted = |number: u32| only.is_none_or(|only| only.contains(&number));
+    state.files_for(state.pending.iter().copied(), wanted)
 }
 
 /// The files a backfill publishes to destination `name` of the partition
@@ -237,18 +226,11 @@ fn files_to_publish(state: &DestinationState, only: Option<&[u32]>) -> Vec<Vec<u
 /// bytes, so a backfill overwrites): its recorded groups, and every other
 /// part alone; parts it holds for the hour's close are left to the close.
 pub fn backfill_files(manifest: &Manifest, name: &str) -> Vec<Vec<u32>> {
-    let state = manifest.destinations.get(name);
-    let held = |number: &u32| state.is_some_and(|state| state.held.contains(number));
-    let mut files: Vec<Vec<u32>> = Vec::new();
-    for part in &manifest.parts {
-        match state.and_then(|state| state.file_of(part.number)) {
-            Some(group) if !files.iter().any(|file| file == group) => files.push(group.to_vec()),
-            Some(_) => {}
-            None if held(&part.number) => {}
-            None => files.push(vec![part.number]),
-        }
+    let numbers = manifest.parts.iter().map(|part| part.number);
+    match manifest.destinations.get(name) {
+        Some(state) => state.files_for(numbers, |_| true),
+        None => numbers.map(|number| vec![number]).collect(),
     }
-    files
 }
 
 /// Publishes one archive part of `partition` to `destination`: the key its
@@ -651,5 +633,27 @@ mod tests {
         // A range publishes a file only when it holds all of its parts.
         assert_eq!(files_to_publish(&state, Some(&[1, 4, 5, 9])), [vec![1]]);
         assert_eq!(files_to_publish(&state, Some(&[4, 5, 6])), [vec![4, 5, 6]]);
+    }
+
+    #[test]
+    fn a_backfill_writes_the_recorded_files_and_leaves_held_parts_to_the_close() {
+        let mut manifest = Manifest {
+            parts: (1..=6)
+                .map(|number| ArchivePart {
+                    number,
+                    ..ArchivePart::default()
+                })
+                .collect(),
+            ..Manifest::default()
+        };
+        let state = manifest.destinations.entry("hourly".into()).or_default();
+        state.files = vec![vec![2, 3]];
+        state.held = vec![5, 6];
+        assert_eq!(
+            backfill_files(&manifest, "hourly"),
+            [vec![1], vec![2, 3], vec![4]]
+        );
+        // A destination the manifest does not know: a file a part.
+        assert_eq!(backfill_files(&manifest, "new").len(), 6);
     }
 }
