@@ -399,6 +399,57 @@ fn archive_key_for(key: &str) -> String {
     )
 }
 
+/// A manual flush of one tenant consumes its share of a staged object that
+/// holds another tenant too: the object stays staged, so the run records
+/// what it published, and the next run (the other tenant's) does not take
+/// the object for a sign that the first run stopped before publishing: it
+/// publishes nothing of the first tenant again.
+#[tokio::test]
+async fn a_flush_of_one_tenant_records_its_publishes_and_the_next_run_does_not_repeat_them() {
+    let harness = Harness::start(DESTINATIONS).await;
+    let records: Vec<SqsMessage> = (0..5)
+        .flat_map(|n| {
+            [
+                record(&format!("a{n}"), &app_event("t1", n), TEN + 1000),
+                record(&format!("b{n}"), &app_event("t2", n), TEN + 1000),
+            ]
+        })
+        .collect();
+    harness.stage(records, "one-object").await;
+    let until = shared::time::format_rfc3339_millis(TEN + HOUR);
+    let t1_only =
+        Trigger::from_payload(&serde_json::json!({"flush": {"until": until, "tenants": ["t1"]}}))
+            .unwrap();
+    let first = flusher::run(&harness.flusher(), &t1_only, None)
+        .await
+        .unwrap();
+    assert_eq!((first.events, first.failed), (5, 0), "{first:?}");
+    let staged = list_keys(&harness.s3, EXPORT, "staging/").await.unwrap();
+    assert_eq!(staged.len(), 1, "t2's events keep the object: {staged:?}");
+
+    let recorder = s3_export::recorder::RequestRecorder::new();
+    let mut flusher = harness.flusher();
+    flusher.s3 = recorder.wrap(&flusher.s3);
+    let second = flush_with(&flusher, TEN + HOUR + 15 * 60_000).await;
+    assert_eq!((second.events, second.failed), (5, 0), "{second:?}");
+    let t1_again: Vec<String> = recorder
+        .to("/dest-t1/")
+        .into_iter()
+        .filter(|request| request.method == "PUT" && !request.uri.contains("_SUCCESS"))
+        .map(|request| request.uri)
+        .collect();
+    assert!(
+        t1_again.is_empty(),
+        "t1's files written again: {t1_again:?}"
+    );
+    assert!(
+        !recorder.to("/dest-all/").is_empty(),
+        "t2's file is written"
+    );
+    let t1: Vec<String> = (0..5).map(|n| app_event("t1", n)).collect();
+    assert_eq!(lines(&harness.files("dest-t1", "").await), sorted(t1));
+}
+
 #[tokio::test]
 async fn a_manifest_newer_than_the_flusher_is_refused_naming_it_and_nothing_is_lost() {
     let harness = Harness::start(DESTINATIONS).await;

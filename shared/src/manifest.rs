@@ -11,7 +11,9 @@
 //! consumed only after publishing, so while any of it is still staged the
 //! unconfirmed parts may not have been written, and the next run publishes
 //! them again (the same keys and bytes: an overwrite); once none is, they
-//! were ([`Manifest::settle_unconfirmed`]).
+//! were ([`Manifest::settle_unconfirmed`]). A run whose consumed staged
+//! objects stay staged after it (they hold partitions it does not flush)
+//! records what it published instead, so that this holds.
 
 use std::collections::{BTreeMap, HashSet};
 

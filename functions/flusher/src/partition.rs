@@ -645,15 +645,16 @@ pub async fn complete(
             }
         };
         // A run that published every part its commit listed as unconfirmed,
-        // and nothing else changed, has nothing to record (in a closed hour).
+        // and nothing else changed, has nothing to record.
         let record = match &committed {
-            // In an open hour the staged objects it consumed may stay
-            // staged until the close (other partitions of theirs wait for
-            // it), so they cannot tell the next run whether this one
-            // published: it records that it did, unless the run deletes
-            // them (should another partition of theirs fail, the next run
-            // publishes these parts again: the same files).
-            Some(_) if hour_open && !objects_go => true,
+            // Staged objects it consumed that hold partitions this run does
+            // not flush (an open hour's hourly tenants, a manual flush's
+            // other tenants) stay staged, so they cannot tell the next run
+            // whether this one published: it records that it did. When
+            // the run deletes them, it need not (should another partition
+            // of theirs fail, the next run publishes these parts again:
+            // the same files).
+            Some(_) if !objects_go => true,
             // Parts of a paused destination, for one, stay pending.
             Some(stored) => !manifest.publishes_match(stored),
             None => outcome.published > 0 || outcome.dropped > 0 || !outcome.failed.is_empty(),

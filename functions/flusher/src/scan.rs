@@ -81,10 +81,10 @@ pub struct Work {
     pub objects: BTreeMap<String, BTreeSet<PartitionKey>>,
     /// Partitions whose manifests list parts still to publish.
     pub publishes: BTreeSet<PartitionKey>,
-    /// Partitions of open hours every staged object of which holds only
-    /// partitions this work flushes: once they are all done, the run
-    /// deletes those objects, which tells the next run that the parts
-    /// committed from them were published (see `partition::complete`).
+    /// Partitions every staged object of which holds only partitions this
+    /// work flushes: once they are all done, the run deletes those
+    /// objects, which tells the next run that the parts committed from
+    /// them were published (see `partition::complete`).
     pub objects_go: BTreeSet<PartitionKey>,
     /// Partitions of open hours whose pending-publish marker is there
     /// already (it waits for the close): not visited for it, but not
